@@ -1,0 +1,77 @@
+import type { z } from 'zod';
+import { ConfigError } from '../errors/errors.js';
+import { configSchema, type WalcacheConfigInput } from './schema.js';
+
+type Parsed = z.output<typeof configSchema>;
+
+/** The validated, frozen configuration every walcache component reads. */
+export type ResolvedConfig = DeepReadonly<
+  Omit<Parsed, 'prefix' | 'databaseUrl' | 'redis'> & {
+    prefix: string;
+    databaseUrl: string;
+    redis: Omit<Parsed['redis'], 'url'> & { url: string };
+  }
+>;
+
+type DeepReadonly<T> = { readonly [K in keyof T]: T[K] extends object ? DeepReadonly<T[K]> : T[K] };
+
+export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
+export const DEFAULT_DATABASE_URL = 'postgres://127.0.0.1:5432/test';
+
+/**
+ * Validates a config once, fills in defaults and environment variables
+ * (`REDIS_URL`, `DATABASE_URL`, `WALCACHE_PREFIX`) and freezes the result.
+ *
+ * @throws {ConfigError} naming the first bad option and its value.
+ * @example
+ * const config = resolveConfig({ prefix: 'shop', cache: { ttlMs: 30_000 } });
+ */
+export function resolveConfig(
+  input: WalcacheConfigInput = {},
+  env: NodeJS.ProcessEnv = process.env,
+): ResolvedConfig {
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+    throw new ConfigError('(config)', input, 'expected an object');
+  }
+  const withEnv = {
+    ...input,
+    prefix: input.prefix ?? env.WALCACHE_PREFIX ?? 'walcache',
+    databaseUrl: input.databaseUrl ?? env.DATABASE_URL ?? DEFAULT_DATABASE_URL,
+    redis: { ...input.redis, url: input.redis?.url ?? env.REDIS_URL ?? DEFAULT_REDIS_URL },
+  };
+  const result = configSchema.safeParse(withEnv);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const path = issue?.path.map(String) ?? [];
+    const option = path.length > 0 ? path.join('.') : '(config)';
+    const value = path.reduce<unknown>(
+      (node, part) =>
+        node !== null && typeof node === 'object'
+          ? (node as Record<string, unknown>)[part]
+          : undefined,
+      withEnv,
+    );
+    const reason =
+      issue?.code === 'unrecognized_keys'
+        ? `unknown option${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `\`${[...path, k].join('.')}\``).join(', ')}`
+        : (issue?.message ?? 'invalid');
+    throw new ConfigError(option, value, reason);
+  }
+  const parsed = result.data;
+  if (parsed.lease.waitMs >= parsed.lease.ttlMs) {
+    throw new ConfigError(
+      'lease.waitMs',
+      parsed.lease.waitMs,
+      `must be below lease.ttlMs (${parsed.lease.ttlMs})`,
+    );
+  }
+  return deepFreeze(parsed) as ResolvedConfig;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object') {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,95 @@
+import { WalcacheError } from './walcache-error.js';
+
+/** A configuration option is missing, of the wrong type or out of range. */
+export class ConfigError extends WalcacheError {
+  constructor(
+    readonly option: string,
+    readonly value: unknown,
+    reason: string,
+  ) {
+    super('E_CONFIG', `Invalid walcache option \`${option}\`: ${reason} (got ${show(value)})`, {
+      context: { option, value },
+    });
+  }
+}
+
+/** A cache key or tag is empty, too long or not a string. */
+export class InvalidKeyError extends WalcacheError {
+  constructor(key: unknown, reason: string) {
+    super('E_INVALID_KEY', `Invalid cache key ${show(key)}: ${reason}`, { context: { key } });
+  }
+}
+
+/** A value cannot be stored: a function, a symbol, a cycle, a class instance... */
+export class SerializationError extends WalcacheError {
+  constructor(
+    readonly key: string,
+    readonly path: string,
+    reason: string,
+    cause?: unknown,
+  ) {
+    super('E_SERIALIZE', `Cannot cache the value of key "${key}": ${path} ${reason}`, {
+      cause,
+      context: { key, path },
+    });
+  }
+}
+
+/** An encoded value is larger than `cache.maxValueBytes`. */
+export class ValueTooLargeError extends WalcacheError {
+  constructor(
+    readonly key: string,
+    readonly bytes: number,
+    readonly limit: number,
+  ) {
+    super(
+      'E_VALUE_TOO_LARGE',
+      `Cannot cache the value of key "${key}": ${bytes} bytes encoded, over the limit of ${limit} (cache.maxValueBytes)`,
+      { context: { key, bytes, limit } },
+    );
+  }
+}
+
+/** An L2 entry could not be decoded. Reads treat it as a miss; this is what the event carries. */
+export class CorruptEntryError extends WalcacheError {
+  constructor(key: string, reason: string, cause?: unknown) {
+    super('E_CORRUPT_ENTRY', `Corrupt or foreign cache entry at key "${key}": ${reason}`, {
+      cause,
+      context: { key },
+    });
+  }
+}
+
+/**
+ * Redis could not be reached for an operation that must not be silently skipped
+ * (set, delete, invalidateTags). Reads never throw this: they fall back to the loader.
+ */
+export class RedisUnavailableError extends WalcacheError {
+  constructor(operation: string, cause?: unknown) {
+    super('E_REDIS_UNAVAILABLE', `Redis is unavailable: ${operation} was not applied`, {
+      cause,
+      context: { operation },
+    });
+  }
+}
+
+/** The engine (or another resource) was used after `close()`. */
+export class ClosedError extends WalcacheError {
+  constructor(what: string) {
+    super('E_CLOSED', `${what} is closed`);
+  }
+}
+
+function show(value: unknown): string {
+  if (typeof value === 'string')
+    return JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);
+  if (typeof value === 'bigint') return `${value}n`;
+  if (value === undefined || typeof value === 'function' || typeof value === 'symbol')
+    return String(value);
+  try {
+    const s = JSON.stringify(value);
+    return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}

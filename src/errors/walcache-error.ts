@@ -1,0 +1,26 @@
+/** Stable error codes: branch on `error.code` or `instanceof`, never on message text. */
+export type WalcacheErrorCode =
+  | 'E_CONFIG'
+  | 'E_INVALID_KEY'
+  | 'E_SERIALIZE'
+  | 'E_VALUE_TOO_LARGE'
+  | 'E_CORRUPT_ENTRY'
+  | 'E_REDIS_UNAVAILABLE'
+  | 'E_CLOSED';
+
+/** Base class of every error walcache throws on purpose. */
+export class WalcacheError extends Error {
+  readonly code: WalcacheErrorCode;
+  readonly context: Readonly<Record<string, unknown>>;
+
+  constructor(
+    code: WalcacheErrorCode,
+    message: string,
+    options: { cause?: unknown; context?: Record<string, unknown> } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.context = Object.freeze({ ...options.context });
+  }
+}

@@ -1,0 +1,103 @@
+import { InvalidKeyError } from '../errors/errors.js';
+
+/**
+ * The only module that builds Redis keys. Layout, under a validated prefix:
+ *
+ *   <prefix>:k:<key>        cache entry (lease | data | tombstone)
+ *   <prefix>:t:<tag>        tag version
+ *   <prefix>:epoch          global cache epoch
+ *   <prefix>:hb             worker heartbeat
+ *   <prefix>:bus            pub/sub channel for L1 coherence
+ *
+ * Logical keys keep `:` as a readable separator; every other byte outside
+ * `[A-Za-z0-9_.-]` is percent-encoded, so no input can leave its namespace, form a
+ * glob pattern (`* ? [ ]`) or a Cluster hash tag (`{ }`).
+ */
+export const MAX_KEY_LENGTH = 1024;
+
+const SAFE_LOGICAL = /^[A-Za-z0-9_.:-]*$/;
+const SAFE_PART = /^[A-Za-z0-9_.-]*$/;
+
+/** Percent-encodes one key part completely (including `:`), so parts cannot collide. */
+export function encodeKeyPart(part: string | number | bigint): string {
+  const s = typeof part === 'string' ? part : String(part);
+  if (SAFE_PART.test(s)) return s;
+  return percentEncode(s, SAFE_PART_CHAR);
+}
+
+/**
+ * Builds a logical cache key from parts, each encoded: `key('users', 42)` is `users:42`,
+ * `key('users', 'a:b')` is `users:a%3Ab`.
+ */
+export function key(...parts: ReadonlyArray<string | number | bigint>): string {
+  if (parts.length === 0) throw new InvalidKeyError(parts, 'a key needs at least one part');
+  return parts.map(encodeKeyPart).join(':');
+}
+
+/** Builds a tag from parts, the same way as `key`: `tag('orders', 'user_id', 7)`. */
+export const tag = key;
+
+const SAFE_PART_CHAR = /[A-Za-z0-9_.-]/;
+const SAFE_LOGICAL_CHAR = /[A-Za-z0-9_.:-]/;
+
+function percentEncode(s: string, safe: RegExp): string {
+  let out = '';
+  for (const ch of s) {
+    if (safe.test(ch)) {
+      out += ch;
+    } else {
+      for (const byte of Buffer.from(ch, 'utf8'))
+        out += `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+    }
+  }
+  return out;
+}
+
+export function assertLogicalKey(k: unknown, what = 'key'): asserts k is string {
+  if (typeof k !== 'string') throw new InvalidKeyError(k, `a ${what} must be a string`);
+  if (k.length === 0) throw new InvalidKeyError(k, `a ${what} must not be empty`);
+  if (k.length > MAX_KEY_LENGTH)
+    throw new InvalidKeyError(k, `a ${what} must be at most ${MAX_KEY_LENGTH} characters`);
+}
+
+/** Redis key names for one prefix. */
+export class Keys {
+  readonly prefix: string;
+  readonly #entry: string;
+  readonly #tag: string;
+
+  constructor(prefix: string) {
+    if (!SAFE_PART.test(prefix) || prefix.length === 0)
+      throw new InvalidKeyError(prefix, 'invalid prefix');
+    this.prefix = prefix;
+    this.#entry = `${prefix}:k:`;
+    this.#tag = `${prefix}:t:`;
+  }
+
+  /** Redis key of a cache entry. */
+  entry(logicalKey: string): string {
+    return (
+      this.#entry +
+      (SAFE_LOGICAL.test(logicalKey) ? logicalKey : percentEncode(logicalKey, SAFE_LOGICAL_CHAR))
+    );
+  }
+
+  /** Redis key holding a tag's current version. */
+  tagVersion(tagName: string): string {
+    return (
+      this.#tag + (SAFE_LOGICAL.test(tagName) ? tagName : percentEncode(tagName, SAFE_LOGICAL_CHAR))
+    );
+  }
+
+  epoch(): string {
+    return `${this.prefix}:epoch`;
+  }
+
+  heartbeat(): string {
+    return `${this.prefix}:hb`;
+  }
+
+  busChannel(): string {
+    return `${this.prefix}:bus`;
+  }
+}

@@ -1,0 +1,128 @@
+import type { Redis } from 'ioredis';
+
+/** One invalidation broadcast. `seq` counts per source, so a receiver can see a gap. */
+export interface BusMessage {
+  /** The publisher's run id. */
+  readonly src: string;
+  /** 'worker' for the invalidation worker, 'engine' for a service's own writes. */
+  readonly kind: 'worker' | 'engine';
+  readonly seq: number;
+  readonly keys: readonly string[];
+  readonly tags: readonly string[];
+  /** Set when the global epoch moved: receivers drop all of L1. */
+  readonly epoch?: string;
+}
+
+export interface BusHandlers {
+  /** Drop these keys and tags (they are never the receiver's own messages). */
+  onInvalidate(message: BusMessage): void;
+  /** Drop all of L1: the bus went down, a gap was seen, a worker restarted, the epoch moved. */
+  onReset(reason: 'down' | 'gap' | 'worker-restart' | 'epoch' | 'up'): void;
+  onHealth(healthy: boolean): void;
+}
+
+/**
+ * L1 coherence over Redis pub/sub, on a dedicated subscriber connection. The bus is
+ * healthy only while subscribed; every transition to or from healthy clears L1 (a
+ * message may have been missed), and so do a sequence gap and a new worker run id.
+ */
+export class Bus {
+  readonly runId: string;
+  readonly #sub: Redis;
+  readonly #channel: string;
+  readonly #handlers: BusHandlers;
+  readonly #lastSeq = new Map<string, number>();
+  #workerRunId: string | undefined;
+  #seq = 0;
+  #healthy = false;
+  #closed = false;
+
+  constructor(subscriber: Redis, channel: string, runId: string, handlers: BusHandlers) {
+    this.#sub = subscriber;
+    this.#channel = channel;
+    this.runId = runId;
+    this.#handlers = handlers;
+    subscriber.on('messageBuffer', (ch: Buffer, payload: Buffer) => {
+      if (ch.toString() === this.#channel) this.#receive(payload);
+    });
+    subscriber.on('ready', () => void this.#subscribe());
+    subscriber.on('close', () => this.#down());
+    subscriber.on('end', () => this.#down());
+    if (subscriber.status === 'ready') void this.#subscribe();
+  }
+
+  get healthy(): boolean {
+    return this.#healthy;
+  }
+
+  /** The next message this process publishes (its `seq` advances only when it is sent). */
+  message(keys: readonly string[], tags: readonly string[], epoch?: string): string {
+    const message: BusMessage = {
+      src: this.runId,
+      kind: 'engine',
+      seq: ++this.#seq,
+      keys,
+      tags,
+      ...(epoch ? { epoch } : {}),
+    };
+    return JSON.stringify(message);
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#down();
+  }
+
+  async #subscribe(): Promise<void> {
+    if (this.#closed) return;
+    try {
+      await this.#sub.subscribe(this.#channel);
+    } catch {
+      return; // the connection dropped again; 'ready' brings us back here
+    }
+    if (this.#closed || this.#healthy) return;
+    this.#lastSeq.clear();
+    this.#healthy = true;
+    this.#handlers.onReset('up');
+    this.#handlers.onHealth(true);
+  }
+
+  #down(): void {
+    if (!this.#healthy) return;
+    this.#healthy = false;
+    this.#handlers.onReset('down');
+    this.#handlers.onHealth(false);
+  }
+
+  #receive(payload: Buffer): void {
+    let message: BusMessage;
+    try {
+      message = JSON.parse(payload.toString('utf8')) as BusMessage;
+      if (typeof message.src !== 'string' || typeof message.seq !== 'number')
+        throw new TypeError('bad message');
+    } catch {
+      // Something we cannot read may have been an invalidation: treat it as a gap.
+      this.#handlers.onReset('gap');
+      return;
+    }
+    if (message.src === this.runId) return;
+    const last = this.#lastSeq.get(message.src);
+    this.#lastSeq.set(message.src, message.seq);
+    if (message.kind === 'worker') {
+      const previous = this.#workerRunId;
+      this.#workerRunId = message.src;
+      if (previous !== undefined && previous !== message.src) {
+        this.#handlers.onReset('worker-restart');
+        return;
+      }
+    }
+    if (last !== undefined && message.seq !== last + 1) {
+      this.#handlers.onReset('gap');
+      return;
+    }
+    if (message.epoch !== undefined) {
+      this.#handlers.onReset('epoch');
+    }
+    this.#handlers.onInvalidate(message);
+  }
+}

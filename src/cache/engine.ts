@@ -1,0 +1,828 @@
+import { performance } from 'node:perf_hooks';
+import type { Redis } from 'ioredis';
+import { Codec } from '../codec/codec.js';
+import { type ResolvedConfig, resolveConfig } from '../config/config.js';
+import type { WalcacheConfigInput } from '../config/schema.js';
+import {
+  ClosedError,
+  ConfigError,
+  CorruptEntryError,
+  RedisUnavailableError,
+} from '../errors/errors.js';
+import { assertLogicalKey, Keys } from '../keys/keys.js';
+import { CacheEvents } from '../metrics/events.js';
+import { Bus, type BusMessage } from './bus.js';
+import { CircuitBreaker } from './circuit-breaker.js';
+import {
+  type EntryState,
+  type Envelope,
+  encodeEntry,
+  leaseValue,
+  newToken,
+  parseEntry,
+  refreshValuePrefix,
+  tombstoneValue,
+} from './envelope.js';
+import { L1Tier } from './l1-tier.js';
+import { L2Tier } from './l2-tier.js';
+import { createCacheRedis, waitReady } from './redis-connection.js';
+
+/** Per-call options of `getOrLoad`. Every one falls back to the config. */
+export interface LoadOptions {
+  /** Fresh lifetime of a value filled by this call (jitter is applied). */
+  readonly ttlMs?: number;
+  /** Tags the value depends on; bumping any of them invalidates it. */
+  readonly tags?: readonly string[];
+  /** Grace after expiry in which the stale value is served while one refresh runs. */
+  readonly staleWhileRevalidateMs?: number;
+  /** Cache `undefined` from the loader for this long (negative caching). */
+  readonly negativeTtlMs?: number;
+  /** Skip both tiers, load, and fill them with the new value. */
+  readonly forceFresh?: boolean;
+}
+
+export interface EngineOptions {
+  /** Config input, validated here; or an already resolved config. */
+  readonly config?: WalcacheConfigInput | ResolvedConfig;
+  /** Share a Redis client instead of connecting to `config.redis.url`. The engine never closes it. */
+  readonly redis?: Redis;
+}
+
+interface L2Read {
+  readonly state: EntryState;
+  /** Current version of every tag named by the call or by the entry (null: missing). */
+  readonly versions: Map<string, string | null>;
+  readonly epoch: string;
+}
+
+/** fresh; stale (refresh it); early (XFetch says refresh now); refreshing (stale, a refresh is under way). */
+type Verdict =
+  | { readonly kind: 'fresh' | 'stale' | 'early' | 'refreshing'; readonly value: unknown }
+  | { readonly kind: 'invalid' };
+
+const INVALID: Verdict = { kind: 'invalid' };
+const RESOLVED = Symbol('resolved');
+
+/**
+ * The two-tier cache: an in-process L1 and a Redis L2 whose fills are protected by a
+ * lease, so a value loaded before an invalidation can never be stored after it.
+ *
+ * @example
+ * const cache = new CacheEngine({ config: { prefix: 'shop' } });
+ * const user = await cache.getOrLoad(key('users', 42), () => db.findUser(42), { tags: ['users'] });
+ * await cache.close();
+ */
+export class CacheEngine {
+  readonly config: ResolvedConfig;
+  readonly events = new CacheEvents();
+  readonly keys: Keys;
+  readonly #redis: Redis;
+  readonly #ownsRedis: boolean;
+  readonly #subscriber: Redis | undefined;
+  readonly #l1: L1Tier | undefined;
+  readonly #l2: L2Tier;
+  readonly #bus: Bus | undefined;
+  readonly #breaker: CircuitBreaker;
+  readonly #codec: Codec;
+  readonly #flights = new Map<string, Promise<unknown>>();
+  readonly #refreshing = new Set<string>();
+  #epoch: string | undefined;
+  /** Moves on every bus reset, so an epoch read that straddles one is not kept. */
+  #epochGeneration = 0;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: EngineOptions = {}) {
+    this.config = isResolved(options.config) ? options.config : resolveConfig(options.config);
+    const { config } = this;
+    this.keys = new Keys(config.prefix);
+    this.#codec = new Codec(config.cache);
+    this.#ownsRedis = options.redis === undefined;
+    this.#redis = options.redis ?? createCacheRedis(config.redis, `walcache:${config.prefix}`);
+    this.#breaker = new CircuitBreaker(config.breaker, (state) => {
+      if (state === 'open') this.events.emit('breaker-open');
+      if (state === 'closed') this.events.emit('breaker-close');
+    });
+    this.#l2 = new L2Tier(this.#redis, this.#breaker, (op, error) =>
+      this.events.emit('l2-error', op, error),
+    );
+    this.#l1 = config.l1.enabled ? new L1Tier(config.l1) : undefined;
+    if (config.bus.enabled) {
+      // A subscribed connection can run nothing else, so the bus gets its own. It may
+      // queue commands while offline: the bus reports health from connection events.
+      this.#subscriber = this.#redis.duplicate({
+        connectionName: `walcache:${config.prefix}:bus`,
+        enableOfflineQueue: true,
+        enableAutoPipelining: false,
+        commandTimeout: undefined,
+      });
+      this.#subscriber.on('error', () => {});
+      this.#bus = new Bus(this.#subscriber, this.keys.busChannel(), newToken(), {
+        onInvalidate: (message) => this.#applyBusMessage(message),
+        onReset: (reason) => {
+          this.#epoch = undefined;
+          this.#epochGeneration++;
+          this.#l1?.clear();
+          this.events.emit('l1-reset', reason);
+        },
+        onHealth: (healthy) => this.events.emit(healthy ? 'bus-up' : 'bus-down'),
+      });
+    }
+  }
+
+  /** Resolves true once Redis (and the bus, if enabled) is connected, false after `timeoutMs`. */
+  async ready(timeoutMs = 5_000): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    if (!(await waitReady(this.#redis, timeoutMs))) return false;
+    while (this.#bus && !this.#bus.healthy) {
+      if (Date.now() >= deadline) return false;
+      await sleep(5);
+    }
+    return true;
+  }
+
+  /** Is L1 in use right now? Only while the bus is healthy (or disabled by config). */
+  get l1Active(): boolean {
+    return this.#l1 !== undefined && (this.#bus === undefined || this.#bus.healthy);
+  }
+
+  /** L1 size in entries and encoded bytes. */
+  get l1Stats(): { entries: number; bytes: number } {
+    return { entries: this.#l1?.size ?? 0, bytes: this.#l1?.bytes ?? 0 };
+  }
+
+  get breakerState(): CircuitBreaker['state'] {
+    return this.#breaker.state;
+  }
+
+  get busHealthy(): boolean {
+    return this.#bus?.healthy ?? false;
+  }
+
+  /**
+   * Synchronous L1 lookup: the value if L1 holds it fresh, else undefined. No await,
+   * no allocation; the cheapest read walcache has.
+   */
+  peek<T = unknown>(key: string): T | undefined {
+    if (!this.l1Active) return undefined;
+    const entry = (this.#l1 as L1Tier).get(key);
+    if (entry === undefined || entry.freshUntil <= Date.now()) return undefined;
+    this.events.emit('hit', 'l1', key);
+    return entry.value as T;
+  }
+
+  /**
+   * Reads through both tiers; on a miss, loads once (per process, and across processes
+   * through the L2 lease) and fills both tiers.
+   *
+   * Redis errors never reach the caller: without Redis the loader answers directly.
+   * The loader's own errors do reach the caller, and nothing is cached.
+   *
+   * @example
+   * const user = await cache.getOrLoad('users:42', () => findUser(42), { ttlMs: 30_000 });
+   */
+  getOrLoad<T>(key: string, loader: () => Promise<T> | T, options: LoadOptions = {}): Promise<T> {
+    if (this.#closing) return Promise.reject(new ClosedError('CacheEngine'));
+    assertLogicalKey(key);
+    // 1. L1: synchronous, fresh or inside its grace period.
+    if (!options.forceFresh && this.l1Active) {
+      const entry = (this.#l1 as L1Tier).get(key);
+      if (entry !== undefined) {
+        const now = Date.now();
+        if (now < entry.freshUntil) {
+          this.events.emit('hit', 'l1', key);
+          if (this.#refreshEarly(now, entry.freshUntil, entry.loadMs))
+            this.#refreshInBackground(key, loader, options, 'early');
+        } else {
+          this.events.emit('stale-served', 'l1', key);
+          this.#refreshInBackground(key, loader, options, 'stale');
+        }
+        return Promise.resolve(entry.value as T);
+      }
+    }
+    // 2. Single flight: one load per key in this process.
+    const flightKey = options.forceFresh ? `\0fresh\0${key}` : key;
+    const running = this.#flights.get(flightKey);
+    if (running) {
+      this.events.emit('coalesced', key);
+      return running as Promise<T>;
+    }
+    const flight = this.#resolve(key, loader, options).finally(() => {
+      if (this.#flights.get(flightKey) === flight) this.#flights.delete(flightKey);
+    });
+    this.#flights.set(flightKey, flight);
+    return flight;
+  }
+
+  /** Reads a value from L1 or L2 without loading. Undefined when absent, stale or invalid. */
+  async get<T = unknown>(key: string): Promise<T | undefined> {
+    this.#assertOpen();
+    assertLogicalKey(key);
+    if (this.l1Active) {
+      const entry = (this.#l1 as L1Tier).get(key);
+      if (entry !== undefined && entry.freshUntil > Date.now()) {
+        this.events.emit('hit', 'l1', key);
+        return entry.value as T;
+      }
+    }
+    const snapshot = this.#l1?.snapshot(key, null) ?? 0;
+    let read: L2Read;
+    try {
+      read = await this.#readL2(key, null);
+    } catch {
+      return undefined;
+    }
+    const verdict = this.#judge(key, read);
+    if (verdict.kind === 'invalid') {
+      this.#dropCorrupt(key, read.state);
+      this.events.emit('miss', key);
+      return undefined;
+    }
+    this.events.emit(
+      verdict.kind === 'stale' || verdict.kind === 'refreshing' ? 'stale-served' : 'hit',
+      'l2',
+      key,
+    );
+    this.#storeL1(key, read.state, verdict.value, snapshot);
+    return verdict.value as T;
+  }
+
+  /** `get` for many keys; the L2 reads go out together (one round trip with auto-pipelining). */
+  getMany<T = unknown>(keys: readonly string[]): Promise<Array<T | undefined>> {
+    return Promise.all(keys.map((k) => this.get<T>(k)));
+  }
+
+  /**
+   * Writes a value to both tiers unconditionally and tells other processes to drop
+   * their L1 copy. Prefer letting the database's log invalidate; `set` is for values
+   * that have no row behind them.
+   *
+   * @throws {SerializationError | ValueTooLargeError} before anything is written.
+   * @throws {RedisUnavailableError} when Redis did not take the write.
+   */
+  async set(
+    key: string,
+    value: unknown,
+    options: Pick<LoadOptions, 'ttlMs' | 'tags' | 'staleWhileRevalidateMs'> = {},
+  ): Promise<void> {
+    this.#assertOpen();
+    assertLogicalKey(key);
+    const tags = this.#checkTags(options.tags);
+    const { bytes, compressed } = this.#codec.encode(key, value);
+    const token = newToken();
+    const versions = tags.length > 0 ? await this.#currentVersions(tags) : null;
+    const epoch = await this.#currentEpoch();
+    const meta = this.#meta(options, 0, epoch, versions, false);
+    const entry = encodeEntry(token, meta, bytes, compressed);
+    this.#l1?.invalidate([key], []);
+    await this.#l2.set(this.keys.entry(key), entry, meta.staleUntil - meta.createdAt);
+    await this.#publish([key], []);
+    const state = parseEntry(entry);
+    this.#storeL1(key, state, value, this.#l1?.snapshot(key, tags.length > 0 ? tags : null) ?? 0);
+  }
+
+  /**
+   * Invalidates keys: each becomes a tombstone in L2 (so fills in flight are refused)
+   * and every process drops it from L1.
+   *
+   * @throws {RedisUnavailableError} when Redis did not take the tombstones.
+   */
+  async delete(keys: string | readonly string[]): Promise<void> {
+    this.#assertOpen();
+    const list = typeof keys === 'string' ? [keys] : [...keys];
+    for (const k of list) assertLogicalKey(k);
+    this.#l1?.invalidate(list, []);
+    await this.#l2.tombstone(
+      list.map((k) => this.keys.entry(k)),
+      tombstoneValue(0n),
+      this.config.tombstoneTtlMs,
+    );
+    await this.#publish(list, []);
+  }
+
+  /**
+   * Bumps tag versions (O(1) per tag): every entry filled under an older version reads
+   * as a miss, in every process.
+   *
+   * @throws {RedisUnavailableError} when Redis did not take the bump.
+   */
+  async invalidateTags(tags: readonly string[]): Promise<void> {
+    this.#assertOpen();
+    const list = this.#checkTags(tags);
+    this.#l1?.invalidate([], list);
+    await this.#l2.bumpVersions(list.map((t) => this.keys.tagVersion(t)));
+    await this.#publish([], list);
+  }
+
+  /**
+   * Moves the global epoch: every entry filled before reads as a miss, everywhere.
+   * For gaps in invalidation (and `walcache invalidate --all`).
+   */
+  async bumpEpoch(): Promise<string> {
+    this.#assertOpen();
+    this.#l1?.clear();
+    await this.#l2.bumpVersions([this.keys.epoch()]);
+    this.#epoch = undefined;
+    const epoch = await this.#currentEpoch();
+    await this.#publish([], [], epoch);
+    return epoch;
+  }
+
+  /** Closes the connections the engine opened. Idempotent; later calls share the promise. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#bus?.close();
+      const quit = async (client: Redis | undefined) => {
+        if (!client) return;
+        try {
+          if (client.status === 'ready') await client.quit();
+          else client.disconnect();
+        } catch {
+          client.disconnect();
+        }
+      };
+      await quit(this.#subscriber);
+      if (this.#ownsRedis) await quit(this.#redis);
+      this.#l1?.clear();
+    })();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  // --- the read path -------------------------------------------------------------
+
+  async #resolve<T>(key: string, loader: () => Promise<T> | T, options: LoadOptions): Promise<T> {
+    const tags = this.#checkTags(options.tags);
+    const tagList = tags.length > 0 ? tags : null;
+    // The generation snapshot comes first: any invalidation after it drops our L1 fill.
+    const snapshot = this.#l1?.snapshot(key, tagList) ?? 0;
+    // 3. L2: the entry, the versions of its tags and the epoch, in one round trip.
+    let read: L2Read;
+    try {
+      read = await this.#readL2(key, tagList);
+    } catch {
+      return this.#loadWithoutL2(key, loader, options, snapshot);
+    }
+    let replace = '';
+    if (read.state.kind === 'data' || read.state.kind === 'corrupt') {
+      const verdict = options.forceFresh ? INVALID : this.#judge(key, read);
+      if (verdict.kind !== 'invalid') {
+        const stale = verdict.kind === 'stale' || verdict.kind === 'refreshing';
+        this.events.emit(stale ? 'stale-served' : 'hit', 'l2', key);
+        this.#storeL1(key, read.state, verdict.value, snapshot);
+        if (verdict.kind === 'stale' || verdict.kind === 'early')
+          this.#refreshInBackground(key, loader, options, verdict.kind);
+        return verdict.value as T;
+      }
+      replace = read.state.prefix;
+    }
+    // 4. Miss: take the lease (or find another process's) and load.
+    this.events.emit('miss', key);
+    return this.#fill(key, loader, options, snapshot, replace, read);
+  }
+
+  async #fill<T>(
+    key: string,
+    loader: () => Promise<T> | T,
+    options: LoadOptions,
+    snapshot: number,
+    replace: string,
+    read: L2Read,
+  ): Promise<T> {
+    const redisKey = this.keys.entry(key);
+    const token = newToken();
+    let acquired: Awaited<ReturnType<L2Tier['acquire']>>;
+    try {
+      acquired = await this.#l2.acquire(redisKey, token, this.config.lease.ttlMs, replace, 'fill');
+    } catch {
+      return this.#loadWithoutL2(key, loader, options, snapshot);
+    }
+    if (acquired.kind === 'data') {
+      // Filled by another process between our GET and the script.
+      const fresh = await this.#readAgain(key, acquired.value, read);
+      if (fresh !== RESOLVED) {
+        const verdict = this.#judge(key, fresh);
+        if (verdict.kind !== 'invalid') {
+          this.events.emit('hit', 'l2', key);
+          this.#storeL1(key, fresh.state, verdict.value, snapshot);
+          return verdict.value as T;
+        }
+      }
+      return this.#loadWithoutFill(key, loader);
+    }
+    if (acquired.kind !== 'acquired')
+      return this.#awaitOthersFill(key, loader, options, snapshot, read);
+    // 5. We hold the lease. Versions are settled before the database is read.
+    const lease = leaseValue(token);
+    let versions: Record<string, string> | null;
+    try {
+      versions = await this.#versionsForFill(read);
+    } catch {
+      void this.#l2.release(redisKey, lease).catch(() => {});
+      return this.#loadWithoutL2(key, loader, options, snapshot);
+    }
+    return this.#loadAndFill(key, loader, options, snapshot, token, lease, read.epoch, versions);
+  }
+
+  async #loadAndFill<T>(
+    key: string,
+    loader: () => Promise<T> | T,
+    options: LoadOptions,
+    snapshot: number,
+    token: string,
+    lease: string,
+    epoch: string,
+    versions: Record<string, string> | null,
+  ): Promise<T> {
+    const redisKey = this.keys.entry(key);
+    const started = performance.now();
+    let value: T;
+    let encoded: ReturnType<Codec['encode']>;
+    try {
+      value = await loader();
+      this.events.emit('load', key, performance.now() - started);
+      const negativeTtl = options.negativeTtlMs ?? this.config.cache.negativeTtlMs;
+      if (value === undefined && negativeTtl <= 0) {
+        void this.#l2.release(redisKey, lease).catch(() => {});
+        return value;
+      }
+      encoded = this.#codec.encode(key, value);
+    } catch (error) {
+      void this.#l2.release(redisKey, lease).catch(() => {});
+      throw error;
+    }
+    // 6. Fill L2 only if our lease survived; L1 only if no invalidation arrived since the snapshot.
+    const loadMs = performance.now() - started;
+    const negative = value === undefined;
+    const meta = this.#meta(
+      negative ? { ttlMs: options.negativeTtlMs ?? this.config.cache.negativeTtlMs } : options,
+      loadMs,
+      epoch,
+      versions,
+      negative,
+    );
+    const entry = encodeEntry(token, meta, encoded.bytes, encoded.compressed);
+    let filled = false;
+    try {
+      filled = await this.#l2.fill(redisKey, lease, entry, meta.staleUntil - meta.createdAt);
+    } catch {
+      // Redis failed mid-fill: we cannot know whether it landed, so L1 stays out of it.
+      return value;
+    }
+    if (!filled) {
+      this.events.emit('fill-rejected', key, 'lease-lost');
+      return value;
+    }
+    this.events.emit('fill', key);
+    this.#storeL1(key, parseEntry(entry), value, snapshot);
+    return value;
+  }
+
+  /** Another process holds the lease: poll briefly for its fill, then load without filling. */
+  async #awaitOthersFill<T>(
+    key: string,
+    loader: () => Promise<T> | T,
+    options: LoadOptions,
+    snapshot: number,
+    read: L2Read,
+  ): Promise<T> {
+    const redisKey = this.keys.entry(key);
+    const started = Date.now();
+    const deadline = started + this.config.lease.waitMs;
+    let delay = 2;
+    while (Date.now() < deadline) {
+      await sleep(Math.min(delay, deadline - Date.now()));
+      delay = Math.min(delay * 2, 25);
+      let buffer: Buffer | null;
+      try {
+        buffer = await this.#l2.get(redisKey);
+      } catch {
+        break;
+      }
+      const state = parseEntry(buffer);
+      if (state.kind === 'lease') continue;
+      if (state.kind === 'empty' || state.kind === 'tombstone') {
+        // The holder gave up or was invalidated: try to become the filler.
+        this.events.emit('lease-wait', key, Date.now() - started, false);
+        return this.#fill(key, loader, options, snapshot, '', read);
+      }
+      const again = await this.#readAgain(key, buffer as Buffer, read);
+      if (again !== RESOLVED) {
+        const verdict = this.#judge(key, again);
+        if (verdict.kind !== 'invalid') {
+          this.events.emit('lease-wait', key, Date.now() - started, true);
+          this.#storeL1(key, again.state, verdict.value, snapshot);
+          return verdict.value as T;
+        }
+      }
+      break;
+    }
+    this.events.emit('lease-wait', key, Date.now() - started, false);
+    return this.#loadWithoutFill(key, loader);
+  }
+
+  /** Loads and answers without touching L2 (its lease belongs to someone else). */
+  async #loadWithoutFill<T>(key: string, loader: () => Promise<T> | T): Promise<T> {
+    const started = performance.now();
+    const value = await loader();
+    this.events.emit('load', key, performance.now() - started);
+    return value;
+  }
+
+  /** Redis is unavailable: the loader answers; L1 keeps it only while the bus is healthy. */
+  async #loadWithoutL2<T>(
+    key: string,
+    loader: () => Promise<T> | T,
+    options: LoadOptions,
+    snapshot: number,
+  ): Promise<T> {
+    const started = performance.now();
+    const value = await loader();
+    const loadMs = performance.now() - started;
+    this.events.emit('load', key, loadMs);
+    if (value !== undefined && this.l1Active) {
+      const { bytes } = this.#codec.encode(key, value);
+      const meta = this.#meta(options, loadMs, '', null, false);
+      (this.#l1 as L1Tier).set(
+        key,
+        {
+          value,
+          freshUntil: meta.freshUntil,
+          staleUntil: meta.staleUntil,
+          loadMs,
+          tags: this.#checkTags(options.tags),
+          negative: false,
+        },
+        bytes.length,
+        snapshot,
+      );
+    }
+    return value;
+  }
+
+  /** Background refresh for stale-while-revalidate and early (XFetch) expiry: one per key. */
+  #refreshInBackground<T>(
+    key: string,
+    loader: () => Promise<T> | T,
+    options: LoadOptions,
+    reason: 'stale' | 'early',
+  ): void {
+    if (this.#refreshing.has(key) || this.#closing) return;
+    this.#refreshing.add(key);
+    this.events.emit('refresh', key, reason);
+    void this.#refresh(key, loader, options)
+      .catch(() => {})
+      .finally(() => this.#refreshing.delete(key));
+  }
+
+  async #refresh<T>(
+    key: string,
+    loader: () => Promise<T> | T,
+    options: LoadOptions,
+  ): Promise<void> {
+    const tags = this.#checkTags(options.tags);
+    const tagList = tags.length > 0 ? tags : null;
+    const snapshot = this.#l1?.snapshot(key, tagList) ?? 0;
+    const read = await this.#readL2(key, tagList);
+    const verdict = read.state.kind === 'data' ? this.#judge(key, read) : INVALID;
+    if (verdict.kind === 'fresh') {
+      this.#storeL1(key, read.state, verdict.value, snapshot); // someone else refreshed it
+      return;
+    }
+    if (read.state.kind !== 'data' || verdict.kind === 'invalid') {
+      await this.#fill(
+        key,
+        loader,
+        options,
+        snapshot,
+        read.state.kind === 'corrupt' || read.state.kind === 'data' ? read.state.prefix : '',
+        read,
+      );
+      return;
+    }
+    // Stale or early: mark the entry as being refreshed; it stays readable meanwhile.
+    const redisKey = this.keys.entry(key);
+    const token = newToken();
+    const acquired = await this.#l2.acquire(
+      redisKey,
+      token,
+      this.config.lease.ttlMs,
+      read.state.prefix,
+      'refresh',
+    );
+    if (acquired.kind !== 'acquired') return;
+    const lease = refreshValuePrefix(token);
+    try {
+      const versions = await this.#versionsForFill(read);
+      await this.#loadAndFill(key, loader, options, snapshot, token, lease, read.epoch, versions);
+    } catch (error) {
+      void this.#l2.release(redisKey, lease).catch(() => {});
+      throw error;
+    }
+  }
+
+  // --- helpers -------------------------------------------------------------------
+
+  async #readL2(key: string, tags: readonly string[] | null): Promise<L2Read> {
+    const redisKey = this.keys.entry(key);
+    const [buffer, tagVersions, epoch] = await Promise.all([
+      this.#l2.get(redisKey),
+      tags ? this.#l2.getVersions(tags.map((t) => this.keys.tagVersion(t))) : null,
+      this.#currentEpoch(),
+    ]);
+    const versions = new Map<string, string | null>();
+    if (tags && tagVersions)
+      for (let i = 0; i < tags.length; i++) versions.set(tags[i] as string, tagVersions[i] ?? null);
+    const state = parseEntry(buffer);
+    await this.#addEntryTagVersions(state, versions);
+    return { state, versions, epoch };
+  }
+
+  /** Re-reads versions for a value that arrived later (another process's fill). */
+  async #readAgain(
+    key: string,
+    buffer: Buffer,
+    previous: L2Read,
+  ): Promise<L2Read | typeof RESOLVED> {
+    const state = parseEntry(buffer);
+    if (state.kind !== 'data') {
+      if (state.kind === 'corrupt') this.#dropCorrupt(key, state);
+      return RESOLVED;
+    }
+    const versions = new Map(previous.versions);
+    try {
+      await this.#addEntryTagVersions(state, versions);
+    } catch {
+      return RESOLVED;
+    }
+    return { state, versions, epoch: previous.epoch };
+  }
+
+  async #addEntryTagVersions(
+    state: EntryState,
+    versions: Map<string, string | null>,
+  ): Promise<void> {
+    if (state.kind !== 'data' || state.envelope.tags === null) return;
+    const missing = Object.keys(state.envelope.tags).filter((t) => !versions.has(t));
+    if (missing.length === 0) return;
+    const found = await this.#l2.getVersions(missing.map((t) => this.keys.tagVersion(t)));
+    for (let i = 0; i < missing.length; i++) versions.set(missing[i] as string, found[i] ?? null);
+  }
+
+  /** Is an L2 entry usable, and how fresh? Decodes the value. */
+  #judge(key: string, read: L2Read): Verdict {
+    const { state } = read;
+    if (state.kind === 'corrupt') {
+      this.events.emit('corrupt-entry', key, state.reason);
+      return INVALID;
+    }
+    if (state.kind !== 'data') return INVALID;
+    const envelope = state.envelope;
+    if (envelope.epoch !== read.epoch) return INVALID;
+    if (envelope.tags !== null) {
+      for (const t in envelope.tags) if (read.versions.get(t) !== envelope.tags[t]) return INVALID;
+    }
+    const now = Date.now();
+    if (now >= envelope.staleUntil) return INVALID;
+    let value: unknown;
+    try {
+      value = envelope.negative
+        ? undefined
+        : this.#codec.decode(envelope.payload, envelope.compressed);
+    } catch (error) {
+      const reason = new CorruptEntryError(key, 'payload does not decode', error).message;
+      this.events.emit('corrupt-entry', key, reason);
+      this.#dropCorrupt(key, { kind: 'corrupt', prefix: state.prefix, reason });
+      return INVALID;
+    }
+    if (now >= envelope.freshUntil)
+      return { kind: state.refreshing ? 'refreshing' : 'stale', value };
+    if (!state.refreshing && this.#refreshEarly(now, envelope.freshUntil, envelope.loadMs))
+      return { kind: 'early', value };
+    return { kind: 'fresh', value };
+  }
+
+  /** XFetch: refresh before expiry with a probability that grows as expiry nears. */
+  #refreshEarly(now: number, freshUntil: number, loadMs: number): boolean {
+    const beta = this.config.cache.earlyRefreshBeta;
+    if (beta <= 0 || loadMs <= 0) return false;
+    return now - loadMs * beta * Math.log(Math.random()) >= freshUntil;
+  }
+
+  #storeL1(key: string, state: EntryState, value: unknown, snapshot: number): void {
+    if (!this.l1Active || state.kind !== 'data') return;
+    const e: Envelope = state.envelope;
+    (this.#l1 as L1Tier).set(
+      key,
+      {
+        value,
+        freshUntil: e.freshUntil,
+        staleUntil: e.staleUntil,
+        loadMs: e.loadMs,
+        tags: e.tags ? Object.keys(e.tags) : null,
+        negative: e.negative,
+      },
+      e.payload.length,
+      snapshot,
+    );
+  }
+
+  #dropCorrupt(key: string, state: EntryState): void {
+    if (state.kind !== 'corrupt') return;
+    void this.#l2.deleteIf(this.keys.entry(key), state.prefix).catch(() => {});
+  }
+
+  /** Versions to record in a fill: those read before the load, creating missing ones. */
+  async #versionsForFill(read: L2Read): Promise<Record<string, string> | null> {
+    if (read.versions.size === 0) return null;
+    const out: Record<string, string> = {};
+    await Promise.all(
+      [...read.versions].map(async ([t, v]) => {
+        out[t] = v ?? (await this.#l2.initVersion(this.keys.tagVersion(t)));
+      }),
+    );
+    return out;
+  }
+
+  async #currentVersions(tags: readonly string[]): Promise<Record<string, string>> {
+    const out: Record<string, string> = {};
+    await Promise.all(
+      tags.map(async (t) => (out[t] = await this.#l2.initVersion(this.keys.tagVersion(t)))),
+    );
+    return out;
+  }
+
+  /** The global epoch: trusted from memory while the bus is healthy, else read from Redis. */
+  async #currentEpoch(): Promise<string> {
+    if (this.#epoch !== undefined && this.#bus?.healthy) return this.#epoch;
+    const generation = this.#epochGeneration;
+    const epoch = await this.#l2.initVersion(this.keys.epoch());
+    if (this.#bus?.healthy && generation === this.#epochGeneration) this.#epoch = epoch;
+    return epoch;
+  }
+
+  #meta(
+    options: Pick<LoadOptions, 'ttlMs' | 'staleWhileRevalidateMs'>,
+    loadMs: number,
+    epoch: string,
+    tags: Record<string, string> | null,
+    negative: boolean,
+  ) {
+    const base = options.ttlMs ?? this.config.cache.ttlMs;
+    const jitter = this.config.cache.jitter;
+    const ttl = Math.max(1, Math.round(base * (1 + jitter * (2 * Math.random() - 1))));
+    const grace = options.staleWhileRevalidateMs ?? this.config.cache.staleWhileRevalidateMs;
+    const createdAt = Date.now();
+    return {
+      createdAt,
+      freshUntil: createdAt + ttl,
+      staleUntil: createdAt + ttl + grace,
+      loadMs,
+      epoch,
+      tags,
+      negative,
+    };
+  }
+
+  #checkTags(tags: readonly string[] | undefined): readonly string[] {
+    if (tags === undefined) return [];
+    if (!Array.isArray(tags)) throw new ConfigError('tags', tags, 'expected an array of strings');
+    for (const t of tags) assertLogicalKey(t, 'tag');
+    return tags;
+  }
+
+  async #publish(keys: readonly string[], tags: readonly string[], epoch?: string): Promise<void> {
+    if (!this.#bus) return;
+    try {
+      await this.#l2.publish(this.keys.busChannel(), this.#bus.message(keys, tags, epoch));
+    } catch (error) {
+      throw error instanceof RedisUnavailableError
+        ? error
+        : new RedisUnavailableError('publish', error);
+    }
+  }
+
+  #applyBusMessage(message: BusMessage): void {
+    if (message.epoch !== undefined) this.#epoch = message.epoch;
+    this.#l1?.invalidate(message.keys, message.tags);
+    this.events.emit('bus-invalidate', message.keys.length, message.tags.length);
+  }
+
+  #assertOpen(): void {
+    if (this.#closing) throw new ClosedError('CacheEngine');
+  }
+}
+
+function isResolved(config: EngineOptions['config']): config is ResolvedConfig {
+  return (
+    config !== undefined &&
+    Object.isFrozen(config) &&
+    typeof (config as ResolvedConfig).prefix === 'string'
+  );
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
+}

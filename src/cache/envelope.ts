@@ -1,0 +1,193 @@
+import { randomBytes } from 'node:crypto';
+
+/**
+ * The L2 value of a cache key is a small state machine, told apart by its first byte:
+ *
+ *   L<token>                 lease: one process is loading this key
+ *   D<token><envelope>       data, filled under lease <token>
+ *   R<token><envelope>       data being refreshed under lease <token> (still served)
+ *   T<lsn: 16 hex digits>    tombstone: invalidated at that LSN; blocks stale fills
+ *
+ * The first 17 bytes (marker + token) identify one fill, so scripts can compare them
+ * instead of whole values. The envelope is a fixed binary header then the payload:
+ *
+ *   u8 format (1) | u8 flags | f64 createdAt | f64 freshUntil | f64 staleUntil |
+ *   u32 loadMs | str8 epoch | u16 tag count | (str16 tag, str8 version)* | payload
+ */
+export const MARK_LEASE = 0x4c; // L
+export const MARK_DATA = 0x44; // D
+export const MARK_REFRESHING = 0x52; // R
+export const MARK_TOMBSTONE = 0x54; // T
+export const PREFIX_LENGTH = 17;
+export const ENVELOPE_FORMAT = 1;
+
+const FLAG_COMPRESSED = 1;
+const FLAG_NEGATIVE = 2;
+const FIXED_HEADER = 1 + 1 + 8 + 8 + 8 + 4;
+
+export interface EnvelopeMeta {
+  readonly createdAt: number;
+  readonly freshUntil: number;
+  readonly staleUntil: number;
+  readonly loadMs: number;
+  readonly epoch: string;
+  /** Tag versions read before the load; null when the entry has no tags. */
+  readonly tags: Readonly<Record<string, string>> | null;
+  /** A cached "not found". */
+  readonly negative: boolean;
+}
+
+export interface Envelope extends EnvelopeMeta {
+  readonly compressed: boolean;
+  readonly payload: Buffer;
+}
+
+export type EntryState =
+  | { readonly kind: 'empty' }
+  | { readonly kind: 'lease' }
+  | { readonly kind: 'tombstone'; readonly lsn: string }
+  | {
+      readonly kind: 'data';
+      readonly prefix: string;
+      readonly envelope: Envelope;
+      readonly refreshing: boolean;
+    }
+  | { readonly kind: 'corrupt'; readonly prefix: string; readonly reason: string };
+
+const EMPTY: EntryState = { kind: 'empty' };
+const LEASE: EntryState = { kind: 'lease' };
+
+/** A random 16-character lease token (96 bits). */
+export function newToken(): string {
+  return randomBytes(12).toString('base64url');
+}
+
+export function leaseValue(token: string): string {
+  return `L${token}`;
+}
+
+export function refreshValuePrefix(token: string): string {
+  return `R${token}`;
+}
+
+/** A tombstone for `lsn` (a `X/Y` LSN string or a bigint); '0' for local deletes. */
+export function tombstoneValue(lsn: string | bigint = 0n): string {
+  const n = typeof lsn === 'bigint' ? lsn : lsnToBigInt(lsn);
+  return `T${n.toString(16).padStart(16, '0')}`;
+}
+
+export function lsnToBigInt(lsn: string): bigint {
+  const slash = lsn.indexOf('/');
+  if (slash < 0) return BigInt(`0x${lsn || '0'}`);
+  return (BigInt(`0x${lsn.slice(0, slash)}`) << 32n) | BigInt(`0x${lsn.slice(slash + 1)}`);
+}
+
+export function encodeEntry(
+  token: string,
+  meta: EnvelopeMeta,
+  payload: Buffer,
+  compressed: boolean,
+): Buffer {
+  const epoch = Buffer.from(meta.epoch, 'utf8');
+  const tagEntries = meta.tags ? Object.entries(meta.tags) : [];
+  const tagBuffers = tagEntries.map(
+    ([t, v]) => [Buffer.from(t, 'utf8'), Buffer.from(v, 'utf8')] as const,
+  );
+  let size = PREFIX_LENGTH + FIXED_HEADER + 1 + epoch.length + 2 + payload.length;
+  for (const [t, v] of tagBuffers) size += 2 + t.length + 1 + v.length;
+  const out = Buffer.allocUnsafe(size);
+  out[0] = MARK_DATA;
+  out.write(token, 1, 16, 'latin1');
+  let o = PREFIX_LENGTH;
+  out[o++] = ENVELOPE_FORMAT;
+  out[o++] = (compressed ? FLAG_COMPRESSED : 0) | (meta.negative ? FLAG_NEGATIVE : 0);
+  o = out.writeDoubleBE(meta.createdAt, o);
+  o = out.writeDoubleBE(meta.freshUntil, o);
+  o = out.writeDoubleBE(meta.staleUntil, o);
+  o = out.writeUInt32BE(Math.min(Math.max(0, Math.round(meta.loadMs)), 0xffffffff), o);
+  if (epoch.length > 255) throw new RangeError('epoch too long');
+  out[o++] = epoch.length;
+  o += epoch.copy(out, o);
+  o = out.writeUInt16BE(tagBuffers.length, o);
+  for (const [t, v] of tagBuffers) {
+    if (t.length > 0xffff || v.length > 255) throw new RangeError('tag or tag version too long');
+    o = out.writeUInt16BE(t.length, o);
+    o += t.copy(out, o);
+    out[o++] = v.length;
+    o += v.copy(out, o);
+  }
+  payload.copy(out, o);
+  return out;
+}
+
+/** Reads an L2 value (or null) into its state. Never throws: bad bytes are `corrupt`. */
+export function parseEntry(value: Buffer | null): EntryState {
+  if (value === null || value.length === 0) return EMPTY;
+  const marker = value[0];
+  if (marker === MARK_LEASE && value.length === PREFIX_LENGTH) return LEASE;
+  if (marker === MARK_TOMBSTONE && value.length === PREFIX_LENGTH) {
+    return { kind: 'tombstone', lsn: value.toString('latin1', 1) };
+  }
+  const prefix = value.toString('latin1', 0, Math.min(PREFIX_LENGTH, value.length));
+  if (
+    (marker !== MARK_DATA && marker !== MARK_REFRESHING) ||
+    value.length < PREFIX_LENGTH + FIXED_HEADER + 3
+  ) {
+    return { kind: 'corrupt', prefix, reason: 'not a walcache entry' };
+  }
+  try {
+    let o = PREFIX_LENGTH;
+    const format = value[o++];
+    if (format !== ENVELOPE_FORMAT)
+      return { kind: 'corrupt', prefix, reason: `unknown envelope format ${format}` };
+    const flags = value[o++] as number;
+    const createdAt = value.readDoubleBE(o);
+    const freshUntil = value.readDoubleBE(o + 8);
+    const staleUntil = value.readDoubleBE(o + 16);
+    const loadMs = value.readUInt32BE(o + 24);
+    o += 28;
+    const epochLength = value[o++] as number;
+    const epoch = value.toString('utf8', o, o + epochLength);
+    o += epochLength;
+    const tagCount = value.readUInt16BE(o);
+    o += 2;
+    let tags: Record<string, string> | null = null;
+    if (tagCount > 0) {
+      tags = {};
+      for (let i = 0; i < tagCount; i++) {
+        const tl = value.readUInt16BE(o);
+        o += 2;
+        const t = value.toString('utf8', o, o + tl);
+        o += tl;
+        const vl = value[o++] as number;
+        if (o + vl > value.length) throw new RangeError('truncated tag list');
+        tags[t] = value.toString('utf8', o, o + vl);
+        o += vl;
+      }
+    }
+    if (o > value.length || !(freshUntil <= staleUntil))
+      throw new RangeError('truncated or inconsistent header');
+    return {
+      kind: 'data',
+      prefix,
+      refreshing: marker === MARK_REFRESHING,
+      envelope: {
+        createdAt,
+        freshUntil,
+        staleUntil,
+        loadMs,
+        epoch,
+        tags,
+        negative: (flags & FLAG_NEGATIVE) !== 0,
+        compressed: (flags & FLAG_COMPRESSED) !== 0,
+        payload: value.subarray(o),
+      },
+    };
+  } catch (error) {
+    return {
+      kind: 'corrupt',
+      prefix,
+      reason: error instanceof Error ? error.message : String(error),
+    };
+  }
+}

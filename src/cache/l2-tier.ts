@@ -1,0 +1,172 @@
+import type { Redis } from 'ioredis';
+import { RedisUnavailableError } from '../errors/errors.js';
+import type { CircuitBreaker } from './circuit-breaker.js';
+import { newToken } from './envelope.js';
+import { defineScripts, type ScriptCommands } from './scripts.js';
+
+export type AcquireResult =
+  | { readonly kind: 'acquired' }
+  | { readonly kind: 'held'; readonly pttl: number }
+  | { readonly kind: 'data'; readonly value: Buffer }
+  | { readonly kind: 'changed' };
+
+/**
+ * Redis as the L2 tier: every operation is on one key (Redis Cluster safe), every call
+ * passes the circuit breaker, and an open breaker fails at once with
+ * RedisUnavailableError instead of waiting for a timeout.
+ */
+export class L2Tier {
+  readonly #redis: Redis & ScriptCommands;
+  readonly #breaker: CircuitBreaker;
+  readonly #onError: (operation: string, error: unknown) => void;
+
+  constructor(
+    redis: Redis,
+    breaker: CircuitBreaker,
+    onError: (operation: string, error: unknown) => void,
+  ) {
+    this.#redis = defineScripts(redis);
+    this.#breaker = breaker;
+    this.#onError = onError;
+  }
+
+  get available(): boolean {
+    return this.#breaker.state === 'closed';
+  }
+
+  /** GET; a key of another Redis type reads as foreign bytes (a corrupt entry), not as an outage. */
+  get(key: string): Promise<Buffer | null> {
+    return this.#guard('get', () =>
+      this.#redis.getBuffer(key).catch((error: unknown) => {
+        if (error instanceof Error && error.message.startsWith('WRONGTYPE')) return WRONG_TYPE;
+        throw error;
+      }),
+    );
+  }
+
+  /** Reads several version keys (tags, epoch) with single-key GETs, pipelined. */
+  getVersions(keys: readonly string[]): Promise<Array<string | null>> {
+    return this.#guard('get-versions', () => Promise.all(keys.map((k) => this.#redis.get(k))));
+  }
+
+  /** Reads a version, creating a fresh unique one if it is missing. */
+  initVersion(key: string): Promise<string> {
+    return this.#guard('init-version', () => this.#redis.walcache_init_version(key, newVersion()));
+  }
+
+  /** Gives every version key a new unique value (O(1) per tag, whatever it covers). */
+  bumpVersions(keys: readonly string[]): Promise<void> {
+    if (keys.length === 0) return Promise.resolve();
+    return this.#guard('bump-versions', async () => {
+      const pipeline = this.#redis.pipeline();
+      for (const k of keys) pipeline.set(k, newVersion());
+      throwFirst(await pipeline.exec());
+    });
+  }
+
+  acquire(
+    key: string,
+    token: string,
+    ttlMs: number,
+    replacePrefix: string,
+    mode: 'fill' | 'refresh',
+  ): Promise<AcquireResult> {
+    return this.#guard('acquire', async () => {
+      const [code, extra] = await this.#redis.walcache_acquireBuffer(
+        key,
+        token,
+        ttlMs,
+        replacePrefix,
+        mode,
+      );
+      switch (code) {
+        case 1:
+          return { kind: 'acquired' } as const;
+        case 2:
+          return { kind: 'held', pttl: Number(extra) } as const;
+        case 3:
+          return { kind: 'data', value: extra as Buffer } as const;
+        default:
+          return { kind: 'changed' } as const;
+      }
+    });
+  }
+
+  async fill(key: string, leasePrefix: string, value: Buffer, ttlMs: number): Promise<boolean> {
+    return (
+      (await this.#guard('fill', () =>
+        this.#redis.walcache_fill(key, leasePrefix, value, ttlMs),
+      )) === 1
+    );
+  }
+
+  async release(key: string, leasePrefix: string): Promise<boolean> {
+    return (
+      (await this.#guard('release', () => this.#redis.walcache_release(key, leasePrefix))) === 1
+    );
+  }
+
+  /** Tombstones keys in one pipeline; resolves when all are written. */
+  tombstone(keys: readonly string[], tombstone: string, ttlMs: number): Promise<void> {
+    if (keys.length === 0) return Promise.resolve();
+    return this.#guard('tombstone', async () => {
+      if (keys.length === 1) {
+        await this.#redis.walcache_tombstone(keys[0] as string, tombstone, ttlMs);
+        return;
+      }
+      const pipeline = this.#redis.pipeline() as unknown as ScriptCommands & {
+        exec(): Promise<[Error | null, unknown][] | null>;
+      };
+      for (const k of keys) pipeline.walcache_tombstone(k, tombstone, ttlMs);
+      throwFirst(await pipeline.exec());
+    });
+  }
+
+  async deleteIf(key: string, prefix: string): Promise<boolean> {
+    return (
+      (await this.#guard('delete-if', () => this.#redis.walcache_delete_if(key, prefix))) === 1
+    );
+  }
+
+  set(key: string, value: Buffer, ttlMs: number): Promise<void> {
+    return this.#guard('set', async () => {
+      await this.#redis.set(key, value, 'PX', ttlMs);
+    });
+  }
+
+  publish(channel: string, message: string): Promise<void> {
+    return this.#guard('publish', async () => {
+      await this.#redis.publish(channel, message);
+    });
+  }
+
+  async #guard<T>(operation: string, run: () => Promise<T>): Promise<T> {
+    if (!this.#breaker.allow()) throw new RedisUnavailableError(operation);
+    try {
+      const result = await run();
+      this.#breaker.success();
+      return result;
+    } catch (error) {
+      this.#breaker.failure();
+      this.#onError(operation, error);
+      throw error instanceof RedisUnavailableError
+        ? error
+        : new RedisUnavailableError(operation, error);
+    }
+  }
+}
+
+/** Stands for a key of another Redis type: parses as a corrupt (foreign) entry. */
+const WRONG_TYPE = Buffer.from('?wrong-type');
+
+let versionCounter = 0;
+/** A version no other bump will produce: time, a process-random part and a counter. */
+export function newVersion(): string {
+  versionCounter = (versionCounter + 1) % 0x100000;
+  return `${Date.now().toString(36)}.${processTag}.${versionCounter.toString(36)}`;
+}
+const processTag = newToken().slice(0, 6);
+
+function throwFirst(results: Array<[Error | null, unknown]> | null): void {
+  for (const [error] of results ?? []) if (error) throw error;
+}

@@ -1,0 +1,45 @@
+--[[
+  acquire-1: take the fill lease of a cache entry, or read what it holds.
+  One key only (Redis Cluster safe).
+
+  KEYS[1]  the entry key
+  ARGV[1]  the lease token (16 characters)
+  ARGV[2]  lease TTL in milliseconds
+  ARGV[3]  replace prefix: '' or the first 17 bytes of a data value the caller found
+           stale or corrupt; only that exact fill may be replaced
+  ARGV[4]  mode: 'fill' (take the key) or 'refresh' (mark the data as being
+           refreshed and keep serving it)
+
+  Returns
+    {1}          lease taken
+    {2, pttl}    another process holds a lease (or, in refresh mode, is refreshing)
+    {3, value}   data is there (someone filled it meanwhile): the value, so no second GET
+    {0}          refresh mode only: the entry changed since it was read; nothing to do
+]]
+local key, token, ttl, replace, mode = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+
+local value = redis.pcall('GET', key)
+if type(value) == 'table' and value.err then
+  -- another type of key sits here: foreign data, not ours to keep
+  if mode == 'refresh' then return {0} end
+  redis.call('DEL', key)
+  value = false
+end
+
+local marker = value and string.sub(value, 1, 1) or ''
+
+if mode == 'refresh' then
+  if marker == 'R' then return {2, redis.call('PTTL', key)} end
+  if marker == 'D' and string.sub(value, 1, 17) == replace then
+    redis.call('SET', key, 'R' .. token .. string.sub(value, 18), 'KEEPTTL')
+    if redis.call('PTTL', key) < tonumber(ttl) then redis.call('PEXPIRE', key, ttl) end
+    return {1}
+  end
+  return {0}
+end
+
+if marker == 'L' and string.len(value) == 17 then return {2, redis.call('PTTL', key)} end
+if (marker == 'D' or marker == 'R') and string.sub(value, 1, 17) ~= replace then return {3, value} end
+-- empty, tombstone, foreign bytes, or the stale/corrupt fill the caller named
+redis.call('SET', key, 'L' .. token, 'PX', ttl)
+return {1}

@@ -1,0 +1,46 @@
+import { Redis, type RedisOptions } from 'ioredis';
+
+export interface CacheRedisOptions {
+  readonly url: string;
+  readonly commandTimeoutMs: number;
+  readonly connectTimeoutMs: number;
+  readonly autoPipelining: boolean;
+}
+
+/**
+ * A cache connection that fails fast: no offline queue (a command while disconnected
+ * errors at once), a per-command timeout, one attempt per request. The circuit breaker
+ * above it decides when to stop trying; ioredis keeps reconnecting in the background.
+ */
+export function createCacheRedis(options: CacheRedisOptions, name: string): Redis {
+  const redisOptions: RedisOptions = {
+    connectionName: name,
+    enableOfflineQueue: false,
+    commandTimeout: options.commandTimeoutMs,
+    connectTimeout: options.connectTimeoutMs,
+    maxRetriesPerRequest: 0,
+    enableAutoPipelining: options.autoPipelining,
+    retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2_000),
+    lazyConnect: false,
+  };
+  const client = new Redis(options.url, redisOptions);
+  // ioredis emits 'error' on every failed reconnect; the breaker and the bus report
+  // availability, so an unhandled 'error' must not crash the process.
+  client.on('error', () => {});
+  return client;
+}
+
+/** Waits until a client is ready, or the timeout passes. Resolves true when ready. */
+export function waitReady(client: Redis, timeoutMs: number): Promise<boolean> {
+  if (client.status === 'ready') return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      client.off('ready', onReady);
+      resolve(ok);
+    };
+    const onReady = () => done(true);
+    const timer = setTimeout(() => done(false), timeoutMs);
+    client.on('ready', onReady);
+  });
+}

@@ -1,0 +1,53 @@
+import { readFileSync } from 'node:fs';
+import type { Redis } from 'ioredis';
+
+/** The Lua scripts of the L2 state machine; each file's header documents KEYS, ARGV and returns. */
+const SCRIPTS = [
+  'acquire-1',
+  'fill-1',
+  'release-1',
+  'tombstone-1',
+  'delete-if-1',
+  'init-version-1',
+] as const;
+
+const sources = new Map<string, { name: string; numberOfKeys: number; lua: string }>();
+for (const file of SCRIPTS) {
+  const [, name = file, keys = '1'] = /^(.*)-(\d+)$/.exec(file) ?? [];
+  const lua = readFileSync(new URL(`./lua/${file}.lua`, import.meta.url), 'utf8');
+  sources.set(file, {
+    name: `walcache_${name.replaceAll('-', '_')}`,
+    numberOfKeys: Number(keys),
+    lua,
+  });
+}
+
+/** Commands as ioredis defines them (EVALSHA with EVAL fallback); Buffer variants end in `Buffer`. */
+export interface ScriptCommands {
+  walcache_acquire(
+    key: string,
+    token: string,
+    ttl: number,
+    replace: string,
+    mode: 'fill' | 'refresh',
+  ): Promise<[number, number?]>;
+  walcache_acquireBuffer(
+    key: string,
+    token: string,
+    ttl: number,
+    replace: string,
+    mode: 'fill' | 'refresh',
+  ): Promise<[number, (number | Buffer)?]>;
+  walcache_fill(key: string, leasePrefix: string, value: Buffer, ttl: number): Promise<number>;
+  walcache_release(key: string, leasePrefix: string): Promise<number>;
+  walcache_tombstone(key: string, tombstone: string, ttl: number): Promise<number>;
+  walcache_delete_if(key: string, prefix: string): Promise<number>;
+  walcache_init_version(key: string, fresh: string): Promise<string>;
+}
+
+export function defineScripts(client: Redis): Redis & ScriptCommands {
+  for (const { name, numberOfKeys, lua } of sources.values()) {
+    if (!(name in client)) client.defineCommand(name, { numberOfKeys, lua });
+  }
+  return client as Redis & ScriptCommands;
+}

@@ -1,0 +1,136 @@
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { Packr, Unpackr } from 'msgpackr';
+import { SerializationError, ValueTooLargeError } from '../errors/errors.js';
+
+/**
+ * Values are MessagePack (msgpackr): Date, BigInt, Buffer and typed arrays, Map, Set,
+ * undefined, NaN and ±Infinity round-trip. Objects are written as self-describing
+ * records (no shared structures), so any process can read any entry, and plain
+ * objects and Maps stay distinct. msgpackr quietly drops functions and flattens class
+ * instances, so `encode` first checks the value and refuses what would not come back
+ * as it went in.
+ */
+export interface EncodedValue {
+  readonly bytes: Buffer;
+  readonly compressed: boolean;
+}
+
+const PACK_OPTIONS = { useRecords: true, mapsAsObjects: false, moreTypes: true } as const;
+const MAX_DEPTH = 64;
+
+export class Codec {
+  readonly #packr = new Packr(PACK_OPTIONS);
+  readonly #unpackr = new Unpackr(PACK_OPTIONS);
+  readonly #maxBytes: number;
+  readonly #compressAbove: number;
+
+  constructor(options: { maxValueBytes: number; compressThresholdBytes: number }) {
+    this.#maxBytes = options.maxValueBytes;
+    this.#compressAbove = options.compressThresholdBytes;
+  }
+
+  /**
+   * @throws {SerializationError} for a value that cannot round-trip.
+   * @throws {ValueTooLargeError} above `cache.maxValueBytes` (after compression).
+   */
+  encode(key: string, value: unknown): EncodedValue {
+    assertSerializable(key, value, '$', 0, new Set());
+    let bytes: Buffer;
+    try {
+      bytes = this.#packr.pack(value);
+    } catch (error) {
+      throw new SerializationError(key, '$', 'could not be encoded', error);
+    }
+    let compressed = false;
+    if (this.#compressAbove > 0 && bytes.length > this.#compressAbove) {
+      const deflated = deflateRawSync(bytes);
+      if (deflated.length < bytes.length) {
+        bytes = deflated;
+        compressed = true;
+      }
+    }
+    if (bytes.length > this.#maxBytes)
+      throw new ValueTooLargeError(key, bytes.length, this.#maxBytes);
+    return { bytes, compressed };
+  }
+
+  /** @throws whatever msgpackr or zlib throw on bad bytes; callers map that to a corrupt entry. */
+  decode(bytes: Uint8Array, compressed: boolean): unknown {
+    return this.#unpackr.unpack(compressed ? inflateRawSync(bytes) : bytes);
+  }
+}
+
+const ALLOWED_CLASSES = new Set<unknown>([Date, Map, Set, Array, Object]);
+
+function assertSerializable(
+  key: string,
+  value: unknown,
+  path: string,
+  depth: number,
+  seen: Set<object>,
+): void {
+  switch (typeof value) {
+    case 'string':
+    case 'number':
+    case 'boolean':
+    case 'bigint':
+    case 'undefined':
+      return;
+    case 'function':
+      throw new SerializationError(key, path, 'is a function');
+    case 'symbol':
+      throw new SerializationError(key, path, 'is a symbol');
+  }
+  if (value === null) return;
+  const object = value as object;
+  if (depth > MAX_DEPTH)
+    throw new SerializationError(key, path, `is nested deeper than ${MAX_DEPTH} levels`);
+  if (ArrayBuffer.isView(object)) return;
+  if (seen.has(object)) throw new SerializationError(key, path, 'is a circular reference');
+  const proto = Object.getPrototypeOf(object);
+  if (proto !== null && !ALLOWED_CLASSES.has(proto.constructor)) {
+    const name = typeof proto.constructor === 'function' ? proto.constructor.name : 'unknown';
+    throw new SerializationError(
+      key,
+      path,
+      `is an instance of ${name || 'an anonymous class'}; cache plain objects, arrays, Date, Map, Set, Buffer or typed arrays`,
+    );
+  }
+  if (object instanceof Date) {
+    if (Number.isNaN(object.getTime()))
+      throw new SerializationError(key, path, 'is an invalid Date');
+    return;
+  }
+  seen.add(object);
+  if (object instanceof Map) {
+    for (const [k, v] of object) {
+      assertSerializable(key, k, `${path}<key>`, depth + 1, seen);
+      assertSerializable(
+        key,
+        v,
+        `${path}.get(${typeof k === 'string' ? JSON.stringify(k) : String(k)})`,
+        depth + 1,
+        seen,
+      );
+    }
+  } else if (object instanceof Set) {
+    for (const v of object) assertSerializable(key, v, `${path}<member>`, depth + 1, seen);
+  } else if (Array.isArray(object)) {
+    for (let i = 0; i < object.length; i++)
+      assertSerializable(key, object[i], `${path}[${i}]`, depth + 1, seen);
+  } else {
+    if (Object.getOwnPropertySymbols(object).length > 0) {
+      throw new SerializationError(key, path, 'has symbol-keyed properties');
+    }
+    for (const k in object) {
+      assertSerializable(
+        key,
+        (object as Record<string, unknown>)[k],
+        `${path}.${k}`,
+        depth + 1,
+        seen,
+      );
+    }
+  }
+  seen.delete(object);
+}

@@ -1,0 +1,40 @@
+import { EventEmitter } from 'node:events';
+
+export type Tier = 'l1' | 'l2';
+
+/**
+ * What the engine reports. Metrics and logs subscribe; the hot path only emits
+ * (positional arguments, no objects allocated per event).
+ */
+export interface CacheEventMap {
+  /** A read was answered from a tier with a fresh value. */
+  hit: [tier: Tier, key: string];
+  /** Neither tier had a usable value. */
+  miss: [key: string];
+  /** A stale value was served inside its grace period while a refresh runs. */
+  'stale-served': [tier: Tier, key: string];
+  /** A caller joined a load already under way in this process. */
+  coalesced: [key: string];
+  /** The loader ran; `filled` says whether L2 accepted the value. */
+  load: [key: string, durationMs: number];
+  fill: [key: string];
+  /** L2 refused a fill: the lease was lost to an invalidation (or expired). */
+  'fill-rejected': [key: string, reason: 'lease-lost' | 'invalidated-locally'];
+  /** Another process held the lease; we waited `waitedMs`; `gotValue` whether its fill came in time. */
+  'lease-wait': [key: string, waitedMs: number, gotValue: boolean];
+  /** A background refresh started (stale-while-revalidate or early refresh). */
+  refresh: [key: string, reason: 'stale' | 'early'];
+  /** An L2 value could not be decoded; it was treated as a miss and removed. */
+  'corrupt-entry': [key: string, reason: string];
+  'l2-error': [operation: string, error: unknown];
+  'breaker-open': [];
+  'breaker-close': [];
+  'bus-up': [];
+  'bus-down': [];
+  /** L1 was cleared: the bus went down or came back, a gap, a worker restart, an epoch bump. */
+  'l1-reset': [reason: string];
+  /** Invalidations applied locally from the bus. */
+  'bus-invalidate': [keys: number, tags: number];
+}
+
+export class CacheEvents extends EventEmitter<CacheEventMap> {}

@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { encodeEntry, parseEntry, tombstoneValue } from '../src/cache/envelope.js';
+import { Codec } from '../src/codec/codec.js';
+
+describe('codec and envelope', () => {
+  const codec = new Codec({ maxValueBytes: 1 << 20, compressThresholdBytes: 256 });
+
+  it('round-trips the types rows carry, and keeps objects and Maps apart', () => {
+    const value = {
+      n: 1.5,
+      i: -3,
+      s: 'é',
+      b: true,
+      nil: null,
+      u: undefined,
+      nan: Number.NaN,
+      inf: -Infinity,
+      big: -(2n ** 80n),
+      small: 5n,
+      at: new Date(1_700_000_000_123),
+      buf: Buffer.from('hi'),
+      u8: new Uint8Array([1, 2]),
+      f64: new Float64Array([0.5]),
+      map: new Map<unknown, unknown>([
+        ['a', 1],
+        [2, { z: new Date(0) }],
+      ]),
+      set: new Set([1, 'x']),
+      nested: { list: [{ a: 1 }, { a: 2, b: [] }], empty: {} },
+    };
+    const { bytes, compressed } = codec.encode('k', value);
+    const back = codec.decode(bytes, compressed) as typeof value;
+    assert.deepEqual(back, value);
+    assert.ok(back.map instanceof Map && !(back.nested instanceof Map));
+    assert.ok(Buffer.isBuffer(back.buf) && back.f64 instanceof Float64Array);
+  });
+
+  it('each value decodes on its own (no shared record structures between processes)', () => {
+    const encodings = [{ a: 1, b: 2 }, { a: 3, b: 4 }, { c: 5 }].map((v) => codec.encode('k', v));
+    const other = new Codec({ maxValueBytes: 1 << 20, compressThresholdBytes: 256 });
+    assert.deepEqual(other.decode((encodings[1] as { bytes: Buffer }).bytes, false), {
+      a: 3,
+      b: 4,
+    });
+  });
+
+  it('compresses above the threshold only when it pays', () => {
+    const long = codec.encode('k', 'abc'.repeat(1_000));
+    assert.equal(long.compressed, true);
+    assert.ok(long.bytes.length < 500);
+    assert.equal(codec.decode(long.bytes, true), 'abc'.repeat(1_000));
+    assert.equal(codec.encode('k', 'short').compressed, false);
+  });
+
+  it('parses every L2 state and flags damaged envelopes as corrupt', () => {
+    const { bytes } = codec.encode('k', { a: 1 });
+    const meta = {
+      createdAt: 1,
+      freshUntil: 2,
+      staleUntil: 3,
+      loadMs: 4,
+      epoch: 'e1',
+      tags: { t: 'v1' },
+      negative: false,
+    };
+    const entry = encodeEntry('0123456789abcdef', meta, bytes, false);
+    const state = parseEntry(entry);
+    assert.equal(state.kind, 'data');
+    if (state.kind === 'data') {
+      assert.deepEqual(
+        { ...state.envelope, payload: undefined, compressed: undefined },
+        { ...meta, payload: undefined, compressed: undefined },
+      );
+      assert.equal(state.prefix, 'D0123456789abcdef');
+    }
+    assert.deepEqual(parseEntry(null), { kind: 'empty' });
+    assert.deepEqual(parseEntry(Buffer.from('L0123456789abcdef')), { kind: 'lease' });
+    assert.deepEqual(parseEntry(Buffer.from(tombstoneValue('16/B374D848'))), {
+      kind: 'tombstone',
+      lsn: '00000016b374d848',
+    });
+    assert.equal(parseEntry(entry.subarray(0, 30)).kind, 'corrupt', 'truncated');
+    assert.equal(parseEntry(Buffer.from('hello')).kind, 'corrupt', 'foreign');
+    const wrongFormat = Buffer.from(entry);
+    wrongFormat[17] = 9;
+    assert.equal(parseEntry(wrongFormat).kind, 'corrupt', 'unknown format version');
+  });
+});

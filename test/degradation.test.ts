@@ -1,0 +1,151 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { after, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { Resources, sleep, uniquePrefix, waitFor } from './helpers.js';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** A throwaway redis-server on a loopback port, so this test can stop it without touching the shared one. */
+async function startRedis(): Promise<{ url: string; process: ChildProcess }> {
+  const port = await freePort();
+  const child = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' },
+  );
+  const url = `redis://127.0.0.1:${port}`;
+  const probe = new Redis(url, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  probe.on('error', () => {});
+  await waitFor(
+    'redis-server up',
+    async () => {
+      try {
+        if (probe.status !== 'ready') await probe.connect();
+        return (await probe.ping()) === 'PONG';
+      } catch {
+        probe.disconnect();
+        return false;
+      }
+    },
+    10_000,
+  );
+  probe.disconnect();
+  return { url, process: child };
+}
+
+describe('degradation: Redis unavailable', () => {
+  const res = new Resources();
+  const children: ChildProcess[] = [];
+  after(async () => {
+    for (const c of children) {
+      c.kill('SIGCONT');
+      c.kill('SIGKILL');
+    }
+    await res.close();
+  });
+
+  it('nothing listening: callers get the loader value, no error, bounded latency', async () => {
+    const port = await freePort();
+    const engine = res.engine(uniquePrefix('down'), {
+      redis: { url: `redis://127.0.0.1:${port}`, commandTimeoutMs: 100 },
+      breaker: { failureThreshold: 3, cooldownMs: 60_000 },
+    });
+    const opened: string[] = [];
+    engine.events.on('breaker-open', () => opened.push('open'));
+    let worst = 0;
+    for (let i = 0; i < 50; i++) {
+      const started = performance.now();
+      assert.equal(await engine.getOrLoad(`k${i % 5}`, () => i), i);
+      worst = Math.max(worst, performance.now() - started);
+    }
+    assert.ok(worst < 150, `worst read took ${worst.toFixed(1)} ms`);
+    assert.deepEqual(opened, ['open']);
+    assert.equal(engine.breakerState, 'open');
+    assert.equal(engine.l1Active, false, 'no L1 without a bus');
+    await assert.rejects(
+      engine.delete('k1'),
+      { code: 'E_REDIS_UNAVAILABLE' },
+      'writes that would be lost are reported',
+    );
+  });
+
+  it('a paused Redis: reads time out within the command timeout, then recover by themselves', async () => {
+    const server = await startRedis();
+    children.push(server.process);
+    const engine = res.engine(uniquePrefix('paused'), {
+      redis: { url: server.url, commandTimeoutMs: 100 },
+      breaker: { failureThreshold: 2, cooldownMs: 300 },
+      l1: { enabled: false },
+      cache: { earlyRefreshBeta: 0 },
+    });
+    assert.ok(await engine.ready());
+    await engine.getOrLoad('k', () => 'cached');
+    assert.equal(await engine.getOrLoad('k', () => 'loader'), 'cached');
+
+    server.process.kill('SIGSTOP');
+    try {
+      let worst = 0;
+      for (let i = 0; i < 20; i++) {
+        const started = performance.now();
+        assert.equal(await engine.getOrLoad('k', () => 'loader'), 'loader');
+        worst = Math.max(worst, performance.now() - started);
+      }
+      assert.ok(worst < 400, `worst read took ${worst.toFixed(1)} ms (command timeout 100 ms)`);
+      assert.notEqual(engine.breakerState, 'closed');
+    } finally {
+      server.process.kill('SIGCONT');
+    }
+    await waitFor(
+      'recovered',
+      async () => (await engine.getOrLoad('k', () => 'loader')) === 'cached',
+      5_000,
+    );
+    assert.equal(engine.breakerState, 'closed');
+  });
+
+  it('a Redis that comes back after being down is used again', async () => {
+    const port = await freePort();
+    const engine = res.engine(uniquePrefix('late'), {
+      redis: { url: `redis://127.0.0.1:${port}`, commandTimeoutMs: 100 },
+      breaker: { failureThreshold: 1, cooldownMs: 100 },
+      cache: { earlyRefreshBeta: 0 },
+    });
+    assert.equal(await engine.getOrLoad('k', () => 1), 1);
+    const child = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      { stdio: 'ignore' },
+    );
+    children.push(child);
+    assert.ok(await engine.ready(10_000), 'reconnected');
+    await sleep(150);
+    let loads = 0;
+    await waitFor(
+      'filled',
+      async () =>
+        (await engine.getOrLoad('k', () => ++loads)) !== undefined &&
+        engine.breakerState === 'closed',
+      5_000,
+    );
+    const before = loads;
+    await engine.getOrLoad('k', () => ++loads);
+    await engine.getOrLoad('k', () => ++loads);
+    assert.equal(loads, before, 'served from cache again');
+    assert.ok(engine.l1Active, 'bus resubscribed');
+  });
+});

@@ -1,0 +1,93 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { CacheEngine, type EngineOptions, type WalcacheConfigInput } from '../src/index.js';
+
+export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+/** A prefix no other test uses, so tests can run in any order and in parallel. */
+export function uniquePrefix(name: string): string {
+  return `t-${name}-${randomBytes(4).toString('hex')}`;
+}
+
+/** Tracks what a test opened and closes it all. */
+export class Resources {
+  readonly #engines: CacheEngine[] = [];
+  readonly #clients: Redis[] = [];
+  readonly #prefixes = new Set<string>();
+
+  engine(
+    prefix: string,
+    config: WalcacheConfigInput = {},
+    options: Omit<EngineOptions, 'config'> = {},
+  ): CacheEngine {
+    this.#prefixes.add(prefix);
+    const engine = new CacheEngine({
+      ...options,
+      config: { ...config, prefix, redis: { url: REDIS_URL, ...config.redis } },
+    });
+    this.#engines.push(engine);
+    return engine;
+  }
+
+  async readyEngine(prefix: string, config: WalcacheConfigInput = {}): Promise<CacheEngine> {
+    const engine = this.engine(prefix, config);
+    if (!(await engine.ready(5_000))) throw new Error('engine did not become ready');
+    return engine;
+  }
+
+  redis(url = REDIS_URL): Redis {
+    const client = new Redis(url, { maxRetriesPerRequest: 1 });
+    this.#clients.push(client);
+    return client;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.#engines.map((e) => e.close()));
+    const admin = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+    try {
+      for (const prefix of this.#prefixes) await deleteByPrefix(admin, prefix);
+    } finally {
+      admin.disconnect();
+    }
+    for (const client of this.#clients) client.disconnect();
+  }
+}
+
+export async function deleteByPrefix(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) await redis.unlink(...keys);
+  } while (cursor !== '0');
+}
+
+export interface Deferred<T = void> {
+  readonly promise: Promise<T>;
+  resolve(value: T): void;
+}
+
+export function deferred<T = void>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls until `check` is true; throws with `what` after the timeout. */
+export async function waitFor(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 3_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
+    await sleep(5);
+  }
+}

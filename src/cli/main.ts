@@ -1,0 +1,37 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+
+/**
+ * `walcache`: the operator's entry point. Each command lives in its own file and is
+ * registered here; this file only parses arguments and turns errors into one line.
+ */
+const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
+
+export function buildProgram(): Command {
+  return new Command('walcache')
+    .description('A PostgreSQL cache invalidated by the write-ahead log')
+    .version(pkg.version)
+    .option('--verbose', 'print stack traces on errors')
+    .showHelpAfterError()
+    .exitOverride();
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv as string[]);
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) return error.exitCode;
+    const verbose = argv.includes('--verbose');
+    process.stderr.write(
+      `walcache: ${verbose && error instanceof Error ? error.stack : String((error as Error)?.message ?? error)}\n`,
+    );
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv);

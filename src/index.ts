@@ -6,11 +6,40 @@ export type { BusMessage } from './cache/bus.js';
 export type { BreakerState } from './cache/circuit-breaker.js';
 export { CacheEngine, type EngineOptions, type LoadOptions } from './cache/engine.js';
 export {
+  type ChangeEvent,
+  type ChangeOp,
+  compareLsn,
+  type DecodedRecord,
+  type DecodedTransaction,
+  DecodeError,
+  type LogicalMessage,
+  normalizeLsn,
+} from './cdc/change-event.js';
+export { emptyInvalidation, type Invalidation, mapTransaction } from './cdc/change-mapper.js';
+export type { Heartbeat } from './cdc/invalidator.js';
+export {
+  createPgoutputDecoder,
+  decodePgoutput,
+  pgoutputPluginOptions,
+} from './cdc/pgoutput-decoder.js';
+export type { DecoderName } from './cdc/replication-stream.js';
+export { buildChangeModel, type ChangeModel, type TableModel } from './cdc/table-model.js';
+export { type AssemblerStats, TransactionAssembler } from './cdc/transaction-assembler.js';
+export {
+  decodeWal2json,
+  parseWal2json,
+  WAL2JSON_OPTIONS,
+  wal2jsonSqlOptions,
+} from './cdc/wal2json-decoder.js';
+export { InvalidationWorker, type WorkerOptions, type WorkerRole } from './cdc/worker.js';
+export { type WorkerEventMap, WorkerEvents } from './cdc/worker-events.js';
+export {
   DEFAULT_DATABASE_URL,
   DEFAULT_REDIS_URL,
   type ResolvedConfig,
   resolveConfig,
 } from './config/config.js';
+export { pgConfig } from './config/database.js';
 export type { WalcacheConfigInput } from './config/schema.js';
 export {
   ClosedError,
@@ -19,9 +48,22 @@ export {
   InvalidKeyError,
   RedisUnavailableError,
   SerializationError,
+  SetupError,
   ValueTooLargeError,
 } from './errors/errors.js';
 export { WalcacheError, type WalcacheErrorCode } from './errors/walcache-error.js';
-export { encodeKeyPart, Keys, key, MAX_KEY_LENGTH, tag } from './keys/keys.js';
+export {
+  columnTag,
+  encodeKeyPart,
+  entityKey,
+  Keys,
+  key,
+  keyValue,
+  MAX_KEY_LENGTH,
+  tableResetTag,
+  tableTag,
+  tag,
+  uniqueKey,
+} from './keys/keys.js';
 export { type CacheEventMap, CacheEvents, type Tier } from './metrics/events.js';
 export { collectEngineMetrics } from './metrics/prometheus.js';

@@ -11,13 +11,15 @@ export interface BusMessage {
   readonly tags: readonly string[];
   /** Set when the global epoch moved: receivers drop all of L1. */
   readonly epoch?: string;
+  /** Too many keys to list: receivers drop all of L1. */
+  readonly flush?: boolean;
 }
 
 export interface BusHandlers {
   /** Drop these keys and tags (they are never the receiver's own messages). */
   onInvalidate(message: BusMessage): void;
   /** Drop all of L1: the bus went down, a gap was seen, a worker restarted, the epoch moved. */
-  onReset(reason: 'down' | 'gap' | 'worker-restart' | 'epoch' | 'up'): void;
+  onReset(reason: 'down' | 'gap' | 'worker-restart' | 'epoch' | 'flush' | 'up'): void;
   onHealth(healthy: boolean): void;
 }
 
@@ -120,9 +122,8 @@ export class Bus {
       this.#handlers.onReset('gap');
       return;
     }
-    if (message.epoch !== undefined) {
-      this.#handlers.onReset('epoch');
-    }
+    if (message.epoch !== undefined) this.#handlers.onReset('epoch');
+    else if (message.flush === true) this.#handlers.onReset('flush');
     this.#handlers.onInvalidate(message);
   }
 }

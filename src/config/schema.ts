@@ -77,6 +77,38 @@ export const busSchema = z
   })
   .strict();
 
+const identifier = () =>
+  z
+    .string()
+    .regex(
+      /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/,
+      'a SQL identifier (letters, digits, "_", "$"; not quoted)',
+    );
+
+/** A table name, optionally schema-qualified: `users` or `app.users`. */
+const tableName = () =>
+  z
+    .string()
+    .regex(
+      /^([A-Za-z_][A-Za-z0-9_$]{0,62}\.)?[A-Za-z_][A-Za-z0-9_$]{0,62}$/,
+      'a table name, optionally schema-qualified',
+    );
+
+export const entitySchema = z
+  .object({
+    /** The table the entity reads. */
+    table: tableName(),
+    /** Key column(s): `findById` takes these; cache keys are `<entity>:<key values>`. */
+    key: z.union([identifier(), z.array(identifier()).min(1)]),
+    /** Fresh lifetime of this entity's entries. @default cache.ttlMs */
+    ttlMs: positiveInt().optional(),
+    /** Secondary unique columns, each readable with `findBy`; cached under `<entity>:by:<column>:<value>`. */
+    unique: z.array(identifier()).default([]),
+    /** Columns never cached (never reach Redis), e.g. `password_hash`. */
+    deny: z.array(identifier()).default([]),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     /** Namespace of every Redis key. @default process.env.WALCACHE_PREFIX ?? 'walcache' */
@@ -94,6 +126,16 @@ export const configSchema = z
     tombstoneTtlMs: positiveInt().default(60_000),
     breaker: breakerSchema.prefault({}),
     bus: busSchema.prefault({}),
+    /** Schema of unqualified table names. @default 'public' */
+    defaultSchema: identifier().default('public'),
+    /** Cached entities by name (the name is the first part of their keys). */
+    entities: z.record(identifier(), entitySchema).default({}),
+    /**
+     * Columns that narrow query tags, per table: a cached query whose WHERE pins
+     * `orders.user_id = 7` depends on the tag `public.orders:user_id=7` only, and the
+     * worker bumps that tag from the old and the new row.
+     */
+    invalidateBy: z.record(tableName(), z.array(identifier())).default({}),
   })
   .strict();
 

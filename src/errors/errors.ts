@@ -80,6 +80,20 @@ export class ClosedError extends WalcacheError {
   }
 }
 
+/**
+ * The database is not ready for walcache (wal_level, plugin allow-list, slot, replica
+ * identity). `fix` is what to run.
+ */
+export class SetupError extends WalcacheError {
+  constructor(
+    message: string,
+    readonly fix: string,
+    cause?: unknown,
+  ) {
+    super('E_SETUP', `${message}\n  fix: ${fix}`, { cause, context: { fix } });
+  }
+}
+
 function show(value: unknown): string {
   if (typeof value === 'string')
     return JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);

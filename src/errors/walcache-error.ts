@@ -6,7 +6,9 @@ export type WalcacheErrorCode =
   | 'E_VALUE_TOO_LARGE'
   | 'E_CORRUPT_ENTRY'
   | 'E_REDIS_UNAVAILABLE'
-  | 'E_CLOSED';
+  | 'E_CLOSED'
+  | 'E_SETUP'
+  | 'E_DECODE';
 
 /** Base class of every error walcache throws on purpose. */
 export class WalcacheError extends Error {

@@ -60,6 +60,59 @@ export function assertLogicalKey(k: unknown, what = 'key'): asserts k is string 
     throw new InvalidKeyError(k, `a ${what} must be at most ${MAX_KEY_LENGTH} characters`);
 }
 
+/**
+ * Tags the worker bumps and readers depend on, per table (`schema.table`):
+ * - `tableTag`: bumped by every change to the table; a query that reads the table
+ *   without a narrowing WHERE depends on it.
+ * - `tableResetTag`: bumped only when per-row invalidation is impossible (TRUNCATE, a
+ *   transaction collapsed past the row cap); entity entries and narrowed queries depend
+ *   on it, so they survive ordinary writes to other rows.
+ * - `columnTag`: `schema.table:column=value`, bumped from the old and the new row.
+ */
+export function tableTag(qualifiedTable: string): string {
+  return encodeKeyPart(qualifiedTable);
+}
+
+export function tableResetTag(qualifiedTable: string): string {
+  return `${encodeKeyPart(qualifiedTable)}:reset`;
+}
+
+export function columnTag(qualifiedTable: string, column: string, value: unknown): string {
+  return `${encodeKeyPart(qualifiedTable)}:${encodeKeyPart(column)}=${encodeKeyPart(keyValue(value))}`;
+}
+
+/** The cache key of an entity row: `users:42`, or `memberships:7:3` for a composite key. */
+export function entityKey(entity: string, keyValues: readonly unknown[]): string {
+  return [entity, ...keyValues.map(keyValue)].map(encodeKeyPart).join(':');
+}
+
+/** The cache key of a row found by a secondary unique column: `users:by:email:a%40b.c`. */
+export function uniqueKey(entity: string, column: string, value: unknown): string {
+  return [entity, 'by', column, keyValue(value)].map(encodeKeyPart).join(':');
+}
+
+/**
+ * The string form of a key value. The same row must give the same string whether it
+ * came from a pg query (int8 as string, int4 as number) or from the change stream.
+ */
+export function keyValue(value: unknown): string {
+  switch (typeof value) {
+    case 'string':
+      return value;
+    case 'number':
+    case 'bigint':
+    case 'boolean':
+      return String(value);
+    default:
+      if (value instanceof Date) return value.toISOString();
+      if (Buffer.isBuffer(value)) return `\\x${value.toString('hex')}`;
+      throw new InvalidKeyError(
+        value,
+        'a key value must be a string, number, bigint, boolean, Date or Buffer',
+      );
+  }
+}
+
 /** Redis key names for one prefix. */
 export class Keys {
   readonly prefix: string;

@@ -1,0 +1,107 @@
+import { columnTag, entityKey, tableResetTag, tableTag, uniqueKey } from '../keys/keys.js';
+import type { ChangeEvent, DecodedTransaction } from './change-event.js';
+import type { ChangeModel, TableModel } from './table-model.js';
+
+/** What one or more transactions invalidate. */
+export interface Invalidation {
+  readonly keys: Set<string>;
+  readonly tags: Set<string>;
+  /** `schema.table` of changes the config does not know (counted, then skipped). */
+  readonly unknownTables: Map<string, number>;
+  /** Changes that could not be mapped; their tables' reset tags were bumped instead. */
+  readonly problems: Array<{ table: string; reason: string }>;
+}
+
+export function emptyInvalidation(): Invalidation {
+  return { keys: new Set(), tags: new Set(), unknownTables: new Map(), problems: [] };
+}
+
+/**
+ * Adds what a committed transaction invalidates: for each change, the entity keys and
+ * unique keys of the old and the new row, the table tag, and the column tags of the old
+ * and new values. A change that cannot be mapped precisely (TRUNCATE, a transaction
+ * collapsed past the row cap, a row missing its key) falls back to the table's reset
+ * tag, which every entry of that table depends on: coarser, never wrong.
+ */
+export function mapTransaction(
+  tx: DecodedTransaction,
+  model: ChangeModel,
+  into: Invalidation = emptyInvalidation(),
+): Invalidation {
+  for (const change of tx.changes) mapChange(change, model, into);
+  for (const table of tx.collapsedTables) {
+    const tableModel = model.get(table);
+    if (!tableModel) {
+      into.unknownTables.set(table, (into.unknownTables.get(table) ?? 0) + 1);
+      continue;
+    }
+    into.tags.add(tableTag(table));
+    into.tags.add(tableResetTag(table));
+  }
+  return into;
+}
+
+export function mapChange(change: ChangeEvent, model: ChangeModel, into: Invalidation): void {
+  const table = `${change.schema}.${change.table}`;
+  const tableModel = model.get(table);
+  if (!tableModel) {
+    into.unknownTables.set(table, (into.unknownTables.get(table) ?? 0) + 1);
+    return;
+  }
+  into.tags.add(tableTag(table));
+  if (change.op === 'T') {
+    into.tags.add(tableResetTag(table));
+    return;
+  }
+  for (const row of [change.oldRow, change.newRow]) {
+    if (row === null) continue;
+    const missing = addRow(row, tableModel, into, change);
+    if (missing !== null) {
+      into.tags.add(tableResetTag(table));
+      into.problems.push({ table, reason: missing });
+    }
+  }
+}
+
+/** Returns null, or why this row image could not be mapped completely. */
+function addRow(
+  row: Readonly<Record<string, unknown>>,
+  model: TableModel,
+  into: Invalidation,
+  change: ChangeEvent,
+): string | null {
+  let problem: string | null = null;
+  const isOld = row === change.oldRow;
+  for (const entity of model.entities) {
+    const values: unknown[] = [];
+    for (const column of entity.keyColumns) {
+      const value = row[column];
+      if (value === undefined || value === null) {
+        // An UPDATE's old image under DEFAULT identity may be absent or partial: the new
+        // image carries the key then (the key did not change, or it would be there).
+        if (isOld && change.op === 'U') break;
+        problem = `${entity.name}: key column \`${column}\` missing from the ${isOld ? 'old' : 'new'} row`;
+        break;
+      }
+      values.push(value);
+    }
+    if (values.length === entity.keyColumns.length) into.keys.add(entityKey(entity.name, values));
+    for (const column of entity.uniqueColumns)
+      addIfPresent(row, column, (v) => into.keys.add(uniqueKey(entity.name, column, v)));
+  }
+  for (const column of model.tagColumns)
+    addIfPresent(row, column, (v) => into.tags.add(columnTag(model.table, column, v)));
+  return problem;
+}
+
+function addIfPresent(
+  row: Readonly<Record<string, unknown>>,
+  column: string,
+  add: (value: unknown) => void,
+): void {
+  const value = row[column];
+  // An absent value is either an unchanged TOAST column (so the other image has it) or an
+  // old image without it (refused at start: REPLICA IDENTITY FULL is required then).
+  if (value === undefined || value === null) return;
+  add(value);
+}

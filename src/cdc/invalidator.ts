@@ -1,0 +1,86 @@
+import type { Redis } from 'ioredis';
+import type { BusMessage } from '../cache/bus.js';
+import { tombstoneValue } from '../cache/envelope.js';
+import { newVersion } from '../cache/l2-tier.js';
+import { defineScripts, type ScriptCommands } from '../cache/scripts.js';
+import type { Keys } from '../keys/keys.js';
+import type { Invalidation } from './change-mapper.js';
+
+/** What the worker records in Redis after every applied group; readers use it for `maxStaleness`. */
+export interface Heartbeat {
+  /** Last applied (and about to be acknowledged) commit LSN. */
+  readonly lsn: string;
+  /** Commit time of that transaction (ms since epoch). */
+  readonly commitTime: number;
+  /** When it was applied (ms since epoch). */
+  readonly appliedAt: number;
+  readonly runId: string;
+}
+
+/** Above this many keys a bus message tells every process to drop its whole L1 instead. */
+const MAX_BUS_KEYS = 5_000;
+
+/**
+ * Applies invalidations to Redis: every key becomes a tombstone carrying the commit LSN,
+ * every tag gets a new version, the heartbeat moves, and one bus message tells every
+ * process to drop those L1 entries. One pipeline; it resolves only if every command
+ * succeeded, so the caller acknowledges only what was applied. Replays are harmless:
+ * tombstones keep the newest LSN, a tag bumped twice is still bumped.
+ */
+export class Invalidator {
+  readonly runId: string;
+  readonly #redis: Redis & ScriptCommands;
+  readonly #keys: Keys;
+  readonly #tombstoneTtlMs: number;
+  #seq = 0;
+
+  constructor(redis: Redis, keys: Keys, runId: string, tombstoneTtlMs: number) {
+    this.#redis = defineScripts(redis);
+    this.#keys = keys;
+    this.runId = runId;
+    this.#tombstoneTtlMs = tombstoneTtlMs;
+  }
+
+  async apply(
+    invalidation: Invalidation,
+    heartbeat: Omit<Heartbeat, 'runId' | 'appliedAt'>,
+    bumpEpoch = false,
+  ): Promise<void> {
+    const pipeline = this.#redis.pipeline() as ReturnType<Redis['pipeline']> & ScriptCommands;
+    const tombstone = tombstoneValue(heartbeat.lsn);
+    for (const key of invalidation.keys)
+      pipeline.walcache_tombstone(this.#keys.entry(key), tombstone, this.#tombstoneTtlMs);
+    for (const tag of invalidation.tags) pipeline.set(this.#keys.tagVersion(tag), newVersion());
+    let epoch: string | undefined;
+    if (bumpEpoch) {
+      epoch = newVersion();
+      pipeline.set(this.#keys.epoch(), epoch);
+    }
+    const beat: Heartbeat = { ...heartbeat, appliedAt: Date.now(), runId: this.runId };
+    pipeline.set(this.#keys.heartbeat(), JSON.stringify(beat));
+    const keys = [...invalidation.keys];
+    const message: BusMessage = {
+      src: this.runId,
+      kind: 'worker',
+      seq: ++this.#seq,
+      keys: keys.length > MAX_BUS_KEYS ? [] : keys,
+      tags: [...invalidation.tags],
+      ...(epoch ? { epoch } : {}),
+      ...(keys.length > MAX_BUS_KEYS ? { flush: true } : {}),
+    };
+    pipeline.publish(this.#keys.busChannel(), JSON.stringify(message));
+    const results = await pipeline.exec();
+    for (const [error] of results ?? []) if (error) throw error;
+  }
+
+  async readHeartbeat(): Promise<Heartbeat | null> {
+    const raw = await this.#redis.get(this.#keys.heartbeat());
+    if (raw === null) return null;
+    try {
+      const beat = JSON.parse(raw) as Heartbeat;
+      return typeof beat.appliedAt === 'number' ? beat : null;
+    } catch {
+      return null;
+    }
+  }
+}

@@ -1,0 +1,151 @@
+import { LogicalReplicationService, PgoutputPlugin, Wal2JsonPlugin } from 'pg-logical-replication';
+import { pgConfig } from '../config/database.js';
+import type { DecodedRecord } from './change-event.js';
+import { createPgoutputDecoder, pgoutputPluginOptions } from './pgoutput-decoder.js';
+import { decodeWal2json, parseWal2json, WAL2JSON_OPTIONS } from './wal2json-decoder.js';
+
+export type DecoderName = 'wal2json' | 'pgoutput';
+
+/** One message of the stream: its records, or why it could not be decoded. */
+export type StreamMessage =
+  | { readonly records: readonly DecodedRecord[] }
+  | { readonly error: Error };
+
+export interface StreamHandlers {
+  /** Awaited before the next message is read (flow control): slow handlers pause the stream. Must not throw. */
+  onMessage(lsn: string, message: StreamMessage): Promise<void> | void;
+  /** A keepalive; answer with the applied position when `shouldRespond`. */
+  onKeepalive(lsn: string, shouldRespond: boolean): void;
+  /** The stream ended or failed; the stream object is finished. */
+  onEnd(error: Error): void;
+}
+
+/**
+ * Wraps a library plugin (which sends START_REPLICATION with its options) but decodes the
+ * raw bytes itself: int8 stays exact, and a bad message becomes an error value instead of
+ * an exception thrown inside the socket's event handler.
+ */
+type LibraryPlugin = Parameters<LogicalReplicationService['subscribe']>[0];
+
+class DecodingPlugin implements LibraryPlugin {
+  readonly options: unknown;
+  readonly #inner: LibraryPlugin;
+  readonly #decode: (buffer: Buffer) => readonly DecodedRecord[];
+
+  constructor(inner: LibraryPlugin, decode: (buffer: Buffer) => readonly DecodedRecord[]) {
+    this.options = inner.options;
+    this.#inner = inner;
+    this.#decode = decode;
+  }
+
+  get name(): string {
+    return this.#inner.name;
+  }
+
+  start(
+    client: Parameters<LibraryPlugin['start']>[0],
+    slotName: string,
+    lastLsn: string,
+  ): Promise<unknown> {
+    return this.#inner.start(client, slotName, lastLsn);
+  }
+
+  parse(buffer: Buffer): StreamMessage {
+    try {
+      return { records: this.#decode(buffer) };
+    } catch (error) {
+      return { error: error instanceof Error ? error : new Error(String(error)) };
+    }
+  }
+}
+
+function createPlugin(decoder: DecoderName, publication: string): DecodingPlugin {
+  if (decoder === 'wal2json') {
+    return new DecodingPlugin(new Wal2JsonPlugin({ ...WAL2JSON_OPTIONS }), (buffer) => [
+      decodeWal2json(parseWal2json(buffer)),
+    ]);
+  }
+  return new DecodingPlugin(
+    new PgoutputPlugin(pgoutputPluginOptions([publication])),
+    createPgoutputDecoder(),
+  );
+}
+
+/**
+ * One replication connection on one slot, with the traps of pg-logical-replication
+ * disarmed (PITFALLS.md): no timer that acknowledges received positions
+ * (`timeoutSeconds: 0`), no automatic acknowledgement, flow control on, and a fresh
+ * service per connection, started from `0/0` so the server resumes at the slot's
+ * confirmed position. Acknowledge only what has been applied.
+ */
+export class ReplicationStream {
+  readonly #service: LogicalReplicationService;
+  readonly #plugin: DecodingPlugin;
+  readonly #slot: string;
+  #ended = false;
+  #handlers: StreamHandlers | undefined;
+
+  constructor(options: {
+    connectionString: string;
+    slot: string;
+    decoder: DecoderName;
+    publication: string;
+    applicationName?: string;
+  }) {
+    this.#slot = options.slot;
+    this.#service = new LogicalReplicationService(
+      pgConfig(options.connectionString, {
+        application_name: options.applicationName ?? 'walcache-worker',
+      }),
+      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
+    );
+    this.#plugin = createPlugin(options.decoder, options.publication);
+  }
+
+  /** Resolves once the server streams; rejects if it refuses (slot in use, missing, plugin not allowed). */
+  start(handlers: StreamHandlers): Promise<void> {
+    this.#handlers = handlers;
+    const service = this.#service;
+    service.on('data', (lsn: string, message: StreamMessage) => handlers.onMessage(lsn, message));
+    service.on('heartbeat', (lsn: string, _timestamp: number, shouldRespond: boolean) =>
+      handlers.onKeepalive(lsn, shouldRespond),
+    );
+    return new Promise<void>((resolve, reject) => {
+      let started = false;
+      service.on('start', () => {
+        started = true;
+        resolve();
+      });
+      service.on('error', (error: Error) => {
+        if (!started) reject(error);
+        else this.#end(error);
+      });
+      // subscribe() settles only when the stream ends: never await it inline.
+      service.subscribe(this.#plugin, this.#slot, '0/00000000').then(
+        () =>
+          started
+            ? this.#end(new Error('replication stream ended'))
+            : reject(new Error('replication stream ended before it started')),
+        (error: Error) => (started ? this.#end(error) : reject(error)),
+      );
+    });
+  }
+
+  /** Confirms everything up to `lsn` as applied (the server may then recycle that WAL). */
+  async acknowledge(lsn: string): Promise<boolean> {
+    if (this.#ended) return false;
+    return this.#service.acknowledge(lsn);
+  }
+
+  async stop(): Promise<void> {
+    this.#ended = true;
+    await this.#service.destroy().catch(() => {});
+  }
+
+  #end(error: Error): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    void this.#service.destroy().catch(() => {});
+    this.#handlers?.onEnd(error);
+  }
+}

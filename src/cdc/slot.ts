@@ -1,0 +1,126 @@
+import type { Pool } from 'pg';
+import { SetupError } from '../errors/errors.js';
+import type { DecoderName } from './replication-stream.js';
+
+export interface SlotInfo {
+  readonly plugin: string;
+  /** 'reserved' | 'extended' | 'unreserved' | 'lost' */
+  readonly walStatus: string | null;
+  readonly confirmedFlushLsn: string | null;
+  readonly active: boolean;
+  readonly activePid: number | null;
+  /** WAL the slot keeps from being recycled. */
+  readonly retainedBytes: number;
+}
+
+const SLOT_NAME = /^[a-z0-9_]{1,63}$/;
+
+export function assertSlotName(slot: string): void {
+  if (!SLOT_NAME.test(slot)) {
+    throw new SetupError(
+      `Invalid replication slot name ${JSON.stringify(slot)}`,
+      'use lower-case letters, digits and "_" (at most 63)',
+    );
+  }
+}
+
+export async function readSlot(pool: Pool, slot: string): Promise<SlotInfo | null> {
+  const { rows } = await pool.query<{
+    plugin: string;
+    wal_status: string | null;
+    confirmed_flush_lsn: string | null;
+    active: boolean;
+    active_pid: number | null;
+    retained: string | null;
+  }>(
+    `SELECT plugin, wal_status, confirmed_flush_lsn::text, active, active_pid,
+            pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::text AS retained
+       FROM pg_replication_slots WHERE slot_name = $1 AND slot_type = 'logical'`,
+    [slot],
+  );
+  const row = rows[0];
+  if (!row) return null;
+  return {
+    plugin: row.plugin,
+    walStatus: row.wal_status,
+    confirmedFlushLsn: row.confirmed_flush_lsn,
+    active: row.active,
+    activePid: row.active_pid,
+    retainedBytes: Number(row.retained ?? 0),
+  };
+}
+
+/** Creates a permanent logical slot; turns the plugin allow-list refusal into the exact fix. */
+export async function createSlot(pool: Pool, slot: string, decoder: DecoderName): Promise<void> {
+  assertSlotName(slot);
+  try {
+    await pool.query('SELECT pg_create_logical_replication_slot($1, $2)', [slot, decoder]);
+  } catch (error) {
+    throw explainServerError(error, decoder);
+  }
+}
+
+export async function dropSlot(pool: Pool, slot: string): Promise<void> {
+  await pool.query(
+    'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1',
+    [slot],
+  );
+}
+
+export async function checkWalLevel(pool: Pool): Promise<void> {
+  const { rows } = await pool.query<{ wal_level: string }>('SHOW wal_level');
+  const level = rows[0]?.wal_level;
+  if (level !== 'logical') {
+    throw new SetupError(
+      `PostgreSQL has wal_level=${level}; walcache needs logical replication`,
+      'ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL (or run `bash scripts/services.sh`, or `docker compose up -d`)',
+    );
+  }
+}
+
+/** `relreplident` per table: 'd' default, 'f' full, 'i' index, 'n' nothing; absent tables are missing. */
+export async function replicaIdentities(
+  pool: Pool,
+  tables: readonly string[],
+): Promise<Map<string, string>> {
+  if (tables.length === 0) return new Map();
+  const { rows } = await pool.query<{ name: string; relreplident: string }>(
+    `SELECT n.nspname || '.' || c.relname AS name, c.relreplident
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind IN ('r', 'p') AND n.nspname || '.' || c.relname = ANY($1)`,
+    [tables],
+  );
+  return new Map(rows.map((r) => [r.name, r.relreplident]));
+}
+
+/** Maps server errors a user can fix to a SetupError saying how. */
+export function explainServerError(error: unknown, decoder: DecoderName): unknown {
+  const message = error instanceof Error ? error.message : String(error);
+  if (/may not be used as an output plugin/.test(message)) {
+    return new SetupError(
+      `PostgreSQL refuses the ${decoder} output plugin (output_plugin_libraries)`,
+      `ALTER SYSTEM SET output_plugin_libraries = 'pgoutput', 'test_decoding', '${decoder}'; SELECT pg_reload_conf();  (keep any plugin already listed; or use --decoder pgoutput, which is always allowed)`,
+      error,
+    );
+  }
+  if (/could not access file "wal2json"/.test(message)) {
+    return new SetupError(
+      'The wal2json plugin is not installed on the PostgreSQL server',
+      'apt-get install postgresql-15-wal2json (or use --decoder pgoutput)',
+      error,
+    );
+  }
+  if (/logical decoding requires wal_level >= logical/.test(message)) {
+    return new SetupError(
+      'PostgreSQL has wal_level below logical',
+      'ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL',
+      error,
+    );
+  }
+  return error;
+}
+
+/** The slot is being streamed by another process: we are the standby. */
+export function isSlotBusy(error: unknown): boolean {
+  return error instanceof Error && /replication slot "[^"]+" is active for PID/.test(error.message);
+}

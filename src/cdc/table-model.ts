@@ -1,0 +1,86 @@
+import type { ResolvedConfig } from '../config/config.js';
+import { ConfigError } from '../errors/errors.js';
+
+/** What the worker needs to know of one table: which keys and tags a row change touches. */
+export interface TableModel {
+  /** `schema.table` */
+  readonly table: string;
+  readonly entities: ReadonlyArray<{
+    readonly name: string;
+    readonly keyColumns: readonly string[];
+    readonly uniqueColumns: readonly string[];
+  }>;
+  /** Columns whose values narrow query tags (`invalidateBy`). */
+  readonly tagColumns: readonly string[];
+  /**
+   * Non-key columns whose OLD values the worker needs (unique columns, tag columns):
+   * without REPLICA IDENTITY FULL an UPDATE or DELETE would not carry them.
+   */
+  readonly needsOldValues: readonly string[];
+}
+
+/** Tables by `schema.table`, built once from the config shared by services and the worker. */
+export type ChangeModel = ReadonlyMap<string, TableModel>;
+
+export function qualify(table: string, defaultSchema: string): string {
+  return table.includes('.') ? table : `${defaultSchema}.${table}`;
+}
+
+export function buildChangeModel(
+  config: Pick<ResolvedConfig, 'entities' | 'invalidateBy' | 'defaultSchema'>,
+): ChangeModel {
+  const building = new Map<
+    string,
+    { entities: TableModel['entities'][number][]; tagColumns: Set<string>; keyColumns: Set<string> }
+  >();
+  const slot = (table: string) => {
+    const name = qualify(table, config.defaultSchema);
+    const existing = building.get(name);
+    if (existing) return existing;
+    const entry = { entities: [], tagColumns: new Set<string>(), keyColumns: new Set<string>() };
+    building.set(name, entry);
+    return entry;
+  };
+  for (const [name, entity] of Object.entries(config.entities)) {
+    const keyColumns = typeof entity.key === 'string' ? [entity.key] : [...entity.key];
+    for (const column of [...entity.unique]) {
+      if (keyColumns.includes(column))
+        throw new ConfigError(
+          `entities.${name}.unique`,
+          entity.unique,
+          `\`${column}\` is already the key`,
+        );
+    }
+    for (const column of entity.deny) {
+      if (keyColumns.includes(column) || entity.unique.includes(column)) {
+        throw new ConfigError(
+          `entities.${name}.deny`,
+          entity.deny,
+          `\`${column}\` is a key or unique column and must be cached`,
+        );
+      }
+    }
+    const entry = slot(entity.table);
+    entry.entities.push({ name, keyColumns, uniqueColumns: [...entity.unique] });
+    for (const k of keyColumns) entry.keyColumns.add(k);
+  }
+  for (const [table, columns] of Object.entries(config.invalidateBy)) {
+    const entry = slot(table);
+    for (const c of columns) entry.tagColumns.add(c);
+  }
+  const model = new Map<string, TableModel>();
+  for (const [table, entry] of building) {
+    const needs = new Set<string>([
+      ...entry.tagColumns,
+      ...entry.entities.flatMap((e) => e.uniqueColumns),
+    ]);
+    for (const k of entry.keyColumns) needs.delete(k);
+    model.set(table, {
+      table,
+      entities: entry.entities,
+      tagColumns: [...entry.tagColumns],
+      needsOldValues: [...needs].sort(),
+    });
+  }
+  return model;
+}

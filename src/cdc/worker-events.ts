@@ -1,0 +1,25 @@
+import { EventEmitter } from 'node:events';
+import type { WorkerRole } from './worker.js';
+
+/** What the worker reports; metrics and logs subscribe. */
+export interface WorkerEventMap {
+  role: [role: WorkerRole];
+  /** A committed transaction was decoded and mapped. */
+  transaction: [rows: number, collapsed: boolean];
+  /** A group was applied to Redis; lags are commit → applied, one per transaction. */
+  applied: [
+    transactions: number,
+    rows: number,
+    keys: number,
+    tags: number,
+    applyMs: number,
+    lagsMs: number[],
+  ];
+  acknowledged: [lsn: string];
+  'unknown-table': [table: string, changes: number];
+  'epoch-bump': [reason: string];
+  reconnect: [reason: string];
+  error: [kind: 'decode' | 'mapping' | 'redis' | 'connect' | 'heartbeat', error: unknown];
+}
+
+export class WorkerEvents extends EventEmitter<WorkerEventMap> {}

@@ -1,0 +1,523 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import type { Logger } from 'pino';
+import { lsnToBigInt } from '../cache/envelope.js';
+import type { ResolvedConfig } from '../config/config.js';
+import { pgConfig } from '../config/database.js';
+import { SetupError } from '../errors/errors.js';
+import { Keys } from '../keys/keys.js';
+import type { DecodedTransaction } from './change-event.js';
+import { emptyInvalidation, type Invalidation, mapTransaction } from './change-mapper.js';
+import { Invalidator } from './invalidator.js';
+import { type DecoderName, ReplicationStream, type StreamMessage } from './replication-stream.js';
+import {
+  assertSlotName,
+  checkWalLevel,
+  createSlot,
+  dropSlot,
+  explainServerError,
+  isSlotBusy,
+  readSlot,
+  replicaIdentities,
+} from './slot.js';
+import { buildChangeModel, type ChangeModel } from './table-model.js';
+import { TransactionAssembler } from './transaction-assembler.js';
+import { WorkerEvents } from './worker-events.js';
+
+export interface WorkerOptions {
+  readonly config: ResolvedConfig;
+  /** Replication slot (one active worker per slot). @default 'walcache' */
+  readonly slot?: string;
+  /** @default 'wal2json' */
+  readonly decoder?: DecoderName;
+  /** Publication for pgoutput. @default 'walcache' */
+  readonly publication?: string;
+  /** Create the slot when it is missing (and bump the epoch). @default true */
+  readonly createSlot?: boolean;
+  /** A group is applied when this many commits are waiting... @default 256 */
+  readonly groupMaxTransactions?: number;
+  /** ...or this many rows... @default 5000 */
+  readonly groupMaxRows?: number;
+  /** ...or this long after its first commit. @default 5 */
+  readonly groupWindowMs?: number;
+  /** Rows kept per transaction; past it its tables' reset tags are bumped instead. @default 10000 */
+  readonly transactionRowCap?: number;
+  /** Interval of heartbeat messages through the WAL (keeps an idle slot moving, measures lag). @default 5000 */
+  readonly heartbeatIntervalMs?: number;
+  /** Standby status updates with the applied position, at least this often. @default 10000 */
+  readonly statusIntervalMs?: number;
+  /** Wait between attempts to take the slot (standby) or reconnect. @default 1000 */
+  readonly retryMs?: number;
+  readonly logger?: Logger;
+}
+
+export type WorkerRole = 'starting' | 'standby' | 'active' | 'stopped';
+
+interface Group {
+  invalidation: Invalidation;
+  transactions: number;
+  rows: number;
+  lastLsn: string | null;
+  lastCommitTime: number;
+  firstCommitAt: number;
+  bumpEpoch: boolean;
+  commitTimes: number[];
+}
+
+const HEARTBEAT_PREFIX = 'walcache';
+
+/**
+ * The invalidation worker: replication stream → decode → transactions → keys and tags →
+ * one Redis pipeline per group of commits → acknowledge. It acknowledges a commit only
+ * after everything up to it was applied (DESIGN.md contract 3); on any failure it holds
+ * the position and retries, and on reconnect the server replays from the slot.
+ *
+ * @example
+ * const worker = new InvalidationWorker({ config, slot: 'walcache' });
+ * await worker.start();   // returns once active or standing by
+ * process.on('SIGTERM', () => worker.stop());
+ */
+export class InvalidationWorker {
+  readonly runId = randomBytes(8).toString('hex');
+  readonly events = new WorkerEvents();
+  readonly slot: string;
+  readonly decoder: DecoderName;
+  readonly #options: WorkerOptions;
+  readonly #config: ResolvedConfig;
+  readonly #model: ChangeModel;
+  readonly #pool: pg.Pool;
+  readonly #redis: Redis;
+  readonly #invalidator: Invalidator;
+  readonly #keys: Keys;
+  readonly #log: Logger | undefined;
+  #role: WorkerRole = 'starting';
+  #stream: ReplicationStream | null = null;
+  #assembler: TransactionAssembler;
+  #group: Group = newGroup();
+  #flushTimer: NodeJS.Timeout | null = null;
+  #flushing: Promise<void> = Promise.resolve();
+  #appliedLsn: string | null = null;
+  #lastCommitTime = 0;
+  #taintedTransaction = false;
+  #stopping = false;
+  #loop: Promise<void> | null = null;
+  #timers: NodeJS.Timeout[] = [];
+  #streamEnded: ((error: Error) => void) | null = null;
+  #firstStart = true;
+
+  constructor(options: WorkerOptions) {
+    this.#options = options;
+    this.#config = options.config;
+    this.slot = options.slot ?? 'walcache';
+    this.decoder = options.decoder ?? 'wal2json';
+    assertSlotName(this.slot);
+    this.#model = buildChangeModel(this.#config);
+    this.#keys = new Keys(this.#config.prefix);
+    this.#log = options.logger;
+    this.#pool = new pg.Pool({
+      ...pgConfig(this.#config.databaseUrl),
+      max: 2,
+      application_name: 'walcache-worker-control',
+    });
+    this.#pool.on('error', (error) => this.#log?.warn({ err: error }, 'postgres pool error'));
+    this.#redis = new Redis(this.#config.redis.url, {
+      connectionName: `walcache:${this.#config.prefix}:worker`,
+      maxRetriesPerRequest: 1,
+      commandTimeout: 5_000,
+      retryStrategy: (n) => Math.min(100 * 2 ** n, 2_000),
+    });
+    this.#redis.on('error', () => {});
+    this.#invalidator = new Invalidator(
+      this.#redis,
+      this.#keys,
+      this.runId,
+      this.#config.tombstoneTtlMs,
+    );
+    this.#assembler = this.#newAssembler();
+  }
+
+  get role(): WorkerRole {
+    return this.#role;
+  }
+
+  /** Last commit LSN applied to Redis and acknowledged. */
+  get appliedLsn(): string | null {
+    return this.#appliedLsn;
+  }
+
+  /**
+   * Checks the database (wal_level, replica identity the config needs) and starts the
+   * loop. Resolves when the worker is active or standing by; rejects on a setup problem
+   * a retry cannot fix (with the fix in the message).
+   */
+  async start(): Promise<void> {
+    await checkWalLevel(this.#pool);
+    await this.#checkReplicaIdentity();
+    let settle!: (error?: unknown) => void;
+    const settled = new Promise<void>((resolve, reject) => {
+      settle = (error) => (error ? reject(error) : resolve());
+    });
+    this.#loop = this.#run(settle);
+    return settled;
+  }
+
+  /** Applies and acknowledges what was received, then stops. Idempotent. */
+  async stop(): Promise<void> {
+    if (this.#stopping) return this.#loop ?? undefined;
+    this.#stopping = true;
+    for (const t of this.#timers) clearInterval(t);
+    await this.#flush().catch(() => {});
+    await this.#stream?.stop();
+    this.#streamEnded?.(new Error('stopped'));
+    await this.#loop?.catch(() => {});
+    this.#setRole('stopped');
+    await this.#pool.end().catch(() => {});
+    this.#redis.disconnect();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  /** Connect, stream until the stream ends, reconnect; stand by while the slot is taken. */
+  async #run(settle: (error?: unknown) => void): Promise<void> {
+    let settledOnce = false;
+    const once = (error?: unknown) => {
+      if (!settledOnce) {
+        settledOnce = true;
+        settle(error);
+      }
+    };
+    let attempt = 0;
+    while (!this.#stopping) {
+      try {
+        const { ended } = await this.#activate();
+        attempt = 0;
+        once();
+        const error = await ended;
+        if (!this.#stopping)
+          this.#log?.warn({ err: error }, 'replication stream ended; reconnecting');
+        this.events.emit('reconnect', error.message);
+      } catch (error) {
+        if (isSlotBusy(error)) {
+          this.#setRole('standby');
+          once();
+        } else if (error instanceof SetupError) {
+          this.#log?.error({ err: error }, 'setup problem');
+          once(error);
+          if (this.#firstStart) return;
+        } else {
+          this.#log?.warn({ err: error }, 'could not start streaming; retrying');
+          this.events.emit('error', 'connect', error);
+        }
+      }
+      await this.#teardownStream();
+      if (this.#stopping) break;
+      attempt++;
+      await sleep(
+        this.#role === 'standby'
+          ? (this.#options.retryMs ?? 1_000)
+          : Math.min((this.#options.retryMs ?? 1_000) * attempt, 10_000),
+      );
+    }
+  }
+
+  /** One connection: slot checks, epoch decisions, then streaming. Resolves with a promise of its end. */
+  async #activate(): Promise<{ ended: Promise<Error> }> {
+    const bumpReason = await this.#prepareSlot();
+    const stream = new ReplicationStream({
+      connectionString: this.#config.databaseUrl,
+      slot: this.slot,
+      decoder: this.decoder,
+      publication: this.#options.publication ?? 'walcache',
+    });
+    const ended = new Promise<Error>((resolve) => {
+      this.#streamEnded = resolve;
+    });
+    this.#assembler = this.#newAssembler();
+    this.#group = newGroup();
+    try {
+      await stream.start({
+        onMessage: (lsn, message) => this.#onMessage(lsn, message),
+        onKeepalive: (_lsn, shouldRespond) => {
+          if (shouldRespond) void this.#sendStatus();
+        },
+        onEnd: (error) => this.#streamEnded?.(error),
+      });
+    } catch (error) {
+      await stream.stop();
+      throw explainServerError(error, this.decoder);
+    }
+    this.#stream = stream;
+    this.#firstStart = false;
+    if (bumpReason) {
+      // Applied before anything from the stream: entries older than the gap read as misses.
+      this.#log?.warn({ reason: bumpReason }, 'bumping the cache epoch');
+      this.events.emit('epoch-bump', bumpReason);
+      await this.#applyWithRetry(
+        emptyInvalidation(),
+        { lsn: this.#appliedLsn ?? '0/0', commitTime: Date.now() },
+        true,
+      );
+    }
+    this.#setRole('active');
+    this.#startTimers();
+    return { ended }; // wrapped: an async function would flatten a returned promise
+  }
+
+  /** Finds (or creates) the slot and decides whether a gap forces an epoch bump. */
+  async #prepareSlot(): Promise<string | null> {
+    let reason: string | null = null;
+    let slot = await readSlot(this.#pool, this.slot);
+    if (slot?.walStatus === 'lost') {
+      this.#log?.error({ slot: this.slot }, 'replication slot lost its WAL; recreating it');
+      await dropSlot(this.#pool, this.slot);
+      slot = null;
+      reason = 'slot-lost';
+    }
+    if (!slot) {
+      if (this.#options.createSlot === false) {
+        throw new SetupError(
+          `Replication slot "${this.slot}" does not exist`,
+          'run `walcache setup`',
+        );
+      }
+      await createSlot(this.#pool, this.slot, this.decoder);
+      slot = await readSlot(this.#pool, this.slot);
+      reason ??= 'slot-created';
+    } else if (slot.plugin !== this.decoder) {
+      throw new SetupError(
+        `Replication slot "${this.slot}" uses ${slot.plugin}, not ${this.decoder}`,
+        `use --decoder ${slot.plugin}, or another --slot`,
+      );
+    }
+    this.#appliedLsn ??= slot?.confirmedFlushLsn ?? null;
+    if (!reason) {
+      const beat = await this.#invalidator.readHeartbeat();
+      if (beat === null) reason = 'no-heartbeat';
+      else if (Date.now() - beat.appliedAt > this.#maxEntryLifetime()) reason = 'away-too-long';
+    }
+    return reason;
+  }
+
+  /** Refuses to run silently wrong: tags or unique keys on non-key columns need the old row. */
+  async #checkReplicaIdentity(): Promise<void> {
+    const needy = [...this.#model.values()].filter((t) => t.needsOldValues.length > 0);
+    if (needy.length === 0) return;
+    const identities = await replicaIdentities(
+      this.#pool,
+      needy.map((t) => t.table),
+    );
+    const wrong = needy.filter((t) => identities.get(t.table) !== 'f');
+    if (wrong.length > 0) {
+      const list = wrong.map((t) => `${t.table} (old ${t.needsOldValues.join(', ')})`).join('; ');
+      throw new SetupError(
+        `REPLICA IDENTITY FULL is needed on ${list}: without it UPDATE and DELETE do not carry the old values, and the old tags and keys would never be invalidated`,
+        `${wrong.map((t) => `ALTER TABLE ${t.table} REPLICA IDENTITY FULL;`).join(' ')} (or run \`walcache setup\`)`,
+      );
+    }
+  }
+
+  // --- the stream ------------------------------------------------------------------
+
+  async #onMessage(lsn: string, message: StreamMessage): Promise<void> {
+    if ('error' in message) {
+      // We cannot tell what this message invalidated. Contract 4: a gap is never silent.
+      this.#taintedTransaction = true;
+      this.events.emit('error', 'decode', message.error);
+      this.#log?.error(
+        { lsn, err: message.error },
+        'undecodable replication message; the cache epoch will be bumped at its commit',
+      );
+      return;
+    }
+    for (const record of message.records) {
+      const tx = this.#assembler.push(record);
+      if (tx) this.#addTransaction(tx, record.kind === 'commit' && record.lsn ? record.lsn : lsn);
+    }
+    const g = this.#group;
+    if (g.transactions === 0) return;
+    if (
+      g.transactions >= (this.#options.groupMaxTransactions ?? 256) ||
+      g.rows >= (this.#options.groupMaxRows ?? 5_000)
+    ) {
+      await this.#flush(); // flow control: the stream waits for this
+    } else if (this.#flushTimer === null) {
+      this.#flushTimer = setTimeout(() => void this.#flush(), this.#options.groupWindowMs ?? 5);
+    }
+  }
+
+  #addTransaction(tx: DecodedTransaction, commitLsn: string): void {
+    const g = this.#group;
+    mapTransaction(tx, this.#model, g.invalidation);
+    for (const [table, count] of g.invalidation.unknownTables)
+      this.events.emit('unknown-table', table, count);
+    g.invalidation.unknownTables.clear();
+    for (const problem of g.invalidation.problems) {
+      this.events.emit('error', 'mapping', new Error(problem.reason));
+      this.#log?.warn(
+        { lsn: commitLsn, ...problem },
+        'change could not be mapped precisely; bumped its table tag',
+      );
+    }
+    g.invalidation.problems.length = 0;
+    if (this.#taintedTransaction) {
+      g.bumpEpoch = true;
+      this.#taintedTransaction = false;
+    }
+    if (g.transactions === 0) g.firstCommitAt = Date.now();
+    g.transactions++;
+    g.rows += tx.rowCount;
+    g.commitTimes.push(tx.commitTime.getTime());
+    if (g.lastLsn === null || lsnToBigInt(commitLsn) > lsnToBigInt(g.lastLsn))
+      g.lastLsn = commitLsn;
+    g.lastCommitTime = Math.max(g.lastCommitTime, tx.commitTime.getTime());
+    this.events.emit('transaction', tx.rowCount, tx.collapsedTables.length > 0);
+  }
+
+  /** Applies the pending group, then acknowledges its last commit. Serialised. */
+  #flush(): Promise<void> {
+    if (this.#flushTimer) {
+      clearTimeout(this.#flushTimer);
+      this.#flushTimer = null;
+    }
+    const group = this.#group;
+    if (group.transactions === 0) return this.#flushing;
+    this.#group = newGroup();
+    const stream = this.#stream;
+    this.#flushing = this.#flushing.then(async () => {
+      const started = performance.now();
+      const lsn = group.lastLsn as string;
+      const applied = await this.#applyWithRetry(
+        group.invalidation,
+        { lsn, commitTime: group.lastCommitTime },
+        group.bumpEpoch,
+        stream,
+      );
+      if (!applied) return; // the stream died meanwhile: not acknowledged, it will be replayed
+      if (stream && (await stream.acknowledge(lsn))) {
+        this.#appliedLsn = lsn;
+        this.#lastCommitTime = group.lastCommitTime;
+        this.events.emit('acknowledged', lsn);
+      }
+      const now = Date.now();
+      this.events.emit(
+        'applied',
+        group.transactions,
+        group.rows,
+        group.invalidation.keys.size,
+        group.invalidation.tags.size,
+        performance.now() - started,
+        group.commitTimes.map((t) => now - t),
+      );
+    });
+    return this.#flushing;
+  }
+
+  /** Retries with backoff while holding the position; gives up only if the stream it belongs to is gone. */
+  async #applyWithRetry(
+    invalidation: Invalidation,
+    beat: { lsn: string; commitTime: number },
+    bumpEpoch: boolean,
+    stream: ReplicationStream | null = null,
+  ): Promise<boolean> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.#invalidator.apply(invalidation, beat, bumpEpoch);
+        return true;
+      } catch (error) {
+        this.events.emit('error', 'redis', error);
+        this.#log?.warn(
+          { err: error, lsn: beat.lsn, attempt },
+          'applying invalidations failed; retrying (position held)',
+        );
+        if (stream !== null && stream !== this.#stream) return false;
+        if (this.#stopping && attempt >= 3) return false;
+        await sleep(Math.min(50 * 2 ** attempt, 2_000));
+      }
+    }
+  }
+
+  async #sendStatus(): Promise<void> {
+    if (this.#appliedLsn && this.#stream)
+      await this.#stream.acknowledge(this.#appliedLsn).catch(() => {});
+  }
+
+  #startTimers(): void {
+    for (const t of this.#timers) clearInterval(t);
+    this.#timers = [
+      setInterval(() => void this.#sendStatus(), this.#options.statusIntervalMs ?? 10_000),
+      setInterval(() => void this.#emitHeartbeat(), this.#options.heartbeatIntervalMs ?? 5_000),
+    ];
+    for (const t of this.#timers) t.unref();
+  }
+
+  /** A transactional message through the WAL: gives an idle slot a commit to acknowledge. */
+  async #emitHeartbeat(): Promise<void> {
+    try {
+      await this.#pool.query('SELECT pg_logical_emit_message(true, $1, $2)', [
+        HEARTBEAT_PREFIX,
+        JSON.stringify({ runId: this.runId, at: Date.now() }),
+      ]);
+    } catch (error) {
+      this.events.emit('error', 'heartbeat', error);
+    }
+  }
+
+  async #teardownStream(): Promise<void> {
+    for (const t of this.#timers) clearInterval(t);
+    this.#timers = [];
+    if (this.#flushTimer) clearTimeout(this.#flushTimer);
+    this.#flushTimer = null;
+    await this.#flushing.catch(() => {});
+    this.#group = newGroup();
+    await this.#stream?.stop();
+    this.#stream = null;
+    if (!this.#stopping && this.#role === 'active') this.#setRole('starting');
+  }
+
+  #newAssembler(): TransactionAssembler {
+    return new TransactionAssembler({ rowCap: this.#options.transactionRowCap ?? 10_000 });
+  }
+
+  #maxEntryLifetime(): number {
+    const c = this.#config;
+    const ttls = [c.cache.ttlMs, ...Object.values(c.entities).map((e) => e.ttlMs ?? 0)];
+    return Math.max(...ttls) * (1 + c.cache.jitter) + c.cache.staleWhileRevalidateMs;
+  }
+
+  #setRole(role: WorkerRole): void {
+    if (this.#role === role) return;
+    this.#role = role;
+    this.events.emit('role', role);
+    this.#log?.info({ role, slot: this.slot, runId: this.runId }, `worker ${role}`);
+  }
+
+  /** Commit time of the last applied transaction (ms), for lag. */
+  get lastCommitTime(): number {
+    return this.#lastCommitTime;
+  }
+
+  /** Retained WAL of the slot, for metrics. */
+  async slotInfo(): Promise<Awaited<ReturnType<typeof readSlot>>> {
+    return readSlot(this.#pool, this.slot);
+  }
+}
+
+function newGroup(): Group {
+  return {
+    invalidation: emptyInvalidation(),
+    transactions: 0,
+    rows: 0,
+    lastLsn: null,
+    lastCommitTime: 0,
+    firstCommitAt: 0,
+    bumpEpoch: false,
+    commitTimes: [],
+  };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,114 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { InvalidationWorker } from '../src/cdc/worker.js';
+import { columnTag, entityKey, resolveConfig, tableTag } from '../src/index.js';
+import { Resources, uniquePrefix, waitFor } from './helpers.js';
+import { PgScope } from './pg-helpers.js';
+
+describe('invalidation worker (wal2json)', () => {
+  const res = new Resources();
+  const scope = new PgScope('worker');
+  const prefix = uniquePrefix('worker');
+  let worker: InvalidationWorker;
+  const config = () =>
+    resolveConfig({
+      prefix,
+      defaultSchema: scope.schema,
+      entities: {
+        users: { table: 'users', key: 'id', unique: ['email'] },
+        orders: { table: 'orders', key: 'id' },
+      },
+      invalidateBy: { orders: ['user_id'] },
+    });
+
+  before(async () => {
+    await scope.create(`
+      CREATE TABLE users (id bigint PRIMARY KEY, email text UNIQUE, name text);
+      ALTER TABLE users REPLICA IDENTITY FULL;
+      CREATE TABLE orders (id int PRIMARY KEY, user_id int, total numeric(12,2));
+      ALTER TABLE orders REPLICA IDENTITY FULL;
+      CREATE TABLE unknown_things (id int PRIMARY KEY);
+      INSERT INTO users VALUES (1, 'a@x', 'Ada'), (2, 'b@x', 'Bob');
+      INSERT INTO orders VALUES (10, 7, 5.00), (11, 8, 6.00);`);
+    worker = new InvalidationWorker({ config: config(), slot: scope.slot() });
+    await worker.start();
+    assert.equal(worker.role, 'active');
+  });
+  after(async () => {
+    await worker?.stop();
+    await res.close();
+    await scope.close();
+  });
+
+  it('UPDATE, DELETE and INSERT by a plain pg client evict the right keys and tags, in L2 and in another L1', async () => {
+    const reader = await res.readyEngine(prefix, { cache: { earlyRefreshBeta: 0 } });
+    const other = await res.readyEngine(prefix, { cache: { earlyRefreshBeta: 0 } });
+    const load = async (id: number) =>
+      (await scope.q('SELECT * FROM $schema.users WHERE id = $1', [id])).rows[0];
+    const k1 = entityKey('users', [1]);
+    const k2 = entityKey('users', [2]);
+    assert.equal((await reader.getOrLoad(k1, () => load(1)))?.name, 'Ada');
+    assert.equal((await reader.getOrLoad(k2, () => load(2)))?.name, 'Bob');
+    await other.getOrLoad(k1, () => assert.fail('L2 hit'));
+    assert.equal(other.peek<{ name: string }>(k1)?.name, 'Ada');
+
+    await scope.q("UPDATE $schema.users SET name = 'Ada L.' WHERE id = 1");
+    await waitFor('other L1 dropped users:1', () => other.peek(k1) === undefined);
+    assert.equal((await reader.getOrLoad(k1, () => load(1)))?.name, 'Ada L.');
+    assert.equal(reader.peek<{ name: string }>(k2)?.name, 'Bob', 'users:2 untouched');
+
+    await scope.q('DELETE FROM $schema.users WHERE id = 2');
+    await waitFor('users:2 dropped', () => reader.peek(k2) === undefined);
+    assert.equal(await reader.getOrLoad(k2, () => load(2)), undefined);
+
+    // A list of user 7's orders, tagged by the narrowed column tag.
+    const orders = (uid: number) =>
+      scope
+        .q('SELECT id FROM $schema.orders WHERE user_id = $1 ORDER BY id', [uid])
+        .then((r) => r.rows.map((x) => x.id));
+    const t7 = [columnTag(`${scope.schema}.orders`, 'user_id', 7)];
+    const t8 = [columnTag(`${scope.schema}.orders`, 'user_id', 8)];
+    assert.deepEqual(await reader.getOrLoad('orders:u7', () => orders(7), { tags: t7 }), [10]);
+    assert.deepEqual(await reader.getOrLoad('orders:u8', () => orders(8), { tags: t8 }), [11]);
+    await scope.q('INSERT INTO $schema.orders VALUES (12, 7, 1.00)');
+    await waitFor('u7 list dropped', () => reader.peek('orders:u7') === undefined);
+    assert.deepEqual(await reader.getOrLoad('orders:u7', () => orders(7), { tags: t7 }), [10, 12]);
+    assert.deepEqual(reader.peek('orders:u8'), [11], 'user 8 list survives');
+    // Moving an order away from user 7 needs the old user_id (REPLICA IDENTITY FULL).
+    await scope.q('UPDATE $schema.orders SET user_id = 8 WHERE id = 10');
+    await waitFor(
+      'u7 and u8 dropped',
+      () => reader.peek('orders:u7') === undefined && reader.peek('orders:u8') === undefined,
+    );
+    assert.deepEqual(await reader.getOrLoad('orders:u7', () => orders(7), { tags: t7 }), [12]);
+  });
+
+  it('TRUNCATE bumps the table tags; unknown tables are counted and skipped', async () => {
+    const reader = await res.readyEngine(prefix);
+    const unknown: string[] = [];
+    worker.events.on('unknown-table', (t) => unknown.push(t));
+    const all = [tableTag(`${scope.schema}.orders`)];
+    assert.ok(
+      Array.isArray(
+        await reader.getOrLoad(
+          'orders:all',
+          () => scope.q('SELECT id FROM $schema.orders').then((r) => r.rows),
+          { tags: all },
+        ),
+      ),
+    );
+    await scope.q('INSERT INTO $schema.unknown_things VALUES (1)');
+    await scope.q('TRUNCATE $schema.orders');
+    await waitFor('orders:all dropped', () => reader.peek('orders:all') === undefined);
+    assert.deepEqual(
+      await reader.getOrLoad(
+        'orders:all',
+        () => scope.q('SELECT id FROM $schema.orders').then((r) => r.rows),
+        { tags: all },
+      ),
+      [],
+    );
+    assert.ok(unknown.includes(`${scope.schema}.unknown_things`));
+    assert.equal(worker.role, 'active');
+  });
+});

@@ -206,9 +206,7 @@ export class CacheEngine {
       this.events.emit('coalesced', key);
       return running as Promise<T>;
     }
-    const flight = this.#resolve(key, loader, options).finally(() => {
-      if (this.#flights.get(flightKey) === flight) this.#flights.delete(flightKey);
-    });
+    const flight = this.#fly(flightKey, key, loader, options);
     this.#flights.set(flightKey, flight);
     return flight;
   }
@@ -352,6 +350,15 @@ export class CacheEngine {
   }
 
   // --- the read path -------------------------------------------------------------
+
+  /** One flight: resolves the key, then leaves the single-flight map (no extra promise layer). */
+  async #fly<T>(flightKey: string, key: string, loader: () => Promise<T> | T, options: LoadOptions): Promise<T> {
+    try {
+      return await this.#resolve(key, loader, options);
+    } finally {
+      this.#flights.delete(flightKey);
+    }
+  }
 
   async #resolve<T>(key: string, loader: () => Promise<T> | T, options: LoadOptions): Promise<T> {
     const tags = this.#checkTags(options.tags);
@@ -627,16 +634,29 @@ export class CacheEngine {
 
   async #readL2(key: string, tags: readonly string[] | null): Promise<L2Read> {
     const redisKey = this.keys.entry(key);
-    const [buffer, tagVersions, epoch] = await Promise.all([
-      this.#l2.get(redisKey),
-      tags ? this.#l2.getVersions(tags.map((t) => this.keys.tagVersion(t))) : null,
-      this.#currentEpoch(),
-    ]);
     const versions = new Map<string, string | null>();
-    if (tags && tagVersions)
-      for (let i = 0; i < tags.length; i++) versions.set(tags[i] as string, tagVersions[i] ?? null);
-    const state = parseEntry(buffer);
-    await this.#addEntryTagVersions(state, versions);
+    let state: EntryState;
+    let epoch: string;
+    const trusted = this.#trustedEpoch();
+    if (tags === null && trusted !== undefined) {
+      // The common hit: one GET, nothing else to wait for.
+      state = parseEntry(await this.#l2.get(redisKey));
+      epoch = trusted;
+    } else {
+      const [buffer, tagVersions, current] = await Promise.all([
+        this.#l2.get(redisKey),
+        tags ? this.#l2.getVersions(tags.map((t) => this.keys.tagVersion(t))) : null,
+        this.#currentEpoch(),
+      ]);
+      if (tags && tagVersions) {
+        for (let i = 0; i < tags.length; i++)
+          versions.set(tags[i] as string, tagVersions[i] ?? null);
+      }
+      state = parseEntry(buffer);
+      epoch = current;
+    }
+    if (state.kind === 'data' && state.envelope.tags !== null)
+      await this.#addEntryTagVersions(state, versions);
     return { state, versions, epoch };
   }
 
@@ -754,9 +774,15 @@ export class CacheEngine {
     return out;
   }
 
+  /** The epoch in memory, if it may be trusted: only while the bus is healthy. */
+  #trustedEpoch(): string | undefined {
+    return this.#bus?.healthy ? this.#epoch : undefined;
+  }
+
   /** The global epoch: trusted from memory while the bus is healthy, else read from Redis. */
   async #currentEpoch(): Promise<string> {
-    if (this.#epoch !== undefined && this.#bus?.healthy) return this.#epoch;
+    const trusted = this.#trustedEpoch();
+    if (trusted !== undefined) return trusted;
     const generation = this.#epochGeneration;
     const epoch = await this.#l2.initVersion(this.keys.epoch());
     if (this.#bus?.healthy && generation === this.#epochGeneration) this.#epoch = epoch;

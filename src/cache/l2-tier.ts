@@ -36,13 +36,25 @@ export class L2Tier {
 
   /** GET; a key of another Redis type reads as foreign bytes (a corrupt entry), not as an outage. */
   get(key: string): Promise<Buffer | null> {
-    return this.#guard('get', () =>
-      this.#redis.getBuffer(key).catch((error: unknown) => {
-        if (error instanceof Error && error.message.startsWith('WRONGTYPE')) return WRONG_TYPE;
-        throw error;
-      }),
-    );
+    // The hit path: one promise, no async wrapper (measured in bench:hitpath).
+    if (!this.#breaker.allow()) return Promise.reject(new RedisUnavailableError('get'));
+    return this.#redis.getBuffer(key).then(this.#getDone, this.#getFailed);
   }
+
+  readonly #getDone = (value: Buffer | null): Buffer | null => {
+    this.#breaker.success();
+    return value;
+  };
+
+  readonly #getFailed = (error: unknown): Buffer => {
+    if (error instanceof Error && error.message.startsWith('WRONGTYPE')) {
+      this.#breaker.success();
+      return WRONG_TYPE;
+    }
+    this.#breaker.failure();
+    this.#onError('get', error);
+    throw new RedisUnavailableError('get', error);
+  };
 
   /** Reads several version keys (tags, epoch) with single-key GETs, pipelined. */
   getVersions(keys: readonly string[]): Promise<Array<string | null>> {

@@ -67,3 +67,4 @@ export {
 } from './keys/keys.js';
 export { type CacheEventMap, CacheEvents, type Tier } from './metrics/events.js';
 export { collectEngineMetrics } from './metrics/prometheus.js';
+export { defineConfig } from './config/define-config.js';

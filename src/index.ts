@@ -40,6 +40,7 @@ export {
   resolveConfig,
 } from './config/config.js';
 export { pgConfig } from './config/database.js';
+export { defineConfig } from './config/define-config.js';
 export type { WalcacheConfigInput } from './config/schema.js';
 export {
   ClosedError,
@@ -67,4 +68,3 @@ export {
 } from './keys/keys.js';
 export { type CacheEventMap, CacheEvents, type Tier } from './metrics/events.js';
 export { collectEngineMetrics } from './metrics/prometheus.js';
-export { defineConfig } from './config/define-config.js';

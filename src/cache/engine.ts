@@ -352,7 +352,12 @@ export class CacheEngine {
   // --- the read path -------------------------------------------------------------
 
   /** One flight: resolves the key, then leaves the single-flight map (no extra promise layer). */
-  async #fly<T>(flightKey: string, key: string, loader: () => Promise<T> | T, options: LoadOptions): Promise<T> {
+  async #fly<T>(
+    flightKey: string,
+    key: string,
+    loader: () => Promise<T> | T,
+    options: LoadOptions,
+  ): Promise<T> {
     try {
       return await this.#resolve(key, loader, options);
     } finally {

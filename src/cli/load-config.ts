@@ -17,17 +17,27 @@ export async function loadConfig(file: string | undefined): Promise<ResolvedConf
   try {
     if (/\.[cm]?ts$/.test(path)) {
       const { tsImport } = (await import('tsx/esm/api').catch(() => {
-        throw new ConfigError('--config', file, 'a TypeScript config needs tsx installed (npm i -D tsx), or compile it to .js');
+        throw new ConfigError(
+          '--config',
+          file,
+          'a TypeScript config needs tsx installed (npm i -D tsx), or compile it to .js',
+        );
       })) as { tsImport: (specifier: string, parent: string) => Promise<{ default?: unknown }> };
       module = await tsImport(pathToFileURL(path).href, import.meta.url);
     } else if (path.endsWith('.json')) {
-      module = (await import(pathToFileURL(path).href, { with: { type: 'json' } })) as { default?: unknown };
+      module = (await import(pathToFileURL(path).href, { with: { type: 'json' } })) as {
+        default?: unknown;
+      };
     } else {
       module = (await import(pathToFileURL(path).href)) as { default?: unknown };
     }
   } catch (error) {
     if (error instanceof ConfigError) throw error;
-    throw new ConfigError('--config', file, `could not be loaded: ${error instanceof Error ? error.message : String(error)}`);
+    throw new ConfigError(
+      '--config',
+      file,
+      `could not be loaded: ${error instanceof Error ? error.message : String(error)}`,
+    );
   }
   const input = (module.default as { default?: unknown } | undefined)?.default ?? module.default;
   if (input === undefined) throw new ConfigError('--config', file, 'has no default export');

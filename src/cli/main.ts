@@ -1,14 +1,29 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
+import { workerCommand } from './worker-command.js';
 
 /**
  * `walcache`: the operator's entry point. Each command lives in its own file and is
  * registered here; this file only parses arguments and turns errors into one line.
  */
-const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
-  version: string;
-};
+const pkg = findPackage();
+
+/** walcache's package.json, from src/cli (tsx) or dist/src/cli (built). */
+function findPackage(): { version: string } {
+  for (const up of ['../../package.json', '../../../package.json']) {
+    try {
+      const found = JSON.parse(readFileSync(new URL(up, import.meta.url), 'utf8')) as {
+        name?: string;
+        version: string;
+      };
+      if (found.name === 'walcache') return found;
+    } catch {
+      // not at this level; try the next
+    }
+  }
+  return { version: '0.0.0' };
+}
 
 export function buildProgram(): Command {
   return new Command('walcache')
@@ -16,7 +31,8 @@ export function buildProgram(): Command {
     .version(pkg.version)
     .option('--verbose', 'print stack traces on errors')
     .showHelpAfterError()
-    .exitOverride();
+    .exitOverride()
+    .addCommand(workerCommand());
 }
 
 async function main(argv: readonly string[]): Promise<number> {

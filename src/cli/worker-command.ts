@@ -1,0 +1,87 @@
+import { Command, Option } from 'commander';
+import pino from 'pino';
+import { Registry } from 'prom-client';
+import { InvalidationWorker } from '../cdc/worker.js';
+import { startHttpServer } from '../metrics/http-server.js';
+import { collectWorkerMetrics } from '../metrics/worker-metrics.js';
+import { loadConfig } from './load-config.js';
+
+/** `walcache worker`: runs the invalidation worker until SIGTERM/SIGINT. */
+export function workerCommand(): Command {
+  return new Command('worker')
+    .description(
+      'consume the replication slot and invalidate the cache (one active worker per slot; others stand by)',
+    )
+    .option('-c, --config <file>', 'config module (default export of defineConfig)')
+    .option('--slot <name>', 'replication slot', 'walcache')
+    .addOption(
+      new Option('--decoder <name>', 'output plugin')
+        .choices(['wal2json', 'pgoutput'])
+        .default('wal2json'),
+    )
+    .option('--publication <name>', 'publication (pgoutput)', 'walcache')
+    .option(
+      '--port <port>',
+      '/metrics, /healthz, /readyz port; 0 picks one',
+      process.env.WALCACHE_PORT ?? '9464',
+    )
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--log-level <level>', 'pino level', process.env.LOG_LEVEL ?? 'info')
+    .action(
+      async (opts: {
+        config?: string;
+        slot: string;
+        decoder: 'wal2json' | 'pgoutput';
+        publication: string;
+        port: string;
+        host: string;
+        logLevel: string;
+      }) => {
+        const port = Number(opts.port);
+        if (!Number.isInteger(port) || port < 0 || port > 65535)
+          throw new Error(`--port must be a port number, got ${JSON.stringify(opts.port)}`);
+        const config = await loadConfig(opts.config);
+        const logger = pino({ level: opts.logLevel, base: { component: 'walcache-worker' } });
+        const worker = new InvalidationWorker({
+          config,
+          slot: opts.slot,
+          decoder: opts.decoder,
+          publication: opts.publication,
+          logger,
+        });
+        const registry = new Registry();
+        collectWorkerMetrics(worker, registry);
+        const server = await startHttpServer({
+          port,
+          host: opts.host,
+          registry,
+          ready: () => ({
+            ready: worker.role === 'active',
+            role: worker.role,
+            slot: worker.slot,
+            appliedLsn: worker.appliedLsn,
+            runId: worker.runId,
+          }),
+        });
+        const address = server.address();
+        logger.info(
+          { port: typeof address === 'object' && address ? address.port : port },
+          'http endpoints up',
+        );
+        let stopping: Promise<void> | undefined;
+        const stop = (signal: string) => {
+          stopping ??= (async () => {
+            logger.info({ signal }, 'stopping: applying and acknowledging what was received');
+            await worker.stop();
+            server.close();
+            logger.info('stopped');
+          })();
+          return stopping;
+        };
+        process.once('SIGTERM', () => void stop('SIGTERM'));
+        process.once('SIGINT', () => void stop('SIGINT'));
+        await worker.start();
+        await new Promise<void>((resolve) => server.once('close', () => resolve()));
+      },
+    );
+}

@@ -243,6 +243,32 @@ describe('engine: reads through both tiers', () => {
     assert.deepEqual(await b.get('big'), value);
   });
 
+  it('maxStalenessMs bypasses the cache while the worker is silent or behind, and uses it when current', async () => {
+    const prefix = uniquePrefix('staleness');
+    const a = await res.readyEngine(prefix, { cache: { earlyRefreshBeta: 0 } });
+    const raw = res.redis();
+    await a.getOrLoad('k', () => 'cached');
+    const bypassed: number[] = [];
+    a.events.on('bypass', (_k, lag) => bypassed.push(lag));
+    // No heartbeat at all: the worker never ran, nothing bounds staleness.
+    assert.equal(await a.getOrLoad('k', () => 'db', { maxStalenessMs: 5_000 }), 'db');
+    assert.equal(bypassed.length, 1);
+    assert.equal(bypassed[0], Number.POSITIVE_INFINITY);
+    // A worker a minute behind.
+    const beat = (commitTime: number) =>
+      JSON.stringify({ lsn: '0/1', commitTime, appliedAt: Date.now(), runId: 'w' });
+    await raw.set(a.keys.heartbeat(), beat(Date.now() - 60_000));
+    await sleep(300);
+    assert.equal(await a.getOrLoad('k', () => 'db', { maxStalenessMs: 5_000 }), 'db');
+    assert.ok((bypassed[1] ?? 0) >= 60_000);
+    // Caught up: the cached value is served.
+    await raw.set(a.keys.heartbeat(), beat(Date.now()));
+    await sleep(300);
+    assert.equal(await a.getOrLoad('k', () => 'db', { maxStalenessMs: 5_000 }), 'cached');
+    assert.equal(bypassed.length, 2);
+    assert.equal(await a.get('k'), 'cached', 'bypassed reads left the cache alone');
+  });
+
   it('close is idempotent and later calls fail with ClosedError', async () => {
     const a = res.engine(uniquePrefix('close'));
     const first = a.close();

@@ -109,6 +109,8 @@ describe('invalidation worker (wal2json)', () => {
       [],
     );
     assert.ok(unknown.includes(`${scope.schema}.unknown_things`));
+    const lag = await reader.workerLagMs();
+    assert.ok(lag >= 0 && lag < 5_000, `the worker's heartbeat bounds staleness (lag ${lag} ms)`);
     assert.equal(worker.role, 'active');
   });
 });

@@ -39,6 +39,12 @@ export interface LoadOptions {
   readonly negativeTtlMs?: number;
   /** Skip both tiers, load, and fill them with the new value. */
   readonly forceFresh?: boolean;
+  /**
+   * Serve from the cache only if the invalidation worker has applied every commit older
+   * than this (by its heartbeat); otherwise, or if it is silent, load from the database
+   * without touching the cache. Keep it above the worker's heartbeat interval (5 s).
+   */
+  readonly maxStalenessMs?: number;
 }
 
 export interface EngineOptions {
@@ -90,6 +96,8 @@ export class CacheEngine {
   /** Moves on every bus reset, so an epoch read that straddles one is not kept. */
   #epochGeneration = 0;
   #closing: Promise<void> | undefined;
+  #heartbeat: { readAt: number; commitTime: number } | undefined;
+  #heartbeatRead: Promise<number> | undefined;
 
   constructor(options: EngineOptions = {}) {
     this.config = isResolved(options.config) ? options.config : resolveConfig(options.config);
@@ -183,6 +191,8 @@ export class CacheEngine {
   getOrLoad<T>(key: string, loader: () => Promise<T> | T, options: LoadOptions = {}): Promise<T> {
     if (this.#closing) return Promise.reject(new ClosedError('CacheEngine'));
     assertLogicalKey(key);
+    if (options.maxStalenessMs !== undefined)
+      return this.#boundedRead(key, loader, options, options.maxStalenessMs);
     // 1. L1: synchronous, fresh or inside its grace period.
     if (!options.forceFresh && this.l1Active) {
       const entry = (this.#l1 as L1Tier).get(key);
@@ -209,6 +219,44 @@ export class CacheEngine {
     const flight = this.#fly(flightKey, key, loader, options);
     this.#flights.set(flightKey, flight);
     return flight;
+  }
+
+  /**
+   * How far behind the invalidation worker may be, in ms: now minus the commit time of
+   * the last transaction it applied (its heartbeat). Infinity when it has never run or
+   * Redis cannot say. Read from Redis at most every 250 ms.
+   */
+  async workerLagMs(): Promise<number> {
+    const cached = this.#heartbeat;
+    if (cached !== undefined && Date.now() - cached.readAt < 250)
+      return Date.now() - cached.commitTime;
+    this.#heartbeatRead ??= this.#l2
+      .getVersions([this.keys.heartbeat()])
+      .then(([raw]) => {
+        const beat = raw ? (JSON.parse(raw) as { commitTime?: unknown }) : null;
+        const commitTime =
+          typeof beat?.commitTime === 'number' ? beat.commitTime : Number.NEGATIVE_INFINITY;
+        this.#heartbeat = { readAt: Date.now(), commitTime };
+        return Date.now() - commitTime;
+      })
+      .catch(() => Number.POSITIVE_INFINITY)
+      .finally(() => {
+        this.#heartbeatRead = undefined;
+      });
+    return this.#heartbeatRead;
+  }
+
+  async #boundedRead<T>(
+    key: string,
+    loader: () => Promise<T> | T,
+    options: LoadOptions,
+    maxStalenessMs: number,
+  ): Promise<T> {
+    const lag = await this.workerLagMs();
+    if (lag <= maxStalenessMs)
+      return this.getOrLoad(key, loader, { ...options, maxStalenessMs: undefined });
+    this.events.emit('bypass', key, lag);
+    return loader();
   }
 
   /** Reads a value from L1 or L2 without loading. Undefined when absent, stale or invalid. */

@@ -33,6 +33,8 @@ export interface CacheEventMap {
   'bus-down': [];
   /** L1 was cleared: the bus went down or came back, a gap, a worker restart, an epoch bump. */
   'l1-reset': [reason: string];
+  /** A read asked for `maxStalenessMs` and the worker was further behind (`lagMs`): the cache was bypassed. */
+  bypass: [key: string, lagMs: number];
   /** Invalidations applied locally from the bus. */
   'bus-invalidate': [keys: number, tags: number];
 }

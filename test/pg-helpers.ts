@@ -13,6 +13,8 @@ export class PgScope {
   constructor(name: string) {
     this.schema = `t_${name}_${randomBytes(4).toString('hex')}`;
     this.pool = new pg.Pool({ ...pgConfig(DATABASE_URL), max: 4 });
+    // Idle connections die with a server restart; the pool replaces them.
+    this.pool.on('error', () => {});
   }
 
   slot(suffix = ''): string {

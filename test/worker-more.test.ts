@@ -219,7 +219,7 @@ describe('invalidation worker: identity, row cap, pgoutput, races, Redis pauses'
     const prefix = uniquePrefix('paused');
     const worker = await start(prefix, { redis: { url } });
     const redisErrors: unknown[] = [];
-    worker.events.on('error', (kind, e) => kind === 'redis' && redisErrors.push(e));
+    worker.events.on('failure', (kind, e) => kind === 'redis' && redisErrors.push(e));
     const reader = await res.readyEngine(prefix, {
       redis: { url },
       cache: { earlyRefreshBeta: 0, ttlMs: 600_000 },

@@ -76,6 +76,11 @@ export function tombstoneValue(lsn: string | bigint = 0n): string {
   return `T${n.toString(16).padStart(16, '0')}`;
 }
 
+/** `X/Y` form of an LSN held as a bigint. */
+export function formatLsn(lsn: bigint): string {
+  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
+}
+
 export function lsnToBigInt(lsn: string): bigint {
   const slash = lsn.indexOf('/');
   if (slash < 0) return BigInt(`0x${lsn || '0'}`);

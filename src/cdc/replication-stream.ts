@@ -131,6 +131,23 @@ export class ReplicationStream {
     });
   }
 
+  /**
+   * true when every message received so far has been handed to `onMessage` and its
+   * promise settled. pg-logical-replication keeps its flow-control queue private; if a
+   * future version renames it, this answers false (the safe side).
+   */
+  get drained(): boolean {
+    const internals = this.#service as unknown as {
+      _messageQueue?: unknown[];
+      _processing?: boolean;
+    };
+    return (
+      Array.isArray(internals._messageQueue) &&
+      internals._messageQueue.length === 0 &&
+      internals._processing === false
+    );
+  }
+
   /** Confirms everything up to `lsn` as applied (the server may then recycle that WAL). */
   async acknowledge(lsn: string): Promise<boolean> {
     if (this.#ended) return false;

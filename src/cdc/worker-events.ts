@@ -19,7 +19,7 @@ export interface WorkerEventMap {
   'unknown-table': [table: string, changes: number];
   'epoch-bump': [reason: string];
   reconnect: [reason: string];
-  error: [kind: 'decode' | 'mapping' | 'redis' | 'connect' | 'heartbeat', error: unknown];
+  failure: [kind: 'decode' | 'mapping' | 'redis' | 'connect' | 'heartbeat', error: unknown];
 }
 
 export class WorkerEvents extends EventEmitter<WorkerEventMap> {}

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { lsnToBigInt } from '../cache/envelope.js';
+import { formatLsn, lsnToBigInt } from '../cache/envelope.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { pgConfig } from '../config/database.js';
 import { SetupError } from '../errors/errors.js';
@@ -100,6 +100,8 @@ export class InvalidationWorker {
   #appliedLsn: string | null = null;
   #lastCommitTime = 0;
   #taintedTransaction = false;
+  /** Groups handed to #flush and not yet acknowledged. */
+  #applying = 0;
   #stopping = false;
   #loop: Promise<void> | null = null;
   #timers: NodeJS.Timeout[] = [];
@@ -209,7 +211,7 @@ export class InvalidationWorker {
           if (this.#firstStart) return;
         } else {
           this.#log?.warn({ err: error }, 'could not start streaming; retrying');
-          this.events.emit('error', 'connect', error);
+          this.events.emit('failure', 'connect', error);
         }
       }
       await this.#teardownStream();
@@ -240,9 +242,7 @@ export class InvalidationWorker {
     try {
       await stream.start({
         onMessage: (lsn, message) => this.#onMessage(lsn, message),
-        onKeepalive: (_lsn, shouldRespond) => {
-          if (shouldRespond) void this.#sendStatus();
-        },
+        onKeepalive: (lsn, shouldRespond) => this.#onKeepalive(stream, lsn, shouldRespond),
         onEnd: (error) => this.#streamEnded?.(error),
       });
     } catch (error) {
@@ -325,7 +325,7 @@ export class InvalidationWorker {
     if ('error' in message) {
       // We cannot tell what this message invalidated. Contract 4: a gap is never silent.
       this.#taintedTransaction = true;
-      this.events.emit('error', 'decode', message.error);
+      this.events.emit('failure', 'decode', message.error);
       this.#log?.error(
         { lsn, err: message.error },
         'undecodable replication message; the cache epoch will be bumped at its commit',
@@ -355,7 +355,7 @@ export class InvalidationWorker {
       this.events.emit('unknown-table', table, count);
     g.invalidation.unknownTables.clear();
     for (const problem of g.invalidation.problems) {
-      this.events.emit('error', 'mapping', new Error(problem.reason));
+      this.events.emit('failure', 'mapping', new Error(problem.reason));
       this.#log?.warn(
         { lsn: commitLsn, ...problem },
         'change could not be mapped precisely; bumped its table tag',
@@ -386,7 +386,17 @@ export class InvalidationWorker {
     if (group.transactions === 0) return this.#flushing;
     this.#group = newGroup();
     const stream = this.#stream;
-    this.#flushing = this.#flushing.then(async () => {
+    this.#applying++;
+    this.#flushing = this.#flushing
+      .then(() => this.#applyGroup(group, stream))
+      .finally(() => {
+        this.#applying--;
+      });
+    return this.#flushing;
+  }
+
+  async #applyGroup(group: Group, stream: ReplicationStream | null): Promise<void> {
+    {
       const started = performance.now();
       const lsn = group.lastLsn as string;
       const applied = await this.#applyWithRetry(
@@ -397,7 +407,7 @@ export class InvalidationWorker {
       );
       if (!applied) return; // the stream died meanwhile: not acknowledged, it will be replayed
       if (stream && (await stream.acknowledge(lsn))) {
-        this.#appliedLsn = lsn;
+        this.#advanceApplied(lsn);
         this.#lastCommitTime = group.lastCommitTime;
         this.events.emit('acknowledged', lsn);
       }
@@ -411,8 +421,7 @@ export class InvalidationWorker {
         performance.now() - started,
         group.commitTimes.map((t) => now - t),
       );
-    });
-    return this.#flushing;
+    }
   }
 
   /** Retries with backoff while holding the position; gives up only if the stream it belongs to is gone. */
@@ -427,7 +436,7 @@ export class InvalidationWorker {
         await this.#invalidator.apply(invalidation, beat, bumpEpoch);
         return true;
       } catch (error) {
-        this.events.emit('error', 'redis', error);
+        this.events.emit('failure', 'redis', error);
         this.#log?.warn(
           { err: error, lsn: beat.lsn, attempt },
           'applying invalidations failed; retrying (position held)',
@@ -437,6 +446,39 @@ export class InvalidationWorker {
         await sleep(Math.min(50 * 2 ** attempt, 2_000));
       }
     }
+  }
+
+  /**
+   * Answers a keepalive. When the worker is idle (nothing half-received, nothing waiting
+   * to be applied, nothing in flight, the library's queue drained), everything the server
+   * sent up to `lsn` was applied, so `lsn` itself is confirmed: the slot moves on over
+   * WAL that holds no transactions of ours, and a shutting-down server (which waits for
+   * its walsenders' clients to confirm everything) is not held for wal_sender_timeout.
+   */
+  #onKeepalive(stream: ReplicationStream, lsn: string, shouldRespond: boolean): void {
+    const idle =
+      !this.#assembler.inTransaction &&
+      this.#group.transactions === 0 &&
+      !this.#applying &&
+      stream.drained;
+    if (
+      idle &&
+      stream === this.#stream &&
+      (this.#appliedLsn === null || lsnToBigInt(lsn) >= lsnToBigInt(this.#appliedLsn))
+    ) {
+      // pg-logical-replication sends lsn + 1; a shutting-down walsender waits for the
+      // exact position it sent, so hand it lsn - 1.
+      void stream.acknowledge(formatLsn(lsnToBigInt(lsn) - 1n)).then((sent) => {
+        if (sent && stream === this.#stream) this.#advanceApplied(lsn);
+      });
+      return;
+    }
+    if (shouldRespond) void this.#sendStatus();
+  }
+
+  #advanceApplied(lsn: string): void {
+    if (this.#appliedLsn === null || lsnToBigInt(lsn) > lsnToBigInt(this.#appliedLsn))
+      this.#appliedLsn = lsn;
   }
 
   async #sendStatus(): Promise<void> {
@@ -461,7 +503,7 @@ export class InvalidationWorker {
         JSON.stringify({ runId: this.runId, at: Date.now() }),
       ]);
     } catch (error) {
-      this.events.emit('error', 'heartbeat', error);
+      this.events.emit('failure', 'heartbeat', error);
     }
   }
 

@@ -110,7 +110,7 @@ export function collectWorkerMetrics(
     'unknown-table': (table: string, n: number) => unknown.labels(table).inc(n),
     'epoch-bump': (reason: string) => epochs.labels(reason).inc(),
     reconnect: () => reconnects.inc(),
-    error: (kind: string) => errors.labels(kind).inc(),
+    failure: (kind: string) => errors.labels(kind).inc(),
   } as const;
   for (const [event, listener] of Object.entries(listeners))
     worker.events.on(event as 'reconnect', listener as () => void);

@@ -87,6 +87,33 @@ describe('invalidation worker: identity, row cap, pgoutput, races, Redis pauses'
     assert.equal(rows.length, 0, 'no slot was created');
   });
 
+  it('a restart bumps no epoch; a slot dropped and recreated by hand is detected and bumps it', async () => {
+    const prefix = uniquePrefix('recreate');
+    const config = resolveConfig({
+      prefix,
+      defaultSchema: scope.schema,
+      entities: { users: { table: 'users', key: 'id' } },
+    });
+    const slot = scope.slot('_recreate');
+    const run = async () => {
+      const worker = new InvalidationWorker({ config, slot });
+      const bumps: string[] = [];
+      worker.events.on('epoch-bump', (reason) => bumps.push(reason));
+      await worker.start();
+      await scope.q('UPDATE $schema.users SET n = n + 1 WHERE id = 1');
+      await waitFor('applied', () => worker.appliedLsn !== null, 10_000);
+      await sleep(300);
+      await worker.stop();
+      return bumps;
+    };
+    assert.deepEqual(await run(), ['slot-created']);
+    assert.deepEqual(await run(), [], 'a plain restart resumes without a gap');
+    await scope.q('SELECT pg_drop_replication_slot($1)', [slot]);
+    await scope.q('UPDATE $schema.users SET n = n + 1 WHERE id = 2'); // never seen by any slot
+    await scope.q("SELECT pg_create_logical_replication_slot($1, 'wal2json')", [slot]);
+    assert.deepEqual(await run(), ['slot-ahead-of-heartbeat']);
+  });
+
   it('a transaction past the row cap collapses into a table reset: memory flat, entries still invalidated', async () => {
     const prefix = uniquePrefix('rowcap');
     const worker = await start(prefix, {}, { transactionRowCap: 100 });

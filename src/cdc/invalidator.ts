@@ -73,6 +73,12 @@ export class Invalidator {
     for (const [error] of results ?? []) if (error) throw error;
   }
 
+  /** Records a position reached without a transaction to apply (an idle keepalive). */
+  async writeHeartbeat(beat: Omit<Heartbeat, 'runId' | 'appliedAt'>): Promise<void> {
+    const value: Heartbeat = { ...beat, appliedAt: Date.now(), runId: this.runId };
+    await this.#redis.set(this.#keys.heartbeat(), JSON.stringify(value));
+  }
+
   async readHeartbeat(): Promise<Heartbeat | null> {
     const raw = await this.#redis.get(this.#keys.heartbeat());
     if (raw === null) return null;

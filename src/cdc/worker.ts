@@ -295,8 +295,14 @@ export class InvalidationWorker {
     this.#appliedLsn ??= slot?.confirmedFlushLsn ?? null;
     if (!reason) {
       const beat = await this.#invalidator.readHeartbeat();
+      const confirmed = slot?.confirmedFlushLsn ? lsnToBigInt(slot.confirmedFlushLsn) : null;
       if (beat === null) reason = 'no-heartbeat';
       else if (Date.now() - beat.appliedAt > this.#maxEntryLifetime()) reason = 'away-too-long';
+      // Acknowledgements go out as the heartbeat's LSN (+1 for commits). A slot confirmed
+      // beyond that was recreated (dropped by hand, set up again): what happened between
+      // the two was never seen.
+      else if (confirmed !== null && confirmed > lsnToBigInt(beat.lsn) + 1n)
+        reason = 'slot-ahead-of-heartbeat';
     }
     return reason;
   }
@@ -466,11 +472,20 @@ export class InvalidationWorker {
       stream === this.#stream &&
       (this.#appliedLsn === null || lsnToBigInt(lsn) >= lsnToBigInt(this.#appliedLsn))
     ) {
-      // pg-logical-replication sends lsn + 1; a shutting-down walsender waits for the
-      // exact position it sent, so hand it lsn - 1.
-      void stream.acknowledge(formatLsn(lsnToBigInt(lsn) - 1n)).then((sent) => {
-        if (sent && stream === this.#stream) this.#advanceApplied(lsn);
-      });
+      // The heartbeat records the position first (a recreated slot is detected by being
+      // ahead of it). pg-logical-replication sends lsn + 1; a shutting-down walsender
+      // waits for the exact position it sent, so hand it lsn - 1.
+      void this.#invalidator
+        .writeHeartbeat({ lsn, commitTime: Date.now() })
+        .then(() => stream.acknowledge(formatLsn(lsnToBigInt(lsn) - 1n)))
+        .then(
+          (sent) => {
+            if (sent && stream === this.#stream) this.#advanceApplied(lsn);
+          },
+          () => {
+            if (shouldRespond) void this.#sendStatus();
+          },
+        );
       return;
     }
     if (shouldRespond) void this.#sendStatus();

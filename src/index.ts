@@ -18,11 +18,31 @@ export {
 export { emptyInvalidation, type Invalidation, mapTransaction } from './cdc/change-mapper.js';
 export type { Heartbeat } from './cdc/invalidator.js';
 export {
+  createMigrator,
+  DEFAULT_WALCACHE_SCHEMA,
+  type MigrationOptions,
+  type MigrationRun,
+  type MigrationTarget,
+  type PendingMigration,
+  pendingMigrations,
+  runMigrations,
+  SqlFileMigrationProvider,
+  type SqlMigration,
+} from './cdc/migrations.js';
+export {
   createPgoutputDecoder,
   decodePgoutput,
   pgoutputPluginOptions,
 } from './cdc/pgoutput-decoder.js';
 export type { DecoderName } from './cdc/replication-stream.js';
+export {
+  type SetupOptions,
+  type SetupReport,
+  type SetupStatus,
+  type SetupStep,
+  type SetupStepName,
+  setup,
+} from './cdc/setup.js';
 export { buildChangeModel, type ChangeModel, type TableModel } from './cdc/table-model.js';
 export { type AssemblerStats, TransactionAssembler } from './cdc/transaction-assembler.js';
 export {

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
+import { setupCommand } from './setup-command.js';
 import { workerCommand } from './worker-command.js';
 
 /**
@@ -32,7 +33,8 @@ export function buildProgram(): Command {
     .option('--verbose', 'print stack traces on errors')
     .showHelpAfterError()
     .exitOverride()
-    .addCommand(workerCommand());
+    .addCommand(workerCommand())
+    .addCommand(setupCommand());
 }
 
 async function main(argv: readonly string[]): Promise<number> {

@@ -1,20 +1,8 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import { Resources, sleep, uniquePrefix, waitFor } from './helpers.js';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+import { freePort, Resources, sleep, uniquePrefix, waitFor } from './helpers.js';
 
 /** A throwaway redis-server on a loopback port, so this test can stop it without touching the shared one. */
 async function startRedis(): Promise<{ url: string; process: ChildProcess }> {

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { CacheEngine, type EngineOptions, type WalcacheConfigInput } from '../src/index.js';
 
@@ -90,4 +91,16 @@ export async function waitFor(
     if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
     await sleep(5);
   }
+}
+
+/** A loopback port nothing listens on (for a server a test starts, or for "Redis is down"). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
 }

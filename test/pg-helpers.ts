@@ -35,6 +35,24 @@ export class PgScope {
     return this.pool.query<R>(sql.replaceAll('$schema', this.schema), params);
   }
 
+  /** Waits until `slot` has confirmed everything written so far (the worker applied it). */
+  async waitCaughtUp(slot: string, timeoutMs = 30_000): Promise<void> {
+    const { rows } = await this.pool.query<{ lsn: string }>(
+      'SELECT pg_current_wal_lsn()::text AS lsn',
+    );
+    const target = rows[0]?.lsn;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const r = await this.pool.query<{ ok: boolean }>(
+        'SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2',
+        [target, slot],
+      );
+      if (r.rows[0]?.ok === true) return;
+      if (Date.now() > deadline) throw new Error(`slot ${slot} did not catch up with ${target}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
   async close(): Promise<void> {
     for (const slot of this.#slots) {
       for (let i = 0; i < 50; i++) {

@@ -99,22 +99,6 @@ describe('worker process: crash and takeover', () => {
     return stale;
   }
 
-  async function caughtUp(slot: string): Promise<void> {
-    const { rows } = await scope.q<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
-    const target = rows[0]?.lsn as string;
-    await waitFor(
-      'worker caught up',
-      async () => {
-        const r = await scope.q<{ ok: boolean }>(
-          'SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2',
-          [target, slot],
-        );
-        return r.rows[0]?.ok === true;
-      },
-      30_000,
-    );
-  }
-
   async function fillCache(): Promise<void> {
     const engine = await res.readyEngine(prefix, {
       cache: { earlyRefreshBeta: 0, ttlMs: 600_000 },
@@ -169,7 +153,7 @@ describe('worker process: crash and takeover', () => {
       async () => (await readyz(second).catch(() => ({ role: '' }))).role === 'active',
       20_000,
     );
-    await caughtUp(slot);
+    await scope.waitCaughtUp(slot);
     await sleep(100);
     assert.equal(await staleCount(), 0, 'no committed change was missed');
     second.child.kill('SIGTERM');
@@ -199,7 +183,7 @@ describe('worker process: crash and takeover', () => {
     a.child.kill('SIGKILL');
     await scope.q('UPDATE $schema.users SET n = n + 100 WHERE id <= 20');
     await waitFor('b takes over', async () => (await readyz(b)).role === 'active', 20_000);
-    await caughtUp(slot);
+    await scope.waitCaughtUp(slot);
     await sleep(100);
     assert.equal(await staleCount(), 0, 'the changes made while a was dying were invalidated by b');
     b.child.kill('SIGTERM');

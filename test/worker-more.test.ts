@@ -1,22 +1,10 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { InvalidationWorker } from '../src/cdc/worker.js';
 import { entityKey, resolveConfig, SetupError } from '../src/index.js';
-import { Resources, sleep, uniquePrefix, waitFor } from './helpers.js';
+import { freePort, Resources, sleep, uniquePrefix, waitFor } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 describe('invalidation worker: identity, row cap, pgoutput, races, Redis pauses', () => {
   const res = new Resources();
@@ -207,19 +195,7 @@ describe('invalidation worker: identity, row cap, pgoutput, races, Redis pauses'
       }),
     );
     await Promise.all([writers, readers]);
-    const target = (await scope.q('SELECT pg_current_wal_lsn()::text AS l')).rows[0]?.l;
-    const slot = workers.at(-1)?.slot as string;
-    await waitFor(
-      'caught up',
-      async () =>
-        (
-          await scope.q(
-            'SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2',
-            [target, slot],
-          )
-        ).rows[0]?.ok === true,
-      20_000,
-    );
+    await scope.waitCaughtUp(workers.at(-1)?.slot as string, 20_000);
     await sleep(50);
     let stale = 0;
     for (let id = 1; id <= 20; id++) {

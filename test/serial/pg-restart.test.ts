@@ -97,18 +97,7 @@ describe('worker survives a PostgreSQL restart', {
     for (let id = 1; id <= 50; id++)
       await live.q('UPDATE $schema.users SET n = n + 1 WHERE id = $1', [id]);
     await waitFor('worker active again', () => worker.role === 'active' && reconnects > 0, 60_000);
-    const target = (await live.q('SELECT pg_current_wal_lsn()::text AS l')).rows[0]?.l;
-    await waitFor(
-      'caught up',
-      async () =>
-        (
-          await live.q(
-            'SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2',
-            [target, worker.slot],
-          )
-        ).rows[0]?.ok === true,
-      30_000,
-    );
+    await live.waitCaughtUp(worker.slot);
     await sleep(50);
     for (let id = 1; id <= 50; id++) {
       const truth = await load(id, live);

@@ -11,7 +11,7 @@ import {
 } from '../src/cdc/change-event.js';
 import { createPgoutputDecoder, decodePgoutput } from '../src/cdc/pgoutput-decoder.js';
 import { TransactionAssembler } from '../src/cdc/transaction-assembler.js';
-import { decodeWal2json, parseWal2json } from '../src/cdc/wal2json-decoder.js';
+import { decodeWal2json, parseWal2json, parseWal2jsonFast } from '../src/cdc/wal2json-decoder.js';
 
 // Captured from PostgreSQL 15 + wal2json 2.5 by scripts/capture-fixtures.ts.
 interface Line {
@@ -479,5 +479,31 @@ describe('TransactionAssembler', () => {
     assert.equal(asm.inTransaction, false);
     assert.deepEqual(asm.push(commit('0/3'))?.changes, []);
     assert.throws(() => new TransactionAssembler({ rowCap: 0 }), RangeError);
+  });
+});
+
+describe('parseWal2jsonFast', () => {
+  it('decodes every captured message exactly as the exact parser does', () => {
+    for (const line of wal2jsonLines) {
+      assert.deepEqual(
+        decodeWal2json(parseWal2jsonFast(line.data)),
+        decodeWal2json(parseWal2json(line.data)),
+        line.case,
+      );
+    }
+  });
+
+  it('falls back to the exact parser when JSON.parse would round or reshape a value', () => {
+    const msg = (value: string, typeoid: number) =>
+      `{"action":"I","schema":"s","table":"t","columns":[{"name":"id","type":"x","typeoid":${typeoid},"value":${value}}],"pk":[{"name":"id","type":"x","typeoid":${typeoid}}]}`;
+    const big = parseWal2jsonFast(msg('9007199254740993', 20)) as {
+      columns: Array<{ value: unknown }>;
+    };
+    assert.equal(big.columns[0]?.value, '9007199254740993', 'int8 past 2^53 kept exact');
+    const numeric = parseWal2jsonFast(msg('12.50', 1700)) as { columns: Array<{ value: unknown }> };
+    assert.equal(numeric.columns[0]?.value, '12.50', 'numeric keeps its text');
+    const small = parseWal2jsonFast(msg('42', 23)) as { columns: Array<{ value: unknown }> };
+    assert.equal(small.columns[0]?.value, 42, 'plain int4 takes the fast path');
+    assert.throws(() => parseWal2jsonFast('{not json'), isDecodeError);
   });
 });

@@ -2,7 +2,7 @@ import { LogicalReplicationService, PgoutputPlugin, Wal2JsonPlugin } from 'pg-lo
 import { pgConfig } from '../config/database.js';
 import type { DecodedRecord } from './change-event.js';
 import { createPgoutputDecoder, pgoutputPluginOptions } from './pgoutput-decoder.js';
-import { decodeWal2json, parseWal2json, WAL2JSON_OPTIONS } from './wal2json-decoder.js';
+import { decodeWal2json, parseWal2jsonFast, WAL2JSON_OPTIONS } from './wal2json-decoder.js';
 
 export type DecoderName = 'wal2json' | 'pgoutput';
 
@@ -62,7 +62,7 @@ class DecodingPlugin implements LibraryPlugin {
 function createPlugin(decoder: DecoderName, publication: string): DecodingPlugin {
   if (decoder === 'wal2json') {
     return new DecodingPlugin(new Wal2JsonPlugin({ ...WAL2JSON_OPTIONS }), (buffer) => [
-      decodeWal2json(parseWal2json(buffer)),
+      decodeWal2json(parseWal2jsonFast(buffer)),
     ]);
   }
   return new DecodingPlugin(

@@ -7,23 +7,29 @@ const SCRIPTS = [
   'fill-1',
   'release-1',
   'tombstone-1',
+  'tombstone-n',
   'delete-if-1',
   'init-version-1',
 ] as const;
 
-const sources = new Map<string, { name: string; numberOfKeys: number; lua: string }>();
+const sources = new Map<string, { name: string; numberOfKeys: number | undefined; lua: string }>();
 for (const file of SCRIPTS) {
-  const [, name = file, keys = '1'] = /^(.*)-(\d+)$/.exec(file) ?? [];
+  // `-n`: a variable number of keys, given as the first argument of the command.
+  const [, name = file, keys = '1'] = /^(.*)-(\d+|n)$/.exec(file) ?? [];
   const lua = readFileSync(new URL(`./lua/${file}.lua`, import.meta.url), 'utf8');
   sources.set(file, {
-    name: `walcache_${name.replaceAll('-', '_')}`,
-    numberOfKeys: Number(keys),
+    name: `walcache_${name.replaceAll('-', '_')}${keys === 'n' ? '_n' : ''}`,
+    numberOfKeys: keys === 'n' ? undefined : Number(keys),
     lua,
   });
 }
 
 /** Commands as ioredis defines them (EVALSHA with EVAL fallback); Buffer variants end in `Buffer`. */
 export interface ScriptCommands {
+  walcache_tombstone_n(
+    numberOfKeys: number,
+    ...keysThenArgs: Array<string | number>
+  ): Promise<number>;
   walcache_acquire(
     key: string,
     token: string,
@@ -47,7 +53,8 @@ export interface ScriptCommands {
 
 export function defineScripts(client: Redis): Redis & ScriptCommands {
   for (const { name, numberOfKeys, lua } of sources.values()) {
-    if (!(name in client)) client.defineCommand(name, { numberOfKeys, lua });
+    if (!(name in client))
+      client.defineCommand(name, numberOfKeys === undefined ? { lua } : { numberOfKeys, lua });
   }
   return client as Redis & ScriptCommands;
 }

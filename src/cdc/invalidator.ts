@@ -19,6 +19,8 @@ export interface Heartbeat {
 
 /** Above this many keys a bus message tells every process to drop its whole L1 instead. */
 const MAX_BUS_KEYS = 5_000;
+/** Keys per tombstone-n call. */
+const TOMBSTONE_BATCH = 500;
 
 /**
  * Applies invalidations to Redis: every key becomes a tombstone carrying the commit LSN,
@@ -48,8 +50,23 @@ export class Invalidator {
   ): Promise<void> {
     const pipeline = this.#redis.pipeline() as ReturnType<Redis['pipeline']> & ScriptCommands;
     const tombstone = tombstoneValue(heartbeat.lsn);
-    for (const key of invalidation.keys)
-      pipeline.walcache_tombstone(this.#keys.entry(key), tombstone, this.#tombstoneTtlMs);
+    if (this.#redis.isCluster) {
+      // Keys of one script call must share a slot: one call per key.
+      for (const key of invalidation.keys)
+        pipeline.walcache_tombstone(this.#keys.entry(key), tombstone, this.#tombstoneTtlMs);
+    } else {
+      // Standalone Redis: batches, ~10x less client CPU per key than a call each (bench:cdc).
+      let batch: string[] = [];
+      for (const key of invalidation.keys) {
+        batch.push(this.#keys.entry(key));
+        if (batch.length === TOMBSTONE_BATCH) {
+          pipeline.walcache_tombstone_n(batch.length, ...batch, tombstone, this.#tombstoneTtlMs);
+          batch = [];
+        }
+      }
+      if (batch.length > 0)
+        pipeline.walcache_tombstone_n(batch.length, ...batch, tombstone, this.#tombstoneTtlMs);
+    }
     for (const tag of invalidation.tags) pipeline.set(this.#keys.tagVersion(tag), newVersion());
     let epoch: string | undefined;
     if (bumpEpoch) {

@@ -348,7 +348,11 @@ export class InvalidationWorker {
       g.transactions >= (this.#options.groupMaxTransactions ?? 256) ||
       g.rows >= (this.#options.groupMaxRows ?? 5_000)
     ) {
-      await this.#flush(); // flow control: the stream waits for this
+      // One group applies while the next fills: the stream waits (flow control) only if
+      // an earlier group is still being applied. Acknowledgements stay in order: #flush
+      // chains every group behind the one before.
+      if (this.#applying > 0) await this.#flushing;
+      void this.#flush();
     } else if (this.#flushTimer === null) {
       this.#flushTimer = setTimeout(() => void this.#flush(), this.#options.groupWindowMs ?? 5);
     }

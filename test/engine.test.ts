@@ -148,10 +148,10 @@ describe('engine: reads through both tiers', () => {
   it('stale-while-revalidate serves the stale value at once and refreshes once in the background', async () => {
     const prefix = uniquePrefix('swr');
     const a = await res.readyEngine(prefix, {
-      cache: { ttlMs: 50, jitter: 0, staleWhileRevalidateMs: 10_000, earlyRefreshBeta: 0 },
+      cache: { ttlMs: 400, jitter: 0, staleWhileRevalidateMs: 10_000, earlyRefreshBeta: 0 },
     });
     const b = await res.readyEngine(prefix, {
-      cache: { ttlMs: 50, jitter: 0, staleWhileRevalidateMs: 10_000, earlyRefreshBeta: 0 },
+      cache: { ttlMs: 400, jitter: 0, staleWhileRevalidateMs: 10_000, earlyRefreshBeta: 0 },
       l1: { enabled: false },
     });
     let version = 1;
@@ -163,7 +163,7 @@ describe('engine: reads through both tiers', () => {
     };
     await a.getOrLoad('k', loader);
     version = 2;
-    await sleep(80);
+    await sleep(450); // past the 400 ms TTL: stale, inside the grace
     const stale: string[] = [];
     b.events.on('stale-served', () => stale.push('b'));
     const answers = await Promise.all([1, 2, 3, 4, 5].map(() => b.getOrLoad('k', loader)));

@@ -327,7 +327,8 @@ export class InvalidationWorker {
 
   // --- the stream ------------------------------------------------------------------
 
-  async #onMessage(lsn: string, message: StreamMessage): Promise<void> {
+  /** Synchronous unless the stream must wait: no promise per row on the common path. */
+  #onMessage(lsn: string, message: StreamMessage): Promise<void> | undefined {
     if ('error' in message) {
       // We cannot tell what this message invalidated. Contract 4: a gap is never silent.
       this.#taintedTransaction = true;
@@ -336,14 +337,14 @@ export class InvalidationWorker {
         { lsn, err: message.error },
         'undecodable replication message; the cache epoch will be bumped at its commit',
       );
-      return;
+      return undefined;
     }
     for (const record of message.records) {
       const tx = this.#assembler.push(record);
       if (tx) this.#addTransaction(tx, record.kind === 'commit' && record.lsn ? record.lsn : lsn);
     }
     const g = this.#group;
-    if (g.transactions === 0) return;
+    if (g.transactions === 0) return undefined;
     if (
       g.transactions >= (this.#options.groupMaxTransactions ?? 256) ||
       g.rows >= (this.#options.groupMaxRows ?? 5_000)
@@ -351,11 +352,12 @@ export class InvalidationWorker {
       // One group applies while the next fills: the stream waits (flow control) only if
       // an earlier group is still being applied. Acknowledgements stay in order: #flush
       // chains every group behind the one before.
-      if (this.#applying > 0) await this.#flushing;
+      if (this.#applying > 0) return this.#flushing.then(() => void this.#flush());
       void this.#flush();
     } else if (this.#flushTimer === null) {
       this.#flushTimer = setTimeout(() => void this.#flush(), this.#options.groupWindowMs ?? 5);
     }
+    return undefined;
   }
 
   #addTransaction(tx: DecodedTransaction, commitLsn: string): void {

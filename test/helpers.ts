@@ -30,6 +30,12 @@ export class Resources {
     return engine;
   }
 
+  /** Deletes the prefix's keys at close (for prefixes only a worker writes to). */
+  track(prefix: string): string {
+    this.#prefixes.add(prefix);
+    return prefix;
+  }
+
   async readyEngine(prefix: string, config: WalcacheConfigInput = {}): Promise<CacheEngine> {
     const engine = this.engine(prefix, config);
     if (!(await engine.ready(5_000))) throw new Error('engine did not become ready');

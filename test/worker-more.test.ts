@@ -53,7 +53,7 @@ describe('invalidation worker: identity, row cap, pgoutput, races, Redis pauses'
   it('refuses to start when the config needs old values a DEFAULT identity does not carry, naming the table', async () => {
     const worker = new InvalidationWorker({
       config: resolveConfig({
-        prefix: uniquePrefix('ident'),
+        prefix: res.track(uniquePrefix('ident')),
         defaultSchema: scope.schema,
         entities: { users: { table: 'users', key: 'id', unique: ['email'] } },
       }),
@@ -76,7 +76,7 @@ describe('invalidation worker: identity, row cap, pgoutput, races, Redis pauses'
   });
 
   it('a restart bumps no epoch; a slot dropped and recreated by hand is detected and bumps it', async () => {
-    const prefix = uniquePrefix('recreate');
+    const prefix = res.track(uniquePrefix('recreate'));
     const config = resolveConfig({
       prefix,
       defaultSchema: scope.schema,

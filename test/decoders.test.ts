@@ -507,3 +507,29 @@ describe('parseWal2jsonFast', () => {
     assert.throws(() => parseWal2jsonFast('{not json'), isDecodeError);
   });
 });
+
+describe('decodeWal2json columnsWanted', () => {
+  it('decodes only the wanted columns, and none for a table that wants none', () => {
+    const insert = wal2jsonLines.find(
+      (l) => l.case === 'insert' && l.data.includes('"action":"I"'),
+    );
+    assert.ok(insert);
+    const change = (data: string, wanted: ReadonlySet<string>): ChangeEvent => {
+      const r = decodeWal2json(parseWal2json(data), { columnsWanted: () => wanted });
+      assert.equal(r.kind, 'change');
+      return (r as { event: ChangeEvent }).event;
+    };
+    assert.deepEqual(change(insert.data, new Set(['id'])).newRow, { id: '1' });
+    const none = change(insert.data, new Set());
+    assert.deepEqual(none.newRow, {});
+    assert.equal(none.table, 'users', 'the table is still named (unknown tables are counted)');
+    const pkChange = wal2jsonLines.find(
+      (l) => l.case === 'update-pk' && l.data.includes('"action":"U"'),
+    );
+    assert.ok(pkChange);
+    const moved = change(pkChange.data, new Set(['id']));
+    assert.deepEqual(Object.keys(moved.oldRow ?? {}), ['id'], 'the old key survives the filter');
+    assert.deepEqual(Object.keys(moved.newRow ?? {}), ['id']);
+    assert.notEqual(moved.oldRow?.id, moved.newRow?.id);
+  });
+});

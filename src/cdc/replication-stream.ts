@@ -2,7 +2,12 @@ import { LogicalReplicationService, PgoutputPlugin, Wal2JsonPlugin } from 'pg-lo
 import { pgConfig } from '../config/database.js';
 import type { DecodedRecord } from './change-event.js';
 import { createPgoutputDecoder, pgoutputPluginOptions } from './pgoutput-decoder.js';
-import { decodeWal2json, parseWal2jsonFast, WAL2JSON_OPTIONS } from './wal2json-decoder.js';
+import {
+  decodeWal2json,
+  parseWal2jsonFast,
+  WAL2JSON_OPTIONS,
+  type Wal2jsonDecodeOptions,
+} from './wal2json-decoder.js';
 
 export type DecoderName = 'wal2json' | 'pgoutput';
 
@@ -59,10 +64,14 @@ class DecodingPlugin implements LibraryPlugin {
   }
 }
 
-function createPlugin(decoder: DecoderName, publication: string): DecodingPlugin {
+function createPlugin(
+  decoder: DecoderName,
+  publication: string,
+  wal2json: Wal2jsonDecodeOptions,
+): DecodingPlugin {
   if (decoder === 'wal2json') {
     return new DecodingPlugin(new Wal2JsonPlugin({ ...WAL2JSON_OPTIONS }), (buffer) => [
-      decodeWal2json(parseWal2jsonFast(buffer)),
+      decodeWal2json(parseWal2jsonFast(buffer), wal2json),
     ]);
   }
   return new DecodingPlugin(
@@ -91,6 +100,8 @@ export class ReplicationStream {
     decoder: DecoderName;
     publication: string;
     applicationName?: string;
+    /** wal2json decoding options (the worker passes the columns its mapping reads). */
+    wal2json?: Wal2jsonDecodeOptions;
   }) {
     this.#slot = options.slot;
     this.#service = new LogicalReplicationService(
@@ -99,7 +110,7 @@ export class ReplicationStream {
       }),
       { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
     );
-    this.#plugin = createPlugin(options.decoder, options.publication);
+    this.#plugin = createPlugin(options.decoder, options.publication, options.wal2json ?? {});
   }
 
   /** Resolves once the server streams; rejects if it refuses (slot in use, missing, plugin not allowed). */

@@ -17,6 +17,8 @@ export interface TableModel {
    * without REPLICA IDENTITY FULL an UPDATE or DELETE would not carry them.
    */
   readonly needsOldValues: readonly string[];
+  /** Every column the mapping reads: the only ones the worker decodes. */
+  readonly columns: ReadonlySet<string>;
 }
 
 /** Tables by `schema.table`, built once from the config shared by services and the worker. */
@@ -24,6 +26,15 @@ export type ChangeModel = ReadonlyMap<string, TableModel>;
 
 export function qualify(table: string, defaultSchema: string): string {
   return table.includes('.') ? table : `${defaultSchema}.${table}`;
+}
+
+const NO_COLUMNS: ReadonlySet<string> = new Set();
+
+/** The wal2json decoder's `columnsWanted` for a model: unknown tables decode no column at all. */
+export function columnsWantedBy(
+  model: ChangeModel,
+): (schema: string, table: string) => ReadonlySet<string> {
+  return (schema, table) => model.get(`${schema}.${table}`)?.columns ?? NO_COLUMNS;
 }
 
 export function buildChangeModel(
@@ -80,6 +91,11 @@ export function buildChangeModel(
       entities: entry.entities,
       tagColumns: [...entry.tagColumns],
       needsOldValues: [...needs].sort(),
+      columns: new Set([
+        ...entry.keyColumns,
+        ...entry.tagColumns,
+        ...entry.entities.flatMap((e) => e.uniqueColumns),
+      ]),
     });
   }
   return model;

@@ -86,7 +86,7 @@ const EXACT_INTEGER_OIDS = new Set([20, 21, 23, 26]);
  * records are the same either way.
  */
 export function parseWal2jsonFast(input: string | Uint8Array): unknown {
-  const text = typeof input === 'string' ? input : utf8.decode(input);
+  const text = typeof input === 'string' ? input : toText(input);
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -98,6 +98,13 @@ export function parseWal2jsonFast(input: string | Uint8Array): unknown {
     if (!exactNumbers(m.columns) || !exactNumbers(m.identity)) return parseWal2json(text);
   }
   return parsed;
+}
+
+/** Buffer#toString is several times faster than TextDecoder on small messages (Node 20). */
+function toText(bytes: Uint8Array): string {
+  return (
+    Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  ).toString('utf8');
 }
 
 function exactNumbers(list: unknown): boolean {
@@ -139,6 +146,13 @@ export interface Wal2jsonDecodeOptions {
    * either agree.
    */
   readonly getTypeParser?: (oid: number) => (text: string) => unknown;
+  /**
+   * Columns to decode, per table; undefined (the default) decodes every column. The
+   * worker asks only for what its mapping reads (keys, unique and tag columns): most of a
+   * row's cost is converting values it would throw away. With it, rows, `oldRowIsFull`
+   * and `unchangedToast` speak only of those columns.
+   */
+  readonly columnsWanted?: (schema: string, table: string) => ReadonlySet<string> | undefined;
 }
 
 type Rec = Record<string, unknown>;
@@ -202,9 +216,10 @@ function decodeChange(m: Rec, op: ChangeOp, options: Wal2jsonDecodeOptions): Cha
   const schema = field(m, 'schema', 'string');
   const table = field(m, 'table', 'string');
   const pk = m.pk === undefined ? null : columns(m, 'pk').map((c) => c.name);
-  const newCols = op === 'I' || op === 'U' ? columns(m, 'columns') : null;
+  const wanted = options.columnsWanted?.(schema, table);
+  const newCols = op === 'I' || op === 'U' ? columns(m, 'columns', wanted) : null;
   const oldCols =
-    (op === 'U' || op === 'D') && m.identity !== undefined ? columns(m, 'identity') : null;
+    (op === 'U' || op === 'D') && m.identity !== undefined ? columns(m, 'identity', wanted) : null;
   const parser = options.getTypeParser ?? defaultParser;
   const newRow = newCols === null ? null : toRow(newCols, parser);
   const oldRow = oldCols === null ? null : toRow(oldCols, parser);
@@ -235,18 +250,22 @@ function decodeChange(m: Rec, op: ChangeOp, options: Wal2jsonDecodeOptions): Cha
   return { schema, table, op, newRow, oldRow, oldRowIsFull, unchangedToast, keyColumns: pk };
 }
 
-function columns(m: Rec, key: string): Column[] {
+function columns(m: Rec, key: string, wanted?: ReadonlySet<string>): Column[] {
   const list = m[key];
   if (!Array.isArray(list)) return fail(`"${key}" is not an array`);
-  return list.map((item: unknown, i) => {
-    const c = asObject(item, `${key}[${i}]`);
-    return {
-      name: field(c, 'name', 'string'),
+  const out: Column[] = [];
+  for (let i = 0; i < list.length; i++) {
+    const c = asObject(list[i], `${key}[${i}]`);
+    const name = field(c, 'name', 'string');
+    if (wanted !== undefined && !wanted.has(name)) continue;
+    out.push({
+      name,
       value: c.value,
       oid: c.typeoid === undefined ? null : int(c, 'typeoid'),
       type: c.type === undefined ? null : field(c, 'type', 'string'),
-    };
-  });
+    });
+  }
+  return out;
 }
 
 function toRow(cols: readonly Column[], parser: (oid: number) => (text: string) => unknown): Rec {

@@ -21,7 +21,7 @@ import {
   readSlot,
   replicaIdentities,
 } from './slot.js';
-import { buildChangeModel, type ChangeModel } from './table-model.js';
+import { buildChangeModel, type ChangeModel, columnsWantedBy } from './table-model.js';
 import { TransactionAssembler } from './transaction-assembler.js';
 import { WorkerEvents } from './worker-events.js';
 
@@ -233,6 +233,7 @@ export class InvalidationWorker {
       slot: this.slot,
       decoder: this.decoder,
       publication: this.#options.publication ?? 'walcache',
+      wal2json: { columnsWanted: columnsWantedBy(this.#model) },
     });
     const ended = new Promise<Error>((resolve) => {
       this.#streamEnded = resolve;

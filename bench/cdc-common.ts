@@ -4,6 +4,7 @@
  * request/reply protocol over the IPC channel of `child_process.fork`.
  */
 import type { ChildProcess } from 'node:child_process';
+import { quantile } from './stats.js';
 
 /**
  * Wall-clock milliseconds with sub-millisecond resolution, comparable across processes of
@@ -16,17 +17,6 @@ export function now(): number {
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
-}
-
-/** Linear-interpolated quantile of an already sorted array. */
-export function quantile(sorted: readonly number[], q: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  const pos = (sorted.length - 1) * q;
-  const lo = Math.floor(pos);
-  const hi = Math.ceil(pos);
-  const a = sorted[lo] as number;
-  const b = sorted[hi] as number;
-  return a + (b - a) * (pos - lo);
 }
 
 export interface Percentiles {

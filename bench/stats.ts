@@ -10,7 +10,7 @@ export interface Summary {
 }
 
 /** Linear-interpolated quantile of an already sorted array. */
-function quantile(sorted: readonly number[], q: number): number {
+export function quantile(sorted: readonly number[], q: number): number {
   if (sorted.length === 0) return Number.NaN;
   const pos = (sorted.length - 1) * q;
   const lo = Math.floor(pos);

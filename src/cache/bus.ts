@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { LRUCache } from 'lru-cache';
 
 /** One invalidation broadcast. `seq` counts per source, so a receiver can see a gap. */
 export interface BusMessage {
@@ -33,7 +34,12 @@ export class Bus {
   readonly #sub: Redis;
   readonly #channel: string;
   readonly #handlers: BusHandlers;
-  readonly #lastSeq = new Map<string, number>();
+  /**
+   * Last sequence number per publisher. Every process that ever published has an entry,
+   * so it is bounded: a publisher forgotten here is treated as new (no gap check for its
+   * next message), which only matters for one silent for the longest.
+   */
+  readonly #lastSeq = new LRUCache<string, number>({ max: 4096 });
   #workerRunId: string | undefined;
   #seq = 0;
   #healthy = false;

@@ -60,7 +60,6 @@ interface Group {
   rows: number;
   lastLsn: string | null;
   lastCommitTime: number;
-  firstCommitAt: number;
   bumpEpoch: boolean;
   commitTimes: number[];
 }
@@ -98,7 +97,6 @@ export class InvalidationWorker {
   #flushTimer: NodeJS.Timeout | null = null;
   #flushing: Promise<void> = Promise.resolve();
   #appliedLsn: string | null = null;
-  #lastCommitTime = 0;
   #taintedTransaction = false;
   /** Groups handed to #flush and not yet acknowledged. */
   #applying = 0;
@@ -379,7 +377,6 @@ export class InvalidationWorker {
       g.bumpEpoch = true;
       this.#taintedTransaction = false;
     }
-    if (g.transactions === 0) g.firstCommitAt = Date.now();
     g.transactions++;
     g.rows += tx.rowCount;
     g.commitTimes.push(tx.commitTime.getTime());
@@ -409,32 +406,29 @@ export class InvalidationWorker {
   }
 
   async #applyGroup(group: Group, stream: ReplicationStream | null): Promise<void> {
-    {
-      const started = performance.now();
-      const lsn = group.lastLsn as string;
-      const applied = await this.#applyWithRetry(
-        group.invalidation,
-        { lsn, commitTime: group.lastCommitTime },
-        group.bumpEpoch,
-        stream,
-      );
-      if (!applied) return; // the stream died meanwhile: not acknowledged, it will be replayed
-      if (stream && (await stream.acknowledge(lsn))) {
-        this.#advanceApplied(lsn);
-        this.#lastCommitTime = group.lastCommitTime;
-        this.events.emit('acknowledged', lsn);
-      }
-      const now = Date.now();
-      this.events.emit(
-        'applied',
-        group.transactions,
-        group.rows,
-        group.invalidation.keys.size,
-        group.invalidation.tags.size,
-        performance.now() - started,
-        group.commitTimes.map((t) => now - t),
-      );
+    const started = performance.now();
+    const lsn = group.lastLsn as string;
+    const applied = await this.#applyWithRetry(
+      group.invalidation,
+      { lsn, commitTime: group.lastCommitTime },
+      group.bumpEpoch,
+      stream,
+    );
+    if (!applied) return; // the stream died meanwhile: not acknowledged, it will be replayed
+    if (stream && (await stream.acknowledge(lsn))) {
+      this.#advanceApplied(lsn);
+      this.events.emit('acknowledged', lsn);
     }
+    const now = Date.now();
+    this.events.emit(
+      'applied',
+      group.transactions,
+      group.rows,
+      group.invalidation.keys.size,
+      group.invalidation.tags.size,
+      performance.now() - started,
+      group.commitTimes.map((t) => now - t),
+    );
   }
 
   /** Retries with backoff while holding the position; gives up only if the stream it belongs to is gone. */
@@ -558,11 +552,6 @@ export class InvalidationWorker {
     this.#log?.info({ role, slot: this.slot, runId: this.runId }, `worker ${role}`);
   }
 
-  /** Commit time of the last applied transaction (ms), for lag. */
-  get lastCommitTime(): number {
-    return this.#lastCommitTime;
-  }
-
   /** Retained WAL of the slot, for metrics. */
   async slotInfo(): Promise<Awaited<ReturnType<typeof readSlot>>> {
     return readSlot(this.#pool, this.slot);
@@ -576,7 +565,6 @@ function newGroup(): Group {
     rows: 0,
     lastLsn: null,
     lastCommitTime: 0,
-    firstCommitAt: 0,
     bumpEpoch: false,
     commitTimes: [],
   };

@@ -5,6 +5,7 @@
 export type { BusMessage } from './cache/bus.js';
 export type { BreakerState } from './cache/circuit-breaker.js';
 export { CacheEngine, type EngineOptions, type LoadOptions } from './cache/engine.js';
+export { type Heartbeat, parseHeartbeat } from './cache/heartbeat.js';
 export {
   type ChangeEvent,
   type ChangeOp,
@@ -16,7 +17,6 @@ export {
   normalizeLsn,
 } from './cdc/change-event.js';
 export { emptyInvalidation, type Invalidation, mapTransaction } from './cdc/change-mapper.js';
-export type { Heartbeat } from './cdc/invalidator.js';
 export {
   createMigrator,
   DEFAULT_WALCACHE_SCHEMA,

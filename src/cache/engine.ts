@@ -16,6 +16,7 @@ import { CircuitBreaker } from './circuit-breaker.js';
 import {
   type EntryState,
   type Envelope,
+  type EnvelopeMeta,
   encodeEntry,
   leaseValue,
   newToken,
@@ -23,6 +24,7 @@ import {
   refreshValuePrefix,
   tombstoneValue,
 } from './envelope.js';
+import { parseHeartbeat } from './heartbeat.js';
 import { L1Tier } from './l1-tier.js';
 import { L2Tier } from './l2-tier.js';
 import { createCacheRedis, waitReady } from './redis-connection.js';
@@ -233,9 +235,7 @@ export class CacheEngine {
     this.#heartbeatRead ??= this.#l2
       .getVersions([this.keys.heartbeat()])
       .then(([raw]) => {
-        const beat = raw ? (JSON.parse(raw) as { commitTime?: unknown }) : null;
-        const commitTime =
-          typeof beat?.commitTime === 'number' ? beat.commitTime : Number.NEGATIVE_INFINITY;
+        const commitTime = parseHeartbeat(raw ?? null)?.commitTime ?? Number.NEGATIVE_INFINITY;
         this.#heartbeat = { readAt: Date.now(), commitTime };
         return Date.now() - commitTime;
       })
@@ -322,8 +322,8 @@ export class CacheEngine {
     this.#l1?.invalidate([key], []);
     await this.#l2.set(this.keys.entry(key), entry, meta.staleUntil - meta.createdAt);
     await this.#publish([key], []);
-    const state = parseEntry(entry);
-    this.#storeL1(key, state, value, this.#l1?.snapshot(key, tags.length > 0 ? tags : null) ?? 0);
+    const tagList = tags.length > 0 ? tags : null;
+    this.#keepInL1(key, value, meta, tagList, bytes.length, this.#l1?.snapshot(key, tagList) ?? 0);
   }
 
   /**
@@ -536,7 +536,14 @@ export class CacheEngine {
       return value;
     }
     this.events.emit('fill', key);
-    this.#storeL1(key, parseEntry(entry), value, snapshot);
+    this.#keepInL1(
+      key,
+      value,
+      meta,
+      versions ? Object.keys(versions) : null,
+      encoded.bytes.length,
+      snapshot,
+    );
     return value;
   }
 
@@ -605,19 +612,8 @@ export class CacheEngine {
     if (value !== undefined && this.l1Active) {
       const { bytes } = this.#codec.encode(key, value);
       const meta = this.#meta(options, loadMs, '', null, false);
-      (this.#l1 as L1Tier).set(
-        key,
-        {
-          value,
-          freshUntil: meta.freshUntil,
-          staleUntil: meta.staleUntil,
-          loadMs,
-          tags: this.#checkTags(options.tags),
-          negative: false,
-        },
-        bytes.length,
-        snapshot,
-      );
+      const tags = this.#checkTags(options.tags);
+      this.#keepInL1(key, value, meta, tags.length > 0 ? tags : null, bytes.length, snapshot);
     }
     return value;
   }
@@ -784,20 +780,28 @@ export class CacheEngine {
     return now - loadMs * beta * Math.log(Math.random()) >= freshUntil;
   }
 
+  /** Keeps a value read from L2 in L1 (see #keepInL1). */
   #storeL1(key: string, state: EntryState, value: unknown, snapshot: number): void {
-    if (!this.l1Active || state.kind !== 'data') return;
+    if (state.kind !== 'data') return;
     const e: Envelope = state.envelope;
+    this.#keepInL1(key, value, e, e.tags ? Object.keys(e.tags) : null, e.payload.length, snapshot);
+  }
+
+  /** Keeps a value in L1 while the bus is healthy, unless an invalidation arrived since `snapshot`. */
+  #keepInL1(
+    key: string,
+    value: unknown,
+    meta: Pick<EnvelopeMeta, 'freshUntil' | 'staleUntil' | 'loadMs' | 'negative'>,
+    tags: readonly string[] | null,
+    bytes: number,
+    snapshot: number,
+  ): void {
+    if (!this.l1Active) return;
+    const { freshUntil, staleUntil, loadMs, negative } = meta;
     (this.#l1 as L1Tier).set(
       key,
-      {
-        value,
-        freshUntil: e.freshUntil,
-        staleUntil: e.staleUntil,
-        loadMs: e.loadMs,
-        tags: e.tags ? Object.keys(e.tags) : null,
-        negative: e.negative,
-      },
-      e.payload.length,
+      { value, freshUntil, staleUntil, loadMs, tags, negative },
+      bytes,
       snapshot,
     );
   }

@@ -1,21 +1,11 @@
 import type { Redis } from 'ioredis';
 import type { BusMessage } from '../cache/bus.js';
 import { tombstoneValue } from '../cache/envelope.js';
+import { type Heartbeat, parseHeartbeat } from '../cache/heartbeat.js';
 import { newVersion } from '../cache/l2-tier.js';
 import { defineScripts, type ScriptCommands } from '../cache/scripts.js';
 import type { Keys } from '../keys/keys.js';
 import type { Invalidation } from './change-mapper.js';
-
-/** What the worker records in Redis after every applied group; readers use it for `maxStaleness`. */
-export interface Heartbeat {
-  /** Last applied (and about to be acknowledged) commit LSN. */
-  readonly lsn: string;
-  /** Commit time of that transaction (ms since epoch). */
-  readonly commitTime: number;
-  /** When it was applied (ms since epoch). */
-  readonly appliedAt: number;
-  readonly runId: string;
-}
 
 /** Above this many keys a bus message tells every process to drop its whole L1 instead. */
 const MAX_BUS_KEYS = 5_000;
@@ -97,13 +87,6 @@ export class Invalidator {
   }
 
   async readHeartbeat(): Promise<Heartbeat | null> {
-    const raw = await this.#redis.get(this.#keys.heartbeat());
-    if (raw === null) return null;
-    try {
-      const beat = JSON.parse(raw) as Heartbeat;
-      return typeof beat.appliedAt === 'number' ? beat : null;
-    } catch {
-      return null;
-    }
+    return parseHeartbeat(await this.#redis.get(this.#keys.heartbeat()));
   }
 }

@@ -53,7 +53,10 @@ describe('invalidation worker (wal2json)', () => {
     assert.equal(other.peek<{ name: string }>(k1)?.name, 'Ada');
 
     await scope.q("UPDATE $schema.users SET name = 'Ada L.' WHERE id = 1");
-    await waitFor('other L1 dropped users:1', () => other.peek(k1) === undefined);
+    await waitFor(
+      'both L1s dropped users:1',
+      () => other.peek(k1) === undefined && reader.peek(k1) === undefined,
+    );
     assert.equal((await reader.getOrLoad(k1, () => load(1)))?.name, 'Ada L.');
     assert.equal(reader.peek<{ name: string }>(k2)?.name, 'Bob', 'users:2 untouched');
 

@@ -24,9 +24,9 @@ import {
   refreshValuePrefix,
   tombstoneValue,
 } from './envelope.js';
-import { parseHeartbeat } from './heartbeat.js';
+import { type Heartbeat, parseHeartbeat } from './heartbeat.js';
 import { L1Tier } from './l1-tier.js';
-import { L2Tier } from './l2-tier.js';
+import { isBumpVersion, L2Tier, versionTime } from './l2-tier.js';
 import { createCacheRedis, waitReady } from './redis-connection.js';
 
 /** Per-call options of `getOrLoad`. Every one falls back to the config. */
@@ -47,6 +47,13 @@ export interface LoadOptions {
    * without touching the cache. Keep it above the worker's heartbeat interval (5 s).
    */
   readonly maxStalenessMs?: number;
+  /**
+   * Tags derived from the loaded value, added to `tags`. A derived tag whose version was
+   * not read before the load makes the fill read it, then load again, so an invalidation
+   * during the first load is never recorded as seen. When the second load derives tags
+   * still unknown, the value is returned without being cached.
+   */
+  readonly tagsOf?: (value: never) => readonly string[];
 }
 
 export interface EngineOptions {
@@ -69,6 +76,8 @@ type Verdict =
   | { readonly kind: 'invalid' };
 
 const INVALID: Verdict = { kind: 'invalid' };
+/** Largest clock difference between processes that derived tags (`tagsOf`) tolerate. */
+const CLOCK_SKEW_MS = 1_000;
 const RESOLVED = Symbol('resolved');
 
 /**
@@ -221,6 +230,27 @@ export class CacheEngine {
     const flight = this.#fly(flightKey, key, loader, options);
     this.#flights.set(flightKey, flight);
     return flight;
+  }
+
+  /**
+   * The invalidation worker's last heartbeat (position applied, commit time), read from
+   * Redis now. Null when there is none or Redis cannot say.
+   */
+  async workerHeartbeat(): Promise<Heartbeat | null> {
+    try {
+      const [raw] = await this.#l2.getVersions([this.keys.heartbeat()]);
+      return parseHeartbeat(raw ?? null);
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * The engine's Redis connection, for walcache components that share it (the access-log
+   * sampler, jobs). Do not close it; `close()` does.
+   */
+  get redis(): Redis {
+    return this.#redis;
   }
 
   /**
@@ -498,11 +528,30 @@ export class CacheEngine {
   ): Promise<T> {
     const redisKey = this.keys.entry(key);
     const started = performance.now();
+    const startedAt = Date.now();
     let value: T;
     let encoded: ReturnType<Codec['encode']>;
     try {
       value = await loader();
       this.events.emit('load', key, performance.now() - started);
+      if (options.tagsOf !== undefined && value !== undefined) {
+        const derived = await this.#derivedTags(
+          key,
+          loader,
+          options,
+          value,
+          versions,
+          snapshot,
+          startedAt,
+        );
+        value = derived.value;
+        if (!derived.fill) {
+          void this.#l2.release(redisKey, lease).catch(() => {});
+          return value;
+        }
+        versions = derived.versions;
+        snapshot = derived.snapshot;
+      }
       const negativeTtl = options.negativeTtlMs ?? this.config.cache.negativeTtlMs;
       if (value === undefined && negativeTtl <= 0) {
         void this.#l2.release(redisKey, lease).catch(() => {});
@@ -545,6 +594,57 @@ export class CacheEngine {
       snapshot,
     );
     return value;
+  }
+
+  /**
+   * Settles the versions of tags derived from a loaded value (`tagsOf`). Tags not read
+   * before the load are read now; if one may have moved during the load, the value is
+   * loaded again under them.
+   * `fill` false: the second load derived tags still unknown (the row moved meanwhile).
+   */
+  async #derivedTags<T>(
+    key: string,
+    loader: () => Promise<T> | T,
+    options: LoadOptions,
+    value: T,
+    versions: Record<string, string> | null,
+    snapshot: number,
+    loadStartedAt: number,
+  ): Promise<{
+    value: T;
+    versions: Record<string, string> | null;
+    snapshot: number;
+    fill: boolean;
+  }> {
+    const tagsOf = options.tagsOf as (value: T) => readonly string[];
+    const unknown = this.#checkTags(tagsOf(value)).filter(
+      (t) => versions === null || !(t in versions),
+    );
+    if (unknown.length === 0) return { value, versions, snapshot, fill: true };
+    const staticTags = versions ? Object.keys(versions) : null;
+    const all = [...(staticTags ?? []), ...new Set(unknown)];
+    // The L1 snapshot moves to the wider tag set, unless an invalidation already landed.
+    const valid = this.#l1 === undefined || this.#l1.snapshot(key, staticTags) === snapshot;
+    const wider = valid ? (this.#l1?.snapshot(key, all) ?? 0) : -1;
+    // A version created where none was, or bumped before the load began (by more than
+    // any clock skew), cannot stand for an invalidation the load missed: no reload.
+    const extra: Record<string, string> = {};
+    let settled = true;
+    await Promise.all(
+      [...new Set(unknown)].map(async (t) => {
+        const current = await this.#l2.initVersion(this.keys.tagVersion(t));
+        extra[t] = current;
+        if (isBumpVersion(current) && !(versionTime(current) < loadStartedAt - CLOCK_SKEW_MS))
+          settled = false;
+      }),
+    );
+    const merged = { ...versions, ...extra };
+    if (settled) return { value, versions: merged, snapshot: wider, fill: true };
+    const started = performance.now();
+    const again = await loader();
+    this.events.emit('load', key, performance.now() - started);
+    const fill = again === undefined || this.#checkTags(tagsOf(again)).every((t) => t in merged);
+    return { value: again, versions: merged, snapshot: wider, fill };
   }
 
   /** Another process holds the lease: poll briefly for its fill, then load without filling. */

@@ -62,8 +62,8 @@ export class L2Tier {
   }
 
   /** Reads a version, creating a fresh unique one if it is missing. */
-  initVersion(key: string): Promise<string> {
-    return this.#guard('init-version', () => this.#redis.walcache_init_version(key, newVersion()));
+  initVersion(key: string, proposed: string = newVersion(INITIAL)): Promise<string> {
+    return this.#guard('init-version', () => this.#redis.walcache_init_version(key, proposed));
   }
 
   /** Gives every version key a new unique value (O(1) per tag, whatever it covers). */
@@ -172,12 +172,30 @@ export class L2Tier {
 const WRONG_TYPE = Buffer.from('?wrong-type');
 
 let versionCounter = 0;
-/** A version no other bump will produce: time, a process-random part and a counter. */
-export function newVersion(): string {
+/** Marks a version created where none was (`initVersion`) rather than by a bump. */
+export const INITIAL = 'i';
+
+/**
+ * A version no other bump will produce: time, a process-random part and a counter;
+ * `i` first for one made by `initVersion` (it stands for no invalidation).
+ */
+export function newVersion(mark = ''): string {
   versionCounter = (versionCounter + 1) % 0x100000;
-  return `${Date.now().toString(36)}.${processTag}.${versionCounter.toString(36)}`;
+  return `${mark}${Date.now().toString(36)}.${processTag}.${versionCounter.toString(36)}`;
 }
 const processTag = newToken().slice(0, 6);
+
+/** Was this version made by a bump (not created by `initVersion`)? */
+export function isBumpVersion(version: string): boolean {
+  return !version.startsWith(INITIAL);
+}
+
+/** When a version was made (ms since epoch, the maker's clock); NaN for a foreign value. */
+export function versionTime(version: string): number {
+  const start = version.startsWith(INITIAL) ? 1 : 0;
+  const dot = version.indexOf('.');
+  return dot > start ? Number.parseInt(version.slice(start, dot), 36) : Number.NaN;
+}
 
 function throwFirst(results: Array<[Error | null, unknown]> | null): void {
   for (const [error] of results ?? []) if (error) throw error;

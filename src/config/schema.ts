@@ -106,6 +106,37 @@ export const entitySchema = z
     unique: z.array(identifier()).default([]),
     /** Columns never cached (never reach Redis), e.g. `password_hash`. */
     deny: z.array(identifier()).default([]),
+    /**
+     * Tags derived from a row, for invalidation by hand (`invalidateTags(['tenant:5'])`):
+     * the entry depends on them as well as on its key. A fill whose derived tags were not
+     * known before the load reads them, then loads again (see docs/repository.md).
+     */
+    tags: z
+      .custom<(row: Record<string, unknown>) => readonly string[]>(
+        (v) => typeof v === 'function',
+        'a function (row) => string[]',
+      )
+      .optional(),
+  })
+  .strict();
+
+export const accessLogSchema = z
+  .object({
+    /** Fraction of repository reads counted in the access log (for warmers). 0 disables. @default 0.01 */
+    sampleRate: z.number().min(0).max(1).default(0.01),
+    /** How often a process pushes its sampled counts to Redis. @default 5000 */
+    flushIntervalMs: positiveInt().default(5_000),
+    /** Width of one access-log time bucket. @default 3600000 (one hour) */
+    bucketMs: positiveInt().default(3_600_000),
+  })
+  .strict();
+
+export const repositorySchema = z
+  .object({
+    /** Longest a `readYourWrites` read waits for the worker before reading the database directly. @default 2000 */
+    readYourWritesTimeoutMs: ms().default(2_000),
+    /** Most ids one `findMany` SQL query asks for; more are split into several queries. @default 5000 */
+    maxBatch: positiveInt().default(5_000),
   })
   .strict();
 
@@ -126,6 +157,8 @@ export const configSchema = z
     tombstoneTtlMs: positiveInt().default(60_000),
     breaker: breakerSchema.prefault({}),
     bus: busSchema.prefault({}),
+    accessLog: accessLogSchema.prefault({}),
+    repository: repositorySchema.prefault({}),
     /** Schema of unqualified table names. @default 'public' */
     defaultSchema: identifier().default('public'),
     /** Cached entities by name (the name is the first part of their keys). */

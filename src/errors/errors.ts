@@ -94,6 +94,39 @@ export class SetupError extends WalcacheError {
   }
 }
 
+/** A repository call named an entity the config does not declare. */
+export class UnknownEntityError extends WalcacheError {
+  constructor(
+    readonly entity: string,
+    known: readonly string[],
+  ) {
+    super(
+      'E_UNKNOWN_ENTITY',
+      `Unknown entity ${show(entity)}: the config declares ${known.length > 0 ? known.map((k) => `\`${k}\``).join(', ') : 'no entities'}`,
+      { context: { entity } },
+    );
+  }
+}
+
+/**
+ * A query cannot be cached safely: not a SELECT, it reads a table the invalidation
+ * worker does not follow, or it reads tables walcache cannot see (raw SQL).
+ */
+export class InvalidQueryError extends WalcacheError {
+  constructor(reason: string, context: Record<string, unknown> = {}) {
+    super('E_INVALID_QUERY', `Cannot cache this query: ${reason}`, { context });
+  }
+}
+
+/** A repository write was refused before anything reached the database or Redis. */
+export class InvalidWriteError extends WalcacheError {
+  constructor(entity: string, reason: string, context: Record<string, unknown> = {}) {
+    super('E_INVALID_WRITE', `Invalid write to \`${entity}\`: ${reason}`, {
+      context: { entity, ...context },
+    });
+  }
+}
+
 function show(value: unknown): string {
   if (typeof value === 'string')
     return JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);

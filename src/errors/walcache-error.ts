@@ -8,7 +8,10 @@ export type WalcacheErrorCode =
   | 'E_REDIS_UNAVAILABLE'
   | 'E_CLOSED'
   | 'E_SETUP'
-  | 'E_DECODE';
+  | 'E_DECODE'
+  | 'E_UNKNOWN_ENTITY'
+  | 'E_INVALID_QUERY'
+  | 'E_INVALID_WRITE';
 
 /** Base class of every error walcache throws on purpose. */
 export class WalcacheError extends Error {

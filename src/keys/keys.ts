@@ -8,6 +8,12 @@ import { InvalidKeyError } from '../errors/errors.js';
  *   <prefix>:epoch          global cache epoch
  *   <prefix>:hb             worker heartbeat
  *   <prefix>:bus            pub/sub channel for L1 coherence
+ *   <prefix>:al:{<start>}   access-log counts of the time bucket starting at <start> (ms),
+ *                           a hash of `<entity>\0<key>` -> hits
+ *   <prefix>:al:{<start>}:flushing
+ *                           the same bucket, renamed away while it is moved to Postgres
+ *                           (the `{}` hash tag keeps both in one Redis Cluster slot)
+ *   <prefix>:al:index       set of the bucket starts that have counts
  *
  * Logical keys keep `:` as a readable separator; every other byte outside
  * `[A-Za-z0-9_.-]` is percent-encoded, so no input can leave its namespace, form a
@@ -153,4 +159,25 @@ export class Keys {
   busChannel(): string {
     return `${this.prefix}:bus`;
   }
+
+  /** Hash of the access-log counts of the bucket starting at `bucketStartMs`. */
+  accessLogBucket(bucketStartMs: number): string {
+    return `${this.prefix}:al:{${bucketStart(bucketStartMs)}}`;
+  }
+
+  /** The bucket's hash while a flush moves it to Postgres (same Cluster slot as the bucket). */
+  accessLogFlushing(bucketStartMs: number): string {
+    return `${this.prefix}:al:{${bucketStart(bucketStartMs)}}:flushing`;
+  }
+
+  /** Set of the bucket starts (ms, as decimal strings) that have access-log counts. */
+  accessLogIndex(): string {
+    return `${this.prefix}:al:index`;
+  }
+}
+
+function bucketStart(ms: number): number {
+  if (!Number.isSafeInteger(ms) || ms < 0)
+    throw new InvalidKeyError(ms, 'a bucket start must be a non-negative integer (ms)');
+  return ms;
 }

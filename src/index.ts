@@ -67,9 +67,12 @@ export {
   ConfigError,
   CorruptEntryError,
   InvalidKeyError,
+  InvalidQueryError,
+  InvalidWriteError,
   RedisUnavailableError,
   SerializationError,
   SetupError,
+  UnknownEntityError,
   ValueTooLargeError,
 } from './errors/errors.js';
 export { WalcacheError, type WalcacheErrorCode } from './errors/walcache-error.js';
@@ -88,3 +91,31 @@ export {
 } from './keys/keys.js';
 export { type CacheEventMap, CacheEvents, type Tier } from './metrics/events.js';
 export { collectEngineMetrics } from './metrics/prometheus.js';
+export {
+  type AccessLogFlushResult,
+  AccessLogSampler,
+  flushAccessLog,
+  hottestKeys,
+} from './repository/access-log.js';
+export type {
+  EntityRepository,
+  FindManyResult,
+  WriteResult,
+} from './repository/entity-repository.js';
+export type { CacheableQuery, CachedQueryOptions } from './repository/query-cache.js';
+export {
+  type QueryDependencies,
+  queryDependencies,
+  type TableDependency,
+} from './repository/query-tags.js';
+export type { ReadOptions } from './repository/read-options.js';
+export type { WriteReceipt } from './repository/read-your-writes.js';
+export {
+  createRepository,
+  type Repository,
+  type RepositoryCore,
+  type RepositoryOptions,
+  type RepositoryTransaction,
+} from './repository/repository.js';
+export type { EntityTypes, EntityTypesOf } from './repository/types.js';
+export type { EntityWriter } from './repository/writes.js';

@@ -37,6 +37,10 @@ export interface CacheEventMap {
   bypass: [key: string, lagMs: number];
   /** Invalidations applied locally from the bus. */
   'bus-invalidate': [keys: number, tags: number];
+  /** A repository write committed but its local eviction failed (Redis): the worker still invalidates. */
+  'evict-failed': [keys: number, tags: number, error: unknown];
+  /** A `readYourWrites` read waited `waitedMs` without the worker reaching the write: it read the database. */
+  'ryw-timeout': [key: string, waitedMs: number];
 }
 
 export class CacheEvents extends EventEmitter<CacheEventMap> {}

@@ -1,0 +1,123 @@
+import { qualify } from '../cdc/table-model.js';
+import type { ResolvedConfig } from '../config/config.js';
+import { ConfigError, InvalidKeyError } from '../errors/errors.js';
+import { entityKey, tableResetTag, uniqueKey } from '../keys/keys.js';
+
+/** One entity of the config, resolved once for the repository. */
+export interface EntityModel {
+  readonly name: string;
+  /** `schema.table`, as the worker names it. */
+  readonly table: string;
+  readonly schema: string;
+  /** The table name without its schema. */
+  readonly tableName: string;
+  readonly keyColumns: readonly string[];
+  readonly uniqueColumns: readonly string[];
+  readonly deny: readonly string[];
+  readonly ttlMs: number | undefined;
+  /** The tag every entry of the entity depends on besides its key (TRUNCATE and other resets). */
+  readonly resetTag: string;
+  readonly tagsOf: ((row: Record<string, unknown>) => readonly string[]) | undefined;
+}
+
+/** Names a repository uses itself: an entity cannot be called one of these. */
+export const RESERVED_NAMES: ReadonlySet<string> = new Set([
+  'cached',
+  'close',
+  'config',
+  'db',
+  'engine',
+  'entity',
+  'entities',
+  'accessLog',
+  'transaction',
+  'waitForWorker',
+  'queryKey',
+  'then',
+  'constructor',
+]);
+
+export function buildEntityModels(config: ResolvedConfig): ReadonlyMap<string, EntityModel> {
+  const models = new Map<string, EntityModel>();
+  for (const [name, entity] of Object.entries(config.entities)) {
+    if (RESERVED_NAMES.has(name))
+      throw new ConfigError(`entities.${name}`, name, 'this name is a repository method');
+    const table = qualify(entity.table, config.defaultSchema);
+    const dot = table.indexOf('.');
+    const keyColumns = typeof entity.key === 'string' ? [entity.key] : [...entity.key];
+    for (const column of entity.deny) {
+      if (keyColumns.includes(column) || entity.unique.includes(column))
+        throw new ConfigError(
+          `entities.${name}.deny`,
+          entity.deny,
+          `\`${column}\` is a key or unique column and must be cached`,
+        );
+    }
+    models.set(name, {
+      name,
+      table,
+      schema: table.slice(0, dot),
+      tableName: table.slice(dot + 1),
+      keyColumns,
+      uniqueColumns: [...entity.unique],
+      deny: [...entity.deny],
+      ttlMs: entity.ttlMs,
+      resetTag: tableResetTag(table),
+      tagsOf: entity.tags as EntityModel['tagsOf'],
+    });
+  }
+  return models;
+}
+
+export type KeyPart = string | number | bigint;
+
+/** Checks an id against the entity's key columns and returns its parts. */
+export function keyParts(model: EntityModel, id: unknown): KeyPart[] {
+  if (model.keyColumns.length === 1) {
+    if (Array.isArray(id) && id.length === 1) return [checkPart(model, id[0], 0)];
+    return [checkPart(model, id, 0)];
+  }
+  if (!Array.isArray(id) || id.length !== model.keyColumns.length)
+    throw new InvalidKeyError(
+      id,
+      `\`${model.name}\` has a composite key (${model.keyColumns.join(', ')}): pass an array of ${model.keyColumns.length} values`,
+    );
+  return id.map((part, i) => checkPart(model, part, i));
+}
+
+function checkPart(model: EntityModel, part: unknown, index: number): KeyPart {
+  const column = model.keyColumns[index];
+  if (typeof part === 'string' || typeof part === 'bigint') return part;
+  if (typeof part === 'number' && Number.isFinite(part)) return part;
+  throw new InvalidKeyError(
+    part,
+    `\`${model.name}.${column}\` takes a string, a finite number or a bigint`,
+  );
+}
+
+/** The cache key of an entity row by its key values. */
+export function rowKey(model: EntityModel, parts: readonly KeyPart[]): string {
+  return entityKey(model.name, parts);
+}
+
+/** The cache key of a row found by a unique column. */
+export function uniqueRowKey(model: EntityModel, column: string, value: unknown): string {
+  if (!model.uniqueColumns.includes(column))
+    throw new InvalidKeyError(
+      column,
+      `\`${model.name}\` has no unique column \`${column}\` (declared: ${model.uniqueColumns.join(', ') || 'none'})`,
+    );
+  if (
+    value === null ||
+    value === undefined ||
+    (typeof value === 'number' && !Number.isFinite(value))
+  )
+    throw new InvalidKeyError(value, `\`${model.name}.${column}\` needs a value`);
+  return uniqueKey(model.name, column, value);
+}
+
+/** Removes the denied columns from a row in place (they must never reach Redis). */
+export function stripDenied<R extends Record<string, unknown>>(model: EntityModel, row: R): R {
+  for (const column of model.deny) delete row[column];
+  return row;
+}

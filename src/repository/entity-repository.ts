@@ -1,0 +1,275 @@
+import { sql } from 'kysely';
+import type { CacheEngine, LoadOptions } from '../cache/engine.js';
+import type { ResolvedConfig } from '../config/config.js';
+import { InvalidKeyError } from '../errors/errors.js';
+import type { AccessLogSampler } from './access-log.js';
+import { BatchLoader } from './batch-loader.js';
+import {
+  type EntityModel,
+  type KeyPart,
+  keyParts,
+  rowKey,
+  stripDenied,
+  uniqueRowKey,
+} from './entity-model.js';
+import { loadOptions, type ReadOptions } from './read-options.js';
+import type { WorkerPosition, WriteReceipt } from './read-your-writes.js';
+import type { DynamicDb, EntityTypes } from './types.js';
+import type { EntityWriter } from './writes.js';
+
+type AnyRow = Record<string, unknown>;
+
+/** What an entity repository shares with its repository. */
+export interface RepositoryContext {
+  readonly engine: CacheEngine;
+  readonly db: DynamicDb;
+  readonly config: ResolvedConfig;
+  readonly position: WorkerPosition;
+  readonly sampler: AccessLogSampler | undefined;
+  /** Runs `fn` with this entity's writer in a repository transaction. */
+  write<T>(
+    entity: string,
+    fn: (writer: EntityWriter<unknown, unknown, unknown, unknown>) => Promise<T>,
+  ): Promise<{ value: T; receipt: WriteReceipt }>;
+}
+
+/** `findMany`'s answer: rows in the order of the ids asked (undefined where none), and the ids not found. */
+export interface FindManyResult<Row, Id> {
+  readonly rows: Array<Row | undefined>;
+  readonly missing: Id[];
+}
+
+/** A committed write: the rows as written (denied columns removed) and its receipt. */
+export interface WriteResult<Row> {
+  readonly rows: Row[];
+  readonly receipt: WriteReceipt;
+}
+
+/**
+ * Reads and writes of one entity. Every read goes through the engine's lease-protected
+ * fill; every entry depends on its key (tombstoned by the worker from the old and the new
+ * row) and on the table's reset tag (TRUNCATE), plus the entity's derived tags.
+ */
+export class EntityRepository<T extends EntityTypes = EntityTypes> {
+  readonly name: string;
+  readonly #model: EntityModel;
+  readonly #ctx: RepositoryContext;
+  readonly #defaults: LoadOptions;
+
+  constructor(model: EntityModel, ctx: RepositoryContext) {
+    this.name = model.name;
+    this.#model = model;
+    this.#ctx = ctx;
+    this.#defaults = Object.freeze({
+      ...(model.ttlMs !== undefined && { ttlMs: model.ttlMs }),
+      tags: Object.freeze([model.resetTag]),
+      ...(model.tagsOf !== undefined && { tagsOf: model.tagsOf }),
+    });
+  }
+
+  /** The cache key of a row: `users:42`. */
+  key(id: T['id']): string {
+    return rowKey(this.#model, keyParts(this.#model, id));
+  }
+
+  /**
+   * One row by its key, or undefined.
+   *
+   * @throws {InvalidKeyError} for an id of the wrong type or arity.
+   * @example
+   * const user = await repo.users.findById(42);
+   */
+  findById(id: T['id'], options?: ReadOptions): Promise<T['row'] | undefined> {
+    const parts = keyParts(this.#model, id);
+    const key = rowKey(this.#model, parts);
+    this.#ctx.sampler?.record(this.name, key);
+    return this.#read(key, () => this.#loadOne(parts), options);
+  }
+
+  /**
+   * One row by a secondary unique column (`unique` in the config), or undefined.
+   *
+   * @example
+   * const user = await repo.users.findBy('email', 'ada@example.com');
+   */
+  findBy(
+    column: T['unique'],
+    value: unknown,
+    options?: ReadOptions,
+  ): Promise<T['row'] | undefined> {
+    const key = uniqueRowKey(this.#model, column, value);
+    this.#ctx.sampler?.record(this.name, key);
+    return this.#read(key, () => this.#loadBy(column, value), options);
+  }
+
+  /**
+   * Many rows by key: one L2 round trip for all of them, one SQL query for all the
+   * misses (split past `repository.maxBatch` ids). Results come in the order asked,
+   * duplicates included; ids not found are `undefined` there and listed in `missing`.
+   */
+  async findMany(
+    ids: readonly T['id'][],
+    options?: ReadOptions,
+  ): Promise<FindManyResult<T['row'], T['id']>> {
+    if (!Array.isArray(ids)) throw new InvalidKeyError(ids, 'findMany takes an array of ids');
+    const keys: string[] = new Array(ids.length);
+    const unique = new Map<string, KeyPart[]>();
+    for (let i = 0; i < ids.length; i++) {
+      const parts = keyParts(this.#model, ids[i]);
+      const key = rowKey(this.#model, parts);
+      keys[i] = key;
+      if (!unique.has(key)) {
+        unique.set(key, parts);
+        this.#ctx.sampler?.record(this.name, key);
+      }
+    }
+    const found = await this.#readMany(unique, options);
+    const rows = keys.map((k) => found.get(k));
+    const missing = ids.filter((_, i) => rows[i] === undefined);
+    return { rows, missing };
+  }
+
+  /** Inserts one row or several and evicts what they change; see `Repository.transaction`. */
+  async insert(values: T['insert'] | readonly T['insert'][]): Promise<WriteResult<T['row']>> {
+    const { value, receipt } = await this.#ctx.write(this.name, (w) => w.insert(values));
+    return { rows: value as T['row'][], receipt };
+  }
+
+  /** Updates the row with this id and evicts its old and new keys and tags at once. */
+  async update(id: T['id'], patch: T['update']): Promise<WriteResult<T['row']>> {
+    keyParts(this.#model, id);
+    const { value, receipt } = await this.#ctx.write(this.name, (w) => w.update(id, patch));
+    return { rows: value as T['row'][], receipt };
+  }
+
+  /** Deletes the row with this id and evicts its keys and tags at once. */
+  async delete(id: T['id']): Promise<WriteResult<T['row']>> {
+    keyParts(this.#model, id);
+    const { value, receipt } = await this.#ctx.write(this.name, (w) => w.delete(id));
+    return { rows: value as T['row'][], receipt };
+  }
+
+  /** Evicts rows by id in every process (tombstones), without touching the database. */
+  async evict(ids: readonly T['id'][]): Promise<void> {
+    await this.#ctx.engine.delete(ids.map((id) => this.key(id)));
+  }
+
+  // --- reads ---------------------------------------------------------------------
+
+  #read(
+    key: string,
+    loader: () => Promise<T['row'] | undefined>,
+    options: ReadOptions | undefined,
+  ): Promise<T['row'] | undefined> {
+    if (options?.readYourWrites !== undefined) return this.#readAfterWrite(key, loader, options);
+    return this.#ctx.engine.getOrLoad(key, loader, loadOptions(this.#defaults, options));
+  }
+
+  async #readAfterWrite(
+    key: string,
+    loader: () => Promise<T['row'] | undefined>,
+    options: ReadOptions,
+  ): Promise<T['row'] | undefined> {
+    const started = Date.now();
+    const reached = await this.#ctx.position.waitFor(
+      options.readYourWrites as WriteReceipt | string,
+      this.#ctx.config.repository.readYourWritesTimeoutMs,
+    );
+    if (reached)
+      return this.#ctx.engine.getOrLoad(key, loader, loadOptions(this.#defaults, options));
+    this.#ctx.engine.events.emit('ryw-timeout', key, Date.now() - started);
+    return loader();
+  }
+
+  async #readMany(
+    unique: Map<string, KeyPart[]>,
+    options: ReadOptions | undefined,
+  ): Promise<Map<string, T['row'] | undefined>> {
+    const found = new Map<string, T['row'] | undefined>();
+    if (unique.size === 0) return found;
+    if (options?.readYourWrites !== undefined) {
+      const started = Date.now();
+      const reached = await this.#ctx.position.waitFor(
+        options.readYourWrites,
+        this.#ctx.config.repository.readYourWritesTimeoutMs,
+      );
+      if (!reached) {
+        this.#ctx.engine.events.emit('ryw-timeout', this.name, Date.now() - started);
+        const loaded = await this.#loadMany([...unique.values()]);
+        for (const key of unique.keys()) found.set(key, loaded.get(key));
+        return found;
+      }
+    }
+    const load = loadOptions(this.#defaults, options);
+    const batch = new BatchLoader<KeyPart[], T['row']>(unique.keys(), (list) =>
+      this.#loadMany(list),
+    );
+    await Promise.all(
+      [...unique].map(([key, parts]) =>
+        this.#ctx.engine
+          .getOrLoad(key, () => batch.load(key, parts), load)
+          .then(
+            (row) => {
+              found.set(key, row);
+              batch.settled(key);
+            },
+            (error: unknown) => {
+              batch.settled(key);
+              throw error;
+            },
+          ),
+      ),
+    );
+    return found;
+  }
+
+  // --- the database ----------------------------------------------------------------
+
+  #from() {
+    return this.#ctx.db
+      .withSchema(this.#model.schema)
+      .selectFrom(this.#model.tableName)
+      .selectAll();
+  }
+
+  async #loadOne(parts: readonly KeyPart[]): Promise<T['row'] | undefined> {
+    let query = this.#from();
+    this.#model.keyColumns.forEach((column, i) => {
+      query = query.where(column, '=', parts[i]);
+    });
+    const row = (await query.executeTakeFirst()) as AnyRow | undefined;
+    return row === undefined ? undefined : (stripDenied(this.#model, row) as T['row']);
+  }
+
+  async #loadBy(column: string, value: unknown): Promise<T['row'] | undefined> {
+    const row = (await this.#from().where(column, '=', value).limit(1).executeTakeFirst()) as
+      | AnyRow
+      | undefined;
+    return row === undefined ? undefined : (stripDenied(this.#model, row) as T['row']);
+  }
+
+  /** Loads rows by key in as few queries as `maxBatch` allows; returns them by cache key. */
+  async #loadMany(list: readonly KeyPart[][]): Promise<Map<string, T['row']>> {
+    const out = new Map<string, T['row']>();
+    const columns = this.#model.keyColumns;
+    const max = this.#ctx.config.repository.maxBatch;
+    for (let start = 0; start < list.length; start += max) {
+      const chunk = list.slice(start, start + max);
+      const where =
+        columns.length === 1
+          ? sql<boolean>`${sql.ref(columns[0] as string)} = any(${chunk.map((p) => p[0])})`
+          : sql<boolean>`(${sql.join(columns.map((c) => sql.ref(c)))}) in (${sql.join(
+              chunk.map((p) => sql`(${sql.join(p)})`),
+            )})`;
+      const rows = (await this.#from().where(where).execute()) as AnyRow[];
+      for (const row of rows) {
+        const key = rowKey(
+          this.#model,
+          columns.map((c) => row[c] as KeyPart),
+        );
+        out.set(key, stripDenied(this.#model, row) as T['row']);
+      }
+    }
+    return out;
+  }
+}

@@ -1,0 +1,144 @@
+import { createHash } from 'node:crypto';
+import type { CompiledQuery, OperationNode } from 'kysely';
+import { LRUCache } from 'lru-cache';
+import type { CacheEngine, LoadOptions } from '../cache/engine.js';
+import type { ChangeModel } from '../cdc/table-model.js';
+import type { ResolvedConfig } from '../config/config.js';
+import { ConfigError, InvalidQueryError } from '../errors/errors.js';
+import { encodeKeyPart } from '../keys/keys.js';
+import type { AccessLogSampler } from './access-log.js';
+import type { EntityModel } from './entity-model.js';
+import { queryDependencies } from './query-tags.js';
+import { loadOptions, type ReadOptions } from './read-options.js';
+import type { WorkerPosition, WriteReceipt } from './read-your-writes.js';
+
+/** A Kysely query `cached()` accepts: built from a Kysely instance (so it can execute). */
+export interface CacheableQuery<R> {
+  toOperationNode(): OperationNode;
+  compile(): CompiledQuery;
+  execute(): Promise<R[]>;
+}
+
+export interface CachedQueryOptions extends Omit<ReadOptions, 'readYourWrites'> {
+  /** A readable name put in the key (`q:<name>:<hash>`) and the access log. */
+  readonly name?: string;
+  /** Extra tags the result depends on, besides those derived from the query. */
+  readonly tags?: readonly string[];
+  /**
+   * Tables read by raw SQL fragments walcache cannot see into (`sql\`... from t\``);
+   * the result depends on each of them as a whole. Required when such a fragment is used.
+   */
+  readonly tables?: readonly string[];
+  /** See `ReadOptions.readYourWrites`. */
+  readonly readYourWrites?: WriteReceipt | string;
+}
+
+interface Plan {
+  readonly tags: readonly string[];
+  /** Columns never cached, by the tables the query reads (the entities' `deny`). */
+  readonly deny: readonly string[];
+}
+
+/**
+ * Query-result caching: the key is a hash of the compiled SQL and its parameters; the
+ * tags come from the query tree (`queryDependencies`): each table read, narrowed to
+ * `table:column=value` where the WHERE pins a column of `invalidateBy`. Derivations are
+ * memoised per key, so a hit costs a compile and a hash.
+ */
+export class QueryCache {
+  readonly #engine: CacheEngine;
+  readonly #model: ChangeModel;
+  readonly #config: ResolvedConfig;
+  readonly #denyByTable: ReadonlyMap<string, readonly string[]>;
+  readonly #position: WorkerPosition;
+  readonly #sampler: AccessLogSampler | undefined;
+  readonly #plans = new LRUCache<string, Plan>({ max: 10_000 });
+
+  constructor(options: {
+    engine: CacheEngine;
+    model: ChangeModel;
+    config: ResolvedConfig;
+    entities: ReadonlyMap<string, EntityModel>;
+    position: WorkerPosition;
+    sampler: AccessLogSampler | undefined;
+  }) {
+    this.#engine = options.engine;
+    this.#model = options.model;
+    this.#config = options.config;
+    this.#position = options.position;
+    this.#sampler = options.sampler;
+    const deny = new Map<string, string[]>();
+    for (const entity of options.entities.values()) {
+      if (entity.deny.length === 0) continue;
+      deny.set(entity.table, [...(deny.get(entity.table) ?? []), ...entity.deny]);
+    }
+    this.#denyByTable = deny;
+  }
+
+  /** The cache key of a query: `q:<hash>` or `q:<name>:<hash>`. */
+  key(query: CacheableQuery<unknown>, name?: string): string {
+    const compiled = query.compile();
+    const hash = createHash('sha256')
+      .update(compiled.sql)
+      .update('\0')
+      .update(stringifyParameters(compiled.parameters))
+      .digest('base64url')
+      .slice(0, 27);
+    return name === undefined ? `q:${hash}` : `q:${encodeKeyPart(name)}:${hash}`;
+  }
+
+  async run<R>(query: CacheableQuery<R>, options: CachedQueryOptions = {}): Promise<R[]> {
+    if (query === null || typeof query !== 'object' || typeof query.toOperationNode !== 'function')
+      throw new InvalidQueryError('expected a Kysely query builder', { got: typeof query });
+    if (options.name !== undefined && (typeof options.name !== 'string' || options.name === ''))
+      throw new ConfigError('name', options.name, 'a query name is a non-empty string');
+    const key = this.key(query, options.name);
+    const plan = this.#plan(key, query, options);
+    if (options.name !== undefined) this.#sampler?.record(`query:${options.name}`, key);
+    const loader = async () => {
+      const rows = await query.execute();
+      if (plan.deny.length > 0)
+        for (const row of rows as Record<string, unknown>[])
+          for (const c of plan.deny) delete row[c];
+      return rows;
+    };
+    const load: LoadOptions = loadOptions({ tags: plan.tags }, options);
+    if (options.readYourWrites !== undefined) {
+      const started = Date.now();
+      const reached = await this.#position.waitFor(
+        options.readYourWrites,
+        this.#config.repository.readYourWritesTimeoutMs,
+      );
+      if (!reached) {
+        this.#engine.events.emit('ryw-timeout', key, Date.now() - started);
+        return loader();
+      }
+    }
+    return this.#engine.getOrLoad(key, loader, load);
+  }
+
+  #plan(key: string, query: CacheableQuery<unknown>, options: CachedQueryOptions): Plan {
+    const known =
+      options.tags === undefined && options.tables === undefined ? this.#plans.get(key) : undefined;
+    if (known) return known;
+    const deps = queryDependencies(query.toOperationNode(), this.#model, {
+      defaultSchema: this.#config.defaultSchema,
+      ...(options.tables !== undefined && { rawTables: options.tables }),
+    });
+    const deny = new Set<string>();
+    for (const t of deps.tables) for (const c of this.#denyByTable.get(t.table) ?? []) deny.add(c);
+    const plan: Plan = {
+      tags: options.tags ? [...new Set([...deps.tags, ...options.tags])] : deps.tags,
+      deny: [...deny],
+    };
+    if (options.tags === undefined && options.tables === undefined) this.#plans.set(key, plan);
+    return plan;
+  }
+}
+
+/** A stable string of query parameters (bigints, Dates, Buffers included). */
+function stringifyParameters(parameters: readonly unknown[]): string {
+  return JSON.stringify(parameters, (_k, v: unknown) =>
+    typeof v === 'bigint' ? `${v}n` : v === undefined ? null : v,
+  );
+}

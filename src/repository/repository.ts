@@ -1,0 +1,201 @@
+import type { Kysely, Transaction } from 'kysely';
+import { CacheEngine } from '../cache/engine.js';
+import { buildChangeModel, type ChangeModel } from '../cdc/table-model.js';
+import { type ResolvedConfig, resolveConfig } from '../config/config.js';
+import type { WalcacheConfigInput } from '../config/schema.js';
+import { ClosedError, UnknownEntityError } from '../errors/errors.js';
+import { AccessLogSampler } from './access-log.js';
+import { buildEntityModels, type EntityModel } from './entity-model.js';
+import { EntityRepository, type RepositoryContext } from './entity-repository.js';
+import { type CacheableQuery, type CachedQueryOptions, QueryCache } from './query-cache.js';
+import { WorkerPosition, type WriteReceipt } from './read-your-writes.js';
+import type { DynamicDb, DynamicTransaction, EntitiesOf, EntityTypesOf } from './types.js';
+import { EntityWriter, WriteSet } from './writes.js';
+
+export interface RepositoryOptions<DB, C extends WalcacheConfigInput> {
+  /** The service's Kysely instance. The repository never closes it. */
+  readonly db: Kysely<DB>;
+  /** The config shared with the worker (`defineConfig`); its literal types give the row types. */
+  readonly config: C;
+  /** Share an engine (built from the same config); else the repository opens (and closes) its own. */
+  readonly cache?: CacheEngine;
+}
+
+/** A transaction's handle: `db` is the Kysely transaction, each entity its writer. */
+export type RepositoryTransaction<DB, C> = {
+  readonly db: Transaction<DB>;
+} & {
+  readonly [N in keyof EntitiesOf<C> & string]: EntityWriter<
+    EntityTypesOf<DB, EntitiesOf<C>[N]>['row'],
+    EntityTypesOf<DB, EntitiesOf<C>[N]>['id'],
+    EntityTypesOf<DB, EntitiesOf<C>[N]>['insert'],
+    EntityTypesOf<DB, EntitiesOf<C>[N]>['update']
+  >;
+};
+
+/** The repository: one `EntityRepository` per entity, plus query caching and transactions. */
+export type Repository<DB, C> = RepositoryCore<DB, C> & {
+  readonly [N in keyof EntitiesOf<C> & string]: EntityRepository<
+    EntityTypesOf<DB, EntitiesOf<C>[N]>
+  >;
+};
+
+/**
+ * What a service imports: cached reads of its entities, cached queries, and writes that
+ * evict at once in the writing process.
+ *
+ * @example
+ * const config = defineConfig({
+ *   entities: { users: { table: 'users', key: 'id', unique: ['email'], deny: ['password_hash'] } },
+ *   invalidateBy: { orders: ['user_id'] },
+ * });
+ * const repo = createRepository({ db, config });
+ * const user = await repo.users.findById(42);          // row type from your Database type
+ * const orders = await repo.cached(db.selectFrom('orders').selectAll().where('user_id', '=', 42));
+ */
+export function createRepository<DB, const C extends WalcacheConfigInput>(
+  options: RepositoryOptions<DB, C>,
+): Repository<DB, C> {
+  return new RepositoryCore(options) as Repository<DB, C>;
+}
+
+export class RepositoryCore<DB, C> {
+  readonly db: Kysely<DB>;
+  readonly engine: CacheEngine;
+  readonly config: ResolvedConfig;
+  /** Sampled reads for warmers; undefined when `accessLog.sampleRate` is 0. */
+  readonly accessLog: AccessLogSampler | undefined;
+  readonly #ownsEngine: boolean;
+  readonly #changeModel: ChangeModel;
+  readonly #entities: ReadonlyMap<string, EntityModel>;
+  readonly #repositories = new Map<string, EntityRepository>();
+  readonly #queries: QueryCache;
+  readonly #position: WorkerPosition;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: RepositoryOptions<DB, WalcacheConfigInput>) {
+    this.db = options.db;
+    // Everything that can refuse the config runs before a connection is opened.
+    this.config = options.cache?.config ?? resolveConfig(options.config);
+    this.#changeModel = buildChangeModel(this.config);
+    this.#entities = buildEntityModels(this.config);
+    this.#ownsEngine = options.cache === undefined;
+    this.engine = options.cache ?? new CacheEngine({ config: this.config });
+    this.#position = new WorkerPosition(this.engine);
+    const { sampleRate } = this.config.accessLog;
+    this.accessLog =
+      sampleRate > 0
+        ? new AccessLogSampler(this.engine.redis, this.engine.keys, this.config.accessLog)
+        : undefined;
+    const ctx: RepositoryContext = {
+      engine: this.engine,
+      db: this.db as DynamicDb,
+      config: this.config,
+      position: this.#position,
+      sampler: this.accessLog,
+      write: (entity, fn) =>
+        this.#transaction((tx) =>
+          fn(
+            (tx as Record<string, EntityWriter<unknown, unknown, unknown, unknown>>)[
+              entity
+            ] as EntityWriter<unknown, unknown, unknown, unknown>,
+          ),
+        ),
+    };
+    for (const [name, model] of this.#entities) {
+      const repository = new EntityRepository(model, ctx);
+      this.#repositories.set(name, repository);
+      Object.defineProperty(this, name, { value: repository, enumerable: true });
+    }
+    this.#queries = new QueryCache({
+      engine: this.engine,
+      model: this.#changeModel,
+      config: this.config,
+      entities: this.#entities,
+      position: this.#position,
+      sampler: this.accessLog,
+    });
+  }
+
+  /**
+   * An entity's repository by name, for names known only at run time.
+   *
+   * @throws {UnknownEntityError} when the config does not declare it.
+   */
+  entity<N extends keyof EntitiesOf<C> & string>(
+    name: N,
+  ): EntityRepository<EntityTypesOf<DB, EntitiesOf<C>[N]>> {
+    const repository = this.#repositories.get(name);
+    if (repository === undefined)
+      throw new UnknownEntityError(String(name), [...this.#entities.keys()]);
+    return repository as EntityRepository<EntityTypesOf<DB, EntitiesOf<C>[N]>>;
+  }
+
+  /**
+   * Caches the result of any Kysely SELECT (lists, joins, aggregates). The key is the
+   * compiled SQL and parameters; the tags come from the tables it reads, narrowed to
+   * `table:column=value` where its WHERE pins a column of `invalidateBy`.
+   *
+   * @throws {InvalidQueryError} for a non-SELECT, or a query reading a table the worker does not follow.
+   * @example
+   * const open = await repo.cached(db.selectFrom('orders').selectAll().where('user_id', '=', 7));
+   */
+  cached<R>(query: CacheableQuery<R>, options?: CachedQueryOptions): Promise<R[]> {
+    if (this.#closing) return Promise.reject(new ClosedError('Repository'));
+    return this.#queries.run(query, options);
+  }
+
+  /** The cache key `cached()` would use for a query. */
+  queryKey(query: CacheableQuery<unknown>, name?: string): string {
+    return this.#queries.key(query, name);
+  }
+
+  /**
+   * Runs `fn` in a database transaction. Writes made through `tx.<entity>` (or reported
+   * with `tx.<entity>.touched`) are evicted after the commit, in this process at once
+   * (read-your-own-writes here); other processes are invalidated by the worker. The
+   * receipt lets them read their writes too (`readYourWrites`).
+   */
+  transaction<T>(
+    fn: (tx: RepositoryTransaction<DB, C>) => Promise<T>,
+  ): Promise<{ value: T; receipt: WriteReceipt }> {
+    return this.#transaction(fn as (tx: unknown) => Promise<T>);
+  }
+
+  /** Resolves true once the worker has applied this write (or LSN), false after `timeoutMs`. */
+  waitForWorker(
+    receipt: WriteReceipt | string,
+    timeoutMs = this.config.repository.readYourWritesTimeoutMs,
+  ): Promise<boolean> {
+    return this.#position.waitFor(receipt, timeoutMs);
+  }
+
+  /** Flushes the access log and closes the engine if the repository opened it. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#position.close();
+      await this.accessLog?.close();
+      if (this.#ownsEngine) await this.engine.close();
+    })();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #transaction<T>(
+    fn: (tx: unknown) => Promise<T>,
+  ): Promise<{ value: T; receipt: WriteReceipt }> {
+    if (this.#closing) throw new ClosedError('Repository');
+    const writes = new WriteSet();
+    const value = await this.db.transaction().execute(async (trx) => {
+      const handle: Record<string, unknown> = { db: trx };
+      for (const [name, model] of this.#entities)
+        handle[name] = new EntityWriter(model, trx as DynamicTransaction, writes);
+      return fn(handle);
+    });
+    const receipt = await writes.commit(this.engine, this.#changeModel, this.db as DynamicDb);
+    return { value, receipt };
+  }
+}

@@ -94,7 +94,9 @@ export { collectEngineMetrics } from './metrics/prometheus.js';
 export {
   type AccessLogFlushResult,
   AccessLogSampler,
+  type FlushAccessLogOptions,
   flushAccessLog,
+  type HotKey,
   hottestKeys,
 } from './repository/access-log.js';
 export type {

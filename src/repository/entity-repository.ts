@@ -52,12 +52,18 @@ export interface WriteResult<Row> {
  */
 export class EntityRepository<T extends EntityTypes = EntityTypes> {
   readonly name: string;
+  /** How long this entity's entries are fresh, and served stale while refreshing (for HTTP caching). */
+  readonly freshness: { readonly ttlMs: number; readonly staleWhileRevalidateMs: number };
   readonly #model: EntityModel;
   readonly #ctx: RepositoryContext;
   readonly #defaults: LoadOptions;
 
   constructor(model: EntityModel, ctx: RepositoryContext) {
     this.name = model.name;
+    this.freshness = Object.freeze({
+      ttlMs: model.ttlMs ?? ctx.config.cache.ttlMs,
+      staleWhileRevalidateMs: ctx.config.cache.staleWhileRevalidateMs,
+    });
     this.#model = model;
     this.#ctx = ctx;
     this.#defaults = Object.freeze({

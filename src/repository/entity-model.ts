@@ -33,6 +33,7 @@ export const RESERVED_NAMES: ReadonlySet<string> = new Set([
   'transaction',
   'waitForWorker',
   'queryKey',
+  'touched',
   'then',
   'constructor',
 ]);

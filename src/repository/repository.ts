@@ -1,6 +1,6 @@
 import type { Kysely, Transaction } from 'kysely';
 import { CacheEngine } from '../cache/engine.js';
-import { buildChangeModel, type ChangeModel } from '../cdc/table-model.js';
+import { buildChangeModel, type ChangeModel, qualify } from '../cdc/table-model.js';
 import { type ResolvedConfig, resolveConfig } from '../config/config.js';
 import type { WalcacheConfigInput } from '../config/schema.js';
 import { ClosedError, UnknownEntityError } from '../errors/errors.js';
@@ -24,6 +24,17 @@ export interface RepositoryOptions<DB, C extends WalcacheConfigInput> {
 /** A transaction's handle: `db` is the Kysely transaction, each entity its writer. */
 export type RepositoryTransaction<DB, C> = {
   readonly db: Transaction<DB>;
+  /**
+   * Reports a row change made with plain Kysely (`tx.db`) to any table the worker
+   * follows, so it is evicted at commit like the entity helpers' own: pass the old and
+   * the new row as far as known (`returningAll()` gives them).
+   */
+  touched(
+    table: Extract<keyof DB, string>,
+    op: 'I' | 'U' | 'D',
+    oldRow: Record<string, unknown> | null,
+    newRow: Record<string, unknown> | null,
+  ): void;
 } & {
   readonly [N in keyof EntitiesOf<C> & string]: EntityWriter<
     EntityTypesOf<DB, EntitiesOf<C>[N]>['row'],
@@ -190,7 +201,15 @@ export class RepositoryCore<DB, C> {
     if (this.#closing) throw new ClosedError('Repository');
     const writes = new WriteSet();
     const value = await this.db.transaction().execute(async (trx) => {
-      const handle: Record<string, unknown> = { db: trx };
+      const handle: Record<string, unknown> = {
+        db: trx,
+        touched: (
+          table: string,
+          op: 'I' | 'U' | 'D',
+          oldRow: Record<string, unknown> | null,
+          newRow: Record<string, unknown> | null,
+        ) => writes.add(qualify(table, this.config.defaultSchema), op, oldRow, newRow),
+      };
       for (const [name, model] of this.#entities)
         handle[name] = new EntityWriter(model, trx as DynamicTransaction, writes);
       return fn(handle);

@@ -104,6 +104,16 @@ export type {
   FindManyResult,
   WriteResult,
 } from './repository/entity-repository.js';
+export {
+  type CacheControlOptions,
+  type CacheHeaders,
+  cacheControl,
+  cacheHeaders,
+  etag,
+  type Freshness,
+  isNotModified,
+  sendCached,
+} from './repository/http.js';
 export type { CacheableQuery, CachedQueryOptions } from './repository/query-cache.js';
 export {
   type QueryDependencies,

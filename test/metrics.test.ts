@@ -24,13 +24,15 @@ describe('metrics', () => {
     await b.getOrLoad('k', () => 3); // l1 hit
     await b.getOrLoad('other', () => 4); // miss + fill + load
     await Promise.all([b.getOrLoad('c', () => 5), b.getOrLoad('c', () => 5)]); // one coalesced
+    await b.getOrLoad('bounded', () => 6, { maxStalenessMs: 1_000 }); // no worker ever ran: bypass
     const text = await registry.metrics();
+    assert.equal(sample(text, 'walcache_staleness_bypass_total'), 1);
     assert.equal(sample(text, 'walcache_cache_hits_total{tier="l2"}'), 1);
     assert.equal(sample(text, 'walcache_cache_hits_total{tier="l1"}'), 1);
     assert.equal(sample(text, 'walcache_cache_misses_total'), 2);
     assert.equal(sample(text, 'walcache_cache_fills_total'), 2);
     assert.equal(sample(text, 'walcache_cache_coalesced_total'), 1);
-    assert.equal(sample(text, 'walcache_load_duration_seconds_count'), 2);
+    assert.equal(sample(text, 'walcache_load_duration_seconds_count'), 2, 'a bypass is no load');
     assert.equal(sample(text, 'walcache_bus_healthy'), 1);
     assert.equal(sample(text, 'walcache_breaker_open'), 0);
     assert.equal(sample(text, 'walcache_l1_entries'), 3);

@@ -70,6 +70,21 @@ export function collectEngineMetrics(
     labelNames: ['reason'],
     ...labels,
   });
+  const evictFailed = new Counter({
+    name: 'walcache_write_evict_failed_total',
+    help: 'Repository writes whose local eviction failed (the worker still invalidates)',
+    ...labels,
+  });
+  const rywTimeouts = new Counter({
+    name: 'walcache_read_your_writes_timeouts_total',
+    help: 'readYourWrites reads that did not see the worker reach the write in time and read the database',
+    ...labels,
+  });
+  const bypasses = new Counter({
+    name: 'walcache_staleness_bypass_total',
+    help: 'maxStalenessMs reads that bypassed the cache because the worker lagged',
+    ...labels,
+  });
   const loads = new Histogram({
     name: 'walcache_load_duration_seconds',
     help: 'Loader duration',
@@ -130,6 +145,9 @@ export function collectEngineMetrics(
     refresh: (_key: string, reason: string) => refreshes.labels(reason).inc(),
     'l1-reset': (reason: string) => resets.labels(reason).inc(),
     load: (_key: string, ms: number) => loads.observe(ms / 1000),
+    'evict-failed': () => evictFailed.inc(),
+    'ryw-timeout': () => rywTimeouts.inc(),
+    bypass: () => bypasses.inc(),
     'lease-wait': (_key: string, ms: number, got: boolean) =>
       leaseWaits.labels(got ? 'filled' : 'gave-up').observe(ms / 1000),
   } as const;

@@ -102,6 +102,7 @@ export {
 export type {
   EntityRepository,
   FindManyResult,
+  WarmResult,
   WriteResult,
 } from './repository/entity-repository.js';
 export {

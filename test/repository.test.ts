@@ -306,6 +306,16 @@ describe('repository reads and writes (no worker)', () => {
 
   const audits = () => scope.q('SELECT * FROM $schema.audit').then((r) => r.rows);
 
+  it('warm loads what is not cached in one query and skips what is', async () => {
+    await repo.orders.findMany([401, 402]);
+    const before = queries.length;
+    const result = await repo.orders.warm([401, 402, 403, 404, 999_991, {} as never]);
+    assert.deepEqual(result, { loaded: 2, skipped: 2, missing: 1, failed: 1 });
+    assert.equal(queries.length, before + 1);
+    await repo.orders.findMany([403, 404]);
+    assert.equal(queries.length, before + 1, 'warmed rows are hits');
+  });
+
   it('entries depend on the table reset tag', async () => {
     await repo.users.findById(60);
     const before = queries.length;

@@ -111,6 +111,11 @@ export const entitySchema = z
      * the entry depends on them as well as on its key. A fill whose derived tags were not
      * known before the load reads them, then loads again (see docs/repository.md).
      */
+    /**
+     * Enables `writeBehind(id, patch)` for this entity: writes are accepted into Redis and
+     * flushed to Postgres by the jobs runner; reads overlay pending writes. @default false
+     */
+    writeBehind: z.boolean().default(false),
     tags: z
       .custom<(row: Record<string, unknown>) => readonly string[]>(
         (v) => typeof v === 'function',
@@ -140,6 +145,66 @@ export const repositorySchema = z
   })
   .strict();
 
+export const writeBehindSchema = z
+  .object({
+    /** Pending writes of one entity that trigger a flush job at once. @default 500 */
+    batchSize: positiveInt().default(500),
+    /** A flush job runs at least this often while writes are pending. @default 1000 */
+    flushIntervalMs: positiveInt().default(1_000),
+    /** Most records one flush upserts (one Postgres transaction). @default 5000 */
+    maxFlushRows: positiveInt().default(5_000),
+    /** Flush attempts of one record before it goes to the dead-letter list. @default 5 */
+    maxAttempts: positiveInt().default(5),
+    /** First retry delay of a failed flush job; doubles each attempt. @default 200 */
+    backoffMs: positiveInt().default(200),
+  })
+  .strict();
+
+const scheduleSchema = z.union([
+  z.object({ every: positiveInt() }).strict(),
+  z.object({ cron: z.string().min(1) }).strict(),
+]);
+
+export const warmerSchema = z
+  .object({
+    /** When it runs: `{ every: ms }` or `{ cron: '0 * * * *' }` (a BullMQ job scheduler). */
+    schedule: scheduleSchema,
+    /**
+     * SQL returning the keys to warm (a `key` column with cache keys like `users:42`, or an
+     * `id` column). A file name in the package's `sql/` folder or a path. Parameters: $1 the
+     * entity name, $2 the limit. @default 'hot-keys.sql' (the access log's hottest keys of the last 24 h)
+     */
+    sql: z.string().min(1).default('hot-keys.sql'),
+    /** The entity whose rows are loaded. */
+    entity: z.string().min(1),
+    /** Keys loaded per batch (one `findMany`). @default 100 */
+    batchSize: positiveInt().default(100),
+    /** Most keys one run warms ($2 of the SQL). @default 1000 */
+    limit: positiveInt().default(1_000),
+  })
+  .strict();
+
+export const jobsSchema = z
+  .object({
+    /**
+     * Redis for BullMQ queues. BullMQ needs `maxmemory-policy noeviction`, a cache an LRU
+     * policy: point it at another server in production. @default redis.url
+     */
+    redisUrl: z.string().url().optional(),
+    /** BullMQ key prefix; keep the hash tag so queues work on Redis Cluster. @default `{<prefix>}` */
+    queuePrefix: z
+      .string()
+      .regex(/^\{[A-Za-z0-9_.:-]{1,64}\}$/, 'a hash tag like "{walcache}"')
+      .optional(),
+    /** Jobs one worker runs at once, per queue. @default 1 */
+    concurrency: positiveInt().default(1),
+    /** Port of `/metrics`, `/healthz`, `/readyz` of `walcache jobs`; 0 disables. @default 9465 */
+    metricsPort: z.number().int().min(0).max(65535).default(9465),
+    /** Time `walcache jobs` waits for running jobs on SIGTERM before releasing them. @default 10000 */
+    shutdownTimeoutMs: positiveInt().default(10_000),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     /** Namespace of every Redis key. @default process.env.WALCACHE_PREFIX ?? 'walcache' */
@@ -159,6 +224,10 @@ export const configSchema = z
     bus: busSchema.prefault({}),
     accessLog: accessLogSchema.prefault({}),
     repository: repositorySchema.prefault({}),
+    writeBehind: writeBehindSchema.prefault({}),
+    jobs: jobsSchema.prefault({}),
+    /** Cache warmers by name, run by `walcache jobs` on their schedule, or `walcache warm <name> --now`. */
+    warmers: z.record(z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/), warmerSchema).default({}),
     /** Schema of unqualified table names. @default 'public' */
     defaultSchema: identifier().default('public'),
     /** Cached entities by name (the name is the first part of their keys). */

@@ -39,6 +39,14 @@ export interface FindManyResult<Row, Id> {
   readonly missing: Id[];
 }
 
+/** What a warm batch did: rows loaded and cached, entries already fresh, ids with no row, failures. */
+export interface WarmResult {
+  readonly loaded: number;
+  readonly skipped: number;
+  readonly missing: number;
+  readonly failed: number;
+}
+
 /** A committed write: the rows as written (denied columns removed) and its receipt. */
 export interface WriteResult<Row> {
   readonly rows: Row[];
@@ -133,6 +141,56 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
     const rows = keys.map((k) => found.get(k));
     const missing = ids.filter((_, i) => rows[i] === undefined);
     return { rows, missing };
+  }
+
+  /**
+   * Loads rows into the cache through the same lease-protected fill as reads (a warmer's
+   * batch): entries already fresh are skipped, a fill never overwrites a newer value, and
+   * concurrent readers wait on the lease instead of loading too. One SQL query for the
+   * misses. Never throws for one row: failures are counted.
+   */
+  async warm(ids: readonly T['id'][]): Promise<WarmResult> {
+    const unique = new Map<string, KeyPart[]>();
+    let failed = 0;
+    for (const id of ids) {
+      try {
+        const parts = keyParts(this.#model, id);
+        unique.set(rowKey(this.#model, parts), parts);
+      } catch {
+        failed++;
+      }
+    }
+    const loadedKeys = new Set<string>();
+    let missing = 0;
+    const batch = new BatchLoader<KeyPart[], T['row']>(unique.keys(), (list) =>
+      this.#loadMany(list),
+    );
+    const outcomes = await Promise.allSettled(
+      [...unique].map(([key, parts]) =>
+        this.#ctx.engine
+          .getOrLoad(
+            key,
+            async () => {
+              loadedKeys.add(key);
+              return batch.load(key, parts);
+            },
+            this.#defaults,
+          )
+          .then((row) => {
+            if (row === undefined && loadedKeys.has(key)) missing++;
+          })
+          .finally(() => batch.settled(key)),
+      ),
+    );
+    for (const outcome of outcomes) if (outcome.status === 'rejected') failed++;
+    const loaded =
+      loadedKeys.size - missing - outcomes.filter((o) => o.status === 'rejected').length;
+    return {
+      loaded: Math.max(0, loaded),
+      skipped: unique.size - loadedKeys.size,
+      missing,
+      failed,
+    };
   }
 
   /** Inserts one row or several and evicts what they change; see `Repository.transaction`. */

@@ -54,6 +54,8 @@ export interface LoadOptions {
    * still unknown, the value is returned without being cached.
    */
   readonly tagsOf?: (value: never) => readonly string[];
+  /** Neither read nor fill L1 (L2 only): for values whose readers must never see an older copy. */
+  readonly skipL1?: boolean;
 }
 
 export interface EngineOptions {
@@ -205,7 +207,7 @@ export class CacheEngine {
     if (options.maxStalenessMs !== undefined)
       return this.#boundedRead(key, loader, options, options.maxStalenessMs);
     // 1. L1: synchronous, fresh or inside its grace period.
-    if (!options.forceFresh && this.l1Active) {
+    if (!options.forceFresh && !options.skipL1 && this.l1Active) {
       const entry = (this.#l1 as L1Tier).get(key);
       if (entry !== undefined) {
         const now = Date.now();
@@ -447,7 +449,7 @@ export class CacheEngine {
     const tags = this.#checkTags(options.tags);
     const tagList = tags.length > 0 ? tags : null;
     // The generation snapshot comes first: any invalidation after it drops our L1 fill.
-    const snapshot = this.#l1?.snapshot(key, tagList) ?? 0;
+    const snapshot = this.#snapshot(key, tagList, options);
     // 3. L2: the entry, the versions of its tags and the epoch, in one round trip.
     let read: L2Read;
     try {
@@ -740,7 +742,7 @@ export class CacheEngine {
   ): Promise<void> {
     const tags = this.#checkTags(options.tags);
     const tagList = tags.length > 0 ? tags : null;
-    const snapshot = this.#l1?.snapshot(key, tagList) ?? 0;
+    const snapshot = this.#snapshot(key, tagList, options);
     const read = await this.#readL2(key, tagList);
     const verdict = read.state.kind === 'data' ? this.#judge(key, read) : INVALID;
     if (verdict.kind === 'fresh') {
@@ -878,6 +880,12 @@ export class CacheEngine {
     const beta = this.config.cache.earlyRefreshBeta;
     if (beta <= 0 || loadMs <= 0) return false;
     return now - loadMs * beta * Math.log(Math.random()) >= freshUntil;
+  }
+
+  /** An L1 generation snapshot; one that never matches when the call skips L1. */
+  #snapshot(key: string, tags: readonly string[] | null, options: LoadOptions): number {
+    if (options.skipL1) return -1;
+    return this.#l1?.snapshot(key, tags) ?? 0;
   }
 
   /** Keeps a value read from L2 in L1 (see #keepInL1). */

@@ -14,6 +14,11 @@ import { InvalidKeyError } from '../errors/errors.js';
  *                           the same bucket, renamed away while it is moved to Postgres
  *                           (the `{}` hash tag keeps both in one Redis Cluster slot)
  *   <prefix>:al:index       set of the bucket starts that have counts
+ *   <prefix>:wb:{<prefix>.<entity>}:r:<key>   write-behind: a row's pending record (hash)
+ *   <prefix>:wb:{<prefix>.<entity>}:q         rows with pending writes (sorted set by age)
+ *   <prefix>:wb:{<prefix>.<entity>}:seq       write sequence counter
+ *   <prefix>:wb:{<prefix>.<entity>}:dead      dead-letter list; :d:<seq> the dead records
+ *                           (one hash tag per entity: every write-behind script is one slot)
  *
  * Logical keys keep `:` as a readable separator; every other byte outside
  * `[A-Za-z0-9_.-]` is percent-encoded, so no input can leave its namespace, form a
@@ -168,6 +173,34 @@ export class Keys {
   /** The bucket's hash while a flush moves it to Postgres (same Cluster slot as the bucket). */
   accessLogFlushing(bucketStartMs: number): string {
     return `${this.prefix}:al:{${bucketStart(bucketStartMs)}}:flushing`;
+  }
+
+  /** A row's pending write-behind record (hash). */
+  writeBehindRecord(entity: string, logicalKey: string): string {
+    return `${this.#writeBehind(entity)}:r:${SAFE_LOGICAL.test(logicalKey) ? logicalKey : percentEncode(logicalKey, SAFE_LOGICAL_CHAR)}`;
+  }
+
+  /** The entity's rows with pending writes, scored by the time the first arrived. */
+  writeBehindQueue(entity: string): string {
+    return `${this.#writeBehind(entity)}:q`;
+  }
+
+  writeBehindSequence(entity: string): string {
+    return `${this.#writeBehind(entity)}:seq`;
+  }
+
+  /** The entity's dead-letter list. */
+  writeBehindDead(entity: string): string {
+    return `${this.#writeBehind(entity)}:dead`;
+  }
+
+  /** Where a dead record's values are kept (hash). */
+  writeBehindDeadRecord(entity: string, seq: string | number): string {
+    return `${this.#writeBehind(entity)}:d:${encodeKeyPart(String(seq))}`;
+  }
+
+  #writeBehind(entity: string): string {
+    return `${this.prefix}:wb:{${this.prefix}.${encodeKeyPart(entity)}}`;
   }
 
   /** Set of the bucket starts (ms, as decimal strings) that have access-log counts. */

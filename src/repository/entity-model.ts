@@ -18,6 +18,8 @@ export interface EntityModel {
   /** The tag every entry of the entity depends on besides its key (TRUNCATE and other resets). */
   readonly resetTag: string;
   readonly tagsOf: ((row: Record<string, unknown>) => readonly string[]) | undefined;
+  /** Accepts `writeBehind` patches; its reads overlay pending writes and skip L1. */
+  readonly writeBehind: boolean;
 }
 
 /** Names a repository uses itself: an entity cannot be called one of these. */
@@ -34,6 +36,7 @@ export const RESERVED_NAMES: ReadonlySet<string> = new Set([
   'waitForWorker',
   'queryKey',
   'touched',
+  'writeBehind',
   'then',
   'constructor',
 ]);
@@ -65,6 +68,7 @@ export function buildEntityModels(config: ResolvedConfig): ReadonlyMap<string, E
       ttlMs: entity.ttlMs,
       resetTag: tableResetTag(table),
       tagsOf: entity.tags as EntityModel['tagsOf'],
+      writeBehind: entity.writeBehind,
     });
   }
   return models;

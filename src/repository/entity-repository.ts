@@ -1,7 +1,8 @@
 import { sql } from 'kysely';
 import type { CacheEngine, LoadOptions } from '../cache/engine.js';
 import type { ResolvedConfig } from '../config/config.js';
-import { InvalidKeyError } from '../errors/errors.js';
+import { InvalidKeyError, InvalidWriteError } from '../errors/errors.js';
+import type { WriteBehindStore } from '../jobs/write-behind-store.js';
 import type { AccessLogSampler } from './access-log.js';
 import { BatchLoader } from './batch-loader.js';
 import {
@@ -26,6 +27,12 @@ export interface RepositoryContext {
   readonly config: ResolvedConfig;
   readonly position: WorkerPosition;
   readonly sampler: AccessLogSampler | undefined;
+  /** Pending write-behind records (opened on first use). */
+  writeBehindStore(): WriteBehindStore;
+  /** The table's columns, read once from the catalog. */
+  columns(model: EntityModel): Promise<ReadonlySet<string>>;
+  /** A write-behind patch was accepted; `pending` rows of the entity wait for a flush. */
+  writeBehindAccepted(entity: string, pending: number): void;
   /** Runs `fn` with this entity's writer in a repository transaction. */
   write<T>(
     entity: string,
@@ -78,6 +85,10 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
       ...(model.ttlMs !== undefined && { ttlMs: model.ttlMs }),
       tags: Object.freeze([model.resetTag]),
       ...(model.tagsOf !== undefined && { tagsOf: model.tagsOf }),
+      // A flushed write clears its pending record right after tombstoning the row's L2
+      // entry; an L1 copy would only be dropped when the bus message arrives, so a reader
+      // could see the row older than a moment before. Write-behind entities skip L1.
+      ...(model.writeBehind && { skipL1: true }),
     });
   }
 
@@ -97,6 +108,7 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
     const parts = keyParts(this.#model, id);
     const key = rowKey(this.#model, parts);
     this.#ctx.sampler?.record(this.name, key);
+    if (this.#model.writeBehind) return this.#readWithPending(key, parts, options);
     return this.#read(key, () => this.#loadOne(parts), options);
   }
 
@@ -113,6 +125,7 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
   ): Promise<T['row'] | undefined> {
     const key = uniqueRowKey(this.#model, column, value);
     this.#ctx.sampler?.record(this.name, key);
+    if (this.#model.writeBehind) return this.#findByWithPending(key, column, value, options);
     return this.#read(key, () => this.#loadBy(column, value), options);
   }
 
@@ -137,7 +150,17 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
         this.#ctx.sampler?.record(this.name, key);
       }
     }
+    const pending = this.#model.writeBehind
+      ? await this.#ctx.writeBehindStore().read(this.name, [...unique.keys()])
+      : undefined;
     const found = await this.#readMany(unique, options);
+    if (pending) {
+      let i = 0;
+      for (const [key, parts] of unique) {
+        const patch = pending[i++];
+        if (patch) found.set(key, this.#overlay(found.get(key), patch, parts));
+      }
+    }
     const rows = keys.map((k) => found.get(k));
     const missing = ids.filter((_, i) => rows[i] === undefined);
     return { rows, missing };
@@ -191,6 +214,48 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
       missing,
       failed,
     };
+  }
+
+  /**
+   * Write-behind: merges `patch` into the row's pending record in Redis (one script) and
+   * resolves once Redis has it; the jobs runner upserts it into Postgres soon after
+   * (`walcache jobs`). Reads of this entity see the pending values until then. Durable as
+   * far as Redis is: run it with AOF (`appendonly yes`).
+   *
+   * Refused before anything is queued (`InvalidWriteError`): an entity without
+   * `writeBehind: true`, an empty patch, an unknown, denied, key or unique column, an
+   * `undefined` value; and values the codec cannot encode (`SerializationError`).
+   */
+  async writeBehind(id: T['id'], patch: T['update']): Promise<{ seq: number; pending: number }> {
+    if (!this.#model.writeBehind)
+      throw new InvalidWriteError(
+        this.name,
+        'write-behind is not enabled for this entity (set `writeBehind: true` in its config)',
+      );
+    const parts = keyParts(this.#model, id);
+    const key = rowKey(this.#model, parts);
+    if (patch === null || typeof patch !== 'object' || Array.isArray(patch))
+      throw new InvalidWriteError(this.name, 'a write-behind patch is an object of columns', {
+        patch,
+      });
+    const entries = Object.entries(patch as Record<string, unknown>);
+    if (entries.length === 0) throw new InvalidWriteError(this.name, 'the patch is empty');
+    const columns = await this.#ctx.columns(this.#model);
+    for (const [column, value] of entries) {
+      const refuse = (why: string) =>
+        new InvalidWriteError(this.name, `\`${column}\` ${why}`, { column });
+      if (!columns.has(column)) throw refuse(`is not a column of ${this.#model.table}`);
+      if (this.#model.deny.includes(column)) throw refuse('is denied: it must never reach Redis');
+      if (this.#model.keyColumns.includes(column)) throw refuse('is a key column');
+      if (this.#model.uniqueColumns.includes(column))
+        throw refuse('is a unique column (change it with update())');
+      if (value === undefined) throw refuse('is undefined');
+    }
+    const result = await this.#ctx
+      .writeBehindStore()
+      .put(this.name, key, patch as Record<string, unknown>);
+    this.#ctx.writeBehindAccepted(this.name, result.pending);
+    return result;
   }
 
   /** Inserts one row or several and evicts what they change; see `Repository.transaction`. */
@@ -285,6 +350,50 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
       ),
     );
     return found;
+  }
+
+  /**
+   * A write-behind entity's row: the pending record first, then the row (L2, else the
+   * database). In that order, a flush that cleared the record has already tombstoned the
+   * row's entry, so the row read after it is at least as new.
+   */
+  async #readWithPending(
+    key: string,
+    parts: readonly KeyPart[],
+    options: ReadOptions | undefined,
+  ): Promise<T['row'] | undefined> {
+    const [patch] = await this.#ctx.writeBehindStore().read(this.name, [key]);
+    const row = await this.#read(key, () => this.#loadOne(parts), options);
+    return patch ? this.#overlay(row, patch, parts) : row;
+  }
+
+  async #findByWithPending(
+    key: string,
+    column: string,
+    value: unknown,
+    options: ReadOptions | undefined,
+  ): Promise<T['row'] | undefined> {
+    // Unique columns are not written behind: the unique lookup finds the row's id, and
+    // the row is then read as findById reads it.
+    const found = await this.#read(key, () => this.#loadBy(column, value), options);
+    if (found === undefined) return undefined;
+    const parts = this.#model.keyColumns.map(
+      (c) => (found as Record<string, unknown>)[c] as KeyPart,
+    );
+    return this.#readWithPending(rowKey(this.#model, parts), parts, options);
+  }
+
+  #overlay(
+    row: T['row'] | undefined,
+    patch: Record<string, unknown>,
+    parts: readonly KeyPart[],
+  ): T['row'] {
+    if (row !== undefined) return { ...row, ...patch } as T['row'];
+    const keyed: Record<string, unknown> = {};
+    this.#model.keyColumns.forEach((c, i) => {
+      keyed[c] = parts[i];
+    });
+    return { ...keyed, ...patch } as T['row'];
   }
 
   // --- the database ----------------------------------------------------------------

@@ -1,9 +1,21 @@
-import type { Kysely, Transaction } from 'kysely';
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { type Kysely, sql, type Transaction } from 'kysely';
 import { CacheEngine } from '../cache/engine.js';
 import { buildChangeModel, type ChangeModel, qualify } from '../cdc/table-model.js';
 import { type ResolvedConfig, resolveConfig } from '../config/config.js';
 import type { WalcacheConfigInput } from '../config/schema.js';
 import { ClosedError, UnknownEntityError } from '../errors/errors.js';
+import {
+  enqueueFlush,
+  FLUSH_QUEUE,
+  type FlushJobData,
+  flushJobOptions,
+  queueConnection,
+  queuePrefix,
+} from '../jobs/queues.js';
+import { flushWriteBehind } from '../jobs/write-behind.js';
+import { WriteBehindStore } from '../jobs/write-behind-store.js';
 import { AccessLogSampler } from './access-log.js';
 import { buildEntityModels, type EntityModel } from './entity-model.js';
 import { EntityRepository, type RepositoryContext } from './entity-repository.js';
@@ -83,6 +95,11 @@ export class RepositoryCore<DB, C> {
   readonly #queries: QueryCache;
   readonly #position: WorkerPosition;
   #closing: Promise<void> | undefined;
+  #writeBehind: WriteBehindStore | undefined;
+  readonly #writtenBehind = new Set<string>();
+  readonly #tableColumns = new Map<string, Promise<ReadonlySet<string>>>();
+  #flushQueue: { queue: Queue<FlushJobData>; connection: Redis } | undefined;
+  readonly #lastTrigger = new Map<string, number>();
 
   constructor(options: RepositoryOptions<DB, WalcacheConfigInput>) {
     this.db = options.db;
@@ -104,6 +121,12 @@ export class RepositoryCore<DB, C> {
       config: this.config,
       position: this.#position,
       sampler: this.accessLog,
+      writeBehindStore: () => {
+        this.#writeBehind ??= new WriteBehindStore(this.engine);
+        return this.#writeBehind;
+      },
+      columns: (model) => this.#columns(model),
+      writeBehindAccepted: (entity, pending) => this.#writeBehindAccepted(entity, pending),
       write: (entity, fn) =>
         this.#transaction((tx) =>
           fn(
@@ -181,14 +204,83 @@ export class RepositoryCore<DB, C> {
     return this.#position.waitFor(receipt, timeoutMs);
   }
 
-  /** Flushes the access log and closes the engine if the repository opened it. Idempotent. */
+  /**
+   * Drains: flushes the write-behind entities this repository wrote to (until nothing is
+   * pending or `jobs.shutdownTimeoutMs` passed; what is left stays pending in Redis for the
+   * jobs runner), pushes the access log, then closes the engine if the repository opened
+   * it. Idempotent.
+   */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#position.close();
+      await this.#drainWriteBehind();
+      if (this.#flushQueue) {
+        await this.#flushQueue.queue.close().catch(() => {});
+        this.#flushQueue.connection.disconnect();
+      }
       await this.accessLog?.close();
       if (this.#ownsEngine) await this.engine.close();
     })();
     return this.#closing;
+  }
+
+  async #drainWriteBehind(): Promise<void> {
+    const deadline = Date.now() + this.config.jobs.shutdownTimeoutMs;
+    for (const entity of this.#writtenBehind) {
+      for (;;) {
+        let remaining: number;
+        try {
+          ({ remaining } = await flushWriteBehind({
+            engine: this.engine,
+            db: this.db as DynamicDb,
+            config: this.config,
+            entity,
+            ...(this.#writeBehind && { store: this.#writeBehind }),
+          }));
+        } catch {
+          break; // left pending in Redis: the jobs runner flushes it
+        }
+        if (remaining === 0 || Date.now() > deadline) break;
+      }
+    }
+  }
+
+  /** The table's columns, from the catalog, once per table. */
+  #columns(model: EntityModel): Promise<ReadonlySet<string>> {
+    let found = this.#tableColumns.get(model.table);
+    if (found === undefined) {
+      found = sql<{ name: string }>`SELECT attname AS name FROM pg_attribute
+        WHERE attrelid = to_regclass(${`${quoteIdent(model.schema)}.${quoteIdent(model.tableName)}`})
+          AND attnum > 0 AND NOT attisdropped`
+        .execute(this.db as DynamicDb)
+        .then((r) => new Set(r.rows.map((row) => row.name)));
+      found.catch(() => this.#tableColumns.delete(model.table));
+      this.#tableColumns.set(model.table, found);
+    }
+    return found;
+  }
+
+  /** Past `writeBehind.batchSize` pending rows, asks for a flush now (deduplicated by BullMQ). */
+  #writeBehindAccepted(entity: string, pending: number): void {
+    this.#writtenBehind.add(entity);
+    if (pending < this.config.writeBehind.batchSize) return;
+    const now = Date.now();
+    if (now - (this.#lastTrigger.get(entity) ?? 0) < 100) return;
+    this.#lastTrigger.set(entity, now);
+    if (this.#flushQueue === undefined) {
+      const connection = queueConnection(this.config, { blocking: false });
+      this.#flushQueue = {
+        connection,
+        queue: new Queue<FlushJobData>(FLUSH_QUEUE, {
+          connection,
+          prefix: queuePrefix(this.config),
+          defaultJobOptions: flushJobOptions(this.config),
+        }),
+      };
+      this.#flushQueue.queue.on('error', () => {});
+    }
+    // The interval scheduler flushes anyway: a failed trigger only delays.
+    void enqueueFlush(this.#flushQueue.queue, entity).catch(() => {});
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -217,4 +309,8 @@ export class RepositoryCore<DB, C> {
     const receipt = await writes.commit(this.engine, this.#changeModel, this.db as DynamicDb);
     return { value, receipt };
   }
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
 }

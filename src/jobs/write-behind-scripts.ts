@@ -1,0 +1,45 @@
+import { readFileSync } from 'node:fs';
+import type { Redis } from 'ioredis';
+
+/** The write-behind Lua scripts (src/jobs/lua); each file's header documents KEYS, ARGV and returns. */
+const SCRIPTS = {
+  walcache_wb_put: { file: 'wb-put', numberOfKeys: 3 },
+  walcache_wb_ack: { file: 'wb-ack-n', numberOfKeys: undefined },
+  walcache_wb_fail: { file: 'wb-fail', numberOfKeys: 4 },
+} as const;
+
+const sources = Object.entries(SCRIPTS).map(([name, { file, numberOfKeys }]) => ({
+  name,
+  numberOfKeys,
+  lua: readFileSync(new URL(`./lua/${file}.lua`, import.meta.url), 'utf8'),
+}));
+
+export interface WriteBehindCommands {
+  walcache_wb_put(
+    record: string,
+    queue: string,
+    sequence: string,
+    now: number,
+    member: string,
+    ...columnsAndValues: Array<string | Buffer>
+  ): Promise<[number, number]>;
+  walcache_wb_ack(numberOfKeys: number, ...keysThenArgs: string[]): Promise<number>;
+  walcache_wb_fail(
+    record: string,
+    queue: string,
+    dead: string,
+    deadRecord: string,
+    seq: string,
+    maxAttempts: number,
+    entry: string,
+    member: string,
+  ): Promise<number>;
+}
+
+export function defineWriteBehindScripts(client: Redis): Redis & WriteBehindCommands {
+  for (const { name, numberOfKeys, lua } of sources) {
+    if (!(name in client))
+      client.defineCommand(name, numberOfKeys === undefined ? { lua } : { numberOfKeys, lua });
+  }
+  return client as Redis & WriteBehindCommands;
+}

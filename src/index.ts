@@ -77,6 +77,32 @@ export {
 } from './errors/errors.js';
 export { WalcacheError, type WalcacheErrorCode } from './errors/walcache-error.js';
 export {
+  ACCESS_LOG_QUEUE,
+  type AccessLogJobData,
+  createQueues,
+  enqueueFlush,
+  enqueueWarm,
+  FLUSH_QUEUE,
+  type FlushJobData,
+  QUEUE_NAMES,
+  type QueueName,
+  queueConnection,
+  queuePrefix,
+  queuesReady,
+  WARM_QUEUE,
+  type WalcacheQueues,
+  type WarmJobData,
+} from './jobs/queues.js';
+export { JobsRunner, type JobsRunnerOptions } from './jobs/runner.js';
+export {
+  type RunWarmerOptions,
+  runWarmer,
+  WarmerSqlError,
+  type WarmProgress,
+  type WarmSummary,
+  type WarmTarget,
+} from './jobs/warm.js';
+export {
   columnTag,
   encodeKeyPart,
   entityKey,

@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
+import { jobsCommand } from './jobs-command.js';
 import { setupCommand } from './setup-command.js';
+import { warmCommand } from './warm-command.js';
 import { workerCommand } from './worker-command.js';
 
 /**
@@ -34,7 +36,9 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride()
     .addCommand(workerCommand())
-    .addCommand(setupCommand());
+    .addCommand(setupCommand())
+    .addCommand(jobsCommand())
+    .addCommand(warmCommand());
 }
 
 async function main(argv: readonly string[]): Promise<number> {

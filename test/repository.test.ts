@@ -234,6 +234,50 @@ describe('repository reads and writes (no worker)', () => {
     assert.match(repo.queryKey(stats, 'user-stats'), /^q:user-stats:/);
   });
 
+  it('prepare(): a hit neither builds nor compiles the query; writes to its narrowed rows evict it', async () => {
+    let builds = 0;
+    const ordersOf = repo.prepare('orders-of', (uid: number) => {
+      builds++;
+      return db
+        .selectFrom('orders')
+        .select(['id', 'status'])
+        .where('user_id', '=', uid)
+        .orderBy('id');
+    });
+    const first = await ordersOf(11);
+    assert.deepEqual(
+      first,
+      await db
+        .selectFrom('orders')
+        .select(['id', 'status'])
+        .where('user_id', '=', 11)
+        .orderBy('id')
+        .execute(),
+    );
+    assert.equal(builds, 1);
+    assert.deepEqual(await ordersOf(11), first);
+    assert.equal(builds, 1, 'an L1 hit');
+    assert.equal(repo.engine.peek('q:orders-of:11'), first);
+    await ordersOf(12);
+    assert.equal(builds, 2);
+    // A write through the repository bumps `orders:user_id=11`: the entry is evicted.
+    const id = first[0]?.id as number;
+    await repo.orders.update(id, { status: 'shipped' });
+    const after = await ordersOf(11);
+    assert.equal(builds, 3);
+    assert.equal(after.find((o) => o.id === id)?.status, 'shipped');
+    assert.throws(
+      () => repo.prepare('orders-of', () => db.selectFrom('orders').selectAll()),
+      ConfigError,
+    );
+    assert.throws(
+      () => repo.prepare('bad name!', () => db.selectFrom('orders').selectAll()),
+      ConfigError,
+    );
+    const audit = repo.prepare('audit-all', () => db.selectFrom('audit').selectAll());
+    await assert.rejects(audit(), InvalidQueryError);
+  });
+
   it('a denied column never reaches Redis, whatever the read', async () => {
     await repo.users.findMany([50, 51, 52]);
     await repo.users.findBy('email', 'u53@x');

@@ -485,6 +485,10 @@ export class CacheEngine {
   ): Promise<T> {
     const redisKey = this.keys.entry(key);
     const token = newToken();
+    // Missing tag versions are created in the same round trip as the lease is taken
+    // (creating one invalidates nothing, so it need not wait for the lease).
+    const settling = this.#versionsForFill(read);
+    settling.catch(() => {});
     let acquired: Awaited<ReturnType<L2Tier['acquire']>>;
     try {
       acquired = await this.#l2.acquire(redisKey, token, this.config.lease.ttlMs, replace, 'fill');
@@ -510,7 +514,7 @@ export class CacheEngine {
     const lease = leaseValue(token);
     let versions: Record<string, string> | null;
     try {
-      versions = await this.#versionsForFill(read);
+      versions = await settling;
     } catch {
       void this.#l2.release(redisKey, lease).catch(() => {});
       return this.#loadWithoutL2(key, loader, options, snapshot);

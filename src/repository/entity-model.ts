@@ -35,6 +35,7 @@ export const RESERVED_NAMES: ReadonlySet<string> = new Set([
   'transaction',
   'waitForWorker',
   'queryKey',
+  'prepare',
   'touched',
   'writeBehind',
   'then',

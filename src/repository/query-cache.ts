@@ -5,7 +5,7 @@ import type { CacheEngine, LoadOptions } from '../cache/engine.js';
 import type { ChangeModel } from '../cdc/table-model.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { ConfigError, InvalidQueryError } from '../errors/errors.js';
-import { encodeKeyPart } from '../keys/keys.js';
+import { encodeKeyPart, keyValue } from '../keys/keys.js';
 import type { AccessLogSampler } from './access-log.js';
 import type { EntityModel } from './entity-model.js';
 import { queryDependencies } from './query-tags.js';
@@ -52,7 +52,8 @@ export class QueryCache {
   readonly #denyByTable: ReadonlyMap<string, readonly string[]>;
   readonly #position: WorkerPosition;
   readonly #sampler: AccessLogSampler | undefined;
-  readonly #plans = new LRUCache<string, Plan>({ max: 10_000 });
+  readonly #plans = new LRUCache<string, Plan>({ max: 50_000 });
+  readonly #prepared = new Set<string>();
 
   constructor(options: {
     engine: CacheEngine;
@@ -93,8 +94,42 @@ export class QueryCache {
     if (options.name !== undefined && (typeof options.name !== 'string' || options.name === ''))
       throw new ConfigError('name', options.name, 'a query name is a non-empty string');
     const key = this.key(query, options.name);
-    const plan = this.#plan(key, query, options);
     if (options.name !== undefined) this.#sampler?.record(`query:${options.name}`, key);
+    return this.#run(key, query, options);
+  }
+
+  /**
+   * A named query whose key comes from its arguments, not its SQL: a hit costs building a
+   * short key and one L1 lookup; the query is built (and its tags derived) only when L1
+   * does not answer. The arguments must determine the query (they are its key).
+   */
+  prepare<A extends readonly unknown[], R>(
+    name: string,
+    build: (...args: A) => CacheableQuery<R>,
+    options: Omit<CachedQueryOptions, 'name' | 'readYourWrites'> = {},
+  ): (...args: A) => Promise<R[]> {
+    if (typeof name !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(name))
+      throw new ConfigError(
+        'name',
+        name,
+        'a prepared query name: letters, digits, "_", "." and "-"',
+      );
+    if (this.#prepared.has(name))
+      throw new ConfigError('name', name, 'a prepared query of this name already exists');
+    if (typeof build !== 'function') throw new ConfigError('build', build, 'expected a function');
+    this.#prepared.add(name);
+    const entity = `query:${name}`;
+    return (...args: A) => {
+      const key = preparedKey(name, args);
+      this.#sampler?.record(entity, key);
+      const hit = this.#engine.peek<R[]>(key);
+      if (hit !== undefined) return Promise.resolve(hit);
+      return this.#run(key, build(...args), options);
+    };
+  }
+
+  async #run<R>(key: string, query: CacheableQuery<R>, options: CachedQueryOptions): Promise<R[]> {
+    const plan = this.#plan(key, query, options);
     const loader = async () => {
       const rows = await query.execute();
       if (plan.deny.length > 0)
@@ -134,6 +169,24 @@ export class QueryCache {
     if (options.tags === undefined && options.tables === undefined) this.#plans.set(key, plan);
     return plan;
   }
+}
+
+/** `q:<name>:<arg>:<arg>`: key values as they are, anything else by a hash of its JSON. */
+function preparedKey(name: string, args: readonly unknown[]): string {
+  let out = `q:${name}`;
+  for (const arg of args) {
+    let part: string;
+    try {
+      part = encodeKeyPart(keyValue(arg));
+    } catch {
+      part = `~${createHash('sha256')
+        .update(stringifyParameters([arg]))
+        .digest('base64url')
+        .slice(0, 22)}`;
+    }
+    out += `:${part}`;
+  }
+  return out;
 }
 
 /** A stable string of query parameters (bigints, Dates, Buffers included). */

@@ -179,6 +179,26 @@ export class RepositoryCore<DB, C> {
     return this.#queries.run(query, options);
   }
 
+  /**
+   * A named, parameterised cached query: `build` makes the Kysely SELECT from the
+   * arguments, which are also its cache key (`q:<name>:<args>`). A hit is one L1 lookup,
+   * without building or compiling the query; on a miss it runs as `cached()` does, with
+   * the same tags derived from its tree.
+   *
+   * @throws {ConfigError} for a bad or duplicate name.
+   * @example
+   * const userStats = repo.prepare('user-stats', (id: number) =>
+   *   db.selectFrom('orders').select((eb) => eb.fn.countAll().as('n')).where('user_id', '=', id));
+   * const [stats] = await userStats(7);
+   */
+  prepare<A extends readonly unknown[], R>(
+    name: string,
+    build: (...args: A) => CacheableQuery<R>,
+    options?: Omit<CachedQueryOptions, 'name' | 'readYourWrites'>,
+  ): (...args: A) => Promise<R[]> {
+    return this.#queries.prepare(name, build, options);
+  }
+
   /** The cache key `cached()` would use for a query. */
   queryKey(query: CacheableQuery<unknown>, name?: string): string {
     return this.#queries.key(query, name);

@@ -1,0 +1,1388 @@
+/**
+ * Workload benchmark: a read-heavy Zipf workload against walcache, direct Kysely and
+ * bentocache, with the invalidation worker running and writes made through plain SQL.
+ *
+ *   node --import tsx bench/workload.ts        (npm run bench:workload)
+ *
+ * Data: schema `walcache_bench` (dropped and recreated at the start), `users` with
+ * BENCH_WORKLOAD_ROWS rows (default 100,000) and `orders`, 5 per user, index on
+ * orders(user_id), REPLICA IDENTITY FULL on both. The service's pool finds the tables
+ * through search_path, as an application finds its tables in `public` (no withSchema).
+ *
+ * Operations: a sequence drawn once from a seeded PRNG, the same for every contender:
+ * user ids Zipf (s = 1.0) over all rows (ranks mapped to ids by a fixed random
+ * permutation, so hot rows are spread over the table); 95 % reads, half the user row by
+ * id, half the aggregate (the user with the count and sum of its orders: users LEFT JOIN
+ * orders, GROUP BY); 5 % writes through plain SQL on the shared pool (never through a
+ * cache API): half rename a user, half insert an order for one.
+ *
+ * Contenders (same pg.Pool of BENCH_WORKLOAD_POOL connections, same
+ * BENCH_WORKLOAD_CONCURRENCY async loops taking the next operation of the sequence,
+ * same Redis):
+ * - kysely: every read runs its query.
+ * - bentocache 1.6: memory L1 (10,000 items, as walcache's L1) + Redis L2 + Redis bus,
+ *   TTL 60 s, getOrSet for both reads; after each write the invalidation a bentocache
+ *   user writes by hand: a rename deletes the user's row key and aggregate key, an order
+ *   insert the user's aggregate key (deleteMany/delete: L1, L2 and the bus).
+ * - walcache: `repo.users.findById` and `repo.cached(aggregate)` (tags narrowed to
+ *   users:id=X and orders:user_id=X); no invalidation in the service: the
+ *   InvalidationWorker runs in a child process (bench/workload-worker.ts), so its CPU
+ *   is where it is in production.
+ *
+ * Rounds: BENCH_WORKLOAD_ROUNDS rounds (default 3), each running every contender once,
+ * the order rotated per round. Per contender round: the orders inserted by earlier rounds
+ * are deleted (every round starts from the seeded data), the caches start empty (a fresh
+ * Redis key prefix and fresh cache instances), then BENCH_WORKLOAD_WARMUP_S seconds of
+ * unmeasured warm-up (default 6) and BENCH_WORKLOAD_SECONDS measured seconds (default 8)
+ * of the same continuing operation stream. The worker runs only during walcache rounds
+ * (started with the round's prefix, caught up on the backlog before the warm-up), so the
+ * baselines never pay for it. Figures are medians over rounds; the ratios are medians
+ * of the per-round ratios.
+ *
+ * Hit rate: reads answered from a cache tier / reads (walcache: engine 'hit' events,
+ * bentocache: 'cache:hit' events); db loads: loader/factory runs per read.
+ *
+ * stale_after_settle: after the last walcache round's writes stop, the slot's
+ * confirmed_flush_lsn is awaited up to pg_current_wal_lsn() taken after the last write
+ * (plus 100 ms for the bus message to reach this process); then every user id written in
+ * the walcache rounds and the 1,000 hottest ids are read through walcache (findById and
+ * the cached aggregate) and compared with the database. The same for bentocache after its
+ * last round (bentocache_stale_after_settle).
+ *
+ * Also: the hit-path cost of access-log sampling, `await repo.users.findById(hotId)` on an
+ * L1 hit with sampleRate 0 vs 0.01 (two repositories, one prefix), in palindromic rounds.
+ *
+ * CPU: per measured window, cores used by this process, the worker child, redis-server,
+ * all postgres processes, and the rest of the machine (from /proc; Linux only). A round
+ * where the rest took more than 0.3 cores (another job on the shared machine) is flagged
+ * (`disturbed_rounds`); medians over rounds and interleaving absorb one such round.
+ *
+ * Needs PostgreSQL with wal2json (wal_level logical) at DATABASE_URL and Redis at
+ * REDIS_URL. Drops its schema and slot and deletes its Redis keys at the end, also on
+ * failure and Ctrl-C. Human-readable lines first; the last line of stdout is one JSON
+ * object.
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { hrtime } from 'node:process';
+import { fileURLToPath } from 'node:url';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { BentoCache, bentostore } from 'bentocache';
+import { memoryDriver } from 'bentocache/drivers/memory';
+import { redisBusDriver, redisDriver } from 'bentocache/drivers/redis';
+import { Redis } from 'ioredis';
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import { pgConfig } from '../src/config/database.js';
+import { createRepository } from '../src/index.js';
+import { call, once, percentiles, round, sleep } from './cdc-common.js';
+import { quantile } from './stats.js';
+import {
+  benchConfig,
+  DATABASE_URL,
+  type Database,
+  KEY_PREFIX,
+  REDIS_URL,
+  SCHEMA,
+  SLOT,
+} from './workload-common.js';
+
+// --- parameters -------------------------------------------------------------------
+
+const ROWS = Number(process.env.BENCH_WORKLOAD_ROWS ?? 100_000);
+const ORDERS_PER_USER = 5;
+const ROUNDS = Math.max(1, Number(process.env.BENCH_WORKLOAD_ROUNDS ?? 3));
+const MEASURE_MS = 1000 * Number(process.env.BENCH_WORKLOAD_SECONDS ?? 8);
+const WARMUP_MS = 1000 * Number(process.env.BENCH_WORKLOAD_WARMUP_S ?? 6);
+const CONCURRENCY = Number(process.env.BENCH_WORKLOAD_CONCURRENCY ?? 32);
+const POOL_SIZE = Number(process.env.BENCH_WORKLOAD_POOL ?? 10);
+const ZIPF_S = 1.0;
+const TTL_MS = 60_000;
+/** A round where other processes took more than this many cores is flagged as disturbed. */
+const DISTURBED_CORES = 0.3;
+const L1_MAX = 10_000; // walcache's default l1.maxEntries; bentocache gets the same
+const HOT_CHECK = 1_000; // hottest ids always included in the stale check
+const SEQ_LEN = 1 << 21; // operations in the precomputed sequence (wraps around)
+const SEED = 0x5eed_2026;
+const HITPATH_ROUNDS = 9;
+const HITPATH_OPS = 200_000; // per repository and round
+
+const OP_READ_USER = 0;
+const OP_READ_AGG = 1;
+const OP_RENAME = 2;
+const OP_INSERT_ORDER = 3;
+
+type Name = 'walcache' | 'kysely' | 'bentocache';
+const ALL_CONTENDERS: readonly Name[] = ['walcache', 'kysely', 'bentocache'];
+/** BENCH_WORKLOAD_ONLY=walcache,kysely: a subset (for profiling; ratios need all three). */
+const CONTENDERS: readonly Name[] = process.env.BENCH_WORKLOAD_ONLY
+  ? ALL_CONTENDERS.filter((n) => (process.env.BENCH_WORKLOAD_ONLY as string).split(',').includes(n))
+  : ALL_CONTENDERS;
+/** Engine events tallied per walcache round (diagnostics). */
+const TALLIED_EVENTS = [
+  'miss',
+  'coalesced',
+  'load',
+  'fill',
+  'fill-rejected',
+  'lease-wait',
+  'refresh',
+  'l2-error',
+  'breaker-open',
+  'bus-down',
+  'l1-reset',
+  'bus-invalidate',
+  'corrupt-entry',
+] as const;
+
+const log = (line = '') => console.log(line);
+const fmt = (n: number, digits = 0) =>
+  Number.isFinite(n)
+    ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
+    : String(n);
+
+// A full GC between contender rounds, so none pays for another's garbage.
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+
+// --- the operation sequence -------------------------------------------------------------
+
+/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface Workload {
+  readonly kinds: Uint8Array;
+  readonly ids: Uint32Array;
+  /** ids by popularity rank (rankToId[0] is the hottest). */
+  readonly rankToId: Uint32Array;
+}
+
+function buildWorkload(): Workload {
+  const random = prng(SEED);
+  // Zipf CDF over ranks 1..ROWS, weight 1 / k^s.
+  const cdf = new Float64Array(ROWS);
+  let sum = 0;
+  for (let k = 1; k <= ROWS; k++) {
+    sum += 1 / k ** ZIPF_S;
+    cdf[k - 1] = sum;
+  }
+  for (let i = 0; i < ROWS; i++) cdf[i] = (cdf[i] as number) / sum;
+  // Ranks to ids: a fixed random permutation (Fisher-Yates), so the hot rows are spread.
+  const rankToId = new Uint32Array(ROWS);
+  for (let i = 0; i < ROWS; i++) rankToId[i] = i + 1;
+  for (let i = ROWS - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    const t = rankToId[i] as number;
+    rankToId[i] = rankToId[j] as number;
+    rankToId[j] = t;
+  }
+  const kinds = new Uint8Array(SEQ_LEN);
+  const ids = new Uint32Array(SEQ_LEN);
+  for (let i = 0; i < SEQ_LEN; i++) {
+    const u = random();
+    let lo = 0;
+    let hi = ROWS - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((cdf[mid] as number) < u) lo = mid + 1;
+      else hi = mid;
+    }
+    ids[i] = rankToId[lo] as number;
+    const k = random();
+    kinds[i] =
+      k < 0.475 ? OP_READ_USER : k < 0.95 ? OP_READ_AGG : k < 0.975 ? OP_RENAME : OP_INSERT_ORDER;
+  }
+  return { kinds, ids, rankToId };
+}
+
+// --- database -------------------------------------------------------------------------
+
+const admin = new pg.Pool({ ...pgConfig(DATABASE_URL), max: 2, application_name: 'wl-admin' });
+admin.on('error', () => {});
+// The service's pool: its tables are found through search_path, as an application's
+// tables in `public` are (no per-query withSchema).
+const pool = new pg.Pool({
+  ...pgConfig(DATABASE_URL, { options: `-c search_path=${SCHEMA}` }),
+  max: POOL_SIZE,
+  application_name: 'wl-bench',
+});
+pool.on('error', () => {});
+const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+
+async function currentLsn(): Promise<string> {
+  return (await admin.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]
+    ?.lsn as string;
+}
+
+/** Waits until the slot has confirmed `lsn`; returns the ms waited, or -1 on timeout. */
+async function waitConfirmed(lsn: string, timeoutMs: number): Promise<number> {
+  const started = performance.now();
+  for (;;) {
+    const { rows } = await admin.query<{ ok: boolean }>(
+      `SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2`,
+      [lsn, SLOT],
+    );
+    if (rows[0]?.ok) return performance.now() - started;
+    if (performance.now() - started > timeoutMs) return -1;
+    await sleep(10);
+  }
+}
+
+/** Drops the slot once its walsender has gone (terminating it after 3 s). */
+async function dropSlot(p: pg.Pool): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const { rows } = await p.query<{ active_pid: number | null }>(
+      'SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1',
+      [SLOT],
+    );
+    const row = rows[0];
+    if (!row) return;
+    if (row.active_pid === null) {
+      try {
+        await p.query('SELECT pg_drop_replication_slot($1)', [SLOT]);
+        return;
+      } catch {
+        // became active again meanwhile: retry
+      }
+    } else if (i >= 60) {
+      await p.query('SELECT pg_terminate_backend($1)', [row.active_pid]).catch(() => {});
+    }
+    await sleep(50);
+  }
+}
+
+let seededMaxOrderId = '0';
+
+async function setupDatabase(): Promise<number> {
+  const started = performance.now();
+  const { rows } = await admin.query<{ active_pid: number | null }>(
+    'SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1',
+    [SLOT],
+  );
+  if (rows[0]?.active_pid != null)
+    throw new Error(`slot ${SLOT} is in use (pid ${rows[0].active_pid}): is another run going?`);
+  await dropSlot(admin);
+  await admin.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
+  await admin.query(`CREATE SCHEMA ${SCHEMA}`);
+  await admin.query(
+    `CREATE TABLE ${SCHEMA}.users (id bigint PRIMARY KEY, email text NOT NULL UNIQUE, name text NOT NULL, tenant_id int NOT NULL, password_hash text NOT NULL)`,
+  );
+  await admin.query(
+    `CREATE TABLE ${SCHEMA}.orders (id bigserial PRIMARY KEY, user_id bigint NOT NULL, status text NOT NULL, total numeric(12,2) NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`,
+  );
+  await admin.query(
+    `INSERT INTO ${SCHEMA}.users SELECT i, 'user' || i || '@example.com', 'User ' || i, i % 100, md5(i::text) FROM generate_series(1, $1::int) i`,
+    [ROWS],
+  );
+  await admin.query(
+    `INSERT INTO ${SCHEMA}.orders (user_id, status, total, created_at)
+     SELECT (i % $1::int) + 1, (ARRAY['new','paid','shipped'])[1 + i % 3], ((i * 37) % 100000) / 100.0,
+            now() - make_interval(mins => i)
+     FROM generate_series(0, $1::int * $2::int - 1) i`,
+    [ROWS, ORDERS_PER_USER],
+  );
+  await admin.query(`CREATE INDEX ON ${SCHEMA}.orders (user_id)`);
+  await admin.query(`ALTER TABLE ${SCHEMA}.users REPLICA IDENTITY FULL`);
+  await admin.query(`ALTER TABLE ${SCHEMA}.orders REPLICA IDENTITY FULL`);
+  await admin.query(`VACUUM ANALYZE ${SCHEMA}.users`);
+  await admin.query(`VACUUM ANALYZE ${SCHEMA}.orders`);
+  // Flush the load's dirty pages now, not in the first measured round.
+  await admin.query('CHECKPOINT').catch(() => {});
+  seededMaxOrderId = (
+    await admin.query<{ m: string }>(`SELECT max(id)::text AS m FROM ${SCHEMA}.orders`)
+  ).rows[0]?.m as string;
+  return performance.now() - started;
+}
+
+/** Every contender round starts from the seeded data: orders inserted since are deleted. */
+async function resetOrders(): Promise<void> {
+  await admin.query(`DELETE FROM ${SCHEMA}.orders WHERE id > $1`, [seededMaxOrderId]);
+}
+
+/**
+ * Waits (at most `maxMs`) until the machine is quiet: under 0.25 cores busy over half a
+ * second, so the kernel's writeback of the seed does not land in the first round.
+ */
+async function settleMachine(maxMs: number): Promise<number> {
+  const started = performance.now();
+  for (;;) {
+    const a = cpuSnapshot();
+    await sleep(500);
+    const b = cpuSnapshot();
+    const busy = cpuShares(a, b).machine;
+    if (busy < 0.25 || performance.now() - started > maxMs) return busy;
+  }
+}
+
+// --- the queries (the same for every contender) ----------------------------------------
+
+const userQuery = (id: number) =>
+  db.selectFrom('users').select(['id', 'email', 'name', 'tenant_id']).where('id', '=', String(id));
+
+/** A user with the count and total of its orders. */
+const aggregateQuery = (id: number) =>
+  db
+    .selectFrom('users')
+    .leftJoin('orders', 'orders.user_id', 'users.id')
+    .select((eb) => [
+      'users.id',
+      'users.name',
+      eb.fn.count<string>('orders.id').as('order_count'),
+      eb.fn.coalesce(eb.fn.sum<string>('orders.total'), eb.lit(0)).as('total'),
+    ])
+    .where('users.id', '=', String(id))
+    .groupBy(['users.id', 'users.name']);
+
+const RENAME_SQL = `UPDATE ${SCHEMA}.users SET name = $2 WHERE id = $1`;
+const INSERT_ORDER_SQL = `INSERT INTO ${SCHEMA}.orders (user_id, status, total) VALUES ($1, 'new', $2)`;
+
+async function rename(id: number, seq: number): Promise<void> {
+  await pool.query(RENAME_SQL, [id, `User ${id} #${seq}`]);
+}
+
+async function insertOrder(id: number, seq: number): Promise<void> {
+  await pool.query(INSERT_ORDER_SQL, [id, ((seq % 100_000) / 100).toFixed(2)]);
+}
+
+// --- contenders -------------------------------------------------------------------------
+
+interface Counters {
+  l1: number;
+  l2: number;
+  misses: number;
+  loads: number;
+}
+
+const zeroCounters = (): Counters => ({ l1: 0, l2: 0, misses: 0, loads: 0 });
+
+interface Contender {
+  readonly name: Name;
+  readonly counters: Counters;
+  /** Other events by name (walcache's engine events), reset with the counters. */
+  readonly tally: Map<string, number>;
+  readUser(id: number): Promise<unknown>;
+  readAggregate(id: number): Promise<unknown>;
+  rename(id: number, seq: number): Promise<void>;
+  insertOrder(id: number, seq: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+class KyselyContender implements Contender {
+  readonly name = 'kysely' as const;
+  readonly counters = zeroCounters();
+  readonly tally = new Map<string, number>();
+  readUser(id: number): Promise<unknown> {
+    this.counters.loads++;
+    return userQuery(id).executeTakeFirst();
+  }
+  readAggregate(id: number): Promise<unknown> {
+    this.counters.loads++;
+    return aggregateQuery(id).execute();
+  }
+  rename(id: number, seq: number): Promise<void> {
+    return rename(id, seq);
+  }
+  insertOrder(id: number, seq: number): Promise<void> {
+    return insertOrder(id, seq);
+  }
+  async close(): Promise<void> {}
+}
+
+const redisUrl = new URL(REDIS_URL);
+
+class BentoContender implements Contender {
+  readonly name = 'bentocache' as const;
+  readonly counters = zeroCounters();
+  readonly tally = new Map<string, number>();
+  readonly prefix: string;
+  readonly #conn: Redis;
+  readonly #bento: BentoCache<{ main: ReturnType<typeof bentostore> }>;
+
+  constructor(prefix: string) {
+    this.prefix = prefix;
+    this.#conn = new Redis(REDIS_URL, { connectionName: `${prefix}:l2`, lazyConnect: false });
+    this.#conn.on('error', () => {});
+    this.#bento = new BentoCache({
+      default: 'main',
+      prefix,
+      ttl: TTL_MS,
+      grace: false, // walcache: staleWhileRevalidateMs 0 (its default)
+      timeout: 0,
+      stores: {
+        // serialize: true (default): serialize: false crashes in 1.6 once an L2 hit refills
+        // L1 (bentocache #111), see bench/hitpath.ts.
+        main: bentostore()
+          .useL1Layer(memoryDriver({ maxItems: L1_MAX }))
+          .useL2Layer(redisDriver({ connection: this.#conn }))
+          .useBus(
+            redisBusDriver({
+              connection: {
+                host: redisUrl.hostname,
+                port: Number(redisUrl.port || 6379),
+                ...(redisUrl.password ? { password: redisUrl.password } : {}),
+              },
+            }),
+          ),
+      },
+    });
+    this.#bento.on('cache:hit', (e: { layer?: string }) => {
+      if (e.layer === 'l2') this.counters.l2++;
+      else this.counters.l1++;
+    });
+    this.#bento.on('cache:miss', () => {
+      this.counters.misses++;
+    });
+  }
+
+  async ready(): Promise<void> {
+    if (this.#conn.status !== 'ready')
+      await new Promise<void>((resolve) => this.#conn.once('ready', () => resolve()));
+    // One round trip through every layer (and the bus subscription), then clean.
+    await this.#bento.getOrSet({ key: 'ready', factory: () => 1 });
+    await this.#bento.delete({ key: 'ready' });
+  }
+
+  readUser(id: number): Promise<unknown> {
+    return this.#bento.getOrSet({
+      key: `user:${id}`,
+      factory: () => {
+        this.counters.loads++;
+        return userQuery(id).executeTakeFirst();
+      },
+    });
+  }
+
+  readAggregate(id: number): Promise<unknown> {
+    return this.#bento.getOrSet({
+      key: `user-agg:${id}`,
+      factory: () => {
+        this.counters.loads++;
+        return aggregateQuery(id).execute();
+      },
+    });
+  }
+
+  /** The hand-written invalidation: the row and the aggregate show the name. */
+  async rename(id: number, seq: number): Promise<void> {
+    await rename(id, seq);
+    await this.#bento.deleteMany({ keys: [`user:${id}`, `user-agg:${id}`] });
+  }
+
+  /** The hand-written invalidation: only the aggregate counts orders. */
+  async insertOrder(id: number, seq: number): Promise<void> {
+    await insertOrder(id, seq);
+    await this.#bento.delete({ key: `user-agg:${id}` });
+  }
+
+  async close(): Promise<void> {
+    await this.#bento.disconnectAll().catch(() => {});
+    await this.#conn.quit().catch(() => this.#conn.disconnect());
+  }
+}
+
+function newRepository(prefix: string, sampleRate = 0.01) {
+  return createRepository({ db, config: benchConfig(prefix, sampleRate) });
+}
+type Repo = ReturnType<typeof newRepository>;
+
+class WalcacheContender implements Contender {
+  readonly name = 'walcache' as const;
+  readonly counters = zeroCounters();
+  readonly tally = new Map<string, number>();
+  readonly prefix: string;
+  readonly repo: Repo;
+  /** The aggregate as a prepared query: keyed by the user id, built only on a miss. */
+  readonly #aggregate: (id: number) => Promise<unknown[]>;
+
+  constructor(prefix: string) {
+    this.prefix = prefix;
+    this.repo = newRepository(prefix);
+    this.#aggregate = this.repo.prepare('user-agg', aggregateQuery);
+    const c = this.counters;
+    this.repo.engine.events.on('hit', (tier) => {
+      if (tier === 'l1') c.l1++;
+      else c.l2++;
+    });
+    this.repo.engine.events.on('stale-served', (tier) => {
+      if (tier === 'l1') c.l1++;
+      else c.l2++;
+    });
+    this.repo.engine.events.on('miss', () => {
+      c.misses++;
+    });
+    this.repo.engine.events.on('load', () => {
+      c.loads++;
+    });
+    const events = this.repo.engine.events as unknown as NodeJS.EventEmitter;
+    for (const name of TALLIED_EVENTS)
+      events.on(name, () => this.tally.set(name, (this.tally.get(name) ?? 0) + 1));
+  }
+
+  async ready(): Promise<void> {
+    if (!(await this.repo.engine.ready(10_000)))
+      throw new Error(`walcache engine not ready (Redis at ${REDIS_URL})`);
+  }
+
+  readUser(id: number): Promise<unknown> {
+    return this.repo.users.findById(id);
+  }
+
+  readAggregate(id: number): Promise<unknown> {
+    return this.#aggregate(id);
+  }
+
+  rename(id: number, seq: number): Promise<void> {
+    return rename(id, seq);
+  }
+
+  insertOrder(id: number, seq: number): Promise<void> {
+    return insertOrder(id, seq);
+  }
+
+  async close(): Promise<void> {
+    await this.repo.close();
+  }
+}
+
+// --- CPU accounting (Linux /proc) ---------------------------------------------------------
+
+const CLK_TCK = 100;
+
+interface CpuSnapshot {
+  at: number;
+  /** Machine-wide busy and total jiffies. */
+  busy: number;
+  total: number;
+  self: number;
+  worker: number;
+  redis: number;
+  postgres: Map<number, number>;
+}
+
+let redisPid = 0;
+let workerPid = 0;
+
+function procTicks(pid: number): number {
+  if (pid <= 0) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[11]) + Number(fields[12]); // utime, stime
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU ticks of every postgres process, by pid. */
+function postgresTicks(): Map<number, number> {
+  const out = new Map<number, number>();
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const entry of entries) {
+    if (entry.charCodeAt(0) < 48 || entry.charCodeAt(0) > 57) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() === 'postgres')
+        out.set(Number(entry), procTicks(Number(entry)));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/** Ticks used between two per-pid snapshots: a new process counts whole, a gone one not at all. */
+function ticksBetween(a: Map<number, number>, b: Map<number, number>): number {
+  let sum = 0;
+  for (const [pid, ticks] of b) sum += Math.max(0, ticks - (a.get(pid) ?? 0));
+  return sum;
+}
+
+function cpuSnapshot(): CpuSnapshot {
+  let busy = 0;
+  let total = 0;
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] as string;
+    const v = line.trim().split(/\s+/).slice(1).map(Number);
+    total = v.slice(0, 8).reduce((a, b) => a + b, 0);
+    busy = total - (v[3] ?? 0) - (v[4] ?? 0);
+  } catch {
+    // not Linux
+  }
+  const u = process.cpuUsage();
+  return {
+    at: performance.now(),
+    busy,
+    total,
+    self: ((u.user + u.system) / 1e6) * CLK_TCK,
+    worker: procTicks(workerPid),
+    redis: procTicks(redisPid),
+    postgres: postgresTicks(),
+  };
+}
+
+interface CpuShares {
+  /** Cores in use, machine-wide, and by each part. */
+  machine: number;
+  bench: number;
+  worker: number;
+  redis: number;
+  postgres: number;
+  other: number;
+}
+
+function cpuShares(a: CpuSnapshot, b: CpuSnapshot): CpuShares {
+  const s = (b.at - a.at) / 1000;
+  const cores = (ticks: number) => ticks / CLK_TCK / s;
+  const machine = cores(b.busy - a.busy);
+  const bench = cores(b.self - a.self);
+  const worker = cores(b.worker - a.worker);
+  const redis = cores(b.redis - a.redis);
+  const postgres = cores(ticksBetween(a.postgres, b.postgres));
+  return {
+    machine,
+    bench,
+    worker,
+    redis,
+    postgres,
+    other: Math.max(0, machine - bench - worker - redis - postgres),
+  };
+}
+
+// --- the driver -----------------------------------------------------------------------------
+
+interface RoundResult {
+  name: Name;
+  round: number;
+  ops: number;
+  opsPerS: number;
+  reads: number;
+  writes: number;
+  p50: number;
+  p99: number;
+  readP50: number;
+  readP99: number;
+  writeP50: number;
+  writeP99: number;
+  hitRate: number;
+  l1Share: number;
+  loadsPerRead: number;
+  errors: number;
+  firstError: string;
+  cpu: CpuShares;
+  events: Record<string, number>;
+}
+
+const latency = new Float64Array(4_000_000);
+const readLatency = new Float64Array(4_000_000);
+const writeLatency = new Float64Array(1_000_000);
+
+function sortedPrefix(a: Float64Array, n: number): number[] {
+  return Array.from(a.subarray(0, Math.min(n, a.length)).sort());
+}
+
+/**
+ * CONCURRENCY loops take the next operation of the sequence until the end of the
+ * measured window; operations started inside the window are measured.
+ */
+async function drive(
+  c: Contender,
+  w: Workload,
+  offset: number,
+  roundNo: number,
+  written: Set<number>,
+): Promise<RoundResult> {
+  let cursor = offset;
+  const t0 = performance.now();
+  const measureFrom = t0 + WARMUP_MS;
+  const measureTo = measureFrom + MEASURE_MS;
+  let n = 0;
+  let nr = 0;
+  let nw = 0;
+  let errors = 0;
+  let firstError = '';
+  let counted = false;
+  let cpuStart: CpuSnapshot | null = null;
+  let cpuEnd: CpuSnapshot | null = null;
+  const startTimer = setTimeout(() => {
+    cpuStart = cpuSnapshot();
+  }, WARMUP_MS);
+  const endTimer = setTimeout(() => {
+    cpuEnd = cpuSnapshot();
+  }, WARMUP_MS + MEASURE_MS);
+  const { kinds, ids } = w;
+  const loop = async () => {
+    for (;;) {
+      const seq = cursor++;
+      const i = seq & (SEQ_LEN - 1);
+      const kind = kinds[i] as number;
+      const id = ids[i] as number;
+      const start = performance.now();
+      if (start >= measureTo) return;
+      if (!counted && start >= measureFrom) {
+        counted = true;
+        // Counters restart at the window (the listeners keep counting into them).
+        Object.assign(c.counters, zeroCounters());
+        c.tally.clear();
+      }
+      try {
+        if (kind === OP_READ_USER) await c.readUser(id);
+        else if (kind === OP_READ_AGG) await c.readAggregate(id);
+        else {
+          written.add(id);
+          if (kind === OP_RENAME) await c.rename(id, seq);
+          else await c.insertOrder(id, seq);
+        }
+      } catch (error) {
+        if (errors++ === 0) firstError = error instanceof Error ? error.message : String(error);
+      }
+      if (start >= measureFrom) {
+        const dt = performance.now() - start;
+        if (n < latency.length) latency[n] = dt;
+        n++;
+        if (kind <= OP_READ_AGG) {
+          if (nr < readLatency.length) readLatency[nr] = dt;
+          nr++;
+        } else {
+          if (nw < writeLatency.length) writeLatency[nw] = dt;
+          nw++;
+        }
+      }
+    }
+  };
+  const loops: Promise<void>[] = [];
+  for (let k = 0; k < CONCURRENCY; k++) loops.push(loop());
+  await Promise.all(loops);
+  clearTimeout(startTimer);
+  clearTimeout(endTimer);
+  const counters = { ...c.counters };
+  const endSnap: CpuSnapshot = cpuEnd ?? cpuSnapshot();
+  const startSnap: CpuSnapshot = cpuStart ?? endSnap;
+  const all = sortedPrefix(latency, n);
+  const reads = sortedPrefix(readLatency, nr);
+  const writes = sortedPrefix(writeLatency, nw);
+  const hits = counters.l1 + counters.l2;
+  return {
+    name: c.name,
+    round: roundNo,
+    ops: n,
+    opsPerS: n / (MEASURE_MS / 1000),
+    reads: nr,
+    writes: nw,
+    p50: quantile(all, 0.5),
+    p99: quantile(all, 0.99),
+    readP50: quantile(reads, 0.5),
+    readP99: quantile(reads, 0.99),
+    writeP50: quantile(writes, 0.5),
+    writeP99: quantile(writes, 0.99),
+    hitRate: c.name === 'kysely' ? 0 : hits / Math.max(1, nr),
+    l1Share: hits > 0 ? counters.l1 / hits : 0,
+    loadsPerRead: counters.loads / Math.max(1, nr),
+    errors,
+    firstError,
+    cpu: cpuShares(startSnap, endSnap),
+    events: Object.fromEntries(c.tally),
+  };
+}
+
+// --- the stale check ----------------------------------------------------------------------
+
+/** JSON with sorted keys: rows compared by value, whatever the column order. */
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_k, v: unknown) => {
+    if (typeof v === 'bigint') return `${v}n`;
+    if (v !== null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Date)) {
+      const o = v as Record<string, unknown>;
+      return Object.fromEntries(
+        Object.keys(o)
+          .sort()
+          .map((k) => [k, o[k]]),
+      );
+    }
+    return v;
+  });
+}
+
+interface StaleReport {
+  checkedIds: number;
+  stale: number;
+  staleUsers: number;
+  staleAggregates: number;
+  /** Reads of the check answered by the cache (what the check actually compared). */
+  cachedReads: number;
+  examples: string[];
+}
+
+async function staleCheck(c: Contender, ids: readonly number[]): Promise<StaleReport> {
+  const before = c.counters.l1 + c.counters.l2;
+  let staleUsers = 0;
+  let staleAggregates = 0;
+  const examples: string[] = [];
+  let next = 0;
+  const lane = async () => {
+    for (;;) {
+      const i = next++;
+      if (i >= ids.length) return;
+      const id = ids[i] as number;
+      const [cu, ca] = [await c.readUser(id), await c.readAggregate(id)];
+      const [du, da] = [await userQuery(id).executeTakeFirst(), await aggregateQuery(id).execute()];
+      if (canonical(cu) !== canonical(du)) {
+        staleUsers++;
+        if (examples.length < 3)
+          examples.push(`user ${id}: cached ${canonical(cu)} db ${canonical(du)}`);
+      }
+      if (canonical(ca) !== canonical(da)) {
+        staleAggregates++;
+        if (examples.length < 3)
+          examples.push(`aggregate ${id}: cached ${canonical(ca)} db ${canonical(da)}`);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, lane));
+  return {
+    checkedIds: ids.length,
+    stale: staleUsers + staleAggregates,
+    staleUsers,
+    staleAggregates,
+    cachedReads: c.counters.l1 + c.counters.l2 - before,
+    examples,
+  };
+}
+
+// --- the hit path: access-log sampling ----------------------------------------------------
+
+let sink = 0;
+
+async function findByIdLoop(repo: Repo, id: number, n: number): Promise<number> {
+  let acc = 0;
+  const t0 = hrtime.bigint();
+  for (let i = 0; i < n; i++) {
+    const row = await repo.users.findById(id);
+    if (row !== undefined) acc++;
+  }
+  const ns = Number(hrtime.bigint() - t0);
+  sink += acc;
+  return ns / n;
+}
+
+async function samplingCost(hotId: number): Promise<{ off: number[]; on: number[] }> {
+  const prefix = `${KEY_PREFIX}-hitpath`;
+  const off = newRepository(prefix, 0);
+  const on = newRepository(prefix, 0.01);
+  try {
+    for (const r of [off, on]) {
+      if (!(await r.engine.ready(10_000))) throw new Error('hit-path engine not ready');
+    }
+    const key = off.users.key(hotId);
+    const out = { off: [] as number[], on: [] as number[] };
+    for (let round = -2; round < HITPATH_ROUNDS; round++) {
+      // Warm (L1 holds at most l1.ttlMs): a load or an L2 hit, then L1 hits only.
+      for (const r of [off, on]) {
+        await r.users.findById(hotId);
+        await r.users.findById(hotId);
+        if (r.engine.peek(key) === undefined) throw new Error('hot row not in L1');
+      }
+      gc();
+      const half = HITPATH_OPS / 2;
+      const [a, b] = round % 2 === 0 ? [off, on] : [on, off];
+      const first = [await findByIdLoop(a, hotId, half), await findByIdLoop(b, hotId, half)];
+      const second = [await findByIdLoop(b, hotId, half), await findByIdLoop(a, hotId, half)];
+      const nsA = ((first[0] as number) + (second[1] as number)) / 2;
+      const nsB = ((first[1] as number) + (second[0] as number)) / 2;
+      if (round < 0) continue;
+      out.off.push(a === off ? nsA : nsB);
+      out.on.push(a === off ? nsB : nsA);
+    }
+    return out;
+  } finally {
+    await off.close();
+    await on.close();
+  }
+}
+
+// --- child process --------------------------------------------------------------------------
+
+let worker: ChildProcess | null = null;
+
+function spawnWorker(): ChildProcess {
+  return fork(fileURLToPath(new URL('./workload-worker.ts', import.meta.url)), [], {
+    execArgv: ['--import', 'tsx'],
+    // the child never writes to our stdout: the last line must stay the JSON
+    stdio: ['ignore', 2, 2, 'ipc'],
+  });
+}
+
+async function stopChild(child: ChildProcess | null): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  if (child.connected) await call(child, { type: 'exit' }, 15_000).catch(() => {});
+  const timer = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 5_000));
+  if ((await Promise.race([exited, timer])) === 'timeout') {
+    child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+// --- cleanup ----------------------------------------------------------------------------------
+
+const openContenders = new Set<Contender>();
+
+async function deleteRedisKeys(pattern: string): Promise<number> {
+  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+  redis.on('error', () => {});
+  let deleted = 0;
+  try {
+    let cursor = '0';
+    do {
+      const [nextCursor, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+      cursor = nextCursor;
+      if (keys.length > 0) deleted += await redis.unlink(...keys);
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+  return deleted;
+}
+
+let cleaning: Promise<void> | null = null;
+
+function cleanup(): Promise<void> {
+  cleaning ??= (async () => {
+    for (const c of openContenders) await c.close().catch(() => {});
+    openContenders.clear();
+    await stopChild(worker).catch(() => {});
+    worker = null;
+    await db.destroy().catch(() => {}); // ends `pool`
+    // Retries for a while: the server may be restarting (a shared machine).
+    const deadline = performance.now() + 45_000;
+    for (;;) {
+      const p = new pg.Pool({ ...pgConfig(DATABASE_URL), max: 1 });
+      p.on('error', () => {});
+      try {
+        await dropSlot(p);
+        await p.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
+        break;
+      } catch (error) {
+        if (performance.now() > deadline) {
+          console.error(
+            `cleanup: could not drop the slot ${SLOT} / schema ${SCHEMA} (${error instanceof Error ? error.message : String(error)}): drop them by hand`,
+          );
+          break;
+        }
+        await sleep(1_000);
+      } finally {
+        await p.end().catch(() => {});
+      }
+    }
+    await admin.end().catch(() => {});
+    await deleteRedisKeys(`${KEY_PREFIX}*`).catch((error: unknown) =>
+      console.error(`cleanup: Redis keys ${KEY_PREFIX}* not deleted: ${String(error)}`),
+    );
+  })();
+  return cleaning;
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    console.error(`\n${signal}: cleaning up`);
+    const forced = setTimeout(() => process.exit(130), 30_000);
+    forced.unref();
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
+// --- main ----------------------------------------------------------------------------------
+
+const median = (values: readonly number[]): number =>
+  quantile(
+    [...values].sort((a, b) => a - b),
+    0.5,
+  );
+
+async function main(): Promise<Record<string, unknown>> {
+  const startedAt = performance.now();
+  const loadStart = loadavg()[0] ?? 0;
+  log(
+    `walcache workload bench: node ${process.version}, ${ROWS} users × ${ORDERS_PER_USER} orders, ` +
+      `Zipf s=${ZIPF_S}, 95 % reads, ${ROUNDS} rounds × (${WARMUP_MS / 1000} s warm-up + ${MEASURE_MS / 1000} s) per contender, ` +
+      `${CONCURRENCY} in flight, pool ${POOL_SIZE}, load avg ${loadStart.toFixed(2)}`,
+  );
+
+  // --- setup -----------------------------------------------------------------------------
+  worker = spawnWorker();
+  workerPid = worker.pid ?? 0;
+  const workerReady = once(worker, 'ready', 60_000);
+  const probe = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+  probe.on('error', () => {});
+  try {
+    const info = await probe.info('server');
+    redisPid = Number(/process_id:(\d+)/.exec(info)?.[1] ?? 0);
+    try {
+      if (!readFileSync(`/proc/${redisPid}/comm`, 'utf8').startsWith('redis')) redisPid = 0;
+    } catch {
+      redisPid = 0; // another host or pid namespace: counted in "other"
+    }
+  } finally {
+    probe.disconnect();
+  }
+  await deleteRedisKeys(`${KEY_PREFIX}*`);
+  const seedMs = await setupDatabase();
+  const wl = buildWorkload();
+  await workerReady;
+  const quiet = await settleMachine(15_000);
+  log(
+    `setup: seeded in ${fmt(seedMs / 1000, 1)} s; operation sequence of ${fmt(SEQ_LEN)} built; machine at ${fmt(quiet, 2)} cores busy`,
+  );
+  const hottest = Array.from(wl.rankToId.subarray(0, HOT_CHECK));
+  const w = worker;
+
+  // --- rounds ---------------------------------------------------------------------------
+  const results: RoundResult[] = [];
+  const written: Record<Name, Set<number>> = {
+    walcache: new Set(),
+    kysely: new Set(),
+    bentocache: new Set(),
+  };
+  let walcacheStale: StaleReport | null = null;
+  let bentoStale: StaleReport | null = null;
+  let settleMs = Number.NaN;
+  const workerApplied: Array<{ rows: number; groups: number; lagP50: number; lagP99: number }> = [];
+  let workerErrors = 0;
+  let workerCatchUpMs = 0;
+  for (let r = 0; r < ROUNDS; r++) {
+    const order = CONTENDERS.map((_, i) => CONTENDERS[(i + r) % CONTENDERS.length] as Name);
+    // Every contender of a round replays the same stretch of the sequence.
+    const offset = (r * 700_001) % SEQ_LEN;
+    for (const name of order) {
+      await resetOrders();
+      const prefix = `${KEY_PREFIX}-${name}-r${r}`;
+      let c: Contender;
+      if (name === 'walcache') {
+        // The worker comes up with this round's prefix and catches up on the backlog
+        // (the other rounds' writes, the reset) before the cache is created.
+        const t = performance.now();
+        await call(w, { type: 'start', prefix }, 60_000);
+        const caughtUp = await waitConfirmed(await currentLsn(), 60_000);
+        if (caughtUp < 0) throw new Error('the worker did not catch up within 60 s');
+        workerCatchUpMs = Math.max(workerCatchUpMs, performance.now() - t);
+        await call(w, { type: 'stats', reset: true });
+        const wc = new WalcacheContender(prefix);
+        openContenders.add(wc);
+        await wc.ready();
+        c = wc;
+      } else if (name === 'bentocache') {
+        const bc = new BentoContender(prefix);
+        openContenders.add(bc);
+        await bc.ready();
+        c = bc;
+      } else {
+        c = new KyselyContender();
+        openContenders.add(c);
+      }
+      gc();
+      const result = await drive(c, wl, offset, r, written[name]);
+      results.push(result);
+      const lastOfKind = r === ROUNDS - 1;
+      if (name === 'walcache') {
+        const stats = await call(w, { type: 'stats', reset: true });
+        const lags = percentiles(stats.lags as number[]);
+        workerApplied.push({
+          rows: Number(stats.rows),
+          groups: Number(stats.groups),
+          lagP50: lags.p50,
+          lagP99: lags.p99,
+        });
+        workerErrors = Number(stats.errors);
+        if (lastOfKind) {
+          const target = await currentLsn();
+          settleMs = await waitConfirmed(target, 30_000);
+          await sleep(100); // the worker's bus message reaching this process
+          const ids = [...new Set([...written.walcache, ...hottest])];
+          walcacheStale = await staleCheck(c, ids);
+        }
+        await call(w, { type: 'stop' }, 30_000);
+      } else if (name === 'bentocache' && lastOfKind) {
+        await sleep(100); // its bus messages (deletes published by this process itself)
+        const ids = [...new Set([...written.bentocache, ...hottest])];
+        bentoStale = await staleCheck(c, ids);
+      }
+      await c.close();
+      openContenders.delete(c);
+      await deleteRedisKeys(`${prefix}*`);
+      log(
+        `  round ${r + 1} ${name.padEnd(10)} ${fmt(result.opsPerS).padStart(8)} ops/s  ` +
+          `p50 ${fmt(result.p50, 2)} ms  p99 ${fmt(result.p99, 2)} ms  ` +
+          `hit ${name === 'kysely' ? '  -  ' : `${fmt(100 * result.hitRate, 1)} %`}  ` +
+          `cpu: bench ${fmt(result.cpu.bench, 2)} worker ${fmt(result.cpu.worker, 2)} pg ${fmt(result.cpu.postgres, 2)} redis ${fmt(result.cpu.redis, 2)} other ${fmt(result.cpu.other, 2)} (machine ${fmt(result.cpu.machine, 2)})` +
+          (result.cpu.other > DISTURBED_CORES ? '  [disturbed: other processes]' : '') +
+          (result.errors > 0 ? `  ERRORS ${result.errors}: ${result.firstError}` : '') +
+          (Object.keys(result.events).length > 0
+            ? `\n      events: ${Object.entries(result.events)
+                .map(([k, v]) => `${k} ${v}`)
+                .join(', ')}`
+            : ''),
+      );
+    }
+  }
+
+  // --- hit path ------------------------------------------------------------------------
+  const sampling = await samplingCost(hottest[0] as number);
+
+  // --- summary --------------------------------------------------------------------------
+  const of = (name: Name) => results.filter((x) => x.name === name);
+  const med = (name: Name, f: (x: RoundResult) => number) => median(of(name).map(f));
+  const pairedRatio = (a: Name, b: Name) => {
+    const ratios: number[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      const x = results.find((y) => y.name === a && y.round === r);
+      const y = results.find((z) => z.name === b && z.round === r);
+      if (x && y) ratios.push(x.opsPerS / y.opsPerS);
+    }
+    return { median: median(ratios), all: ratios };
+  };
+  const vsKysely = pairedRatio('walcache', 'kysely');
+  const vsBento = pairedRatio('walcache', 'bentocache');
+  const cpuMed = (name: Name): CpuShares => ({
+    machine: med(name, (x) => x.cpu.machine),
+    bench: med(name, (x) => x.cpu.bench),
+    worker: med(name, (x) => x.cpu.worker),
+    redis: med(name, (x) => x.cpu.redis),
+    postgres: med(name, (x) => x.cpu.postgres),
+    other: med(name, (x) => x.cpu.other),
+  });
+
+  log('');
+  log(
+    `medians over ${ROUNDS} rounds (${MEASURE_MS / 1000} s measured each, ${CONCURRENCY} in flight, pool ${POOL_SIZE}; latency per operation, writes included):`,
+  );
+  const header = [
+    'contender',
+    'ops/s',
+    'p50 ms',
+    'p99 ms',
+    'read p50',
+    'read p99',
+    'write p50',
+    'write p99',
+    'hit rate',
+    'L1 share',
+    'db loads/read',
+    'cores: bench',
+    'worker',
+    'pg',
+    'redis',
+    'other',
+  ];
+  const rows = CONTENDERS.map((name) => {
+    const cpu = cpuMed(name);
+    return [
+      name,
+      fmt(med(name, (x) => x.opsPerS)),
+      fmt(
+        med(name, (x) => x.p50),
+        3,
+      ),
+      fmt(
+        med(name, (x) => x.p99),
+        2,
+      ),
+      fmt(
+        med(name, (x) => x.readP50),
+        3,
+      ),
+      fmt(
+        med(name, (x) => x.readP99),
+        2,
+      ),
+      fmt(
+        med(name, (x) => x.writeP50),
+        2,
+      ),
+      fmt(
+        med(name, (x) => x.writeP99),
+        2,
+      ),
+      name === 'kysely' ? '-' : `${fmt(100 * med(name, (x) => x.hitRate), 1)} %`,
+      name === 'kysely' ? '-' : `${fmt(100 * med(name, (x) => x.l1Share), 1)} %`,
+      fmt(
+        med(name, (x) => x.loadsPerRead),
+        3,
+      ),
+      fmt(cpu.bench, 2),
+      fmt(cpu.worker, 2),
+      fmt(cpu.postgres, 2),
+      fmt(cpu.redis, 2),
+      fmt(cpu.other, 2),
+    ];
+  });
+  const widths = header.map((h, i) =>
+    Math.max(h.length, ...rows.map((r) => (r[i] as string).length)),
+  );
+  const line = (cells: string[]) =>
+    `  ${cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i] as number) : cell.padStart(widths[i] as number))).join('  ')}`;
+  log(line(header));
+  for (const r of rows) log(line(r));
+  log('');
+  log(
+    `vs_kysely ${fmt(vsKysely.median, 2)}× (per round ${vsKysely.all.map((x) => fmt(x, 2)).join(', ')}; goal ≥ 5), ` +
+      `vs_bentocache ${fmt(vsBento.median, 2)}× (per round ${vsBento.all.map((x) => fmt(x, 2)).join(', ')}; goal ≥ 1.5)`,
+  );
+  const wa = workerApplied;
+  log(
+    `worker (walcache rounds): ${wa.map((x) => `${fmt(x.rows)} rows in ${fmt(x.groups)} groups, commit→applied p50 ${fmt(x.lagP50, 1)} / p99 ${fmt(x.lagP99, 1)} ms`).join('; ')}; errors ${workerErrors}; start + catch-up ≤ ${fmt(workerCatchUpMs)} ms`,
+  );
+  if (walcacheStale)
+    log(
+      `stale after settle, walcache: ${walcacheStale.stale} of ${fmt(walcacheStale.checkedIds)} ids × 2 reads ` +
+        `(${walcacheStale.cachedReads} answered by the cache; users ${walcacheStale.staleUsers}, aggregates ${walcacheStale.staleAggregates}); ` +
+        `worker confirmed the last write after ${fmt(settleMs)} ms` +
+        (walcacheStale.examples.length ? `\n    ${walcacheStale.examples.join('\n    ')}` : ''),
+    );
+  if (bentoStale)
+    log(
+      `stale after settle, bentocache: ${bentoStale.stale} of ${fmt(bentoStale.checkedIds)} ids × 2 reads ` +
+        `(${bentoStale.cachedReads} answered by the cache; users ${bentoStale.staleUsers}, aggregates ${bentoStale.staleAggregates})` +
+        (bentoStale.examples.length ? `\n    ${bentoStale.examples.join('\n    ')}` : ''),
+    );
+  const offNs = median(sampling.off);
+  const onNs = median(sampling.on);
+  log(
+    `findById L1 hit (await, ${HITPATH_ROUNDS} rounds × ${fmt(HITPATH_OPS)} ops): sampling off ${fmt(offNs)} ns/op, ` +
+      `sampleRate 0.01 ${fmt(onNs)} ns/op (per round off ${sampling.off.map((x) => fmt(x)).join('/')}, on ${sampling.on.map((x) => fmt(x)).join('/')})`,
+  );
+
+  const walOps = med('walcache', (x) => x.opsPerS);
+  const kyOps = med('kysely', (x) => x.opsPerS);
+  const beOps = med('bentocache', (x) => x.opsPerS);
+  const walP99 = med('walcache', (x) => x.p99);
+  const kyP99 = med('kysely', (x) => x.p99);
+  const beP99 = med('bentocache', (x) => x.p99);
+  const errors = Object.fromEntries(
+    CONTENDERS.map((n) => [n, of(n).reduce((a, x) => a + x.errors, 0)]),
+  );
+  const cpu = Object.fromEntries(
+    CONTENDERS.map((n) => {
+      const s = cpuMed(n);
+      return [n, Object.fromEntries(Object.entries(s).map(([k, v]) => [k, round(v, 2)]))];
+    }),
+  );
+  return {
+    walcache_ops_per_s: Math.round(walOps),
+    kysely_ops_per_s: Math.round(kyOps),
+    bentocache_ops_per_s: Math.round(beOps),
+    vs_kysely: round(vsKysely.median, 2),
+    vs_bentocache: round(vsBento.median, 2),
+    walcache_p50_ms: round(
+      med('walcache', (x) => x.p50),
+      3,
+    ),
+    kysely_p50_ms: round(
+      med('kysely', (x) => x.p50),
+      3,
+    ),
+    bentocache_p50_ms: round(
+      med('bentocache', (x) => x.p50),
+      3,
+    ),
+    walcache_p99_ms: round(walP99, 2),
+    kysely_p99_ms: round(kyP99, 2),
+    bentocache_p99_ms: round(beP99, 2),
+    walcache_read_p99_ms: round(
+      med('walcache', (x) => x.readP99),
+      2,
+    ),
+    kysely_read_p99_ms: round(
+      med('kysely', (x) => x.readP99),
+      2,
+    ),
+    bentocache_read_p99_ms: round(
+      med('bentocache', (x) => x.readP99),
+      2,
+    ),
+    hit_rate: round(
+      med('walcache', (x) => x.hitRate),
+      4,
+    ),
+    bentocache_hit_rate: round(
+      med('bentocache', (x) => x.hitRate),
+      4,
+    ),
+    walcache_db_loads_per_read: round(
+      med('walcache', (x) => x.loadsPerRead),
+      4,
+    ),
+    bentocache_db_loads_per_read: round(
+      med('bentocache', (x) => x.loadsPerRead),
+      4,
+    ),
+    walcache_l1_share: round(
+      med('walcache', (x) => x.l1Share),
+      3,
+    ),
+    bentocache_l1_share: round(
+      med('bentocache', (x) => x.l1Share),
+      3,
+    ),
+    stale_after_settle: walcacheStale?.stale ?? null,
+    stale_checked_ids: walcacheStale?.checkedIds ?? null,
+    stale_check_cached_reads: walcacheStale?.cachedReads ?? null,
+    settle_ms: round(settleMs, 0),
+    bentocache_stale_after_settle: bentoStale?.stale ?? null,
+    findbyid_hit_ns_sampling_off: Math.round(offNs),
+    findbyid_hit_ns_sampling_001: Math.round(onNs),
+    vs_kysely_rounds: vsKysely.all.map((x) => round(x, 2)),
+    vs_bentocache_rounds: vsBento.all.map((x) => round(x, 2)),
+    cpu_cores: cpu,
+    worker_lag_p99_ms: round(median(workerApplied.map((x) => x.lagP99)), 1),
+    worker_errors: workerErrors,
+    disturbed_rounds: results
+      .filter((x) => x.cpu.other > DISTURBED_CORES)
+      .map((x) => `r${x.round + 1} ${x.name}`),
+    errors,
+    goals: {
+      vs_kysely_ge_5: vsKysely.median >= 5,
+      vs_bentocache_ge_1_5: vsBento.median >= 1.5,
+      p99_lowest: walP99 < kyP99 && walP99 < beP99,
+      stale_after_settle_0: walcacheStale?.stale === 0,
+    },
+    rounds: ROUNDS,
+    warmup_policy:
+      'empty caches per contender round (fresh prefix), then warm-up of the same operation stream',
+    measure_s: MEASURE_MS / 1000,
+    warmup_s: WARMUP_MS / 1000,
+    concurrency: CONCURRENCY,
+    pool: POOL_SIZE,
+    rows: ROWS,
+    load_avg_start: round(loadStart, 2),
+    load_avg_end: round(loadavg()[0] ?? 0, 2),
+    total_s: round((performance.now() - startedAt) / 1000, 1),
+    checksum: sink,
+  };
+}
+
+main()
+  .then(async (result) => {
+    await cleanup();
+    log(`cleanup done (schema ${SCHEMA}, slot ${SLOT}, Redis ${KEY_PREFIX}*)`);
+    console.log(JSON.stringify(result));
+  })
+  .catch(async (error: unknown) => {
+    console.error(error);
+    await cleanup().catch(() => {});
+    console.log(JSON.stringify({ error: error instanceof Error ? error.message : String(error) }));
+    process.exitCode = 1;
+  });

@@ -1,0 +1,196 @@
+/**
+ * npm run bench:write-behind
+ *
+ * Accepted writes per second through `repo.<entity>.writeBehind` against direct
+ * single-row UPDATEs (of a twin table), same concurrency, same pg pool, in one run; rounds alternate the two
+ * and the medians are reported. During each write-behind round a flusher runs in its own
+ * process, as `walcache jobs` would (`flushWriteBehind` in a loop); its throughput is the
+ * flush rate, and the age of the oldest pending write is
+ * sampled every 20 ms (its p99 bounds how long any write waited for Postgres). After the
+ * last round everything is flushed and every row is compared with the last value accepted
+ * for it: `lost_writes` counts rows that differ (goal 0).
+ *
+ * Env: ROUNDS (3), ROUND_MS (4000), CONCURRENCY (32), ROWS (10000).
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import { createRepository, pgConfig } from '../src/index.js';
+import { writeBehindStats } from '../src/jobs/write-behind.js';
+import { deleteByPrefix } from '../test/helpers.js';
+import { percentiles } from './cdc-common.js';
+import { quantile, sig } from './stats.js';
+
+const ROUNDS = Number(process.env.ROUNDS ?? 3);
+const ROUND_MS = Number(process.env.ROUND_MS ?? 4000);
+const CONCURRENCY = Number(process.env.CONCURRENCY ?? 32);
+const ROWS = Number(process.env.ROWS ?? 10_000);
+const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://127.0.0.1:5432/test';
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const SCHEMA = 'walcache_bench_wb';
+const PREFIX = `bench-wb-${randomBytes(3).toString('hex')}`;
+
+interface DB {
+  counters: { id: number; value: number; updated_at: Date };
+}
+
+const pool = new pg.Pool({ ...pgConfig(DATABASE_URL), max: 10 });
+const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
+const config = {
+  prefix: PREFIX,
+  databaseUrl: DATABASE_URL,
+  redis: { url: REDIS_URL },
+  defaultSchema: SCHEMA,
+  accessLog: { sampleRate: 0 },
+  writeBehind: { batchSize: 1_000_000, maxFlushRows: 5_000 },
+  entities: { counters: { table: 'counters', key: 'id', writeBehind: true } },
+} as const;
+const repo = createRepository({ db, config });
+
+/** Latest value accepted per row (by sequence number), across rounds. */
+const accepted = new Map<number, { seq: number; value: number }>();
+let nextValue = 0;
+
+async function writeBehindRound(): Promise<{
+  perS: number;
+  flushRowsPerS: number;
+  ages: number[];
+}> {
+  const ages: number[] = [];
+  const flusher = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'bench/write-behind-flusher.ts', JSON.stringify(config), 'counters'],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  let output = '';
+  flusher.stdout.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  await new Promise<void>((resolve) => {
+    const check = () => (output.includes('ready') ? resolve() : setTimeout(check, 10));
+    check();
+  });
+  const sampler = setInterval(() => {
+    void writeBehindStats(repo.engine, 'counters').then((s) => ages.push(s.oldestAgeMs));
+  }, 20);
+  const started = performance.now();
+  const deadline = started + ROUND_MS;
+  let writes = 0;
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (performance.now() < deadline) {
+        const id = 1 + Math.floor(Math.random() * ROWS);
+        const value = ++nextValue;
+        const { seq } = await repo.counters.writeBehind(id, { value, updated_at: new Date() });
+        const seen = accepted.get(id);
+        if (seen === undefined || seen.seq < seq) accepted.set(id, { seq, value });
+        writes++;
+      }
+    }),
+  );
+  const elapsed = (performance.now() - started) / 1000;
+  // The flush rate is measured over the same window plus the drain of what was accepted.
+  while ((await writeBehindStats(repo.engine, 'counters')).pending > 0)
+    await new Promise((res) => setTimeout(res, 10));
+  const flushElapsed = (performance.now() - started) / 1000;
+  clearInterval(sampler);
+  flusher.kill('SIGTERM');
+  await new Promise((resolve) => flusher.once('exit', resolve));
+  const flushed = Number(/flushed (\d+)/.exec(output)?.[1] ?? 0);
+  return { perS: writes / elapsed, flushRowsPerS: flushed / flushElapsed, ages };
+}
+
+async function directRound(): Promise<number> {
+  const started = performance.now();
+  const deadline = started + ROUND_MS;
+  let writes = 0;
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (performance.now() < deadline) {
+        const id = 1 + Math.floor(Math.random() * ROWS);
+        await pool.query(
+          `UPDATE ${SCHEMA}.direct SET value = $2, updated_at = now() WHERE id = $1`,
+          [id, ++nextValue],
+        );
+        writes++;
+      }
+    }),
+  );
+  return writes / ((performance.now() - started) / 1000);
+}
+
+async function main(): Promise<void> {
+  await pool.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE; CREATE SCHEMA ${SCHEMA};
+    CREATE TABLE ${SCHEMA}.counters (id int PRIMARY KEY, value int NOT NULL, updated_at timestamptz NOT NULL);
+    INSERT INTO ${SCHEMA}.counters SELECT g, 0, now() FROM generate_series(1, ${ROWS}) g;
+    CREATE TABLE ${SCHEMA}.direct (LIKE ${SCHEMA}.counters INCLUDING ALL);
+    INSERT INTO ${SCHEMA}.direct SELECT * FROM ${SCHEMA}.counters;`);
+  if (!(await repo.engine.ready(5_000))) throw new Error('Redis is not reachable');
+  const wb: number[] = [];
+  const direct: number[] = [];
+  const flush: number[] = [];
+  const ages: number[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    const order = round % 2 === 0 ? ['direct', 'wb'] : ['wb', 'direct'];
+    for (const which of order) {
+      if (which === 'direct') direct.push(await directRound());
+      else {
+        const r = await writeBehindRound();
+        wb.push(r.perS);
+        flush.push(r.flushRowsPerS);
+        ages.push(...r.ages);
+      }
+    }
+    console.log(
+      `round ${round + 1}: writeBehind ${sig(wb.at(-1) as number)}/s, direct UPDATE ${sig(direct.at(-1) as number)}/s, flush ${sig(flush.at(-1) as number)} rows/s`,
+    );
+  }
+  // Every row written behind must hold the last value accepted for it.
+  const { rows } = await pool.query<{ id: number; value: number }>(
+    `SELECT id, value FROM ${SCHEMA}.counters`,
+  );
+  const lost = rows.filter((r) => {
+    const last = accepted.get(r.id);
+    return last !== undefined && r.value !== last.value;
+  }).length;
+  const med = (xs: number[]) =>
+    quantile(
+      [...xs].sort((a, b) => a - b),
+      0.5,
+    );
+  const ratios = wb.map((w, i) => w / (direct[i] as number));
+  const age = percentiles(ages);
+  const summary = {
+    write_behind_per_s: sig(med(wb)),
+    direct_update_per_s: sig(med(direct)),
+    ratio: sig(med(ratios)),
+    flush_rows_per_s: sig(med(flush)),
+    pending_age_p50_ms: sig(age.p50),
+    pending_age_p99_ms: sig(age.p99),
+    lost_writes: lost,
+    rounds: ROUNDS,
+    round_ms: ROUND_MS,
+    concurrency: CONCURRENCY,
+    rows: ROWS,
+  };
+  console.log(
+    `\nwriteBehind ${summary.write_behind_per_s}/s vs direct UPDATE ${summary.direct_update_per_s}/s: ${summary.ratio}x (goal >= 10x)`,
+  );
+  console.log(
+    `flush ${summary.flush_rows_per_s} rows/s; oldest pending write p50 ${summary.pending_age_p50_ms} ms, p99 ${summary.pending_age_p99_ms} ms; lost writes ${lost}`,
+  );
+  console.log(JSON.stringify(summary));
+}
+
+try {
+  await main();
+} finally {
+  await repo.close();
+  await pool.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`).catch(() => {});
+  await db.destroy();
+  const { Redis } = await import('ioredis');
+  const admin = new Redis(REDIS_URL);
+  await deleteByPrefix(admin, PREFIX);
+  admin.disconnect();
+}

@@ -118,6 +118,25 @@ export {
 export { type CacheEventMap, CacheEvents, type Tier } from './metrics/events.js';
 export { collectEngineMetrics } from './metrics/prometheus.js';
 export {
+  type DoctorCheck,
+  type DoctorOptions,
+  type DoctorReport,
+  type DoctorStatus,
+  doctor,
+  HEARTBEAT_MAX_AGE_MS,
+  RETAINED_WAL_WARN_BYTES,
+  WORKER_LAG_WARN_MS,
+  WRITE_BEHIND_OLDEST_WARN_MS,
+} from './ops/doctor.js';
+export {
+  type HitRate,
+  openStats,
+  type StatsOptions,
+  type StatsReader,
+  stats,
+  type WalcacheStats,
+} from './ops/stats.js';
+export {
   type AccessLogFlushResult,
   AccessLogSampler,
   type FlushAccessLogOptions,

@@ -1,8 +1,11 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
+import { doctorCommand } from './doctor-command.js';
+import { invalidateCommand } from './invalidate-command.js';
 import { jobsCommand } from './jobs-command.js';
 import { setupCommand } from './setup-command.js';
+import { statsCommand } from './stats-command.js';
 import { warmCommand } from './warm-command.js';
 import { workerCommand } from './worker-command.js';
 
@@ -33,12 +36,14 @@ export function buildProgram(): Command {
     .description('A PostgreSQL cache invalidated by the write-ahead log')
     .version(pkg.version)
     .option('--verbose', 'print stack traces on errors')
-    .showHelpAfterError()
     .exitOverride()
     .addCommand(workerCommand())
     .addCommand(setupCommand())
     .addCommand(jobsCommand())
-    .addCommand(warmCommand());
+    .addCommand(warmCommand())
+    .addCommand(doctorCommand())
+    .addCommand(statsCommand())
+    .addCommand(invalidateCommand());
 }
 
 async function main(argv: readonly string[]): Promise<number> {

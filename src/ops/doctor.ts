@@ -1,0 +1,776 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { CacheEngine } from '../cache/engine.js';
+import { parseHeartbeat } from '../cache/heartbeat.js';
+import type { DecoderName } from '../cdc/replication-stream.js';
+import {
+  assertSlotName,
+  checkWalLevel,
+  explainServerError,
+  readSlot,
+  replicaIdentities,
+  type SlotInfo,
+} from '../cdc/slot.js';
+import { buildChangeModel } from '../cdc/table-model.js';
+import type { ResolvedConfig } from '../config/config.js';
+import { pgConfig } from '../config/database.js';
+import { SetupError } from '../errors/errors.js';
+import { queueRedisUrl } from '../jobs/queues.js';
+import { writeBehindStats } from '../jobs/write-behind.js';
+import { Keys } from '../keys/keys.js';
+
+export type DoctorStatus = 'ok' | 'warn' | 'fail';
+
+export interface DoctorCheck {
+  /** What was checked: `postgres`, `wal_level`, `slot`, `redis-persistence`, `worker`, ... */
+  readonly name: string;
+  readonly status: DoctorStatus;
+  /** One line, readable on its own. */
+  readonly detail: string;
+  /** What to run or change; every `fail` has one, most `warn`s too. */
+  readonly fix?: string;
+}
+
+export interface DoctorReport {
+  /** No check failed (warnings allowed). */
+  readonly ok: boolean;
+  readonly checks: readonly DoctorCheck[];
+}
+
+export interface DoctorOptions {
+  readonly config: ResolvedConfig;
+  /** Replication slot the worker uses. @default 'walcache' */
+  readonly slot?: string;
+  /** Output plugin the worker uses. @default 'wal2json' */
+  readonly decoder?: DecoderName;
+}
+
+/** A worker heartbeat older than this fails (the worker writes one at least every 5 s). */
+export const HEARTBEAT_MAX_AGE_MS = 15_000;
+/** Worker lag (now − commit time of the last applied transaction) above this warns. */
+export const WORKER_LAG_WARN_MS = 60_000;
+/** WAL retained by the slot above this warns. */
+export const RETAINED_WAL_WARN_BYTES = 1024 ** 3;
+/** A write-behind record pending longer than this warns. */
+export const WRITE_BEHIND_OLDEST_WARN_MS = 60_000;
+
+const DECODERS: readonly DecoderName[] = ['wal2json', 'pgoutput'];
+const PG_TIMEOUT_MS = 10_000;
+
+/**
+ * Checks a walcache deployment end to end and says what to fix: PostgreSQL (reachable,
+ * `wal_level`, the output plugin, the slot and its retained WAL, replica identity), Redis
+ * (reachable, persistence, eviction policies of the cache and the queues), the worker's
+ * heartbeat and the write-behind backlog. Read-only, except a temporary logical slot
+ * created and dropped to test the plugin when the real slot does not exist yet.
+ *
+ * Problems are `fail` / `warn` checks, never exceptions: a check that throws becomes a
+ * `fail` with the error. Throws only for bad options (slot name, decoder). Every
+ * connection it opens is closed before it returns.
+ *
+ * @example
+ * const report = await doctor({ config, slot: 'walcache' });
+ * for (const c of report.checks) if (c.status !== 'ok') console.log(c.status, c.detail, c.fix);
+ */
+export async function doctor(options: DoctorOptions): Promise<DoctorReport> {
+  const { config } = options;
+  const slot = options.slot ?? 'walcache';
+  const decoder = options.decoder ?? 'wal2json';
+  assertSlotName(slot);
+  if (!DECODERS.includes(decoder))
+    throw new SetupError(
+      `Unknown decoder ${JSON.stringify(decoder)}`,
+      `use ${DECODERS.join(' or ')}`,
+    );
+  const checks: DoctorCheck[] = [];
+  await postgresChecks(config, slot, decoder, checks);
+  await redisChecks(config, slot, checks);
+  return { ok: checks.every((c) => c.status !== 'fail'), checks };
+}
+
+// --- PostgreSQL ----------------------------------------------------------------------
+
+async function postgresChecks(
+  config: ResolvedConfig,
+  slot: string,
+  decoder: DecoderName,
+  checks: DoctorCheck[],
+): Promise<void> {
+  const pool = new pg.Pool({
+    ...pgConfig(config.databaseUrl, {
+      application_name: 'walcache-doctor',
+      connectionTimeoutMillis: PG_TIMEOUT_MS,
+      statement_timeout: PG_TIMEOUT_MS,
+    }),
+    max: 2,
+  });
+  pool.on('error', () => {});
+  try {
+    const reached = await check(
+      checks,
+      'postgres',
+      'check databaseUrl in the config (or DATABASE_URL) and that PostgreSQL is running',
+      async () => {
+        const { rows } = await pool.query<{ version: string; db: string }>(
+          "SELECT current_setting('server_version') AS version, current_database() AS db",
+        );
+        return ok(
+          'postgres',
+          `PostgreSQL ${rows[0]?.version} reachable at ${redactUrl(config.databaseUrl)}`,
+        );
+      },
+      (message) => `cannot connect to PostgreSQL at ${redactUrl(config.databaseUrl)}: ${message}`,
+    );
+    if (!reached) return;
+
+    let walLevelOk = false;
+    await check(checks, 'wal_level', 'see the PostgreSQL error', async () => {
+      await checkWalLevel(pool);
+      walLevelOk = true;
+      return ok('wal_level', 'wal_level = logical');
+    });
+
+    let found: SlotRead | undefined;
+    await check(
+      checks,
+      'slot',
+      `run walcache setup --slot ${slot} --decoder ${decoder}`,
+      async () => {
+        found = await readSlotFully(pool, slot);
+        return slotCheck(found, slot, decoder);
+      },
+    );
+
+    await check(
+      checks,
+      'output-plugin',
+      `run walcache setup --slot ${slot} --decoder ${decoder}; its error names the fix`,
+      () => pluginCheck(pool, slot, decoder, found, walLevelOk),
+    );
+
+    const info = found?.info;
+    if (found?.kind === 'ok' && info) {
+      checks.push(
+        info.active
+          ? ok('slot-active', `slot ${slot} is streamed by a worker (pid ${info.activePid})`)
+          : {
+              name: 'slot-active',
+              status: 'warn',
+              detail: `slot ${slot} has no worker attached: changes are not being invalidated, and WAL piles up`,
+              fix: `start walcache worker --slot ${slot} --decoder ${decoder}`,
+            },
+      );
+      checks.push(walStatusCheck(info, slot, decoder));
+      checks.push(
+        info.retainedBytes > RETAINED_WAL_WARN_BYTES
+          ? {
+              name: 'slot-retained-wal',
+              status: 'warn',
+              detail: `slot ${slot} retains ${formatBytes(info.retainedBytes)} of WAL (above ${formatBytes(RETAINED_WAL_WARN_BYTES)}): the worker is behind or not running`,
+              fix: `start walcache worker --slot ${slot} (or check why it lags: its /metrics and logs); if the slot is abandoned, SELECT pg_drop_replication_slot('${slot}');`,
+            }
+          : ok(
+              'slot-retained-wal',
+              `slot ${slot} retains ${formatBytes(info.retainedBytes)} of WAL`,
+            ),
+      );
+    }
+
+    await check(checks, 'max_slot_wal_keep_size', 'see the PostgreSQL error', async () => {
+      const { rows } = await pool.query<{ setting: string; unit: string | null }>(
+        "SELECT setting, unit FROM pg_settings WHERE name = 'max_slot_wal_keep_size'",
+      );
+      const row = rows[0];
+      if (!row)
+        return ok(
+          'max_slot_wal_keep_size',
+          'max_slot_wal_keep_size is not known to this server (before 13): slots retain WAL without bound',
+        );
+      if (row.setting === '-1')
+        return {
+          name: 'max_slot_wal_keep_size',
+          status: 'warn',
+          detail:
+            'max_slot_wal_keep_size = -1: a stopped worker makes its slot retain WAL without bound, which can fill the disk and stop PostgreSQL',
+          fix: "ALTER SYSTEM SET max_slot_wal_keep_size = '10GB'; SELECT pg_reload_conf();  (size it below the free disk; a slot past it is lost, and the worker recreates it and bumps the cache epoch)",
+        };
+      return ok(
+        'max_slot_wal_keep_size',
+        `max_slot_wal_keep_size = ${row.setting}${row.unit ?? ''}`,
+      );
+    });
+
+    await check(
+      checks,
+      'replica-identity',
+      'run walcache setup (it reports the table problems it finds)',
+      () => tableChecks(pool, config, checks),
+    );
+  } finally {
+    await pool.end().catch(() => {});
+  }
+}
+
+interface SlotRead {
+  readonly kind: 'ok' | 'missing' | 'physical' | 'other-database';
+  readonly info: SlotInfo | null;
+  readonly database: string | null;
+  readonly current: string;
+}
+
+async function readSlotFully(pool: pg.Pool, slot: string): Promise<SlotRead> {
+  const { rows } = await pool.query<{
+    slot_type: string;
+    database: string | null;
+    current: string;
+  }>(
+    `SELECT slot_type, database, current_database() AS current
+       FROM pg_replication_slots WHERE slot_name = $1`,
+    [slot],
+  );
+  const row = rows[0];
+  if (!row) return { kind: 'missing', info: null, database: null, current: '' };
+  if (row.slot_type !== 'logical')
+    return { kind: 'physical', info: null, database: null, current: row.current };
+  if (row.database !== row.current)
+    return { kind: 'other-database', info: null, database: row.database, current: row.current };
+  return {
+    kind: 'ok',
+    info: await readSlot(pool, slot),
+    database: row.database,
+    current: row.current,
+  };
+}
+
+function slotCheck(found: SlotRead, slot: string, decoder: DecoderName): DoctorCheck {
+  const drop = `SELECT pg_drop_replication_slot('${slot}');`;
+  switch (found.kind) {
+    case 'missing':
+      return {
+        name: 'slot',
+        status: 'fail',
+        detail: `replication slot ${slot} does not exist: nothing records the changes the cache must drop`,
+        fix: `walcache setup --slot ${slot} --decoder ${decoder}  (the worker also creates it at start, bumping the cache epoch)`,
+      };
+    case 'physical':
+      return {
+        name: 'slot',
+        status: 'fail',
+        detail: `slot ${slot} exists but is a physical replication slot`,
+        fix: `use another --slot (or, if it is unused, ${drop})`,
+      };
+    case 'other-database':
+      return {
+        name: 'slot',
+        status: 'fail',
+        detail: `slot ${slot} belongs to database ${found.database}, not ${found.current}: a logical slot streams one database`,
+        fix: 'use another --slot for this database',
+      };
+  }
+  const info = found.info;
+  if (!info) throw new Error(`slot ${slot} vanished while it was read`);
+  if (info.plugin !== decoder)
+    return {
+      name: 'slot',
+      status: 'fail',
+      detail: `slot ${slot} uses the ${info.plugin} plugin, not ${decoder}`,
+      fix: `use --decoder ${info.plugin}, or another --slot (or, if no worker uses it, ${drop} then walcache setup)`,
+    };
+  return ok('slot', `slot ${slot} exists (${info.plugin})`);
+}
+
+function walStatusCheck(info: SlotInfo, slot: string, decoder: DecoderName): DoctorCheck {
+  if (info.walStatus === 'lost')
+    return {
+      name: 'slot-wal-status',
+      status: 'fail',
+      detail: `slot ${slot} is lost (wal_status = lost): PostgreSQL removed WAL it had not consumed, so some invalidations are gone`,
+      fix: `start walcache worker --slot ${slot} --decoder ${decoder}: it recreates the slot and bumps the cache epoch (do not drop it by hand); raise max_slot_wal_keep_size so it does not happen again`,
+    };
+  if (info.walStatus === 'unreserved')
+    return {
+      name: 'slot-wal-status',
+      status: 'warn',
+      detail: `slot ${slot} has wal_status = unreserved: it is past max_slot_wal_keep_size and about to lose WAL`,
+      fix: `start walcache worker --slot ${slot} now (or raise max_slot_wal_keep_size)`,
+    };
+  return ok('slot-wal-status', `slot ${slot} wal_status = ${info.walStatus ?? 'unknown'}`);
+}
+
+/** Allowed by `output_plugin_libraries` (where the server has it) and installed. */
+async function pluginCheck(
+  pool: pg.Pool,
+  slot: string,
+  decoder: DecoderName,
+  found: SlotRead | undefined,
+  walLevelOk: boolean,
+): Promise<DoctorCheck> {
+  const name = 'output-plugin';
+  const { rows } = await pool.query<{ setting: string }>(
+    "SELECT setting FROM pg_settings WHERE name = 'output_plugin_libraries'",
+  );
+  const allowList = rows[0] === undefined ? null : parsePluginList(rows[0].setting);
+  if (allowList !== null && !allowList.includes(decoder))
+    return {
+      name,
+      status: 'fail',
+      detail: `PostgreSQL refuses the ${decoder} output plugin: output_plugin_libraries is ${allowList.length > 0 ? allowList.join(', ') : 'empty'}`,
+      fix: allowListFix(allowList, decoder),
+    };
+  const allowed = allowList === null ? '' : ', in output_plugin_libraries';
+  if (found?.kind === 'ok' && found.info?.plugin === decoder)
+    return ok(name, `${decoder} is usable: slot ${slot} uses it${allowed}`);
+  if (decoder === 'pgoutput') return ok(name, `pgoutput is built in${allowed}`);
+  if (!walLevelOk)
+    return {
+      name,
+      status: 'warn',
+      detail: `could not test that ${decoder} is installed: wal_level is not logical`,
+      fix: 'set wal_level = logical (see above) and run walcache doctor again',
+    };
+  // No slot with the plugin: create a temporary one (dropped at once, and with the session).
+  const probe = `walcache_doctor_${randomBytes(4).toString('hex')}`;
+  const client = await pool.connect();
+  let broken = false;
+  try {
+    await client.query('SELECT pg_create_logical_replication_slot($1, $2, true)', [probe, decoder]);
+    await client.query('SELECT pg_drop_replication_slot($1)', [probe]);
+  } catch (error) {
+    broken = true;
+    if ((error as { code?: string }).code === '57014')
+      return {
+        name,
+        status: 'warn',
+        detail: `could not test that ${decoder} is installed: creating a temporary slot waited ${PG_TIMEOUT_MS / 1000} s (a long-running transaction delays it)`,
+        fix: 'run walcache doctor again when the long transaction ends, or walcache setup',
+      };
+    const explained = explainServerError(error, decoder);
+    if (explained instanceof SetupError)
+      return { name, status: 'fail', detail: firstLine(explained.message), fix: explained.fix };
+    throw error;
+  } finally {
+    client.release(broken);
+  }
+  return ok(name, `${decoder} is installed${allowed} (tested with a temporary slot)`);
+}
+
+/** `'pgoutput, test_decoding'` (or `'"a", b'`) as names. */
+export function parsePluginList(setting: string): string[] {
+  return setting
+    .split(',')
+    .map((s) => s.trim().replace(/^"(.*)"$/, '$1'))
+    .filter((s) => s.length > 0);
+}
+
+/** The ALTER SYSTEM that allows `decoder`, keeping the defaults and every plugin already listed. */
+export function allowListFix(current: readonly string[], decoder: string): string {
+  const list = [...new Set(['pgoutput', 'test_decoding', ...current, decoder])];
+  return `ALTER SYSTEM SET output_plugin_libraries = ${list.map((p) => `'${p.replaceAll("'", "''")}'`).join(', ')}; SELECT pg_reload_conf();  (keep any plugin already listed; or use --decoder pgoutput, which is always allowed)`;
+}
+
+/**
+ * Configured tables exist; those whose old values the worker needs have REPLICA IDENTITY
+ * FULL. Problems go to `out`; the summary is returned.
+ */
+async function tableChecks(
+  pool: pg.Pool,
+  config: ResolvedConfig,
+  out: DoctorCheck[],
+): Promise<DoctorCheck> {
+  const model = buildChangeModel(config);
+  const configured = [...model.keys()].sort();
+  if (configured.length === 0)
+    return ok('replica-identity', 'the config names no tables (entities / invalidateBy)');
+  const identities = await replicaIdentities(pool, configured);
+  for (const table of configured) {
+    if (!identities.has(table))
+      out.push({
+        name: 'table',
+        status: 'fail',
+        detail: `${table} does not exist or is not a table (named in the config's entities or invalidateBy)`,
+        fix: `create ${table} (run the application's migrations), or fix the table name in the config`,
+      });
+  }
+  const good: string[] = [];
+  for (const table of configured) {
+    const current = identities.get(table);
+    const columns = model.get(table)?.needsOldValues ?? [];
+    if (current === undefined || columns.length === 0) continue;
+    if (current === 'f') {
+      good.push(table);
+      continue;
+    }
+    out.push({
+      name: 'replica-identity',
+      status: 'fail',
+      detail: `${table} needs REPLICA IDENTITY FULL (the worker needs old values of ${columns.join(', ')}; it is ${IDENTITIES[current] ?? current}): without it UPDATE and DELETE do not carry them, and the worker refuses to start`,
+      fix: `ALTER TABLE ${qualified(table)} REPLICA IDENTITY FULL;  (or run walcache setup, which sets it)`,
+    });
+  }
+  const found = configured.filter((t) => identities.has(t)).length;
+  return ok(
+    'replica-identity',
+    `${found} of ${configured.length} configured table${configured.length > 1 ? 's' : ''} found${good.length > 0 ? `; REPLICA IDENTITY FULL on ${good.join(', ')} (old values needed)` : ''}`,
+  );
+}
+
+const IDENTITIES: Record<string, string> = {
+  d: 'DEFAULT',
+  f: 'FULL',
+  i: 'USING INDEX',
+  n: 'NOTHING',
+};
+
+function qualified(table: string): string {
+  const dot = table.indexOf('.');
+  const q = (s: string) => `"${s.replaceAll('"', '""')}"`;
+  return `${q(table.slice(0, dot))}.${q(table.slice(dot + 1))}`;
+}
+
+// --- Redis ---------------------------------------------------------------------------
+
+interface RedisInfo {
+  readonly runId: string | undefined;
+  readonly version: string | undefined;
+  readonly aof: boolean;
+  readonly maxmemory: number;
+  readonly policy: string | undefined;
+}
+
+async function redisChecks(
+  config: ResolvedConfig,
+  slot: string,
+  checks: DoctorCheck[],
+): Promise<void> {
+  const cacheUrl = config.redis.url;
+  const queuesUrl = queueRedisUrl(config);
+  const clients: Redis[] = [];
+  const open = async (url: string, role: string): Promise<Redis> => {
+    const client = openRedis(
+      url,
+      `walcache:${config.prefix}:doctor:${role}`,
+      config.redis.connectTimeoutMs,
+      false,
+    );
+    clients.push(client);
+    await connectRedis(client);
+    return client;
+  };
+  try {
+    const writeBehind = Object.entries(config.entities)
+      .filter(([, e]) => e.writeBehind)
+      .map(([name]) => name);
+    let cache: Redis | undefined;
+    let cacheInfo: RedisInfo | undefined;
+    await check(
+      checks,
+      'redis',
+      'check redis.url in the config (or REDIS_URL) and that Redis is running',
+      async () => {
+        cache = await open(cacheUrl, 'cache');
+        cacheInfo = await readRedisInfo(cache);
+        return ok(
+          'redis',
+          `Redis ${cacheInfo.version ?? ''} reachable at ${redactUrl(cacheUrl)} (cache)`,
+        );
+      },
+      (message) => `cannot reach the cache Redis at ${redactUrl(cacheUrl)}: ${message}`,
+    );
+
+    if (cacheInfo) {
+      const info = cacheInfo;
+      checks.push(
+        info.aof
+          ? ok('redis-persistence', 'Redis persistence: appendonly yes')
+          : writeBehind.length > 0
+            ? {
+                name: 'redis-persistence',
+                status: 'fail',
+                detail: `Redis runs with appendonly no: write-behind writes (${writeBehind.join(', ')}) exist only in Redis until flushed, and are lost on a Redis restart`,
+                fix: 'appendonly yes (CONFIG SET appendonly yes, and in redis.conf; appendfsync everysec)',
+              }
+            : {
+                name: 'redis-persistence',
+                status: 'warn',
+                detail:
+                  'Redis runs with appendonly no: a restart empties the cache (it refills from PostgreSQL) and loses queued jobs; write-behind writes would be lost',
+                fix: 'appendonly yes (CONFIG SET appendonly yes, and in redis.conf), required before enabling writeBehind',
+              },
+      );
+      checks.push(
+        info.policy === 'noeviction' && info.maxmemory > 0
+          ? {
+              name: 'redis-eviction',
+              status: 'warn',
+              detail: `the cache Redis has maxmemory ${formatBytes(info.maxmemory)} with maxmemory-policy noeviction: once full, every cache write fails instead of evicting old entries`,
+              fix: 'CONFIG SET maxmemory-policy allkeys-lru on the cache server (and keep the job queues on a noeviction server: jobs.redisUrl)',
+            }
+          : ok(
+              'redis-eviction',
+              `cache Redis: maxmemory-policy ${info.policy ?? 'unknown'}, maxmemory ${info.maxmemory > 0 ? formatBytes(info.maxmemory) : 'unlimited'}`,
+            ),
+      );
+    }
+
+    let queuesInfo: RedisInfo | undefined;
+    if (queuesUrl === cacheUrl) {
+      queuesInfo = cacheInfo;
+    } else {
+      await check(
+        checks,
+        'queues-redis',
+        'check jobs.redisUrl in the config and that its Redis is running',
+        async () => {
+          const queues = await open(queuesUrl, 'queues');
+          queuesInfo = await readRedisInfo(queues);
+          return ok(
+            'queues-redis',
+            `Redis ${queuesInfo.version ?? ''} reachable at ${redactUrl(queuesUrl)} (job queues)`,
+          );
+        },
+        (message) => `cannot reach the job queues' Redis at ${redactUrl(queuesUrl)}: ${message}`,
+      );
+    }
+    if (queuesInfo) {
+      checks.push(
+        queuesInfo.policy === 'noeviction'
+          ? ok('queues-eviction', 'job queues Redis: maxmemory-policy noeviction')
+          : {
+              name: 'queues-eviction',
+              status: 'warn',
+              detail: `the job queues' Redis has maxmemory-policy ${queuesInfo.policy ?? 'unknown'}: BullMQ needs noeviction, or it can lose jobs and queue state under memory pressure`,
+              fix: 'CONFIG SET maxmemory-policy noeviction on the queues server, and point jobs.redisUrl at it (the cache wants an LRU policy on a server of its own)',
+            },
+      );
+    }
+    if (cacheInfo && queuesInfo) {
+      const shared =
+        queuesInfo === cacheInfo ||
+        (cacheInfo.runId !== undefined && cacheInfo.runId === queuesInfo.runId);
+      if (shared) {
+        const cost =
+          cacheInfo.policy === 'noeviction'
+            ? 'with noeviction the cache cannot evict, so a full server refuses cache fills and job writes alike'
+            : `with ${cacheInfo.policy ?? 'its policy'} Redis may evict BullMQ's keys (lost jobs)`;
+        checks.push({
+          name: 'redis-shared',
+          status: 'warn',
+          detail: `the cache and the job queues share one Redis server, and one maxmemory-policy: ${cost} (fine in development)`,
+          fix: 'in production, point jobs.redisUrl at a Redis with maxmemory-policy noeviction, and give the cache an LRU policy',
+        });
+      }
+    }
+
+    const redis = cache;
+    if (redis === undefined) return;
+    await check(checks, 'worker', `start walcache worker --slot ${slot}`, async () => {
+      const key = new Keys(config.prefix).heartbeat();
+      const raw = await redis.get(key);
+      const beat = parseHeartbeat(raw);
+      if (beat === null)
+        return {
+          name: 'worker',
+          status: 'fail',
+          detail:
+            raw === null
+              ? `worker not running: no heartbeat at ${key} (prefix ${config.prefix})`
+              : `worker heartbeat at ${key} is not one walcache wrote`,
+          fix: `start walcache worker --slot ${slot} with this config (same prefix and Redis)`,
+        };
+      const now = Date.now();
+      const age = Math.max(0, now - beat.appliedAt);
+      const lag = Math.max(0, now - beat.commitTime);
+      if (age > HEARTBEAT_MAX_AGE_MS)
+        return {
+          name: 'worker',
+          status: 'fail',
+          detail: `worker not running: its last heartbeat is ${formatMs(age)} old (above ${formatMs(HEARTBEAT_MAX_AGE_MS)}; it writes one every 5 s), at ${beat.lsn}`,
+          fix: `start walcache worker --slot ${slot} (or read its logs and /readyz: it may be stuck or standing by without an active peer)`,
+        };
+      if (lag > WORKER_LAG_WARN_MS)
+        return {
+          name: 'worker',
+          status: 'warn',
+          detail: `worker alive (heartbeat ${formatMs(age)} ago) but ${formatMs(lag)} behind: it applied up to ${beat.lsn}`,
+          fix: 'check the worker logs and walcache_worker_lag_seconds; a large transaction or a slow Redis holds it back',
+        };
+      return ok(
+        'worker',
+        `worker alive: heartbeat ${formatMs(age)} ago, lag ${formatMs(lag)}, applied up to ${beat.lsn}`,
+      );
+    });
+
+    if (writeBehind.length === 0) return;
+    const engine = detachedEngine(config, redis);
+    try {
+      for (const entity of writeBehind) {
+        await check(checks, 'write-behind', 'see the Redis error', async () => {
+          const s = await writeBehindStats(engine, entity);
+          const detail = `write-behind ${entity}: ${s.pending} pending, oldest ${formatMs(s.oldestAgeMs)}, ${s.dead} dead letter${s.dead === 1 ? '' : 's'}`;
+          if (s.dead > 0)
+            return {
+              name: 'write-behind',
+              status: 'warn',
+              detail: `${detail}: PostgreSQL refused some writes for good`,
+              fix: `new WriteBehindStore(engine).deadLetters('${entity}') lists them with their errors; fix the rows, then re-apply or delete ${engine.keys.writeBehindDead(entity)}`,
+            };
+          if (s.oldestAgeMs > WRITE_BEHIND_OLDEST_WARN_MS)
+            return {
+              name: 'write-behind',
+              status: 'warn',
+              detail: `${detail}: flushes are not keeping up (above ${formatMs(WRITE_BEHIND_OLDEST_WARN_MS)})`,
+              fix: 'is walcache jobs running? Check its logs and walcache_jobs_failures_total',
+            };
+          return ok('write-behind', detail);
+        });
+      }
+    } finally {
+      await engine.close();
+    }
+  } finally {
+    for (const client of clients) client.disconnect();
+  }
+}
+
+async function readRedisInfo(client: Redis): Promise<RedisInfo> {
+  const text = await client.info();
+  const field = (name: string) => new RegExp(`^${name}:(.*)$`, 'm').exec(text)?.[1]?.trim();
+  return {
+    runId: field('run_id'),
+    version: field('redis_version'),
+    aof: field('aof_enabled') === '1',
+    maxmemory: Number(field('maxmemory') ?? 0),
+    policy: field('maxmemory_policy'),
+  };
+}
+
+// --- shared helpers (also used by stats) ----------------------------------------------
+
+/**
+ * A plain ioredis client for operator commands: not connected until `connect()`.
+ * `retry: false` gives up after the first failed connection (doctor); `true` keeps
+ * reconnecting (stats --watch).
+ */
+export function openRedis(
+  url: string,
+  name: string,
+  connectTimeoutMs: number,
+  retry: boolean,
+): Redis {
+  const client = new Redis(url, {
+    connectionName: name,
+    lazyConnect: true,
+    connectTimeout: connectTimeoutMs,
+    commandTimeout: 5_000,
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: false,
+    retryStrategy: retry
+      ? (attempt) => Math.min(100 * 2 ** Math.min(attempt, 5), 3_000)
+      : () => null,
+  });
+  // ioredis reports the cause (ECONNREFUSED, auth) as an event and rejects commands with
+  // "Connection is closed.": keep the cause for the error message.
+  client.on('error', (error: Error) => lastErrors.set(client, error));
+  return client;
+}
+
+const lastErrors = new WeakMap<Redis, Error>();
+
+/** The last connection error of a client from `openRedis`. */
+export function lastRedisError(client: Redis): Error | undefined {
+  return lastErrors.get(client);
+}
+
+/** Connects a client from `openRedis`; a failure throws the cause, not "Connection is closed". */
+export async function connectRedis(client: Redis): Promise<void> {
+  try {
+    await client.connect();
+  } catch (error) {
+    throw lastErrors.get(client) ?? error;
+  }
+}
+
+/**
+ * An engine over a client the caller owns, without L1 or the bus (no subscription): for
+ * reading write-behind state. `close()` leaves the client open.
+ */
+export function detachedEngine(config: ResolvedConfig, redis: Redis): CacheEngine {
+  return new CacheEngine({
+    config: { ...config, l1: { ...config.l1, enabled: false }, bus: { enabled: false } },
+    redis,
+  });
+}
+
+export function formatMs(ms: number): string {
+  if (!Number.isFinite(ms)) return '∞';
+  if (ms < 1_000) return `${Math.round(ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1_000).toFixed(1)} s`;
+  if (ms < 3_600_000) return `${(ms / 60_000).toFixed(1)} min`;
+  return `${(ms / 3_600_000).toFixed(1)} h`;
+}
+
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
+/** A URL without its password. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparsable URL)';
+  }
+}
+
+function ok(name: string, detail: string): DoctorCheck {
+  return { name, status: 'ok', detail };
+}
+
+/** An error's message; Node's AggregateError (a refused dual-stack connect) has none of its own. */
+export function errorMessage(error: unknown): string {
+  if (error instanceof AggregateError && !error.message && error.errors.length > 0)
+    return errorMessage(error.errors[0]);
+  if (error instanceof Error)
+    return error.message || (error as { code?: string }).code || error.name;
+  return String(error);
+}
+
+function firstLine(message: string): string {
+  return message.split('\n')[0] ?? message;
+}
+
+/**
+ * Runs one check; its result (or the error it threw, as a `fail`) is appended.
+ * Resolves true when the check did not fail.
+ */
+async function check(
+  checks: DoctorCheck[],
+  name: string,
+  fix: string,
+  run: () => Promise<DoctorCheck>,
+  describe: (message: string) => string = (message) => `${name} check failed: ${message}`,
+): Promise<boolean> {
+  try {
+    const result = await run();
+    checks.push(result);
+    return result.status !== 'fail';
+  } catch (error) {
+    if (error instanceof SetupError) {
+      checks.push({ name, status: 'fail', detail: firstLine(error.message), fix: error.fix });
+    } else {
+      const message = errorMessage(error);
+      checks.push({ name, status: 'fail', detail: describe(message), fix });
+    }
+    return false;
+  }
+}

@@ -6,6 +6,7 @@ const SCRIPTS = {
   walcache_wb_put: { file: 'wb-put', numberOfKeys: 3 },
   walcache_wb_ack: { file: 'wb-ack-n', numberOfKeys: undefined },
   walcache_wb_fail: { file: 'wb-fail', numberOfKeys: 4 },
+  walcache_wb_unqueue_if_gone: { file: 'wb-unqueue-if-gone', numberOfKeys: 2 },
 } as const;
 
 const sources = Object.entries(SCRIPTS).map(([name, { file, numberOfKeys }]) => ({
@@ -24,6 +25,7 @@ export interface WriteBehindCommands {
     ...columnsAndValues: Array<string | Buffer>
   ): Promise<[number, number]>;
   walcache_wb_ack(numberOfKeys: number, ...keysThenArgs: string[]): Promise<number>;
+  walcache_wb_unqueue_if_gone(queue: string, record: string, member: string): Promise<number>;
   walcache_wb_fail(
     record: string,
     queue: string,

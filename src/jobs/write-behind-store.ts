@@ -120,8 +120,13 @@ export class WriteBehindStore {
       const hash = hashes[i] as Record<string, Buffer>;
       const key = members[i] as string;
       if (hash.s === undefined) {
-        // Cleared between the two reads (a flush elsewhere); drop the stray queue entry.
-        await this.#redis.zrem(this.#keys.writeBehindQueue(entity), key);
+        // Cleared between the two reads (a flush elsewhere). Unqueued only if still gone:
+        // a write may have recreated it since.
+        await this.#redis.walcache_wb_unqueue_if_gone(
+          this.#keys.writeBehindQueue(entity),
+          this.#keys.writeBehindRecord(entity, key),
+          key,
+        );
         continue;
       }
       records.push({

@@ -103,6 +103,18 @@ export {
   type WarmTarget,
 } from './jobs/warm.js';
 export {
+  type FlushOptions,
+  type FlushResult,
+  flushWriteBehind,
+  writeBehindStats,
+} from './jobs/write-behind.js';
+export {
+  type DeadLetter,
+  type PendingRecord,
+  type WriteBehindStats,
+  WriteBehindStore,
+} from './jobs/write-behind-store.js';
+export {
   columnTag,
   encodeKeyPart,
   entityKey,

@@ -230,10 +230,30 @@ async function withMigrator<T>(
   // A borrowed pool stays open: destroying this Kysely would end it.
   const db = new Kysely<Record<string, never>>({ dialect: new PostgresDialect({ pool }) });
   try {
-    return await run(createMigrator(db, options));
+    // Kysely's migrator lists every table of the database; a schema another session drops
+    // at that moment fails the listing ("schema ... does not exist"). Nothing was applied
+    // then (a failed migration is rolled back): try again.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await run(createMigrator(db, options));
+      } catch (error) {
+        if (attempt >= 5 || !isConcurrentDdlRace(error)) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
+      }
+    }
   } finally {
     if (owned) await db.destroy();
   }
+}
+
+/** A catalog read that raced another session's DROP (not an error of ours). */
+function isConcurrentDdlRace(error: unknown): boolean {
+  for (let e: unknown = error, depth = 0; e !== undefined && e !== null && depth < 5; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (code === '3F000' || code === 'XX000' || code === '42P01') return true;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return false;
 }
 
 function checkSchema(schema: string): string {

@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { Registry } from 'prom-client';
 import { invalidateCommand } from '../src/cli/invalidate-command.js';
@@ -20,47 +18,21 @@ import {
 } from '../src/index.js';
 import { startHttpServer } from '../src/metrics/http-server.js';
 import {
+  type CliRun,
   deleteByPrefix,
   freePort,
   REDIS_URL,
   Resources,
+  runCli,
+  startCli,
   uniquePrefix,
   waitFor,
 } from './helpers.js';
 import { DATABASE_URL } from './pg-helpers.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-function start(args: string[], stdin: 'ignore' | 'pipe' = 'ignore') {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    cwd: ROOT,
-    stdio: [stdin, 'pipe', 'pipe'],
-  });
-  const out = { stdout: '', stderr: '' };
-  child.stdout?.on('data', (d) => {
-    out.stdout += d;
-  });
-  child.stderr?.on('data', (d) => {
-    out.stderr += d;
-  });
-  const done = new Promise<Run>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, ...out }));
-  });
-  return { child: child as ChildProcess, out, done };
-}
-
-function cli(args: string[], stdin: 'ignore' | 'pipe' = 'ignore'): Promise<Run> {
-  // With 'pipe', stdin is a pipe that never ends (not a TTY): the command must not wait on it.
-  return start(args, stdin).done;
-}
+const start = startCli;
+const cli = runCli;
+type Run = CliRun;
 
 const STACK = /\n\s+at /;
 

@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import {
   type DoctorCheck,
   type DoctorReport,
@@ -15,29 +13,10 @@ import {
   type WalcacheConfigInput,
 } from '../src/index.js';
 import { allowListFix, parsePluginList } from '../src/ops/doctor.js';
-import { freePort, REDIS_URL, Resources, uniquePrefix } from './helpers.js';
+import { freePort, REDIS_URL, Resources, runCli, uniquePrefix } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const cli = runCli;
 
 function show(report: DoctorReport): string {
   return report.checks.map((c) => `${c.status} ${c.name}: ${c.detail}`).join('\n');

@@ -1,5 +1,7 @@
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { CacheEngine, type EngineOptions, type WalcacheConfigInput } from '../src/index.js';
 
@@ -109,4 +111,48 @@ export function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+/** The repository root (the CLI runs from there). */
+export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+export interface CliRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Starts `walcache <args>` (src/cli/main.ts through tsx) with its output collected.
+ * stdin 'pipe' is a pipe that never ends (not a TTY).
+ */
+export function startCli(
+  args: readonly string[],
+  stdin: 'ignore' | 'pipe' = 'ignore',
+): { child: ChildProcess; out: { stdout: string; stderr: string }; done: Promise<CliRun> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+    cwd: ROOT,
+    stdio: [stdin, 'pipe', 'pipe'],
+  });
+  const out = { stdout: '', stderr: '' };
+  child.stdout?.on('data', (d) => {
+    out.stdout += d;
+  });
+  child.stderr?.on('data', (d) => {
+    out.stderr += d;
+  });
+  const done = new Promise<CliRun>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, ...out }));
+  });
+  return { child, out, done };
+}
+
+/** Runs `walcache <args>` to the end. */
+export function runCli(
+  args: readonly string[],
+  stdin: 'ignore' | 'pipe' = 'ignore',
+): Promise<CliRun> {
+  return startCli(args, stdin).done;
 }

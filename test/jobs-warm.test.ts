@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import type {
   KyselyPlugin,
   PluginTransformQueryArgs,
@@ -23,11 +21,9 @@ import {
   WarmerSqlError,
   type WarmProgress,
 } from '../src/index.js';
-import { deferred, REDIS_URL, Resources, uniquePrefix } from './helpers.js';
+import { deferred, REDIS_URL, Resources, ROOT, runCli, uniquePrefix } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 import { countingDb, TEST_TABLES } from './repo-helpers.js';
-
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 /**
  * Holds the result of the first SELECT run after it is armed: the warm's load has read
@@ -328,23 +324,7 @@ describe('warmers', () => {
   });
 
   describe('walcache warm --now', () => {
-    const cli = (args: string[]) =>
-      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-        const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-          cwd: ROOT,
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (d) => {
-          stdout += d;
-        });
-        child.stderr.on('data', (d) => {
-          stderr += d;
-        });
-        child.on('error', reject);
-        child.on('close', (code) => resolve({ code, stdout, stderr }));
-      });
+    const cli = runCli;
     const configFile = join(dir, 'walcache.config.json');
     before(() => {
       writeFileSync(

@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { Kysely, NO_MIGRATIONS, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import {
@@ -16,9 +14,8 @@ import {
 import { type SetupReport, type SetupStep, setup } from '../src/cdc/setup.js';
 import { pgConfig } from '../src/config/database.js';
 import { resolveConfig, SetupError, type WalcacheConfigInput } from '../src/index.js';
+import { runCli } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
-
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 /**
  * DDL is observed by the server, not by setup's own account of itself: an event trigger
@@ -510,24 +507,7 @@ describe('walcache setup (CLI)', () => {
     await scope.close();
   });
 
-  const cli = (args: string[]) =>
-    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-      const child = spawn(
-        process.execPath,
-        ['--import', 'tsx', 'src/cli/main.ts', 'setup', ...args],
-        { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
-      );
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d) => {
-        stdout += d;
-      });
-      child.stderr.on('data', (d) => {
-        stderr += d;
-      });
-      child.on('error', reject);
-      child.on('close', (code) => resolve({ code, stdout, stderr }));
-    });
+  const cli = (args: string[]) => runCli(['setup', ...args]);
 
   const writeConfig = (name: string, value: unknown) => {
     const file = join(dir, name);

@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
+import { LRUCache } from 'lru-cache';
 import { Codec } from '../codec/codec.js';
 import { type ResolvedConfig, resolveConfig } from '../config/config.js';
 import type { WalcacheConfigInput } from '../config/schema.js';
@@ -105,6 +106,8 @@ export class CacheEngine {
   readonly #codec: Codec;
   readonly #flights = new Map<string, Promise<unknown>>();
   readonly #refreshing = new Set<string>();
+  /** Tag versions read from Redis and trusted while the bus is healthy (like the epoch). */
+  readonly #trustedTags = new LRUCache<string, string>({ max: 50_000 });
   #epoch: string | undefined;
   /** Moves on every bus reset, so an epoch read that straddles one is not kept. */
   #epochGeneration = 0;
@@ -142,6 +145,7 @@ export class CacheEngine {
         onReset: (reason) => {
           this.#epoch = undefined;
           this.#epochGeneration++;
+          this.#trustedTags.clear();
           this.#l1?.clear();
           this.events.emit('l1-reset', reason);
         },
@@ -387,7 +391,12 @@ export class CacheEngine {
     this.#assertOpen();
     const list = this.#checkTags(tags);
     this.#l1?.invalidate([], list);
+    for (const t of list) this.#trustedTags.delete(t);
     await this.#l2.bumpVersions(list.map((t) => this.keys.tagVersion(t)));
+    // Again once the bump landed: a read between the two may have kept the old version
+    // (this process does not hear its own bus messages).
+    this.#l1?.invalidate([], list);
+    for (const t of list) this.#trustedTags.delete(t);
     await this.#publish([], list);
   }
 
@@ -798,17 +807,28 @@ export class CacheEngine {
       state = parseEntry(await this.#l2.get(redisKey));
       epoch = trusted;
     } else {
-      const [buffer, tagVersions, current] = await Promise.all([
-        this.#l2.get(redisKey),
-        tags ? this.#l2.getVersions(tags.map((t) => this.keys.tagVersion(t))) : null,
-        this.#currentEpoch(),
-      ]);
-      if (tags && tagVersions) {
-        for (let i = 0; i < tags.length; i++)
-          versions.set(tags[i] as string, tagVersions[i] ?? null);
+      // Tag versions this process already trusts (see #trustVersions) need no read.
+      const unknown = tags ? this.#collectTrusted(tags, versions) : [];
+      if (unknown.length === 0 && trusted !== undefined) {
+        state = parseEntry(await this.#l2.get(redisKey));
+        epoch = trusted;
+      } else {
+        const generations = this.#tagGenerations(unknown);
+        const [buffer, tagVersions, current] = await Promise.all([
+          this.#l2.get(redisKey),
+          unknown.length > 0
+            ? this.#l2.getVersions(unknown.map((t) => this.keys.tagVersion(t)))
+            : null,
+          this.#currentEpoch(),
+        ]);
+        if (tagVersions) {
+          for (let i = 0; i < unknown.length; i++)
+            versions.set(unknown[i] as string, tagVersions[i] ?? null);
+          this.#trustVersions(unknown, tagVersions, generations);
+        }
+        state = parseEntry(buffer);
+        epoch = current;
       }
-      state = parseEntry(buffer);
-      epoch = current;
     }
     if (state.kind === 'data' && state.envelope.tags !== null)
       await this.#addEntryTagVersions(state, versions);
@@ -840,10 +860,56 @@ export class CacheEngine {
     versions: Map<string, string | null>,
   ): Promise<void> {
     if (state.kind !== 'data' || state.envelope.tags === null) return;
-    const missing = Object.keys(state.envelope.tags).filter((t) => !versions.has(t));
+    const missing = this.#collectTrusted(
+      Object.keys(state.envelope.tags).filter((t) => !versions.has(t)),
+      versions,
+    );
     if (missing.length === 0) return;
+    const generations = this.#tagGenerations(missing);
     const found = await this.#l2.getVersions(missing.map((t) => this.keys.tagVersion(t)));
     for (let i = 0; i < missing.length; i++) versions.set(missing[i] as string, found[i] ?? null);
+    this.#trustVersions(missing, found, generations);
+  }
+
+  /**
+   * Puts the trusted versions of `tags` into `versions`; returns the tags still unknown.
+   * Versions are trusted like the epoch: only while the bus is healthy, so a bump reaches
+   * this process as a bus message (which drops the version) within the same delay as it
+   * drops L1 entries.
+   */
+  #collectTrusted(tags: readonly string[], versions: Map<string, string | null>): string[] {
+    if (!this.#bus?.healthy || this.#l1 === undefined) return [...tags];
+    const unknown: string[] = [];
+    for (const t of tags) {
+      const v = this.#trustedTags.get(t);
+      if (v === undefined) unknown.push(t);
+      else versions.set(t, v);
+    }
+    return unknown;
+  }
+
+  #tagGenerations(tags: readonly string[]): number[] | null {
+    if (this.#l1 === undefined || tags.length === 0) return null;
+    return tags.map((t) => (this.#l1 as L1Tier).tagGeneration(t));
+  }
+
+  /**
+   * Keeps versions just read, unless an invalidation of the tag (a bus message, a local
+   * bump, an L1 reset) arrived since `generations` were taken: the version read may
+   * predate it.
+   */
+  #trustVersions(
+    tags: readonly string[],
+    found: ReadonlyArray<string | null | undefined>,
+    generations: readonly number[] | null,
+  ): void {
+    if (generations === null || !this.#bus?.healthy) return;
+    for (let i = 0; i < tags.length; i++) {
+      const version = found[i];
+      const t = tags[i] as string;
+      if (typeof version === 'string' && (this.#l1 as L1Tier).tagGeneration(t) === generations[i])
+        this.#trustedTags.set(t, version);
+    }
   }
 
   /** Is an L2 entry usable, and how fresh? Decodes the value. */
@@ -1001,6 +1067,7 @@ export class CacheEngine {
 
   #applyBusMessage(message: BusMessage): void {
     if (message.epoch !== undefined) this.#epoch = message.epoch;
+    for (const t of message.tags) this.#trustedTags.delete(t);
     this.#l1?.invalidate(message.keys, message.tags);
     this.events.emit('bus-invalidate', message.keys.length, message.tags.length);
   }

@@ -56,6 +56,11 @@ export class L1Tier {
     return this.#lru.get(key);
   }
 
+  /** A tag's generation alone: moves with every invalidation of the tag and every clear. */
+  tagGeneration(tag: string): number {
+    return this.#global * TWO_32 + (this.#generations[slot(tag, 1)] as number);
+  }
+
   /** A snapshot of the key's generation (and its tags') to pass to `set` later. */
   snapshot(key: string, tags: readonly string[] | null): number {
     let sum = this.#generations[slot(key, 0)] as number;

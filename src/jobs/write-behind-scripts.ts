@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 
 /** The write-behind Lua scripts (src/jobs/lua); each file's header documents KEYS, ARGV and returns. */
 const SCRIPTS = {
-  walcache_wb_put: { file: 'wb-put', numberOfKeys: 3 },
+  walcache_wb_put: { file: 'wb-put-n', numberOfKeys: undefined },
   walcache_wb_ack: { file: 'wb-ack-n', numberOfKeys: undefined },
   walcache_wb_fail: { file: 'wb-fail', numberOfKeys: 4 },
   walcache_wb_unqueue_if_gone: { file: 'wb-unqueue-if-gone', numberOfKeys: 2 },
@@ -16,14 +16,7 @@ const sources = Object.entries(SCRIPTS).map(([name, { file, numberOfKeys }]) => 
 }));
 
 export interface WriteBehindCommands {
-  walcache_wb_put(
-    record: string,
-    queue: string,
-    sequence: string,
-    now: number,
-    member: string,
-    ...columnsAndValues: Array<string | Buffer>
-  ): Promise<[number, number]>;
+  walcache_wb_put(numberOfKeys: number, ...keysThenArgs: Array<string | Buffer>): Promise<number[]>;
   walcache_wb_ack(numberOfKeys: number, ...keysThenArgs: string[]): Promise<number>;
   walcache_wb_unqueue_if_gone(queue: string, record: string, member: string): Promise<number>;
   walcache_wb_fail(

@@ -51,6 +51,15 @@ export class WriteBehindStore {
   readonly #keys: Keys;
   readonly #codec: Codec;
   readonly #engine: CacheEngine;
+  readonly #batches = new Map<
+    string,
+    Array<{
+      key: string;
+      fields: Array<string | Buffer>;
+      resolve: (result: { seq: number; pending: number }) => void;
+      reject: (error: unknown) => void;
+    }>
+  >();
 
   constructor(engine: CacheEngine) {
     this.#engine = engine;
@@ -72,18 +81,35 @@ export class WriteBehindStore {
       fields.push(column, this.#encode(`${key}.${column}`, value));
     }
     await this.#connected();
+    return new Promise((resolve, reject) => {
+      let batch = this.#batches.get(entity);
+      if (batch === undefined) {
+        batch = [];
+        this.#batches.set(entity, batch);
+        // The writes of one tick go to Redis in one script call (each patch still whole).
+        process.nextTick(() => this.#send(entity));
+      }
+      batch.push({ key, fields, resolve, reject });
+    });
+  }
+
+  async #send(entity: string): Promise<void> {
+    const batch = this.#batches.get(entity) ?? [];
+    this.#batches.delete(entity);
+    const keys = [
+      this.#keys.writeBehindQueue(entity),
+      this.#keys.writeBehindSequence(entity),
+      ...batch.map((p) => this.#keys.writeBehindRecord(entity, p.key)),
+    ];
+    const args: Array<string | Buffer> = [String(Date.now()), String(batch.length)];
+    for (const p of batch) args.push(p.key, String(p.fields.length / 2), ...p.fields);
     try {
-      const [seq, pending] = await this.#redis.walcache_wb_put(
-        this.#keys.writeBehindRecord(entity, key),
-        this.#keys.writeBehindQueue(entity),
-        this.#keys.writeBehindSequence(entity),
-        Date.now(),
-        key,
-        ...fields,
-      );
-      return { seq: Number(seq), pending: Number(pending) };
+      const result = await this.#redis.walcache_wb_put(keys.length, ...keys, ...args);
+      const pending = Number(result[batch.length]);
+      batch.forEach((p, i) => p.resolve({ seq: Number(result[i]), pending }));
     } catch (error) {
-      throw new RedisUnavailableError('writeBehind', error);
+      const failure = new RedisUnavailableError('writeBehind', error);
+      for (const p of batch) p.reject(failure);
     }
   }
 

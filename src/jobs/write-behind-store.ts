@@ -106,7 +106,7 @@ export class WriteBehindStore {
     try {
       const result = await this.#redis.walcache_wb_put(keys.length, ...keys, ...args);
       const pending = Number(result[batch.length]);
-      batch.forEach((p, i) => p.resolve({ seq: Number(result[i]), pending }));
+      for (const [i, p] of batch.entries()) p.resolve({ seq: Number(result[i]), pending });
     } catch (error) {
       const failure = new RedisUnavailableError('writeBehind', error);
       for (const p of batch) p.reject(failure);

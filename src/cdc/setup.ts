@@ -1,6 +1,6 @@
 import pg from 'pg';
 import type { ResolvedConfig } from '../config/config.js';
-import { pgConfig } from '../config/database.js';
+import { pgConfig, redactUrl } from '../config/database.js';
 import { SetupError } from '../errors/errors.js';
 import { DEFAULT_WALCACHE_SCHEMA, pendingMigrations, runMigrations } from './migrations.js';
 import type { DecoderName } from './replication-stream.js';
@@ -517,7 +517,7 @@ async function connect(pool: pg.Pool, url: string): Promise<void> {
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     throw new SetupError(
-      `Cannot connect to PostgreSQL at ${redact(url)}: ${message}`,
+      `Cannot connect to PostgreSQL at ${redactUrl(url)}: ${message}`,
       'check databaseUrl in the config (or DATABASE_URL) and that PostgreSQL is running',
       error,
     );
@@ -713,14 +713,4 @@ function qualified(t: Pick<TableInfo, 'schema' | 'table'>): string {
 
 function literal(value: string): string {
   return `'${value.replaceAll("'", "''")}'`;
-}
-
-function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(databaseUrl)';
-  }
 }

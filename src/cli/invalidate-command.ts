@@ -2,9 +2,9 @@ import { createInterface } from 'node:readline/promises';
 import { Command } from 'commander';
 import { CacheEngine } from '../cache/engine.js';
 import type { ResolvedConfig } from '../config/config.js';
+import { redactUrl } from '../config/database.js';
 import { UnknownEntityError } from '../errors/errors.js';
 import { entityKey } from '../keys/keys.js';
-import { redactUrl } from '../ops/doctor.js';
 import { loadConfig } from './load-config.js';
 
 interface InvalidateCommandOptions {

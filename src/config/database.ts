@@ -30,3 +30,14 @@ function withDefaultUser(connectionString: string): string {
   }
   return url.toString();
 }
+
+/** A URL without its password. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparsable URL)';
+  }
+}

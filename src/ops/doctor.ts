@@ -14,7 +14,7 @@ import {
 } from '../cdc/slot.js';
 import { buildChangeModel } from '../cdc/table-model.js';
 import type { ResolvedConfig } from '../config/config.js';
-import { pgConfig } from '../config/database.js';
+import { pgConfig, redactUrl } from '../config/database.js';
 import { SetupError } from '../errors/errors.js';
 import { queueRedisUrl } from '../jobs/queues.js';
 import { writeBehindStats } from '../jobs/write-behind.js';
@@ -719,17 +719,6 @@ export function formatBytes(bytes: number): string {
     unit++;
   }
   return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
-}
-
-/** A URL without its password. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(unparsable URL)';
-  }
 }
 
 function ok(name: string, detail: string): DoctorCheck {

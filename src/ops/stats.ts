@@ -4,7 +4,7 @@ import type { CacheEngine } from '../cache/engine.js';
 import { parseHeartbeat } from '../cache/heartbeat.js';
 import { assertSlotName, readSlot } from '../cdc/slot.js';
 import type { ResolvedConfig } from '../config/config.js';
-import { pgConfig } from '../config/database.js';
+import { pgConfig, redactUrl } from '../config/database.js';
 import {
   createQueues,
   QUEUE_NAMES,
@@ -14,14 +14,7 @@ import {
 } from '../jobs/queues.js';
 import { writeBehindStats } from '../jobs/write-behind.js';
 import type { WriteBehindStats } from '../jobs/write-behind-store.js';
-import {
-  connectRedis,
-  detachedEngine,
-  errorMessage,
-  lastRedisError,
-  openRedis,
-  redactUrl,
-} from './doctor.js';
+import { connectRedis, detachedEngine, errorMessage, lastRedisError, openRedis } from './doctor.js';
 
 export interface StatsOptions {
   /** Replication slot whose retained WAL is reported. @default 'walcache' */

@@ -341,6 +341,13 @@ describe('repository reads and writes (no worker)', () => {
         }),
       ConfigError,
     );
+    const other = res.engine(uniquePrefix('other'));
+    assert.throws(() => createRepository({ db, config, cache: other }), ConfigError);
+    const shared = createRepository({ db, config, cache: repo.engine });
+    assert.equal(shared.engine, repo.engine);
+    assert.equal((await shared.users.findById(1))?.id, '1');
+    await shared.close();
+    assert.equal(repo.engine.busHealthy, true, 'a shared engine is not closed by the repository');
     const closing = createRepository({ db, config });
     await closing.close();
     await assert.rejects(closing.cached(db.selectFrom('users').selectAll()), ClosedError);

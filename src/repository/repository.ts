@@ -5,7 +5,7 @@ import { CacheEngine } from '../cache/engine.js';
 import { buildChangeModel, type ChangeModel, qualify } from '../cdc/table-model.js';
 import { type ResolvedConfig, resolveConfig } from '../config/config.js';
 import type { WalcacheConfigInput } from '../config/schema.js';
-import { ClosedError, UnknownEntityError } from '../errors/errors.js';
+import { ClosedError, ConfigError, UnknownEntityError } from '../errors/errors.js';
 import {
   enqueueFlush,
   FLUSH_QUEUE,
@@ -104,7 +104,13 @@ export class RepositoryCore<DB, C> {
   constructor(options: RepositoryOptions<DB, WalcacheConfigInput>) {
     this.db = options.db;
     // Everything that can refuse the config runs before a connection is opened.
-    this.config = options.cache?.config ?? resolveConfig(options.config);
+    this.config = resolveConfig(options.config);
+    if (options.cache && options.cache.config.prefix !== this.config.prefix)
+      throw new ConfigError(
+        'cache',
+        options.cache.config.prefix,
+        `the engine was built from another config (prefix \`${options.cache.config.prefix}\`, this config's is \`${this.config.prefix}\`)`,
+      );
     this.#changeModel = buildChangeModel(this.config);
     this.#entities = buildEntityModels(this.config);
     this.#ownsEngine = options.cache === undefined;

@@ -122,6 +122,7 @@ export {
   key,
   keyValue,
   MAX_KEY_LENGTH,
+  parseEntityKey,
   tableResetTag,
   tableTag,
   tag,

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { InvalidKeyError, Keys, key, tag } from '../src/index.js';
+import { entityKey, InvalidKeyError, Keys, key, parseEntityKey, tag } from '../src/index.js';
 
 describe('keys', () => {
   const keys = new Keys('app');
@@ -11,6 +11,14 @@ describe('keys', () => {
     assert.equal(keys.epoch(), 'app:epoch');
     assert.equal(keys.heartbeat(), 'app:hb');
     assert.equal(keys.busChannel(), 'app:bus');
+  });
+
+  it('parseEntityKey is the inverse of entityKey and refuses what is not one', () => {
+    for (const values of [['42'], ['a:b@c.d'], ['7', '3'], ['{x}', '*'], ['é ü']])
+      assert.deepEqual(parseEntityKey('users', values.length, entityKey('users', values)), values);
+    assert.equal(parseEntityKey('users', 1, 'orders:42'), null, 'another entity');
+    assert.equal(parseEntityKey('users', 1, 'users:7:3'), null, 'another arity');
+    assert.equal(parseEntityKey('users', 1, 'users:%E0%A4%A'), null, 'a malformed escape');
   });
 
   it('encodes key parts so user data cannot add separators, patterns or hash tags', () => {

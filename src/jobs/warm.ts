@@ -7,7 +7,7 @@ import { CompiledQuery, type Kysely } from 'kysely';
 import type { CacheEngine } from '../cache/engine.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { ConfigError, RedisUnavailableError } from '../errors/errors.js';
-import { encodeKeyPart } from '../keys/keys.js';
+import { parseEntityKey } from '../keys/keys.js';
 import type { WarmResult } from '../repository/entity-repository.js';
 
 /**
@@ -248,12 +248,12 @@ function placeholderCount(text: string): number {
 
 /** Turns a warmer row into an entity id: from `key` (a cache key) or `id`. */
 class KeyParser {
-  readonly #prefix: string;
+  readonly #entity: string;
   readonly #arity: number;
   readonly #unique: ReadonlySet<string>;
 
   constructor(entity: string, arity: number, unique: readonly string[]) {
-    this.#prefix = `${encodeKeyPart(entity)}:`;
+    this.#entity = entity;
     this.#arity = arity;
     this.#unique = new Set(unique);
   }
@@ -266,21 +266,12 @@ class KeyParser {
   }
 
   #fromKey(key: string): unknown {
-    if (!key.startsWith(this.#prefix)) return undefined;
-    const parts = key.slice(this.#prefix.length).split(':');
-    if (parts.length !== this.#arity) return undefined;
+    const parts = parseEntityKey(this.#entity, this.#arity, key);
+    if (parts === null) return undefined;
     // `users:by:email:x` is a unique-column key; with a 3-column key it has the arity too.
     if (parts[0] === 'by' && parts.length === 3 && this.#unique.has(parts[1] as string))
       return undefined;
-    const decoded: string[] = [];
-    for (const part of parts) {
-      try {
-        decoded.push(decodeURIComponent(part));
-      } catch {
-        return undefined;
-      }
-    }
-    return this.#arity === 1 ? decoded[0] : decoded;
+    return this.#arity === 1 ? parts[0] : parts;
   }
 
   #fromId(id: unknown): unknown {

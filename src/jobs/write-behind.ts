@@ -2,7 +2,8 @@ import { performance } from 'node:perf_hooks';
 import { type Kysely, sql, type Transaction } from 'kysely';
 import type { CacheEngine } from '../cache/engine.js';
 import type { ResolvedConfig } from '../config/config.js';
-import { ConfigError } from '../errors/errors.js';
+import { ConfigError, CorruptEntryError } from '../errors/errors.js';
+import { parseEntityKey } from '../keys/keys.js';
 import { buildEntityModels, type EntityModel } from '../repository/entity-model.js';
 import type { DynamicDatabase } from '../repository/types.js';
 import {
@@ -177,7 +178,9 @@ async function upsertGroup(
 
 /** The key column values of a row from its cache key (`users:42`, `lines:7:3`). */
 export function keyValues(model: EntityModel, key: string): Row {
-  const parts = key.split(':').slice(1).map(decodeURIComponent);
+  const parts = parseEntityKey(model.name, model.keyColumns.length, key);
+  if (parts === null)
+    throw new CorruptEntryError(key, `not a key of \`${model.name}\` in the write-behind queue`);
   const row: Row = {};
   model.keyColumns.forEach((column, i) => {
     row[column] = parts[i];

@@ -97,6 +97,22 @@ export function entityKey(entity: string, keyValues: readonly unknown[]): string
   return [entity, ...keyValues.map(keyValue)].map(encodeKeyPart).join(':');
 }
 
+/**
+ * The key values of an entity key, the inverse of `entityKey`: `users:42` gives `['42']`.
+ * Null for a key of another entity, of another arity, or with a malformed escape.
+ */
+export function parseEntityKey(entity: string, arity: number, key: string): string[] | null {
+  const prefix = `${encodeKeyPart(entity)}:`;
+  if (!key.startsWith(prefix)) return null;
+  const parts = key.slice(prefix.length).split(':');
+  if (parts.length !== arity) return null;
+  try {
+    return parts.map(decodeURIComponent);
+  } catch {
+    return null;
+  }
+}
+
 /** The cache key of a row found by a secondary unique column: `users:by:email:a%40b.c`. */
 export function uniqueKey(entity: string, column: string, value: unknown): string {
   return [entity, 'by', column, keyValue(value)].map(encodeKeyPart).join(':');

@@ -4,7 +4,7 @@ import type { CacheEngine } from '../cache/engine.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { ConfigError, CorruptEntryError } from '../errors/errors.js';
 import { parseEntityKey } from '../keys/keys.js';
-import { buildEntityModels, type EntityModel } from '../repository/entity-model.js';
+import { buildEntityModels, type EntityModel, keyRow } from '../repository/entity-model.js';
 import type { DynamicDatabase } from '../repository/types.js';
 import {
   type PendingRecord,
@@ -181,11 +181,7 @@ export function keyValues(model: EntityModel, key: string): Row {
   const parts = parseEntityKey(model.name, model.keyColumns.length, key);
   if (parts === null)
     throw new CorruptEntryError(key, `not a key of \`${model.name}\` in the write-behind queue`);
-  const row: Row = {};
-  model.keyColumns.forEach((column, i) => {
-    row[column] = parts[i];
-  });
-  return row;
+  return keyRow(model, parts);
 }
 
 /**

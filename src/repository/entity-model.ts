@@ -101,6 +101,28 @@ function checkPart(model: EntityModel, part: unknown, index: number): KeyPart {
   );
 }
 
+/** Narrows a query to the row with these key values (`key column = value` per column). */
+export function whereKey<Q extends { where(column: string, op: '=', value: unknown): Q }>(
+  query: Q,
+  model: EntityModel,
+  parts: readonly unknown[],
+): Q {
+  let narrowed = query;
+  model.keyColumns.forEach((column, i) => {
+    narrowed = narrowed.where(column, '=', parts[i]);
+  });
+  return narrowed;
+}
+
+/** The key columns of a row as an object: `{ id: 42 }`. */
+export function keyRow(model: EntityModel, parts: readonly unknown[]): Record<string, unknown> {
+  const row: Record<string, unknown> = {};
+  model.keyColumns.forEach((column, i) => {
+    row[column] = parts[i];
+  });
+  return row;
+}
+
 /** The cache key of an entity row by its key values. */
 export function rowKey(model: EntityModel, parts: readonly KeyPart[]): string {
   return entityKey(model.name, parts);

@@ -9,9 +9,11 @@ import {
   type EntityModel,
   type KeyPart,
   keyParts,
+  keyRow,
   rowKey,
   stripDenied,
   uniqueRowKey,
+  whereKey,
 } from './entity-model.js';
 import { loadOptions, type ReadOptions } from './read-options.js';
 import type { WorkerPosition, WriteReceipt } from './read-your-writes.js';
@@ -389,11 +391,7 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
     parts: readonly KeyPart[],
   ): T['row'] {
     if (row !== undefined) return { ...row, ...patch } as T['row'];
-    const keyed: Record<string, unknown> = {};
-    this.#model.keyColumns.forEach((c, i) => {
-      keyed[c] = parts[i];
-    });
-    return { ...keyed, ...patch } as T['row'];
+    return { ...keyRow(this.#model, parts), ...patch } as T['row'];
   }
 
   // --- the database ----------------------------------------------------------------
@@ -406,11 +404,9 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
   }
 
   async #loadOne(parts: readonly KeyPart[]): Promise<T['row'] | undefined> {
-    let query = this.#from();
-    this.#model.keyColumns.forEach((column, i) => {
-      query = query.where(column, '=', parts[i]);
-    });
-    const row = (await query.executeTakeFirst()) as AnyRow | undefined;
+    const row = (await whereKey(this.#from(), this.#model, parts).executeTakeFirst()) as
+      | AnyRow
+      | undefined;
     return row === undefined ? undefined : (stripDenied(this.#model, row) as T['row']);
   }
 

@@ -4,7 +4,7 @@ import type { ChangeEvent, ChangeOp } from '../cdc/change-event.js';
 import { emptyInvalidation, mapChange } from '../cdc/change-mapper.js';
 import type { ChangeModel } from '../cdc/table-model.js';
 import { InvalidWriteError } from '../errors/errors.js';
-import { type EntityModel, keyParts, stripDenied } from './entity-model.js';
+import { type EntityModel, keyParts, stripDenied, whereKey } from './entity-model.js';
 import type { WriteReceipt } from './read-your-writes.js';
 import type { DynamicDb, DynamicTransaction } from './types.js';
 
@@ -96,17 +96,19 @@ export class EntityWriter<Row, Id, Insert, Update> {
     if (Object.keys(patch as AnyRow).length === 0)
       throw new InvalidWriteError(this.#model.name, 'an update needs at least one column');
     // The old image first (locked), so keys and tags of the row's old values are evicted too.
-    const old = (await this.#where(
+    const old = (await whereKey(
       this.#table().selectFrom(this.#model.tableName).selectAll(),
+      this.#model,
       parts,
     )
       .forUpdate()
       .executeTakeFirst()) as AnyRow | undefined;
     if (old === undefined) return [];
-    const rows = (await this.#where(
+    const rows = (await whereKey(
       this.#table()
         .updateTable(this.#model.tableName)
         .set(patch as AnyRow),
+      this.#model,
       parts,
     )
       .returningAll()
@@ -118,7 +120,11 @@ export class EntityWriter<Row, Id, Insert, Update> {
   /** Deletes the row with this id; returns it as it was (empty when there was none). */
   async delete(id: Id): Promise<Row[]> {
     const parts = keyParts(this.#model, id);
-    const rows = (await this.#where(this.#table().deleteFrom(this.#model.tableName), parts)
+    const rows = (await whereKey(
+      this.#table().deleteFrom(this.#model.tableName),
+      this.#model,
+      parts,
+    )
       .returningAll()
       .execute()) as AnyRow[];
     for (const row of rows) this.#writes.add(this.#model.table, 'D', row, null);
@@ -135,17 +141,6 @@ export class EntityWriter<Row, Id, Insert, Update> {
 
   #table(): DynamicTransaction {
     return this.#trx.withSchema(this.#model.schema) as DynamicTransaction;
-  }
-
-  #where<Q extends { where(column: string, op: '=', value: unknown): Q }>(
-    query: Q,
-    parts: readonly unknown[],
-  ): Q {
-    let q = query;
-    this.#model.keyColumns.forEach((column, i) => {
-      q = q.where(column, '=', parts[i]);
-    });
-    return q;
   }
 
   #checkPatch(row: AnyRow, what: string): void {

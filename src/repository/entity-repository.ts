@@ -301,14 +301,13 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
     loader: () => Promise<T['row'] | undefined>,
     options: ReadOptions,
   ): Promise<T['row'] | undefined> {
-    const started = Date.now();
-    const reached = await this.#ctx.position.waitFor(
+    const reached = await this.#ctx.position.readAfter(
       options.readYourWrites as WriteReceipt | string,
+      key,
       this.#ctx.config.repository.readYourWritesTimeoutMs,
     );
     if (reached)
       return this.#ctx.engine.getOrLoad(key, loader, loadOptions(this.#defaults, options));
-    this.#ctx.engine.events.emit('ryw-timeout', key, Date.now() - started);
     return loader();
   }
 
@@ -319,13 +318,12 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
     const found = new Map<string, T['row'] | undefined>();
     if (unique.size === 0) return found;
     if (options?.readYourWrites !== undefined) {
-      const started = Date.now();
-      const reached = await this.#ctx.position.waitFor(
+      const reached = await this.#ctx.position.readAfter(
         options.readYourWrites,
+        this.name,
         this.#ctx.config.repository.readYourWritesTimeoutMs,
       );
       if (!reached) {
-        this.#ctx.engine.events.emit('ryw-timeout', this.name, Date.now() - started);
         const loaded = await this.#loadMany([...unique.values()]);
         for (const key of unique.keys()) found.set(key, loaded.get(key));
         return found;

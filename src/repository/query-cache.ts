@@ -139,15 +139,12 @@ export class QueryCache {
     };
     const load: LoadOptions = loadOptions({ tags: plan.tags }, options);
     if (options.readYourWrites !== undefined) {
-      const started = Date.now();
-      const reached = await this.#position.waitFor(
+      const reached = await this.#position.readAfter(
         options.readYourWrites,
+        key,
         this.#config.repository.readYourWritesTimeoutMs,
       );
-      if (!reached) {
-        this.#engine.events.emit('ryw-timeout', key, Date.now() - started);
-        return loader();
-      }
+      if (!reached) return loader();
     }
     return this.#engine.getOrLoad(key, loader, load);
   }

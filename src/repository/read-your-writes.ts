@@ -69,6 +69,18 @@ export class WorkerPosition {
     }
   }
 
+  /**
+   * For a read after a write: true once the worker has applied it; false after
+   * `timeoutMs`, having reported `ryw-timeout` for `key` (the read then goes to the
+   * database, never to an older cached value).
+   */
+  async readAfter(lsn: string | WriteReceipt, key: string, timeoutMs: number): Promise<boolean> {
+    const started = Date.now();
+    if (await this.waitFor(lsn, timeoutMs)) return true;
+    this.#engine.events.emit('ryw-timeout', key, Date.now() - started);
+    return false;
+  }
+
   /** Ends every wait (as not reached). */
   close(): void {
     for (const waiter of this.#waiters) waiter.resolve(false);

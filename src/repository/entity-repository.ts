@@ -186,35 +186,19 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
       }
     }
     const loadedKeys = new Set<string>();
+    const outcomes = await this.#throughCache(unique, this.#defaults, (key) => loadedKeys.add(key));
     let missing = 0;
-    const batch = new BatchLoader<KeyPart[], T['row']>(unique.keys(), (list) =>
-      this.#loadMany(list),
-    );
-    const outcomes = await Promise.allSettled(
-      [...unique].map(([key, parts]) =>
-        this.#ctx.engine
-          .getOrLoad(
-            key,
-            async () => {
-              loadedKeys.add(key);
-              return batch.load(key, parts);
-            },
-            this.#defaults,
-          )
-          .then((row) => {
-            if (row === undefined && loadedKeys.has(key)) missing++;
-          })
-          .finally(() => batch.settled(key)),
-      ),
-    );
-    for (const outcome of outcomes) if (outcome.status === 'rejected') failed++;
-    const loaded =
-      loadedKeys.size - missing - outcomes.filter((o) => o.status === 'rejected').length;
+    let rejected = 0;
+    for (const [i, key] of [...unique.keys()].entries()) {
+      const outcome = outcomes[i] as PromiseSettledResult<T['row'] | undefined>;
+      if (outcome.status === 'rejected') rejected++;
+      else if (outcome.value === undefined && loadedKeys.has(key)) missing++;
+    }
     return {
-      loaded: Math.max(0, loaded),
+      loaded: Math.max(0, loadedKeys.size - missing - rejected),
       skipped: unique.size - loadedKeys.size,
       missing,
-      failed,
+      failed: failed + rejected,
     };
   }
 
@@ -329,27 +313,43 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
         return found;
       }
     }
-    const load = loadOptions(this.#defaults, options);
+    const outcomes = await this.#throughCache(unique, loadOptions(this.#defaults, options));
+    let i = 0;
+    for (const key of unique.keys()) {
+      const outcome = outcomes[i++] as PromiseSettledResult<T['row'] | undefined>;
+      if (outcome.status === 'rejected') throw outcome.reason;
+      found.set(key, outcome.value);
+    }
+    return found;
+  }
+
+  /**
+   * Reads every key through the engine (each fill under its own lease) and loads the
+   * misses in one batch (`#loadMany`); `onLoad` hears of each key the loader ran for.
+   * Settles per key, in the order of `unique`.
+   */
+  #throughCache(
+    unique: ReadonlyMap<string, KeyPart[]>,
+    load: LoadOptions,
+    onLoad?: (key: string) => void,
+  ): Promise<Array<PromiseSettledResult<T['row'] | undefined>>> {
     const batch = new BatchLoader<KeyPart[], T['row']>(unique.keys(), (list) =>
       this.#loadMany(list),
     );
-    await Promise.all(
+    return Promise.allSettled(
       [...unique].map(([key, parts]) =>
         this.#ctx.engine
-          .getOrLoad(key, () => batch.load(key, parts), load)
-          .then(
-            (row) => {
-              found.set(key, row);
-              batch.settled(key);
+          .getOrLoad(
+            key,
+            () => {
+              onLoad?.(key);
+              return batch.load(key, parts);
             },
-            (error: unknown) => {
-              batch.settled(key);
-              throw error;
-            },
-          ),
+            load,
+          )
+          .finally(() => batch.settled(key)),
       ),
     );
-    return found;
   }
 
   /**

@@ -655,9 +655,7 @@ export class CacheEngine {
     );
     const merged = { ...versions, ...extra };
     if (settled) return { value, versions: merged, snapshot: wider, fill: true };
-    const started = performance.now();
-    const again = await loader();
-    this.events.emit('load', key, performance.now() - started);
+    const again = await this.#loadWithoutFill(key, loader);
     const fill = again === undefined || this.#checkTags(tagsOf(again)).every((t) => t in merged);
     return { value: again, versions: merged, snapshot: wider, fill };
   }
@@ -705,7 +703,10 @@ export class CacheEngine {
     return this.#loadWithoutFill(key, loader);
   }
 
-  /** Loads and answers without touching L2 (its lease belongs to someone else). */
+  /**
+   * Runs the loader and reports its duration, nothing else: for answers that do not fill
+   * L2 (its lease belongs to someone else) and for the second load of derived tags.
+   */
   async #loadWithoutFill<T>(key: string, loader: () => Promise<T> | T): Promise<T> {
     const started = performance.now();
     const value = await loader();

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -20,7 +19,7 @@ import {
 } from '../src/index.js';
 import { freePort, REDIS_URL, Resources, uniquePrefix, waitFor } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
-import { countingDb, TEST_TABLES } from './repo-helpers.js';
+import { countingDb, TEST_TABLES, warmerSqlFiles } from './repo-helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -37,19 +36,9 @@ describe('jobs runner', () => {
   const prefix = res.track(uniquePrefix('jrun'));
   res.track(`{${prefix}}`); // BullMQ's keys
   const { db } = countingDb(scope.schema);
-  const dir = mkdtempSync(join(tmpdir(), 'walcache-jobs-'));
-  const sqlFile = (name: string, text: string) => {
-    const file = join(dir, name);
-    writeFileSync(file, text);
-    return file;
-  };
-  const hotKeys = sqlFile(
-    'hot-keys.sql',
-    readFileSync(join(ROOT, 'sql', 'hot-keys.sql'), 'utf8').replace(
-      'walcache.access_log',
-      `${scope.schema}.access_log`,
-    ),
-  );
+  const sqlFiles = warmerSqlFiles(scope.schema);
+  const { dir, hotKeys } = sqlFiles;
+  const sqlFile = sqlFiles.file;
   const never = { cron: '0 0 1 1 *' };
   const input = {
     prefix,
@@ -128,7 +117,7 @@ describe('jobs runner', () => {
     await queues.close();
     inspector.disconnect();
     await db.destroy();
-    rmSync(dir, { recursive: true, force: true });
+    sqlFiles.remove();
     await res.close();
     await scope.close();
   });

@@ -1,16 +1,7 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type {
-  KyselyPlugin,
-  PluginTransformQueryArgs,
-  PluginTransformResultArgs,
-  QueryResult,
-  RootOperationNode,
-  UnknownRow,
-} from 'kysely';
 import {
   ConfigError,
   createRepository,
@@ -21,34 +12,9 @@ import {
   WarmerSqlError,
   type WarmProgress,
 } from '../src/index.js';
-import { deferred, REDIS_URL, Resources, ROOT, runCli, uniquePrefix } from './helpers.js';
+import { REDIS_URL, Resources, runCli, uniquePrefix } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
-import { countingDb, TEST_TABLES } from './repo-helpers.js';
-
-/**
- * Holds the result of the first SELECT run after it is armed: the warm's load has read
- * the database, its fill has not happened yet.
- */
-class SelectGate implements KyselyPlugin {
-  armed = false;
-  readonly entered = deferred();
-  readonly release = deferred();
-  readonly #held = new WeakSet<object>();
-  transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
-    if (this.armed && args.node.kind === 'SelectQueryNode') {
-      this.armed = false;
-      this.#held.add(args.queryId);
-    }
-    return args.node;
-  }
-  async transformResult(args: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
-    if (this.#held.has(args.queryId)) {
-      this.entered.resolve();
-      await this.release.promise;
-    }
-    return args.result;
-  }
-}
+import { countingDb, SelectGate, TEST_TABLES, warmerSqlFiles } from './repo-helpers.js';
 
 /**
  * Warmers run directly (`runWarmer`) and through the CLI (`walcache warm --now`).
@@ -63,19 +29,9 @@ describe('warmers', () => {
   const prefix = res.track(uniquePrefix('jwarm'));
   const reader = countingDb(scope.schema);
   const writer = countingDb(scope.schema);
-  const dir = mkdtempSync(join(tmpdir(), 'walcache-warm-'));
-  const sqlFile = (name: string, text: string) => {
-    const file = join(dir, name);
-    writeFileSync(file, text);
-    return file;
-  };
-  const hotKeys = sqlFile(
-    'hot-keys.sql',
-    readFileSync(join(ROOT, 'sql', 'hot-keys.sql'), 'utf8').replace(
-      'walcache.access_log',
-      `${scope.schema}.access_log`,
-    ),
-  );
+  const sqlFiles = warmerSqlFiles(scope.schema);
+  const { dir, hotKeys } = sqlFiles;
+  const sqlFile = sqlFiles.file;
   const baseConfig = {
     prefix,
     redis: { url: REDIS_URL },
@@ -148,7 +104,7 @@ describe('warmers', () => {
   after(async () => {
     await reader.db.destroy();
     await writer.db.destroy();
-    rmSync(dir, { recursive: true, force: true });
+    sqlFiles.remove();
     await res.close();
     await scope.close();
   });

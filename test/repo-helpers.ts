@@ -1,6 +1,21 @@
-import { type ColumnType, type Generated, Kysely, PostgresDialect } from 'kysely';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  type ColumnType,
+  type Generated,
+  Kysely,
+  type KyselyPlugin,
+  type PluginTransformQueryArgs,
+  type PluginTransformResultArgs,
+  PostgresDialect,
+  type QueryResult,
+  type RootOperationNode,
+  type UnknownRow,
+} from 'kysely';
 import pg from 'pg';
 import { pgConfig } from '../src/config/database.js';
+import { deferred, ROOT } from './helpers.js';
 import { DATABASE_URL } from './pg-helpers.js';
 
 /** The Database type of the repository tests' schema. */
@@ -50,4 +65,56 @@ export function countingDb(schema: string): {
     },
   });
   return { db, queries };
+}
+
+/**
+ * Holds the result of the first SELECT run after it is armed: the load has read the
+ * database, its fill has not happened yet (a write can land in between).
+ */
+export class SelectGate implements KyselyPlugin {
+  armed = false;
+  readonly entered = deferred();
+  readonly release = deferred();
+  readonly #held = new WeakSet<object>();
+  transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
+    if (this.armed && args.node.kind === 'SelectQueryNode') {
+      this.armed = false;
+      this.#held.add(args.queryId);
+    }
+    return args.node;
+  }
+  async transformResult(args: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
+    if (this.#held.has(args.queryId)) {
+      this.entered.resolve();
+      await this.release.promise;
+    }
+    return args.result;
+  }
+}
+
+/**
+ * A temporary folder of warmer SQL files. `hotKeys` is a copy of the packaged
+ * `sql/hot-keys.sql` naming the test's schema (the packaged one names
+ * `walcache.access_log`), as a user with another walcache schema would write it.
+ */
+export function warmerSqlFiles(schema: string): {
+  dir: string;
+  file(name: string, text: string): string;
+  hotKeys: string;
+  remove(): void;
+} {
+  const dir = mkdtempSync(join(tmpdir(), 'walcache-sql-'));
+  const file = (name: string, text: string) => {
+    const path = join(dir, name);
+    writeFileSync(path, text);
+    return path;
+  };
+  const hotKeys = file(
+    'hot-keys.sql',
+    readFileSync(join(ROOT, 'sql', 'hot-keys.sql'), 'utf8').replace(
+      'walcache.access_log',
+      `${schema}.access_log`,
+    ),
+  );
+  return { dir, file, hotKeys, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }

@@ -1,13 +1,5 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type {
-  KyselyPlugin,
-  PluginTransformQueryArgs,
-  PluginTransformResultArgs,
-  QueryResult,
-  RootOperationNode,
-  UnknownRow,
-} from 'kysely';
 import {
   createRepository,
   defineConfig,
@@ -15,27 +7,9 @@ import {
   hottestKeys,
   runMigrations,
 } from '../src/index.js';
-import { deferred, REDIS_URL, Resources, uniquePrefix } from './helpers.js';
+import { REDIS_URL, Resources, uniquePrefix } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
-import { countingDb, TEST_TABLES } from './repo-helpers.js';
-
-/** Holds query results until released: the load has read the database, the fill has not happened. */
-class Gate implements KyselyPlugin {
-  armed = false;
-  readonly entered = deferred();
-  readonly release = deferred();
-  transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
-    return args.node;
-  }
-  async transformResult(args: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
-    if (this.armed) {
-      this.armed = false;
-      this.entered.resolve();
-      await this.release.promise;
-    }
-    return args.result;
-  }
-}
+import { countingDb, SelectGate, TEST_TABLES } from './repo-helpers.js';
 
 describe('repository fills race writes', () => {
   const res = new Resources();
@@ -68,7 +42,7 @@ describe('repository fills race writes', () => {
   });
 
   it('a findMany load that read the old row before a write committed is not cached; the rest of the batch is', async () => {
-    const gate = new Gate();
+    const gate = new SelectGate();
     const db = reader.db.withPlugin(gate);
     const repo = createRepository({ db, config });
     const other = createRepository({ db: writer.db, config });
@@ -93,7 +67,7 @@ describe('repository fills race writes', () => {
   });
 
   it('a cached query whose load raced a write to its narrowed rows is not kept', async () => {
-    const gate = new Gate();
+    const gate = new SelectGate();
     const db = reader.db.withPlugin(gate);
     const repo = createRepository({ db, config });
     const other = createRepository({ db: writer.db, config });

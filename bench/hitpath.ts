@@ -25,13 +25,11 @@ import { readFileSync } from 'node:fs';
 import { hrtime } from 'node:process';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { BentoCache, bentostore } from 'bentocache';
-import { memoryDriver } from 'bentocache/drivers/memory';
-import { redisBusDriver, redisDriver } from 'bentocache/drivers/redis';
 import { Redis, type RedisOptions } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import { Packr } from 'msgpackr';
 import { CacheEngine } from '../src/index.js';
+import { bentocacheBaseline } from './bentocache-baseline.js';
 import { describe, pairedRatios, type Summary, sig, summarize } from './stats.js';
 
 // --- parameters -------------------------------------------------------------------
@@ -203,33 +201,12 @@ const engMixed = new CacheEngine({
 const raw = rawRedis(`${PREFIX}:raw`);
 const bentoConn = rawRedis(`${PREFIX}:bento`);
 
-const redisUrl = new URL(REDIS_URL);
-const bento = new BentoCache({
-  default: 'main',
+const bento = bentocacheBaseline({
   prefix: BENTO_PREFIX,
-  ttl: TTL_MS,
-  grace: false, // walcache: staleWhileRevalidateMs 0
-  timeout: 0, // soft timeout: only applies to graced values, and grace is off
-  // hardTimeout: default null (none); lockTimeout: default null (none)
-  stores: {
-    main: bentostore()
-      // serialize stays at its default (true): L1 holds JSON strings, parsed on every L1 hit.
-      // serialize: false (decoded objects in L1, as walcache does) crashes in 1.6.1 once an
-      // L2 hit refills L1: the refill stores a JSON string that the L1 read then cannot
-      // deserialize ("Cannot read properties of undefined (reading 'deserialize')"),
-      // bentocache issue #111, fix proposed in PR #113.
-      .useL1Layer(memoryDriver({ maxItems: L1_MAX }))
-      .useL2Layer(redisDriver({ connection: bentoConn }))
-      .useBus(
-        redisBusDriver({
-          connection: {
-            host: redisUrl.hostname,
-            port: Number(redisUrl.port || 6379),
-            ...(redisUrl.password ? { password: redisUrl.password } : {}),
-          },
-        }),
-      ),
-  },
+  ttlMs: TTL_MS,
+  l1MaxItems: L1_MAX,
+  connection: bentoConn,
+  redisUrl: REDIS_URL,
 });
 
 const lru = new LRUCache<string, Row>({ max: 10_000, ttl: TTL_MS });

@@ -69,14 +69,12 @@ import { hrtime } from 'node:process';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { BentoCache, bentostore } from 'bentocache';
-import { memoryDriver } from 'bentocache/drivers/memory';
-import { redisBusDriver, redisDriver } from 'bentocache/drivers/redis';
 import { Redis } from 'ioredis';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { pgConfig } from '../src/config/database.js';
 import { createRepository } from '../src/index.js';
+import { type BentoBaseline, bentocacheBaseline } from './bentocache-baseline.js';
 import { call, once, percentiles, round, sleep } from './cdc-common.js';
 import { quantile } from './stats.js';
 import {
@@ -399,43 +397,26 @@ class KyselyContender implements Contender {
   async close(): Promise<void> {}
 }
 
-const redisUrl = new URL(REDIS_URL);
-
 class BentoContender implements Contender {
   readonly name = 'bentocache' as const;
   readonly counters = zeroCounters();
   readonly tally = new Map<string, number>();
   readonly prefix: string;
   readonly #conn: Redis;
-  readonly #bento: BentoCache<{ main: ReturnType<typeof bentostore> }>;
+  readonly #bento: BentoBaseline;
 
   constructor(prefix: string) {
     this.prefix = prefix;
     this.#conn = new Redis(REDIS_URL, { connectionName: `${prefix}:l2`, lazyConnect: false });
     this.#conn.on('error', () => {});
-    this.#bento = new BentoCache({
-      default: 'main',
+    this.#bento = bentocacheBaseline({
       prefix,
-      ttl: TTL_MS,
-      grace: false, // walcache: staleWhileRevalidateMs 0 (its default)
-      timeout: 0,
-      stores: {
-        // serialize: true (default): serialize: false crashes in 1.6 once an L2 hit refills
-        // L1 (bentocache #111), see bench/hitpath.ts.
-        main: bentostore()
-          .useL1Layer(memoryDriver({ maxItems: L1_MAX }))
-          .useL2Layer(redisDriver({ connection: this.#conn }))
-          .useBus(
-            redisBusDriver({
-              connection: {
-                host: redisUrl.hostname,
-                port: Number(redisUrl.port || 6379),
-                ...(redisUrl.password ? { password: redisUrl.password } : {}),
-              },
-            }),
-          ),
-      },
+      ttlMs: TTL_MS,
+      l1MaxItems: L1_MAX,
+      connection: this.#conn,
+      redisUrl: REDIS_URL,
     });
+
     this.#bento.on('cache:hit', (e: { layer?: string }) => {
       if (e.layer === 'l2') this.counters.l2++;
       else this.counters.l1++;

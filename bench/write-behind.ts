@@ -75,20 +75,12 @@ async function writeBehindRound(): Promise<{
     void writeBehindStats(repo.engine, 'counters').then((s) => ages.push(s.oldestAgeMs));
   }, 20);
   const started = performance.now();
-  const deadline = started + ROUND_MS;
-  let writes = 0;
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      while (performance.now() < deadline) {
-        const id = 1 + Math.floor(Math.random() * ROWS);
-        const value = ++nextValue;
-        const { seq } = await repo.counters.writeBehind(id, { value, updated_at: new Date() });
-        const seen = accepted.get(id);
-        if (seen === undefined || seen.seq < seq) accepted.set(id, { seq, value });
-        writes++;
-      }
-    }),
-  );
+  const writes = await writeFor(async (id) => {
+    const value = ++nextValue;
+    const { seq } = await repo.counters.writeBehind(id, { value, updated_at: new Date() });
+    const seen = accepted.get(id);
+    if (seen === undefined || seen.seq < seq) accepted.set(id, { seq, value });
+  });
   const elapsed = (performance.now() - started) / 1000;
   // The flush rate is measured over the same window plus the drain of what was accepted.
   while ((await writeBehindStats(repo.engine, 'counters')).pending > 0)
@@ -103,21 +95,28 @@ async function writeBehindRound(): Promise<{
 
 async function directRound(): Promise<number> {
   const started = performance.now();
-  const deadline = started + ROUND_MS;
+  const writes = await writeFor(async (id) => {
+    await pool.query(`UPDATE ${SCHEMA}.direct SET value = $2, updated_at = now() WHERE id = $1`, [
+      id,
+      ++nextValue,
+    ]);
+  });
+  return writes / ((performance.now() - started) / 1000);
+}
+
+/** `CONCURRENCY` loops writing random rows for `ROUND_MS`; the number of writes done. */
+async function writeFor(write: (id: number) => Promise<void>): Promise<number> {
+  const deadline = performance.now() + ROUND_MS;
   let writes = 0;
   await Promise.all(
     Array.from({ length: CONCURRENCY }, async () => {
       while (performance.now() < deadline) {
-        const id = 1 + Math.floor(Math.random() * ROWS);
-        await pool.query(
-          `UPDATE ${SCHEMA}.direct SET value = $2, updated_at = now() WHERE id = $1`,
-          [id, ++nextValue],
-        );
+        await write(1 + Math.floor(Math.random() * ROWS));
         writes++;
       }
     }),
   );
-  return writes / ((performance.now() - started) / 1000);
+  return writes;
 }
 
 async function main(): Promise<void> {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { wal2jsonAddTables } from '../src/cdc/wal2json-decoder.js';
 import { InvalidationWorker } from '../src/cdc/worker.js';
 import { columnTag, entityKey, resolveConfig, tableTag } from '../src/index.js';
 import { Resources, uniquePrefix, waitFor } from './helpers.js';
@@ -28,6 +29,7 @@ describe('invalidation worker (wal2json)', () => {
       CREATE TABLE orders (id int PRIMARY KEY, user_id int, total numeric(12,2));
       ALTER TABLE orders REPLICA IDENTITY FULL;
       CREATE TABLE unknown_things (id int PRIMARY KEY);
+
       INSERT INTO users VALUES (1, 'a@x', 'Ada'), (2, 'b@x', 'Bob');
       INSERT INTO orders VALUES (10, 7, 5.00), (11, 8, 6.00);`);
     worker = new InvalidationWorker({ config: config(), slot: scope.slot() });
@@ -86,10 +88,12 @@ describe('invalidation worker (wal2json)', () => {
     assert.deepEqual(await reader.getOrLoad('orders:u7', () => orders(7), { tags: t7 }), [12]);
   });
 
-  it('TRUNCATE bumps the table tags; unknown tables are counted and skipped', async () => {
+  it('TRUNCATE bumps the table tags; tables the config does not follow are not decoded', async () => {
     const reader = await res.readyEngine(prefix);
     const unknown: string[] = [];
     worker.events.on('unknown-table', (t) => unknown.push(t));
+    const rowsSeen: number[] = [];
+    worker.events.on('transaction', (rows) => rowsSeen.push(rows));
     const all = [tableTag(`${scope.schema}.orders`)];
     assert.ok(
       Array.isArray(
@@ -111,9 +115,50 @@ describe('invalidation worker (wal2json)', () => {
       ),
       [],
     );
-    assert.ok(unknown.includes(`${scope.schema}.unknown_things`));
+    // wal2json's add-tables keeps the other table's row out of the stream: its
+    // transaction arrives as an empty begin/commit pair, and nothing is counted unknown.
+    assert.deepEqual(unknown, []);
+    assert.deepEqual(
+      rowsSeen.filter((n) => n > 0),
+      [1],
+      'only the TRUNCATE carried a change; the INSERT into unknown_things none',
+    );
     const lag = await reader.workerLagMs();
     assert.ok(lag >= 0 && lag < 5_000, `the worker's heartbeat bounds staleness (lag ${lag} ms)`);
     assert.equal(worker.role, 'active');
+  });
+});
+
+describe("wal2json add-tables (the server's own parser)", () => {
+  const scope = new PgScope('addtables');
+  after(() => scope.close());
+
+  it('escaped names select exactly the listed tables, odd characters included', async () => {
+    await scope.create(`
+      CREATE TABLE "odd name, *x'q" (id int PRIMARY KEY);
+      CREATE TABLE "a.b" (id int PRIMARY KEY);
+      CREATE TABLE other (id int PRIMARY KEY);`);
+    const slot = scope.slot();
+    await scope.q("SELECT pg_create_logical_replication_slot($1, 'wal2json')", [slot]);
+    await scope.q(`INSERT INTO $schema."odd name, *x'q" VALUES (1)`);
+    await scope.q('INSERT INTO $schema."a.b" VALUES (2)');
+    await scope.q('INSERT INTO $schema.other VALUES (3)');
+    const list = wal2jsonAddTables([`${scope.schema}.odd name, *x'q`, `${scope.schema}.a.b`]);
+    const { rows } = await scope.q<{ data: string }>(
+      `SELECT data FROM pg_logical_slot_peek_changes($1, NULL, NULL,
+         'format-version', '2', 'add-tables', $2)`,
+      [slot, list],
+    );
+    const tables = rows
+      .map((r) => JSON.parse(r.data) as { action: string; table?: string })
+      .filter((m) => m.action === 'I')
+      .map((m) => m.table);
+    assert.deepEqual(tables, ["odd name, *x'q", 'a.b']);
+    assert.equal(rows.filter((r) => r.data.includes('"action":"B"')).length, 3, 'one begin per tx');
+  });
+
+  it('refuses an empty list (wal2json would read it as every table) and unqualified names', () => {
+    assert.throws(() => wal2jsonAddTables([]), TypeError);
+    assert.throws(() => wal2jsonAddTables(['users']), /schema\.table/);
   });
 });

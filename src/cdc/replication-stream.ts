@@ -7,6 +7,7 @@ import {
   parseWal2jsonFast,
   WAL2JSON_OPTIONS,
   type Wal2jsonDecodeOptions,
+  wal2jsonAddTables,
 } from './wal2json-decoder.js';
 
 export type DecoderName = 'wal2json' | 'pgoutput';
@@ -68,9 +69,15 @@ function createPlugin(
   decoder: DecoderName,
   publication: string,
   wal2json: Wal2jsonDecodeOptions,
+  tables: readonly string[] | undefined,
 ): DecodingPlugin {
   if (decoder === 'wal2json') {
-    return new DecodingPlugin(new Wal2JsonPlugin({ ...WAL2JSON_OPTIONS }), (buffer) => [
+    const options = {
+      ...WAL2JSON_OPTIONS,
+      // The library puts the value in a quoted literal of START_REPLICATION unescaped.
+      ...(tables !== undefined && { addTables: wal2jsonAddTables(tables).replaceAll("'", "''") }),
+    };
+    return new DecodingPlugin(new Wal2JsonPlugin(options), (buffer) => [
       decodeWal2json(parseWal2jsonFast(buffer), wal2json),
     ]);
   }
@@ -102,6 +109,11 @@ export class ReplicationStream {
     applicationName?: string;
     /** wal2json decoding options (the worker passes the columns its mapping reads). */
     wal2json?: Wal2jsonDecodeOptions;
+    /**
+     * `schema.table` names to decode (wal2json's `add-tables`; pgoutput follows its
+     * publication instead). Undefined decodes every table.
+     */
+    tables?: readonly string[];
   }) {
     this.#slot = options.slot;
     this.#service = new LogicalReplicationService(
@@ -110,7 +122,12 @@ export class ReplicationStream {
       }),
       { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
     );
-    this.#plugin = createPlugin(options.decoder, options.publication, options.wal2json ?? {});
+    this.#plugin = createPlugin(
+      options.decoder,
+      options.publication,
+      options.wal2json ?? {},
+      options.tables,
+    );
   }
 
   /** Resolves once the server streams; rejects if it refuses (slot in use, missing, plugin not allowed). */

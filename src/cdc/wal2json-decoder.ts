@@ -40,6 +40,28 @@ export function wal2jsonSqlOptions(): string[] {
   ]);
 }
 
+/**
+ * The value of wal2json's `add-tables` option for `schema.table` names: only these
+ * tables' rows are decoded and sent (a transaction that touched none of them still
+ * arrives, as an empty begin/commit pair, which keeps the position moving). Without it
+ * wal2json decodes every table of the database, and a busy unrelated table costs the
+ * worker CPU and lag. wal2json splits the list on `,` and `.`, trims white space and reads
+ * `*` as a wildcard, so those, quotes and backslashes are escaped with a backslash (which
+ * wal2json removes). An empty list would mean "every table", so it is refused.
+ */
+export function wal2jsonAddTables(tables: Iterable<string>): string {
+  const escape = (name: string) => name.replace(/[\\,.*\s']/g, (c) => `\\${c}`);
+  const list: string[] = [];
+  for (const qualified of tables) {
+    const dot = qualified.indexOf('.');
+    if (dot <= 0 || dot === qualified.length - 1)
+      throw new TypeError(`Expected a \`schema.table\` name, got \`${qualified}\``);
+    list.push(`${escape(qualified.slice(0, dot))}.${escape(qualified.slice(dot + 1))}`);
+  }
+  if (list.length === 0) throw new TypeError('Expected at least one table to follow');
+  return list.join(',');
+}
+
 const NUMBER_TOKEN = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/;
 const utf8 = new TextDecoder();
 

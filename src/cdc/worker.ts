@@ -232,6 +232,8 @@ export class InvalidationWorker {
       decoder: this.decoder,
       publication: this.#options.publication ?? 'walcache',
       wal2json: { columnsWanted: columnsWantedBy(this.#model) },
+      // Decode only the followed tables: other tables' changes would cost CPU and lag.
+      ...(this.#model.size > 0 && { tables: [...this.#model.keys()] }),
     });
     const ended = new Promise<Error>((resolve) => {
       this.#streamEnded = resolve;

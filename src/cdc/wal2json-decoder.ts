@@ -50,13 +50,13 @@ export function wal2jsonSqlOptions(): string[] {
  * wal2json removes). An empty list would mean "every table", so it is refused.
  */
 export function wal2jsonAddTables(tables: Iterable<string>): string {
-  const escape = (name: string) => name.replace(/[\\,.*\s']/g, (c) => `\\${c}`);
+  const quote = (name: string) => name.replace(/[\\,.*\s']/g, (c) => `\\${c}`);
   const list: string[] = [];
   for (const qualified of tables) {
     const dot = qualified.indexOf('.');
     if (dot <= 0 || dot === qualified.length - 1)
       throw new TypeError(`Expected a \`schema.table\` name, got \`${qualified}\``);
-    list.push(`${escape(qualified.slice(0, dot))}.${escape(qualified.slice(dot + 1))}`);
+    list.push(`${quote(qualified.slice(0, dot))}.${quote(qualified.slice(dot + 1))}`);
   }
   if (list.length === 0) throw new TypeError('Expected at least one table to follow');
   return list.join(',');

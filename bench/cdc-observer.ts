@@ -14,6 +14,7 @@ import { Redis } from 'ioredis';
 import { createCacheRedis } from '../src/cache/redis-connection.js';
 import { CacheEngine, entityKey, resolveConfig } from '../src/index.js';
 import { type Envelope, now, serve } from './cdc-common.js';
+import { exitWithParent } from './children.js';
 
 let engine: CacheEngine | null = null;
 let sub: Redis | null = null;
@@ -137,11 +138,10 @@ serve(async (message) => {
       throw new Error(`unknown request ${message.type}`);
   }
 });
-process.on('disconnect', () => {
-  void engine?.close().finally(() => process.exit(0));
+exitWithParent(async () => {
   client?.disconnect();
   sub?.disconnect();
   checker?.disconnect();
-  if (!engine) process.exit(0);
+  await engine?.close();
 });
 process.send?.({ type: 'ready-process' });

@@ -10,6 +10,7 @@ import type { EventEmitter } from 'node:events';
 import { InvalidationWorker, type WorkerOptions } from '../src/cdc/worker.js';
 import { resolveConfig } from '../src/config/config.js';
 import { type Envelope, MB, now, serve } from './cdc-common.js';
+import { exitWithParent } from './children.js';
 
 interface Stats {
   groups: number;
@@ -132,9 +133,8 @@ async function handle(message: Envelope): Promise<Envelope> {
 
 serve(handle);
 // The parent went away (crash, Ctrl-C): release the slot and exit.
-process.on('disconnect', () => {
+exitWithParent(async () => {
   clearInterval(rssTimer);
-  void worker?.stop().finally(() => process.exit(0));
-  if (!worker) process.exit(0);
+  await worker?.stop();
 });
 process.send?.({ type: 'ready' });

@@ -42,10 +42,9 @@
  * REDIS_URL; drops its schema and slots and deletes its Redis keys at the end, also on
  * failure. Human-readable lines first; the last line of stdout is one JSON object.
  */
-import { type ChildProcess, fork } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { LogicalReplicationService, Wal2JsonPlugin } from 'pg-logical-replication';
@@ -68,6 +67,7 @@ import {
   round,
   sleep,
 } from './cdc-common.js';
+import { forkChild, stopChild } from './children.js';
 
 // --- parameters -------------------------------------------------------------------
 
@@ -295,22 +295,7 @@ async function readDecoded(slot: string): Promise<RawResult> {
 // --- child processes --------------------------------------------------------------
 
 function spawn(file: string, execArgv: string[] = []): ChildProcess {
-  return fork(fileURLToPath(new URL(file, import.meta.url)), [], {
-    execArgv: ['--import', 'tsx', ...execArgv],
-    // children never write to our stdout: the last line must stay the JSON
-    stdio: ['ignore', 2, 2, 'ipc'],
-  });
-}
-
-async function stopChild(child: ChildProcess | null, request: Envelope): Promise<void> {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  if (child.connected) await call(child, request, 15_000).catch(() => {});
-  const timer = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 5_000));
-  if ((await Promise.race([exited, timer])) === 'timeout') {
-    child.kill('SIGKILL');
-    await exited;
-  }
+  return forkChild(new URL(file, import.meta.url), { execArgv });
 }
 
 interface RssSample {

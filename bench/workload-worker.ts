@@ -12,6 +12,7 @@ import type { EventEmitter } from 'node:events';
 import { InvalidationWorker } from '../src/cdc/worker.js';
 import { resolveConfig } from '../src/config/config.js';
 import { type Envelope, serve } from './cdc-common.js';
+import { exitWithParent } from './children.js';
 import { benchConfig, SLOT } from './workload-common.js';
 
 let worker: InvalidationWorker | null = null;
@@ -94,8 +95,5 @@ async function handle(message: Envelope): Promise<Envelope> {
 
 serve(handle);
 // The parent went away (crash, Ctrl-C): release the slot and exit.
-process.on('disconnect', () => {
-  void stop().finally(() => process.exit(0));
-});
-process.on('SIGINT', () => {}); // Ctrl-C reaches the whole group: the parent decides
+exitWithParent(stop);
 process.send?.({ type: 'ready' });

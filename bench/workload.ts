@@ -62,11 +62,10 @@
  * failure and Ctrl-C. Human-readable lines first; the last line of stdout is one JSON
  * object.
  */
-import { type ChildProcess, fork } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { hrtime } from 'node:process';
-import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Redis } from 'ioredis';
@@ -76,6 +75,7 @@ import { pgConfig } from '../src/config/database.js';
 import { createRepository } from '../src/index.js';
 import { type BentoBaseline, bentocacheBaseline } from './bentocache-baseline.js';
 import { call, once, percentiles, round, sleep } from './cdc-common.js';
+import { forkChild, stopChild } from './children.js';
 import { quantile } from './stats.js';
 import {
   benchConfig,
@@ -900,22 +900,7 @@ async function samplingCost(hotId: number): Promise<{ off: number[]; on: number[
 let worker: ChildProcess | null = null;
 
 function spawnWorker(): ChildProcess {
-  return fork(fileURLToPath(new URL('./workload-worker.ts', import.meta.url)), [], {
-    execArgv: ['--import', 'tsx'],
-    // the child never writes to our stdout: the last line must stay the JSON
-    stdio: ['ignore', 2, 2, 'ipc'],
-  });
-}
-
-async function stopChild(child: ChildProcess | null): Promise<void> {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  if (child.connected) await call(child, { type: 'exit' }, 15_000).catch(() => {});
-  const timer = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 5_000));
-  if ((await Promise.race([exited, timer])) === 'timeout') {
-    child.kill('SIGKILL');
-    await exited;
-  }
+  return forkChild(new URL('./workload-worker.ts', import.meta.url));
 }
 
 // --- cleanup ----------------------------------------------------------------------------------
@@ -945,7 +930,7 @@ function cleanup(): Promise<void> {
   cleaning ??= (async () => {
     for (const c of openContenders) await c.close().catch(() => {});
     openContenders.clear();
-    await stopChild(worker).catch(() => {});
+    await stopChild(worker, { type: 'exit' });
     worker = null;
     await db.destroy().catch(() => {}); // ends `pool`
     // Retries for a while: the server may be restarting (a shared machine).

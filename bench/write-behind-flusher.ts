@@ -1,11 +1,14 @@
 /**
  * The write-behind benchmark's flusher, in its own process as `walcache jobs` would be:
- * flushes the entity in a loop and, on SIGTERM, prints the rows it flushed and exits.
+ * flushes the entity in a loop until the parent asks it to stop (`{ type: 'stop' }`, the
+ * reply carries the rows it flushed) or goes away.
  */
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { CacheEngine, pgConfig, resolveConfig } from '../src/index.js';
 import { flushWriteBehind } from '../src/jobs/write-behind.js';
+import { serve } from './cdc-common.js';
+import { exitWithParent } from './children.js';
 
 const config = resolveConfig(JSON.parse(process.argv[2] as string));
 const entity = process.argv[3] as string;
@@ -13,18 +16,32 @@ const db = new Kysely({
   dialect: new PostgresDialect({ pool: new pg.Pool({ ...pgConfig(config.databaseUrl), max: 2 }) }),
 });
 const engine = new CacheEngine({ config });
-await engine.ready();
 let rows = 0;
-let stop = false;
-process.on('SIGTERM', () => {
-  stop = true;
-});
-process.stdout.write('ready\n');
-while (!stop) {
-  const result = await flushWriteBehind({ engine, db, config, entity });
-  rows += result.rows;
-  if (result.rows === 0) await new Promise((r) => setTimeout(r, 5));
+let stopping = false;
+let loop: Promise<void> = Promise.resolve();
+
+/** Ends the loop after the flush in progress (its transaction commits or rolls back), then closes. */
+async function stop(): Promise<void> {
+  stopping = true;
+  await loop.catch(() => {});
+  await engine.close();
+  await db.destroy();
 }
-process.stdout.write(`flushed ${rows}\n`);
-await engine.close();
-await db.destroy();
+
+serve(async (message) => {
+  if (message.type !== 'stop') throw new Error(`unknown request ${message.type}`);
+  await stop();
+  setImmediate(() => process.disconnect?.());
+  return { type: 'stopped', rows };
+});
+exitWithParent(stop);
+
+await engine.ready();
+loop = (async () => {
+  while (!stopping) {
+    const result = await flushWriteBehind({ engine, db, config, entity });
+    rows += result.rows;
+    if (result.rows === 0) await new Promise((r) => setTimeout(r, 5));
+  }
+})();
+process.send?.({ type: 'ready' });

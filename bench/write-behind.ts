@@ -10,16 +10,20 @@
  * last round everything is flushed and every row is compared with the last value accepted
  * for it: `lost_writes` counts rows that differ (goal 0).
  *
- * Env: ROUNDS (3), ROUND_MS (4000), CONCURRENCY (32), ROWS (10000).
+ * Env: ROUNDS (3), ROUND_MS (4000), CONCURRENCY (32), ROWS (10000), PREFIX (random).
+ *
+ * Ctrl-C or SIGTERM stops the flusher and cleans up; whatever ends this process, the
+ * flusher exits with it (bench/children.ts).
  */
-import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { createRepository, pgConfig } from '../src/index.js';
 import { writeBehindStats } from '../src/jobs/write-behind.js';
 import { deleteByPrefix } from '../test/helpers.js';
-import { percentiles } from './cdc-common.js';
+import { call, once, percentiles } from './cdc-common.js';
+import { forkChild, stopChild } from './children.js';
 import { quantile, sig } from './stats.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
@@ -29,7 +33,7 @@ const ROWS = Number(process.env.ROWS ?? 10_000);
 const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://127.0.0.1:5432/test';
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const SCHEMA = 'walcache_bench_wb';
-const PREFIX = `bench-wb-${randomBytes(3).toString('hex')}`;
+const PREFIX = process.env.PREFIX ?? `bench-wb-${randomBytes(3).toString('hex')}`;
 
 interface DB {
   counters: { id: number; value: number; updated_at: Date };
@@ -48,6 +52,9 @@ const config = {
 } as const;
 const repo = createRepository({ db, config });
 
+/** The flusher of the round under way. */
+let flusher: ChildProcess | null = null;
+
 /** Latest value accepted per row (by sequence number), across rounds. */
 const accepted = new Map<number, { seq: number; value: number }>();
 let nextValue = 0;
@@ -58,39 +65,44 @@ async function writeBehindRound(): Promise<{
   ages: number[];
 }> {
   const ages: number[] = [];
-  const flusher = spawn(
-    process.execPath,
-    ['--import', 'tsx', 'bench/write-behind-flusher.ts', JSON.stringify(config), 'counters'],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  let output = '';
-  flusher.stdout.on('data', (chunk: Buffer) => {
-    output += chunk.toString();
+  flusher = forkChild(new URL('./write-behind-flusher.ts', import.meta.url), {
+    args: [JSON.stringify(config), 'counters'],
   });
-  await new Promise<void>((resolve) => {
-    const check = () => (output.includes('ready') ? resolve() : setTimeout(check, 10));
-    check();
-  });
-  const sampler = setInterval(() => {
-    void writeBehindStats(repo.engine, 'counters').then((s) => ages.push(s.oldestAgeMs));
-  }, 20);
-  const started = performance.now();
-  const writes = await writeFor(async (id) => {
-    const value = ++nextValue;
-    const { seq } = await repo.counters.writeBehind(id, { value, updated_at: new Date() });
-    const seen = accepted.get(id);
-    if (seen === undefined || seen.seq < seq) accepted.set(id, { seq, value });
-  });
-  const elapsed = (performance.now() - started) / 1000;
-  // The flush rate is measured over the same window plus the drain of what was accepted.
-  while ((await writeBehindStats(repo.engine, 'counters')).pending > 0)
-    await new Promise((res) => setTimeout(res, 10));
-  const flushElapsed = (performance.now() - started) / 1000;
-  clearInterval(sampler);
-  flusher.kill('SIGTERM');
-  await new Promise((resolve) => flusher.once('exit', resolve));
-  const flushed = Number(/flushed (\d+)/.exec(output)?.[1] ?? 0);
-  return { perS: writes / elapsed, flushRowsPerS: flushed / flushElapsed, ages };
+  let sampler: NodeJS.Timeout | undefined;
+  try {
+    await once(flusher, 'ready', 30_000);
+    sampler = setInterval(() => {
+      void writeBehindStats(repo.engine, 'counters').then((s) => ages.push(s.oldestAgeMs));
+    }, 20);
+    const started = performance.now();
+    const writes = await writeFor(async (id) => {
+      const value = ++nextValue;
+      const { seq } = await repo.counters.writeBehind(id, { value, updated_at: new Date() });
+      const seen = accepted.get(id);
+      if (seen === undefined || seen.seq < seq) accepted.set(id, { seq, value });
+    });
+    const elapsed = (performance.now() - started) / 1000;
+    // The flush rate is measured over the same window plus the drain of what was accepted.
+    const drainDeadline = performance.now() + 120_000;
+    while ((await writeBehindStats(repo.engine, 'counters')).pending > 0) {
+      if (flusher.exitCode !== null || flusher.signalCode !== null)
+        throw new Error('the flusher exited with writes still pending');
+      if (performance.now() > drainDeadline)
+        throw new Error('the flusher did not drain the pending writes within 120 s');
+      await new Promise((res) => setTimeout(res, 10));
+    }
+    const flushElapsed = (performance.now() - started) / 1000;
+    const { rows: flushed } = await call<{ type: string; rows: number }>(
+      flusher,
+      { type: 'stop' },
+      30_000,
+    );
+    return { perS: writes / elapsed, flushRowsPerS: flushed / flushElapsed, ages };
+  } finally {
+    clearInterval(sampler);
+    await stopChild(flusher);
+    flusher = null;
+  }
 }
 
 async function directRound(): Promise<number> {
@@ -182,14 +194,36 @@ async function main(): Promise<void> {
   console.log(JSON.stringify(summary));
 }
 
+let cleaning: Promise<void> | null = null;
+
+/** Stops the flusher, then drops the schema and the keys. Once, whichever way the bench ends. */
+function cleanup(): Promise<void> {
+  cleaning ??= (async () => {
+    await stopChild(flusher, { type: 'stop' });
+    await repo.close().catch(() => {});
+    await pool.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`).catch(() => {});
+    await db.destroy().catch(() => {});
+    const { Redis } = await import('ioredis');
+    const admin = new Redis(REDIS_URL);
+    await deleteByPrefix(admin, PREFIX).catch(() => {});
+    admin.disconnect();
+  })();
+  return cleaning;
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    console.error(`\n${signal}: cleaning up`);
+    setTimeout(() => process.exit(130), 30_000).unref();
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
 try {
   await main();
+} catch (error) {
+  console.error(error);
+  process.exitCode = 1;
 } finally {
-  await repo.close();
-  await pool.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`).catch(() => {});
-  await db.destroy();
-  const { Redis } = await import('ioredis');
-  const admin = new Redis(REDIS_URL);
-  await deleteByPrefix(admin, PREFIX);
-  admin.disconnect();
+  await cleanup();
 }

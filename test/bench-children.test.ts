@@ -1,0 +1,105 @@
+/**
+ * A benchmark ends its child processes on every way out: `npm run bench:write-behind`
+ * (a flusher in its own process holding a pool and, mid-flush, a transaction) is killed
+ * with SIGTERM, SIGINT or SIGKILL in the middle of a write-behind round, or loses its
+ * flusher; no flusher may be left running, and the bench must not hang.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { after, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { deleteByPrefix, REDIS_URL, ROOT, sleep, uniquePrefix, waitFor } from './helpers.js';
+
+/** Pids of the live descendants of `pid` whose command line contains `needle`. */
+function descendants(pid: number, needle: string): number[] {
+  const parentOf = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (fields[0] !== 'Z') parentOf.set(Number(entry), Number(fields[1]));
+    } catch {} // gone meanwhile
+  }
+  const found: number[] = [];
+  for (const child of parentOf.keys()) {
+    let p = parentOf.get(child);
+    while (p !== undefined && p !== pid && p > 1) p = parentOf.get(p);
+    if (p !== pid) continue;
+    try {
+      if (readFileSync(`/proc/${child}/cmdline`, 'utf8').includes(needle)) found.push(child);
+    } catch {}
+  }
+  return found;
+}
+
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+// A SIGKILLed bench cannot clean up: its keys go with the test.
+const PREFIX = uniquePrefix('bench-children');
+
+function startBench(): { child: ChildProcess; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/write-behind.ts'], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      ROUNDS: '1',
+      ROUND_MS: '3000',
+      CONCURRENCY: '4',
+      ROWS: '1000',
+      PREFIX,
+    },
+    stdio: ['ignore', 'ignore', 'ignore'],
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, exited };
+}
+
+async function flusherOf(bench: ChildProcess): Promise<number> {
+  let pids: number[] = [];
+  await waitFor(
+    'the flusher started',
+    () => {
+      pids = descendants(bench.pid as number, 'write-behind-flusher');
+      return pids.length > 0;
+    },
+    60_000,
+  );
+  await sleep(1_000); // mid-round: the flusher is flushing
+  return pids[0] as number;
+}
+
+describe('bench:write-behind leaves no child behind', () => {
+  after(async () => {
+    const redis = new Redis(REDIS_URL);
+    await deleteByPrefix(redis, PREFIX);
+    redis.disconnect();
+  });
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGKILL'] as const) {
+    it(`when the bench gets ${signal} mid-round`, { timeout: 90_000 }, async () => {
+      const { child, exited } = startBench();
+      const flusher = await flusherOf(child);
+      child.kill(signal);
+      await exited;
+      await waitFor(`flusher ${flusher} gone`, () => !alive(flusher), 15_000);
+    });
+  }
+
+  it('when the flusher dies mid-round, the bench fails instead of waiting for it', {
+    timeout: 120_000,
+  }, async () => {
+    const { child, exited } = startBench();
+    const flusher = await flusherOf(child);
+    process.kill(flusher, 'SIGKILL');
+    const code = await exited;
+    assert.notEqual(code, 0, 'the bench reports the failure');
+  });
+});

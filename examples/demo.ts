@@ -27,7 +27,8 @@
  * where this run stopped); the summary says so. `--drop-slot` drops it at exit (so it
  * retains no WAL); so does
  *   psql -c "SELECT pg_drop_replication_slot('walcache_demo')"
- * The schema stays: `DROP SCHEMA walcache_demo CASCADE`.
+ * The schema stays: `DROP SCHEMA walcache_demo CASCADE`. WALCACHE_DEMO_NAME names another
+ * schema, slot and publication (and key prefix), for a second demo beside the first.
  */
 import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
@@ -49,10 +50,21 @@ import {
 import { currentWalLsn, formatBytes, lsnToBigInt, waitApplied } from './demo-catch-up.js';
 import { createService, type Database, SCHEMA_SQL, serviceConfig } from './http-service.js';
 
-const SCHEMA = 'walcache_demo';
-const PREFIX = 'walcache-demo';
-const SLOT = 'walcache_demo';
-const PUBLICATION = 'walcache_demo';
+/**
+ * The demo's schema, slot and publication: `walcache_demo`, or WALCACHE_DEMO_NAME (a
+ * lower-case identifier), so that two demos (a test and a person) can run side by side.
+ */
+const NAME = process.env.WALCACHE_DEMO_NAME ?? 'walcache_demo';
+if (!/^[a-z_][a-z0-9_]{0,62}$/.test(NAME)) {
+  console.error(
+    `WALCACHE_DEMO_NAME must be a lower-case SQL identifier (letters, digits, "_"), got ${JSON.stringify(NAME)}`,
+  );
+  process.exit(2);
+}
+const SCHEMA = NAME;
+const PREFIX = NAME.replaceAll('_', '-');
+const SLOT = NAME;
+const PUBLICATION = NAME;
 const USERS = 10_000;
 const ORDERS = 50_000;
 const CLIENTS = 4;

@@ -2,21 +2,31 @@
  * `npm start -- --duration 5 --drop-slot`, the way a user meets it on a machine where other
  * work wrote a lot since the last demo: the slot the demo keeps has hundreds of MB of WAL
  * behind it. The demo must catch up before its load starts, invalidate every write, find
- * no stale read, and drop its slot when asked. It uses the fixed schema `walcache_demo`,
- * prefix `walcache-demo` and slot `walcache_demo`: nothing else uses them, and this file
- * must not run twice at once.
+ * no stale read, and drop its slot when asked. It runs under a name of its own
+ * (WALCACHE_DEMO_NAME: schema, slot, publication, key prefix), so a person's demo can run
+ * beside it.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { deleteByPrefix, REDIS_URL } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const SLOT = 'walcache_demo';
-
 const scope = new PgScope('demo');
-after(() => scope.close());
+const SLOT = scope.slot('_demo'); // dropped by scope.close() if the demo does not
+const PREFIX = SLOT.replaceAll('_', '-');
+after(async () => {
+  await scope.q(`DROP SCHEMA IF EXISTS ${SLOT} CASCADE`);
+  await scope.q(`DROP PUBLICATION IF EXISTS ${SLOT}`);
+  const redis = new Redis(REDIS_URL);
+  await deleteByPrefix(redis, PREFIX);
+  await deleteByPrefix(redis, `{${PREFIX}}`); // the jobs runner's BullMQ queues
+  redis.disconnect();
+  await scope.close();
+});
 
 test('the demo catches up with a kept slot before its load, invalidates every write and drops the slot when asked', {
   timeout: 240_000,
@@ -40,6 +50,7 @@ test('the demo catches up with a kept slot before its load, invalidates every wr
         ...process.env,
         DATABASE_URL: process.env.DATABASE_URL ?? 'postgres://127.0.0.1:5432/test',
         REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+        WALCACHE_DEMO_NAME: SLOT,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     },
@@ -57,7 +68,7 @@ test('the demo catches up with a kept slot before its load, invalidates every wr
   assert.equal(code, 0, report);
 
   // The backlog was announced and caught up with before the service took any load.
-  const kept = /slot walcache_demo kept from an earlier run: ([\d.]+) MiB/.exec(stdout);
+  const kept = new RegExp(`slot ${SLOT} kept from an earlier run: ([\\d.]+) MiB`).exec(stdout);
   assert.ok(kept && Number(kept[1]) >= 100, `the backlog was not announced\n${report}`);
   const caughtUp = stdout.indexOf('catching up with the slot: caught up in');
   assert.ok(caughtUp > 0, `no catch-up line\n${report}`);
@@ -73,7 +84,7 @@ test('the demo catches up with a kept slot before its load, invalidates every wr
   assert.ok(Number(inv[2]) > 0, `no writes\n${report}`);
   assert.equal(inv[1], inv[2], `not every write was invalidated\n${report}`);
   assert.match(summary, /stale reads found 0 /, report);
-  assert.match(summary, /slot walcache_demo dropped \(--drop-slot\)/, report);
+  assert.ok(summary.includes(`slot ${SLOT} dropped (--drop-slot)`), report);
   assert.match(summary, /result: ok/, report);
   const { rows } = await scope.q('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [SLOT]);
   assert.equal(rows.length, 0, 'the slot is gone');

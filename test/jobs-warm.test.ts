@@ -158,6 +158,8 @@ describe('warmers', () => {
       const other = createRepository({ db: counted.db, config });
       try {
         assert.ok(await other.engine.ready());
+        await other.ready(); // the catalog's column types: read once, before the counted reads
+        counted.queries.length = 0;
         for (let id = 1; id <= 10; id++) await other.users.findById(id);
         assert.equal(counted.queries.length, 0, 'every warmed row is read from the cache');
       } finally {

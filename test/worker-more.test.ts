@@ -64,9 +64,14 @@ describe('invalidation worker: identity, row cap, pgoutput, races, Redis pauses'
       assert.ok(e instanceof SetupError);
       assert.match(
         e.message,
-        new RegExp(`REPLICA IDENTITY FULL is needed on ${scope.schema}\\.users \\(old email\\)`),
+        new RegExp(
+          `${scope.schema}\\.users needs REPLICA IDENTITY FULL: the worker needs the old values of email`,
+        ),
       );
-      assert.match(e.fix, new RegExp(`ALTER TABLE ${scope.schema}\\.users REPLICA IDENTITY FULL`));
+      assert.match(
+        e.fix,
+        new RegExp(`ALTER TABLE "${scope.schema}"\\."users" REPLICA IDENTITY FULL`),
+      );
       return true;
     });
     const { rows } = await scope.q('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [

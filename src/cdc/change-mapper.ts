@@ -1,3 +1,4 @@
+import { canonicalText } from '../keys/canonical.js';
 import { columnTag, entityKey, tableResetTag, tableTag, uniqueKey } from '../keys/keys.js';
 import type { ChangeEvent, DecodedTransaction } from './change-event.js';
 import type { ChangeModel, TableModel } from './table-model.js';
@@ -53,6 +54,21 @@ export function mapChange(change: ChangeEvent, model: ChangeModel, into: Invalid
     into.tags.add(tableResetTag(table));
     return;
   }
+  if (change.op !== 'I' && tableModel.oldNeeded.size > 0) {
+    // An old image without a value the mapping needs (REPLICA IDENTITY reset to DEFAULT by
+    // a migration while the worker runs): the old row's keys and tags are unknown.
+    const old = change.oldRow;
+    for (const column of tableModel.oldNeeded) {
+      if (old === null || old[column] === undefined) {
+        into.tags.add(tableResetTag(table));
+        into.problems.push({
+          table,
+          reason: `${change.op === 'U' ? 'UPDATE' : 'DELETE'} without the old value of \`${column}\` (is REPLICA IDENTITY still FULL?)`,
+        });
+        break;
+      }
+    }
+  }
   for (const row of [change.oldRow, change.newRow]) {
     if (row === null) continue;
     const missing = addRow(row, tableModel, into, change);
@@ -72,6 +88,18 @@ function addRow(
 ): string | null {
   let problem: string | null = null;
   const isOld = row === change.oldRow;
+  // The value as readers name it: canonical text for the column's type. A value with no
+  // canonical text is a problem: the caller falls back to the table's reset tag.
+  const text = (column: string, value: unknown): string | null => {
+    const kind = model.kinds.get(column);
+    if (kind === undefined) return value as string;
+    try {
+      return canonicalText(kind, value);
+    } catch (error) {
+      problem = `${model.table}.${column}: ${(error as Error).message}`;
+      return null;
+    }
+  };
   for (const entity of model.entities) {
     const values: unknown[] = [];
     for (const column of entity.keyColumns) {
@@ -83,25 +111,29 @@ function addRow(
         problem = `${entity.name}: key column \`${column}\` missing from the ${isOld ? 'old' : 'new'} row`;
         break;
       }
-      values.push(value);
+      const canonical = text(column, value);
+      if (canonical === null) break;
+      values.push(canonical);
     }
     if (values.length === entity.keyColumns.length) into.keys.add(entityKey(entity.name, values));
     for (const column of entity.uniqueColumns)
-      addIfPresent(row, column, (v) => into.keys.add(uniqueKey(entity.name, column, v)));
+      addIfPresent(row, column, text, (v) => into.keys.add(uniqueKey(entity.name, column, v)));
   }
   for (const column of model.tagColumns)
-    addIfPresent(row, column, (v) => into.tags.add(columnTag(model.table, column, v)));
+    addIfPresent(row, column, text, (v) => into.tags.add(columnTag(model.table, column, v)));
   return problem;
 }
 
 function addIfPresent(
   row: Readonly<Record<string, unknown>>,
   column: string,
+  text: (column: string, value: unknown) => string | null,
   add: (value: unknown) => void,
 ): void {
   const value = row[column];
   // An absent value is either an unchanged TOAST column (so the other image has it) or an
   // old image without it (refused at start: REPLICA IDENTITY FULL is required then).
   if (value === undefined || value === null) return;
-  add(value);
+  const canonical = text(column, value);
+  if (canonical !== null) add(canonical);
 }

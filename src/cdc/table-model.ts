@@ -1,5 +1,6 @@
 import type { ResolvedConfig } from '../config/config.js';
 import { ConfigError } from '../errors/errors.js';
+import type { ColumnKind } from '../keys/canonical.js';
 
 /** What the worker needs to know of one table: which keys and tags a row change touches. */
 export interface TableModel {
@@ -19,6 +20,18 @@ export interface TableModel {
   readonly needsOldValues: readonly string[];
   /** Every column the mapping reads: the only ones the worker decodes. */
   readonly columns: ReadonlySet<string>;
+  /**
+   * The kind of each of `columns`, from the catalog (`applyCatalog`): key and tag values
+   * are then named by their canonical text, as readers name them. Empty until the
+   * catalog is read (values are then used as they come).
+   */
+  readonly kinds: Map<string, ColumnKind>;
+  /**
+   * Of `columns`, those whose old values an UPDATE or DELETE must carry (all but the
+   * primary key's or identity index's), from the catalog. An old image that lacks one
+   * (the identity was reset to DEFAULT while the worker runs) cannot be mapped precisely.
+   */
+  readonly oldNeeded: Set<string>;
 }
 
 /** Tables by `schema.table`, built once from the config shared by services and the worker. */
@@ -96,6 +109,8 @@ export function buildChangeModel(
         ...entry.tagColumns,
         ...entry.entities.flatMap((e) => e.uniqueColumns),
       ]),
+      kinds: new Map(),
+      oldNeeded: new Set(),
     });
   }
   return model;

@@ -3,6 +3,8 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { formatLsn, lsnToBigInt } from '../cache/envelope.js';
+import { applyCatalog, checkModel, quoteTable } from '../catalog/model-check.js';
+import { poolQuery, readCatalog, unpublishedTables } from '../catalog/table-catalog.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { pgConfig } from '../config/database.js';
 import { SetupError } from '../errors/errors.js';
@@ -19,7 +21,6 @@ import {
   explainServerError,
   isSlotBusy,
   readSlot,
-  replicaIdentities,
 } from './slot.js';
 import { buildChangeModel, type ChangeModel, columnsWantedBy } from './table-model.js';
 import { TransactionAssembler } from './transaction-assembler.js';
@@ -153,7 +154,7 @@ export class InvalidationWorker {
    */
   async start(): Promise<void> {
     await checkWalLevel(this.#pool);
-    await this.#checkReplicaIdentity();
+    await this.#checkCatalog();
     let settle!: (error?: unknown) => void;
     const settled = new Promise<void>((resolve, reject) => {
       settle = (error) => (error ? reject(error) : resolve());
@@ -309,21 +310,41 @@ export class InvalidationWorker {
   }
 
   /** Refuses to run silently wrong: tags or unique keys on non-key columns need the old row. */
-  async #checkReplicaIdentity(): Promise<void> {
-    const needy = [...this.#model.values()].filter((t) => t.needsOldValues.length > 0);
-    if (needy.length === 0) return;
-    const identities = await replicaIdentities(
-      this.#pool,
-      needy.map((t) => t.table),
-    );
-    const wrong = needy.filter((t) => identities.get(t.table) !== 'f');
-    if (wrong.length > 0) {
-      const list = wrong.map((t) => `${t.table} (old ${t.needsOldValues.join(', ')})`).join('; ');
-      throw new SetupError(
-        `REPLICA IDENTITY FULL is needed on ${list}: without it UPDATE and DELETE do not carry the old values, and the old tags and keys would never be invalidated`,
-        `${wrong.map((t) => `ALTER TABLE ${t.table} REPLICA IDENTITY FULL;`).join(' ')} (or run \`walcache setup\`)`,
-      );
+  /**
+   * Checks the config against the catalog (tables exist and are tables, columns exist
+   * with types that can be keys or tags, replica identity carries the old values needed,
+   * the pgoutput publication sends every table) and gives the model the column types, so
+   * keys and tags are named as readers name them. Any gap would leave entries stale
+   * silently: the worker refuses to start, with every gap and its fix.
+   */
+  async #checkCatalog(): Promise<void> {
+    const query = poolQuery(this.#pool);
+    const tables = [...this.#model.keys()];
+    const catalog = await readCatalog(query, tables);
+    const problems = checkModel(this.#model, catalog).map((p) => ({
+      detail: p.detail,
+      fix: p.fix,
+    }));
+    if (this.decoder === 'pgoutput') {
+      const publication = this.#options.publication ?? 'walcache';
+      const missing = await unpublishedTables(query, publication, tables);
+      if (missing === null)
+        problems.push({
+          detail: `the publication ${publication} does not exist`,
+          fix: `run walcache setup --decoder pgoutput --publication ${publication}`,
+        });
+      else if (missing.length > 0)
+        problems.push({
+          detail: `the publication ${publication} does not send ${missing.join(', ')}: their changes would never reach the worker`,
+          fix: `ALTER PUBLICATION ${publication} ADD TABLE ${missing.map(quoteTable).join(', ')};  (or run walcache setup again)`,
+        });
     }
+    if (problems.length > 0)
+      throw new SetupError(
+        `the config does not match the database: ${problems.map((p) => p.detail).join('; ')}`,
+        problems.map((p) => p.fix).join('; '),
+      );
+    applyCatalog(this.#model, catalog);
   }
 
   // --- the stream ------------------------------------------------------------------

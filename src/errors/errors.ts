@@ -15,7 +15,10 @@ export class ConfigError extends WalcacheError {
 
 /** A cache key or tag is empty, too long or not a string. */
 export class InvalidKeyError extends WalcacheError {
-  constructor(key: unknown, reason: string) {
+  constructor(
+    key: unknown,
+    readonly reason: string,
+  ) {
     super('E_INVALID_KEY', `Invalid cache key ${show(key)}: ${reason}`, { context: { key } });
   }
 }

@@ -1,6 +1,7 @@
-import { qualify } from '../cdc/table-model.js';
+import { buildChangeModel, type ChangeModel, qualify } from '../cdc/table-model.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { ConfigError, InvalidKeyError } from '../errors/errors.js';
+import { type ColumnKind, canonicalText, pgValue } from '../keys/canonical.js';
 import { entityKey, tableResetTag, uniqueKey } from '../keys/keys.js';
 
 /** One entity of the config, resolved once for the repository. */
@@ -20,6 +21,11 @@ export interface EntityModel {
   readonly tagsOf: ((row: Record<string, unknown>) => readonly string[]) | undefined;
   /** Accepts `writeBehind` patches; its reads overlay pending writes and skip L1. */
   readonly writeBehind: boolean;
+  /**
+   * Column kinds from the catalog (shared with the change model's table): ids and unique
+   * values are named by their canonical text once it is read (see src/keys/canonical.ts).
+   */
+  readonly kinds: ReadonlyMap<string, ColumnKind>;
 }
 
 /** Names a repository uses itself: an entity cannot be called one of these. */
@@ -42,7 +48,10 @@ export const RESERVED_NAMES: ReadonlySet<string> = new Set([
   'constructor',
 ]);
 
-export function buildEntityModels(config: ResolvedConfig): ReadonlyMap<string, EntityModel> {
+export function buildEntityModels(
+  config: ResolvedConfig,
+  changeModel: ChangeModel = buildChangeModel(config),
+): ReadonlyMap<string, EntityModel> {
   const models = new Map<string, EntityModel>();
   for (const [name, entity] of Object.entries(config.entities)) {
     if (RESERVED_NAMES.has(name))
@@ -70,6 +79,7 @@ export function buildEntityModels(config: ResolvedConfig): ReadonlyMap<string, E
       resetTag: tableResetTag(table),
       tagsOf: entity.tags as EntityModel['tagsOf'],
       writeBehind: entity.writeBehind,
+      kinds: changeModel.get(table)?.kinds ?? new Map(),
     });
   }
   return models;
@@ -77,7 +87,12 @@ export function buildEntityModels(config: ResolvedConfig): ReadonlyMap<string, E
 
 export type KeyPart = string | number | bigint;
 
-/** Checks an id against the entity's key columns and returns its parts. */
+/**
+ * Checks an id against the entity's key columns and returns its parts, each in its
+ * canonical text once the catalog gave the columns' types (`'042'` -> `'42'`).
+ *
+ * @throws {InvalidKeyError} for the wrong arity or type, or a value the column cannot hold.
+ */
 export function keyParts(model: EntityModel, id: unknown): KeyPart[] {
   if (model.keyColumns.length === 1) {
     if (Array.isArray(id) && id.length === 1) return [checkPart(model, id[0], 0)];
@@ -92,13 +107,30 @@ export function keyParts(model: EntityModel, id: unknown): KeyPart[] {
 }
 
 function checkPart(model: EntityModel, part: unknown, index: number): KeyPart {
-  const column = model.keyColumns[index];
-  if (typeof part === 'string' || typeof part === 'bigint') return part;
-  if (typeof part === 'number' && Number.isFinite(part)) return part;
-  throw new InvalidKeyError(
-    part,
-    `\`${model.name}.${column}\` takes a string, a finite number or a bigint`,
-  );
+  const column = model.keyColumns[index] as string;
+  if (
+    typeof part !== 'string' &&
+    typeof part !== 'bigint' &&
+    !(typeof part === 'number' && Number.isFinite(part))
+  )
+    throw new InvalidKeyError(
+      part,
+      `\`${model.name}.${column}\` takes a string, a finite number or a bigint`,
+    );
+  return canonical(model, column, part) as KeyPart;
+}
+
+/** A value of a key or unique column in its canonical text (as given until the catalog is read). */
+function canonical(model: EntityModel, column: string, value: unknown): unknown {
+  const kind = model.kinds.get(column);
+  if (kind === undefined) return value;
+  try {
+    return canonicalText(kind, value);
+  } catch (error) {
+    if (error instanceof InvalidKeyError)
+      throw new InvalidKeyError(value, `\`${model.name}.${column}\`: ${error.reason}`);
+    throw error;
+  }
 }
 
 /** Narrows a query to the row with these key values (`key column = value` per column). */
@@ -114,11 +146,12 @@ export function whereKey<Q extends { where(column: string, op: '=', value: unkno
   return narrowed;
 }
 
-/** The key columns of a row as an object: `{ id: 42 }`. */
+/** The key columns of a row as an object, in the form pg returns them: `{ id: 42 }`. */
 export function keyRow(model: EntityModel, parts: readonly unknown[]): Record<string, unknown> {
   const row: Record<string, unknown> = {};
   model.keyColumns.forEach((column, i) => {
-    row[column] = parts[i];
+    const part = parts[i];
+    row[column] = typeof part === 'string' ? pgValue(model.kinds.get(column), part) : part;
   });
   return row;
 }
@@ -141,7 +174,7 @@ export function uniqueRowKey(model: EntityModel, column: string, value: unknown)
     (typeof value === 'number' && !Number.isFinite(value))
   )
     throw new InvalidKeyError(value, `\`${model.name}.${column}\` needs a value`);
-  return uniqueKey(model.name, column, value);
+  return uniqueKey(model.name, column, canonical(model, column, value));
 }
 
 /** Removes the denied columns from a row in place (they must never reach Redis). */

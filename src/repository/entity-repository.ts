@@ -33,6 +33,8 @@ export interface RepositoryContext {
   writeBehindStore(): WriteBehindStore;
   /** The table's columns, read once from the catalog. */
   columns(model: EntityModel): Promise<ReadonlySet<string>>;
+  /** null once the column types are read (keys are canonical); else the wait for them. */
+  typed(): Promise<void> | null;
   /** A write-behind patch was accepted; `pending` rows of the entity wait for a flush. */
   writeBehindAccepted(entity: string, pending: number): void;
   /** Runs `fn` with this entity's writer in a repository transaction. */
@@ -107,7 +109,14 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
    * const user = await repo.users.findById(42);
    */
   findById(id: T['id'], options?: ReadOptions): Promise<T['row'] | undefined> {
-    const parts = keyParts(this.#model, id);
+    const wait = this.#ctx.typed();
+    if (wait !== null) return wait.then(() => this.findById(id, options));
+    let parts: KeyPart[];
+    try {
+      parts = keyParts(this.#model, id);
+    } catch (error) {
+      return Promise.reject(error); // a bad id rejects, as every other failure does
+    }
     const key = rowKey(this.#model, parts);
     this.#ctx.sampler?.record(this.name, key);
     if (this.#model.writeBehind) return this.#readWithPending(key, parts, options);
@@ -125,7 +134,14 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
     value: unknown,
     options?: ReadOptions,
   ): Promise<T['row'] | undefined> {
-    const key = uniqueRowKey(this.#model, column, value);
+    const wait = this.#ctx.typed();
+    if (wait !== null) return wait.then(() => this.findBy(column, value, options));
+    let key: string;
+    try {
+      key = uniqueRowKey(this.#model, column, value);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     this.#ctx.sampler?.record(this.name, key);
     if (this.#model.writeBehind) return this.#findByWithPending(key, column, value, options);
     return this.#read(key, () => this.#loadBy(column, value), options);
@@ -141,6 +157,7 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
     options?: ReadOptions,
   ): Promise<FindManyResult<T['row'], T['id']>> {
     if (!Array.isArray(ids)) throw new InvalidKeyError(ids, 'findMany takes an array of ids');
+    await this.#ctx.typed();
     const keys: string[] = new Array(ids.length);
     const unique = new Map<string, KeyPart[]>();
     for (let i = 0; i < ids.length; i++) {
@@ -175,6 +192,7 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
    * misses. Never throws for one row: failures are counted.
    */
   async warm(ids: readonly T['id'][]): Promise<WarmResult> {
+    await this.#ctx.typed();
     const unique = new Map<string, KeyPart[]>();
     let failed = 0;
     for (const id of ids) {
@@ -218,6 +236,7 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
         this.name,
         'write-behind is not enabled for this entity (set `writeBehind: true` in its config)',
       );
+    await this.#ctx.typed();
     const parts = keyParts(this.#model, id);
     const key = rowKey(this.#model, parts);
     if (patch === null || typeof patch !== 'object' || Array.isArray(patch))
@@ -252,6 +271,7 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
 
   /** Updates the row with this id and evicts its old and new keys and tags at once. */
   async update(id: T['id'], patch: T['update']): Promise<WriteResult<T['row']>> {
+    await this.#ctx.typed();
     keyParts(this.#model, id);
     const { value, receipt } = await this.#ctx.write(this.name, (w) => w.update(id, patch));
     return { rows: value as T['row'][], receipt };
@@ -259,6 +279,7 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
 
   /** Deletes the row with this id and evicts its keys and tags at once. */
   async delete(id: T['id']): Promise<WriteResult<T['row']>> {
+    await this.#ctx.typed();
     keyParts(this.#model, id);
     const { value, receipt } = await this.#ctx.write(this.name, (w) => w.delete(id));
     return { rows: value as T['row'][], receipt };
@@ -266,6 +287,7 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
 
   /** Evicts rows by id in every process (tombstones), without touching the database. */
   async evict(ids: readonly T['id'][]): Promise<void> {
+    await this.#ctx.typed();
     await this.#ctx.engine.delete(ids.map((id) => this.key(id)));
   }
 

@@ -81,6 +81,7 @@ import {
 import type { ChangeModel } from '../cdc/table-model.js';
 import { qualify } from '../cdc/table-model.js';
 import { InvalidQueryError } from '../errors/errors.js';
+import { type ColumnKind, canonicalText } from '../keys/canonical.js';
 import { columnTag, keyValue, tableResetTag, tableTag } from '../keys/keys.js';
 
 export interface TableDependency {
@@ -372,10 +373,12 @@ class Analysis {
   }
 
   private bestNarrowing(table: string, index: number, pins: Pins): Narrowing | null {
-    const tagColumns = [...(this.model.get(table)?.tagColumns ?? [])].sort();
+    const tableModel = this.model.get(table);
+    const tagColumns = [...(tableModel?.tagColumns ?? [])].sort();
     let best: Narrowing | null = null;
     for (const column of tagColumns) {
-      const values = pins(columnKey(index, column));
+      const pinned = pins(columnKey(index, column));
+      const values = pinned && canonicalValues(tableModel?.kinds.get(column), pinned);
       if (values && (best === null || values.length < best.values.length)) {
         best = { column, values };
       }
@@ -537,6 +540,29 @@ function keyable(values: readonly unknown[]): unknown[] | null {
     }
   }
   return [...values];
+}
+
+/**
+ * The values as the worker names them in column tags: canonical text for the column's
+ * type (`'07'` -> `'7'` on an int, `12.5` -> `'12.5'` and the worker's `12.50` -> `'12.5'`
+ * on numeric). A value with no canonical text (NaN, a zone-less timestamptz, text an int
+ * column cannot hold) cannot narrow: the query then depends on the whole table. Without
+ * the catalog's kind the values are kept as given.
+ */
+function canonicalValues(
+  kind: ColumnKind | undefined,
+  values: readonly unknown[],
+): unknown[] | null {
+  if (kind === undefined) return [...values];
+  const out: string[] = [];
+  for (const value of values) {
+    try {
+      out.push(canonicalText(kind, value));
+    } catch {
+      return null;
+    }
+  }
+  return dedupe(out);
 }
 
 function dedupe(values: readonly unknown[]): unknown[] {

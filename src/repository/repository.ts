@@ -1,11 +1,14 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { type Kysely, sql, type Transaction } from 'kysely';
+import { CompiledQuery, type Kysely, sql, type Transaction } from 'kysely';
 import { CacheEngine } from '../cache/engine.js';
+import { applyCatalog, checkModel, type ModelProblem } from '../catalog/model-check.js';
+import { type QueryRows, readCatalog } from '../catalog/table-catalog.js';
 import { buildChangeModel, type ChangeModel, qualify } from '../cdc/table-model.js';
 import { type ResolvedConfig, resolveConfig } from '../config/config.js';
 import type { WalcacheConfigInput } from '../config/schema.js';
-import { ClosedError, ConfigError, UnknownEntityError } from '../errors/errors.js';
+import { ClosedError, ConfigError, SetupError, UnknownEntityError } from '../errors/errors.js';
+import { WalcacheError } from '../errors/walcache-error.js';
 import {
   enqueueFlush,
   FLUSH_QUEUE,
@@ -100,6 +103,8 @@ export class RepositoryCore<DB, C> {
   readonly #tableColumns = new Map<string, Promise<ReadonlySet<string>>>();
   #flushQueue: { queue: Queue<FlushJobData>; connection: Redis } | undefined;
   readonly #lastTrigger = new Map<string, number>();
+  #catalog: Promise<void> | undefined;
+  #catalogRead = false;
 
   constructor(options: RepositoryOptions<DB, WalcacheConfigInput>) {
     this.db = options.db;
@@ -112,7 +117,7 @@ export class RepositoryCore<DB, C> {
         `the engine was built from another config (prefix \`${options.cache.config.prefix}\`, this config's is \`${this.config.prefix}\`)`,
       );
     this.#changeModel = buildChangeModel(this.config);
-    this.#entities = buildEntityModels(this.config);
+    this.#entities = buildEntityModels(this.config, this.#changeModel);
     this.#ownsEngine = options.cache === undefined;
     this.engine = options.cache ?? new CacheEngine({ config: this.config });
     this.#position = new WorkerPosition(this.engine);
@@ -132,6 +137,7 @@ export class RepositoryCore<DB, C> {
         return this.#writeBehind;
       },
       columns: (model) => this.#columns(model),
+      typed: () => this.#typed(),
       writeBehindAccepted: (entity, pending) => this.#writeBehindAccepted(entity, pending),
       write: (entity, fn) =>
         this.#transaction((tx) =>
@@ -155,6 +161,95 @@ export class RepositoryCore<DB, C> {
       position: this.#position,
       sampler: this.accessLog,
     });
+  }
+
+  /**
+   * Reads what the repository needs of the database's catalog, once: the type of every
+   * key, unique and tag column (ids and WHERE values are then named by their canonical
+   * text, as the worker names them: `'042'` and `42` are one entry), and checks the
+   * config against it. Reads and writes call it themselves the first time; await it at
+   * start to fail fast.
+   *
+   * @throws {SetupError} when the config cannot work with the database: a key or tag
+   *   column of a type that cannot be one (arrays, json, floats...), a view or partitioned
+   *   table, or an unqualified table name that this connection's search_path resolves to
+   *   another schema than `defaultSchema`.
+   */
+  ready(): Promise<void> {
+    if (this.#catalogRead) return Promise.resolve();
+    this.#catalog ??= this.#readCatalog().then(
+      () => {
+        this.#catalogRead = true;
+      },
+      (error: unknown) => {
+        this.#catalog = undefined;
+        throw error;
+      },
+    );
+    return this.#catalog;
+  }
+
+  /**
+   * null once the catalog is read (the common, synchronous path); else the wait for it.
+   * With the database unreachable, a read goes on with ids as given (it may still hit
+   * the cache) and the next one tries again; a config the database refutes is an error.
+   */
+  #typed(): Promise<void> | null {
+    if (this.#catalogRead) return null;
+    return this.ready().catch((error: unknown) => {
+      if (error instanceof WalcacheError) throw error;
+    });
+  }
+
+  async #readCatalog(): Promise<void> {
+    const query: QueryRows = async (text, values) =>
+      (await this.db.executeQuery(CompiledQuery.raw(text, [...values]))).rows as Record<
+        string,
+        unknown
+      >[];
+    const catalog = await readCatalog(query, [...this.#changeModel.keys()]);
+    // Identity and missing tables are the worker's and setup's to report; these would
+    // make the repository itself name entries wrongly.
+    const problems: Array<Pick<ModelProblem, 'detail' | 'fix'>> = checkModel(
+      this.#changeModel,
+      catalog,
+    ).filter((p) => p.kind === 'type' || p.kind === 'not-a-table' || p.kind === 'partitioned');
+    problems.push(...(await this.#searchPathProblems(query)));
+    if (problems.length > 0)
+      throw new SetupError(
+        `the config does not match the database: ${problems.map((p) => p.detail).join('; ')}`,
+        problems.map((p) => p.fix).join('; '),
+      );
+    applyCatalog(this.#changeModel, catalog);
+  }
+
+  /**
+   * A table named without its schema is tagged as `defaultSchema.table`, but queries run
+   * on the connection's search_path: if that finds another table of the name first, its
+   * writes would never invalidate them.
+   */
+  async #searchPathProblems(
+    query: QueryRows,
+  ): Promise<Array<Pick<ModelProblem, 'detail' | 'fix'>>> {
+    const unqualified = [
+      ...Object.values(this.config.entities).map((e) => e.table),
+      ...Object.keys(this.config.invalidateBy),
+    ].filter((t, i, all) => !t.includes('.') && all.indexOf(t) === i);
+    if (unqualified.length === 0) return [];
+    const rows = await query(
+      `SELECT t.name, n.nspname AS schema
+         FROM unnest($1::text[]) AS t(name)
+         LEFT JOIN pg_class c ON c.oid = to_regclass(quote_ident(t.name))
+         LEFT JOIN pg_namespace n ON n.oid = c.relnamespace`,
+      [unqualified],
+    );
+    const wanted = this.config.defaultSchema;
+    return rows
+      .filter((r) => r.schema !== null && r.schema !== wanted)
+      .map((r) => ({
+        detail: `\`${r.name}\` resolves to ${r.schema}.${r.name} on this connection's search_path, but the config follows ${wanted}.${r.name}: writes to the table your queries read would never invalidate them`,
+        fix: `set defaultSchema to '${r.schema}' in the config, or put ${wanted} first on the pool's search_path (options: '-c search_path=${wanted}'), or name the table with its schema`,
+      }));
   }
 
   /**
@@ -182,6 +277,8 @@ export class RepositoryCore<DB, C> {
    */
   cached<R>(query: CacheableQuery<R>, options?: CachedQueryOptions): Promise<R[]> {
     if (this.#closing) return Promise.reject(new ClosedError('Repository'));
+    const wait = this.#typed();
+    if (wait !== null) return wait.then(() => this.#queries.run(query, options));
     return this.#queries.run(query, options);
   }
 
@@ -317,6 +414,7 @@ export class RepositoryCore<DB, C> {
     fn: (tx: unknown) => Promise<T>,
   ): Promise<{ value: T; receipt: WriteReceipt }> {
     if (this.#closing) throw new ClosedError('Repository');
+    await this.#typed();
     const writes = new WriteSet();
     const value = await this.db.transaction().execute(async (trx) => {
       const handle: Record<string, unknown> = {

@@ -1,0 +1,140 @@
+import type { ChangeModel, TableModel } from '../cdc/table-model.js';
+import { isUnsupported, unkeyableReason } from '../keys/canonical.js';
+import type { Catalog, TableCatalog } from './table-catalog.js';
+
+/** A gap between the config and the database that would leave entries stale. */
+export interface ModelProblem {
+  readonly table: string;
+  readonly kind: 'missing' | 'not-a-table' | 'partitioned' | 'column' | 'type' | 'identity';
+  /** One line: what is wrong and what it would cost. */
+  readonly detail: string;
+  /** What to run or change. */
+  readonly fix: string;
+}
+
+/** `"schema"."table"` */
+export function quoteTable(table: string): string {
+  const dot = table.indexOf('.');
+  const q = (s: string) => `"${s.replaceAll('"', '""')}"`;
+  return `${q(table.slice(0, dot))}.${q(table.slice(dot + 1))}`;
+}
+
+/**
+ * Columns whose OLD values the worker needs (key, unique and tag columns) but an UPDATE
+ * or DELETE would not carry under the table's current replica identity: a key that is
+ * not the identity (`key: 'slug'` with primary key `id`) needs FULL as much as a tag.
+ */
+export function oldValuesMissing(model: TableModel, table: TableCatalog): string[] {
+  if (table.replicaIdentity === 'f') return [];
+  return [...model.columns].filter((c) => !table.identityColumns.has(c)).sort();
+}
+
+/**
+ * Checks the config's tables against the catalog: each exists and is a plain table (the
+ * worker sees changes of tables only: a view or a partitioned table would never be
+ * invalidated), has the columns the config names, with types that can be keys or tags,
+ * and a replica identity that carries the old values the worker needs.
+ */
+export function checkModel(model: ChangeModel, catalog: Catalog): ModelProblem[] {
+  const problems: ModelProblem[] = [];
+  for (const [name, table] of model) {
+    const found = catalog.get(name);
+    if (found === undefined) {
+      problems.push({
+        table: name,
+        kind: 'missing',
+        detail: `${name} does not exist (named in the config's entities or invalidateBy)`,
+        fix: `create ${name} (run the application's migrations), or fix the table name in the config`,
+      });
+      continue;
+    }
+    if (found.relkind === 'p') {
+      problems.push({
+        table: name,
+        kind: 'partitioned',
+        detail: `${name} is a partitioned table: its changes reach the worker under each partition's name, so entries of it would never be invalidated`,
+        fix: `name its partitions in the config instead (each an entity or an invalidateBy table of its own), or cache reads of ${name} with \`cached(query, { tables: [...] })\` listing the partitions`,
+      });
+      continue;
+    }
+    if (found.relkind !== 'r') {
+      const what =
+        found.relkind === 'v'
+          ? 'a view'
+          : found.relkind === 'm'
+            ? 'a materialized view'
+            : found.relkind === 'f'
+              ? 'a foreign table'
+              : `not a table (relkind ${found.relkind})`;
+      problems.push({
+        table: name,
+        kind: 'not-a-table',
+        detail: `${name} is ${what}: the worker sees changes of tables only, so entries of it would never be invalidated`,
+        fix: `follow its base tables instead: put them in invalidateBy, and pass \`tables: [...]\` (the base tables) to \`cached()\` for queries that read ${name}`,
+      });
+      continue;
+    }
+    const keyColumns = new Set([
+      ...table.entities.flatMap((e) => [...e.keyColumns, ...e.uniqueColumns]),
+    ]);
+    for (const column of table.columns) {
+      const info = found.columns.get(column);
+      if (info === undefined) {
+        problems.push({
+          table: name,
+          kind: 'column',
+          detail: `${name} has no column \`${column}\` (named as a key, unique or invalidateBy column)`,
+          fix: `fix the column name in the config, or add the column to ${name}`,
+        });
+        continue;
+      }
+      const why = keyColumns.has(column)
+        ? unkeyableReason(info.kind)
+        : isUnsupported(info.kind)
+          ? info.kind.unsupported
+          : null;
+      if (why !== null)
+        problems.push({
+          table: name,
+          kind: 'type',
+          detail: `${name}.${column} is ${why} (${info.type}): it cannot be a ${keyColumns.has(column) ? 'key or unique column' : 'tag column'}`,
+          fix: keyColumns.has(column)
+            ? `key the entity by another column (its primary key), or leave ${column} out of unique`
+            : `leave ${column} out of invalidateBy.${name.slice(name.indexOf('.') + 1)}: queries on it then depend on the whole table`,
+        });
+    }
+    const missing = oldValuesMissing(table, found);
+    if (missing.length > 0)
+      problems.push({
+        table: name,
+        kind: 'identity',
+        detail: `${name} needs REPLICA IDENTITY FULL: the worker needs the old values of ${missing.join(', ')}, which UPDATE and DELETE do not carry under ${IDENTITIES[found.replicaIdentity] ?? found.replicaIdentity}`,
+        fix: `ALTER TABLE ${quoteTable(name)} REPLICA IDENTITY FULL;  (or run walcache setup, which sets it)`,
+      });
+  }
+  return problems;
+}
+
+export const IDENTITIES: Readonly<Record<string, string>> = {
+  d: 'DEFAULT (the primary key)',
+  f: 'FULL',
+  i: 'USING INDEX',
+  n: 'NOTHING',
+};
+
+/**
+ * Gives the model the column kinds the catalog reports, so keys and tags are built from
+ * canonical text (see src/keys/canonical.ts). Returns the model, now typed.
+ */
+export function applyCatalog(model: ChangeModel, catalog: Catalog): ChangeModel {
+  for (const [name, table] of model) {
+    const found = catalog.get(name);
+    if (found === undefined) continue;
+    for (const column of table.columns) {
+      const info = found.columns.get(column);
+      if (info !== undefined) table.kinds.set(column, info.kind);
+      if (!found.keyIndexColumns.has(column)) table.oldNeeded.add(column);
+    }
+  }
+  return model;
+}

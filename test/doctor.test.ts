@@ -131,7 +131,7 @@ describe('walcache doctor', () => {
     assert.match(
       find(report, 'replica-identity').detail,
       new RegExp(
-        `2 of 2 configured tables found; REPLICA IDENTITY FULL on ${good.schema}\\.orders`,
+        `2 of 2 configured tables found, keys and tags match their columns; REPLICA IDENTITY FULL on ${good.schema}\\.orders`,
       ),
     );
     assert.equal(find(report, 'redis').status, 'ok');

@@ -381,11 +381,11 @@ describe('walcache setup reports what it must not fix silently', () => {
       const input: WalcacheConfigInput = {
         entities: {
           users: { table: 'users', key: 'id' },
-          logs: { table: 'logs', key: 'id' },
           ghosts: { table: 'ghosts', key: 'id' },
         },
         // events has no key either, but needs old values: setup gives it FULL identity.
-        invalidateBy: { events: ['kind'] },
+        // logs is followed as a whole (no column of it is needed): nothing makes it FULL.
+        invalidateBy: { events: ['kind'], logs: [] },
       };
       const { report } = await scope.run(input);
       const s = scope.schema;

@@ -20,13 +20,18 @@ export function quoteTable(table: string): string {
 }
 
 /**
- * Columns whose OLD values the worker needs (key, unique and tag columns) but an UPDATE
- * or DELETE would not carry under the table's current replica identity: a key that is
- * not the identity (`key: 'slug'` with primary key `id`) needs FULL as much as a tag.
+ * Columns whose OLD values the worker needs (key, unique and tag columns) that only
+ * REPLICA IDENTITY FULL carries: all but the primary key's (or identity index's). A key
+ * that is not the identity (`key: 'slug'` with primary key `id`) needs FULL as much as a tag.
  */
+export function oldValuesNeeded(model: TableModel, table: TableCatalog): string[] {
+  return [...model.columns].filter((c) => !table.keyIndexColumns.has(c)).sort();
+}
+
+/** Of {@link oldValuesNeeded}, those the table's current replica identity does not carry. */
 export function oldValuesMissing(model: TableModel, table: TableCatalog): string[] {
   if (table.replicaIdentity === 'f') return [];
-  return [...model.columns].filter((c) => !table.identityColumns.has(c)).sort();
+  return oldValuesNeeded(model, table);
 }
 
 /**

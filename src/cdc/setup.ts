@@ -1,11 +1,13 @@
 import pg from 'pg';
+import { checkModel, IDENTITIES, oldValuesNeeded, quoteTable } from '../catalog/model-check.js';
+import { poolQuery, readCatalog, type TableCatalog } from '../catalog/table-catalog.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { pgConfig, redactUrl } from '../config/database.js';
 import { SetupError } from '../errors/errors.js';
 import { DEFAULT_WALCACHE_SCHEMA, pendingMigrations, runMigrations } from './migrations.js';
 import type { DecoderName } from './replication-stream.js';
-import { assertSlotName, checkWalLevel, createSlot, replicaIdentities } from './slot.js';
-import { buildChangeModel } from './table-model.js';
+import { assertSlotName, checkWalLevel, createSlot } from './slot.js';
+import { buildChangeModel, type TableModel } from './table-model.js';
 
 export type SetupStatus = 'ok' | 'created' | 'changed' | 'would-run' | 'error';
 
@@ -57,16 +59,6 @@ const DECODERS: readonly DecoderName[] = ['wal2json', 'pgoutput'];
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
 /** A DDL statement waits this long for its table lock, then fails instead of queueing every writer behind it. */
 const LOCK_TIMEOUT = '10s';
-
-interface TableInfo {
-  readonly name: string;
-  readonly schema: string;
-  readonly table: string;
-  readonly relkind: string;
-  readonly relreplident: string;
-  readonly hasPk: boolean;
-  readonly hasIdentityIndex: boolean;
-}
 
 /**
  * Prepares PostgreSQL for walcache, idempotently: checks `wal_level`, runs migrations,
@@ -123,46 +115,31 @@ export async function setup(options: SetupOptions): Promise<SetupReport> {
 
     await guard(steps, 'migrations', () => migrationsStep(pool, walcacheSchema, dryRun, steps));
 
-    // Tables: what exists, its keys and replica identity.
+    // Tables: what exists, its columns and their types, its replica identity.
     const configured = [...model.keys()].sort();
-    const info = await readTables(pool, configured);
-    const usable: TableInfo[] = [];
-    for (const name of configured) {
-      const t = info.get(name);
-      if (!t) {
-        steps.push({
-          step: 'table',
-          status: 'error',
-          detail: `${name} does not exist (named in the config's entities or invalidateBy)`,
-          fix: `create ${name} first (run the application's migrations), or fix the table name in the config`,
-        });
-      } else if (t.relkind !== 'r' && t.relkind !== 'p') {
-        steps.push({
-          step: 'table',
-          status: 'error',
-          detail: `${name} is a ${RELKINDS[t.relkind] ?? `relation of kind ${t.relkind}`}: its changes never reach the WAL as its own, so the cache would never be invalidated`,
-          fix: `point the config at the base table(s) ${name} reads`,
-        });
-      } else {
-        usable.push(t);
-      }
+    const catalog = await readCatalog(poolQuery(pool), configured);
+    const problems = checkModel(model, catalog);
+    const unusable = new Set<string>();
+    for (const p of problems) {
+      if (p.kind === 'identity') continue; // set below
+      if (p.kind === 'missing' || p.kind === 'not-a-table' || p.kind === 'partitioned')
+        unusable.add(p.table);
+      steps.push({ step: 'table', status: 'error', detail: p.detail, fix: p.fix });
     }
+    const usable: TableCatalog[] = configured
+      .filter((name) => !unusable.has(name))
+      .map((name) => catalog.get(name) as TableCatalog);
 
-    // Replica identity FULL where the config needs old values (contract 7).
+    // Replica identity FULL where the config needs old values (contract 7): a unique or
+    // tag column, and a key that is not the primary key (or identity index).
     const full = new Set<string>();
     await guard(steps, 'replica-identity', async () => {
-      const needy = usable
-        .map((t) => ({ t, columns: model.get(t.name)?.needsOldValues ?? [] }))
-        .filter((x) => x.columns.length > 0);
-      const identities = await replicaIdentities(
-        pool,
-        needy.map((x) => x.t.name),
-      );
-      for (const { t, columns } of needy) {
-        const why = `old values of ${columns.join(', ')}`;
-        const statement = `ALTER TABLE ${qualified(t)} REPLICA IDENTITY FULL`;
-        const current = identities.get(t.name) ?? t.relreplident;
-        if (current === 'f') {
+      for (const t of usable) {
+        const needs = oldValuesNeeded(model.get(t.name) as TableModel, t);
+        if (needs.length === 0) continue;
+        const why = `old values of ${needs.join(', ')}`;
+        const statement = `ALTER TABLE ${quoteTable(t.name)} REPLICA IDENTITY FULL`;
+        if (t.replicaIdentity === 'f') {
           full.add(t.name);
           steps.push({
             step: 'replica-identity',
@@ -173,7 +150,7 @@ export async function setup(options: SetupOptions): Promise<SetupReport> {
           steps.push({
             step: 'replica-identity',
             status: 'error',
-            detail: `${t.name} needs REPLICA IDENTITY FULL (${why}; it is ${IDENTITIES[current] ?? current}): without it UPDATE and DELETE do not carry the old values, and the worker refuses to start`,
+            detail: `${t.name} needs REPLICA IDENTITY FULL (${why}; it is ${IDENTITIES[t.replicaIdentity] ?? t.replicaIdentity}): without it UPDATE and DELETE do not carry the old values, and the worker refuses to start`,
             fix: `${statement}; (or run walcache setup without --no-replica-identity)`,
           });
         } else if (dryRun) {
@@ -207,8 +184,8 @@ export async function setup(options: SetupOptions): Promise<SetupReport> {
         steps.push({
           step: 'replica-identity',
           status: 'error',
-          detail: `${t.name} has no primary key and no replica identity (REPLICA IDENTITY ${IDENTITIES[t.relreplident] ?? t.relreplident}): published, its UPDATEs and DELETEs would fail, and the worker could not see which row changed; left out of the publication`,
-          fix: `ALTER TABLE ${qualified(t)} ADD PRIMARY KEY (...);  or  ALTER TABLE ${qualified(t)} REPLICA IDENTITY FULL;`,
+          detail: `${t.name} has no primary key and no replica identity (REPLICA IDENTITY ${IDENTITIES[t.replicaIdentity] ?? t.replicaIdentity}): published, its UPDATEs and DELETEs would fail, and the worker could not see which row changed; left out of the publication`,
+          fix: `ALTER TABLE ${quoteTable(t.name)} ADD PRIMARY KEY (...);  or  ALTER TABLE ${quoteTable(t.name)} REPLICA IDENTITY FULL;`,
         });
       }
     });
@@ -288,14 +265,14 @@ async function publicationStep(
     publication: string;
     dryRun: boolean;
     allTables: boolean;
-    tables: readonly TableInfo[];
+    tables: readonly TableCatalog[];
     steps: SetupStep[];
   },
 ): Promise<void> {
   const pub = ident(o.publication);
   const list = [...o.tables]
     .sort((a, b) => a.name.localeCompare(b.name))
-    .map(qualified)
+    .map((t) => quoteTable(t.name))
     .join(', ');
   const target = o.allTables ? 'FOR ALL TABLES' : `FOR TABLE ${list}`;
   const what = o.allTables
@@ -495,22 +472,6 @@ async function slotStep(
 
 // --- helpers -------------------------------------------------------------------------
 
-const RELKINDS: Record<string, string> = {
-  v: 'view',
-  m: 'materialized view',
-  f: 'foreign table',
-  S: 'sequence',
-  i: 'index',
-  c: 'composite type',
-};
-
-const IDENTITIES: Record<string, string> = {
-  d: 'DEFAULT',
-  f: 'FULL',
-  i: 'USING INDEX',
-  n: 'NOTHING',
-};
-
 async function connect(pool: pg.Pool, url: string): Promise<void> {
   try {
     await pool.query('SELECT 1');
@@ -522,47 +483,6 @@ async function connect(pool: pg.Pool, url: string): Promise<void> {
       error,
     );
   }
-}
-
-async function readTables(
-  pool: pg.Pool,
-  names: readonly string[],
-): Promise<Map<string, TableInfo>> {
-  if (names.length === 0) return new Map();
-  const split = names.map((n) => {
-    const dot = n.indexOf('.');
-    return [n.slice(0, dot), n.slice(dot + 1)] as const;
-  });
-  const { rows } = await pool.query<{
-    schema: string;
-    table: string;
-    relkind: string;
-    relreplident: string;
-    has_pk: boolean;
-    has_identity_index: boolean;
-  }>(
-    `SELECT n.nspname AS schema, c.relname AS table, c.relkind::text AS relkind,
-            c.relreplident::text AS relreplident,
-            EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS has_pk,
-            EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) AS has_identity_index
-       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
-    [split.map((s) => s[0]), split.map((s) => s[1])],
-  );
-  return new Map(
-    rows.map((r) => [
-      `${r.schema}.${r.table}`,
-      {
-        name: `${r.schema}.${r.table}`,
-        schema: r.schema,
-        table: r.table,
-        relkind: r.relkind,
-        relreplident: r.relreplident,
-        hasPk: r.has_pk,
-        hasIdentityIndex: r.has_identity_index,
-      },
-    ]),
-  );
 }
 
 async function readPublication(
@@ -695,20 +615,12 @@ function errorStep(step: SetupStepName, error: unknown): SetupStep {
   return { step, status: 'error', detail: `${step} failed: ${message}` };
 }
 
-function hasIdentity(t: TableInfo): boolean {
-  return (
-    t.relreplident === 'f' ||
-    (t.relreplident === 'd' && t.hasPk) ||
-    (t.relreplident === 'i' && t.hasIdentityIndex)
-  );
+function hasIdentity(t: TableCatalog): boolean {
+  return t.replicaIdentity === 'f' || (t.replicaIdentity !== 'n' && t.keyIndexColumns.size > 0);
 }
 
 function ident(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;
-}
-
-function qualified(t: Pick<TableInfo, 'schema' | 'table'>): string {
-  return `${ident(t.schema)}.${ident(t.table)}`;
 }
 
 function literal(value: string): string {

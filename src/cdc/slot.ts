@@ -78,21 +78,6 @@ export async function checkWalLevel(pool: Pool): Promise<void> {
   }
 }
 
-/** `relreplident` per table: 'd' default, 'f' full, 'i' index, 'n' nothing; absent tables are missing. */
-export async function replicaIdentities(
-  pool: Pool,
-  tables: readonly string[],
-): Promise<Map<string, string>> {
-  if (tables.length === 0) return new Map();
-  const { rows } = await pool.query<{ name: string; relreplident: string }>(
-    `SELECT n.nspname || '.' || c.relname AS name, c.relreplident
-       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE c.relkind IN ('r', 'p') AND n.nspname || '.' || c.relname = ANY($1)`,
-    [tables],
-  );
-  return new Map(rows.map((r) => [r.name, r.relreplident]));
-}
-
 /** Maps server errors a user can fix to a SetupError saying how. */
 export function explainServerError(error: unknown, decoder: DecoderName): unknown {
   const message = error instanceof Error ? error.message : String(error);

@@ -13,11 +13,6 @@ export interface TableModel {
   }>;
   /** Columns whose values narrow query tags (`invalidateBy`). */
   readonly tagColumns: readonly string[];
-  /**
-   * Non-key columns whose OLD values the worker needs (unique columns, tag columns):
-   * without REPLICA IDENTITY FULL an UPDATE or DELETE would not carry them.
-   */
-  readonly needsOldValues: readonly string[];
   /** Every column the mapping reads: the only ones the worker decodes. */
   readonly columns: ReadonlySet<string>;
   /**
@@ -94,16 +89,10 @@ export function buildChangeModel(
   }
   const model = new Map<string, TableModel>();
   for (const [table, entry] of building) {
-    const needs = new Set<string>([
-      ...entry.tagColumns,
-      ...entry.entities.flatMap((e) => e.uniqueColumns),
-    ]);
-    for (const k of entry.keyColumns) needs.delete(k);
     model.set(table, {
       table,
       entities: entry.entities,
       tagColumns: [...entry.tagColumns],
-      needsOldValues: [...needs].sort(),
       columns: new Set([
         ...entry.keyColumns,
         ...entry.tagColumns,

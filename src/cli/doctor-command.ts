@@ -7,6 +7,7 @@ interface DoctorCommandOptions {
   config?: string;
   slot: string;
   decoder: DecoderName;
+  publication: string;
   json?: boolean;
 }
 
@@ -26,10 +27,16 @@ export function doctorCommand(): Command {
         .choices(['wal2json', 'pgoutput'])
         .default('wal2json'),
     )
+    .option('--publication <name>', 'publication of the worker (pgoutput)', 'walcache')
     .option('--json', 'print the report as JSON')
     .action(async (opts: DoctorCommandOptions) => {
       const config = await loadConfig(opts.config);
-      const report = await doctor({ config, slot: opts.slot, decoder: opts.decoder });
+      const report = await doctor({
+        config,
+        slot: opts.slot,
+        decoder: opts.decoder,
+        publication: opts.publication,
+      });
       process.stdout.write(
         opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatDoctorReport(report),
       );

@@ -3,13 +3,14 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { CacheEngine } from '../cache/engine.js';
 import { parseHeartbeat } from '../cache/heartbeat.js';
+import { checkModel, quoteTable } from '../catalog/model-check.js';
+import { poolQuery, readCatalog, unpublishedTables } from '../catalog/table-catalog.js';
 import type { DecoderName } from '../cdc/replication-stream.js';
 import {
   assertSlotName,
   checkWalLevel,
   explainServerError,
   readSlot,
-  replicaIdentities,
   type SlotInfo,
 } from '../cdc/slot.js';
 import { buildChangeModel } from '../cdc/table-model.js';
@@ -44,6 +45,8 @@ export interface DoctorOptions {
   readonly slot?: string;
   /** Output plugin the worker uses. @default 'wal2json' */
   readonly decoder?: DecoderName;
+  /** Publication the worker reads with pgoutput. @default 'walcache' */
+  readonly publication?: string;
 }
 
 /** A worker heartbeat older than this fails (the worker writes one at least every 5 s). */
@@ -84,7 +87,7 @@ export async function doctor(options: DoctorOptions): Promise<DoctorReport> {
       `use ${DECODERS.join(' or ')}`,
     );
   const checks: DoctorCheck[] = [];
-  await postgresChecks(config, slot, decoder, checks);
+  await postgresChecks(config, slot, decoder, options.publication ?? 'walcache', checks);
   await redisChecks(config, slot, checks);
   return { ok: checks.every((c) => c.status !== 'fail'), checks };
 }
@@ -95,6 +98,7 @@ async function postgresChecks(
   config: ResolvedConfig,
   slot: string,
   decoder: DecoderName,
+  publication: string,
   checks: DoctorCheck[],
 ): Promise<void> {
   const pool = new pg.Pool({
@@ -205,7 +209,7 @@ async function postgresChecks(
       checks,
       'replica-identity',
       'run walcache setup (it reports the table problems it finds)',
-      () => tableChecks(pool, config, checks),
+      () => tableChecks(pool, config, decoder, publication, checks),
     );
   } finally {
     await pool.end().catch(() => {});
@@ -370,62 +374,53 @@ export function allowListFix(current: readonly string[], decoder: string): strin
 }
 
 /**
- * Configured tables exist; those whose old values the worker needs have REPLICA IDENTITY
- * FULL. Problems go to `out`; the summary is returned.
+ * The config against the catalog: every table exists and is a plain table, its key,
+ * unique and tag columns exist with types that can be keys or tags, its replica identity
+ * carries the old values the worker needs, and (pgoutput) the publication sends it. Each
+ * gap would leave entries stale silently; each goes to `out` with its fix.
  */
 async function tableChecks(
   pool: pg.Pool,
   config: ResolvedConfig,
+  decoder: DecoderName,
+  publication: string,
   out: DoctorCheck[],
 ): Promise<DoctorCheck> {
   const model = buildChangeModel(config);
   const configured = [...model.keys()].sort();
   if (configured.length === 0)
     return ok('replica-identity', 'the config names no tables (entities / invalidateBy)');
-  const identities = await replicaIdentities(pool, configured);
-  for (const table of configured) {
-    if (!identities.has(table))
+  const query = poolQuery(pool);
+  const catalog = await readCatalog(query, configured);
+  const problems = checkModel(model, catalog);
+  for (const p of problems)
+    out.push({
+      name: p.kind === 'identity' ? 'replica-identity' : 'table',
+      status: 'fail',
+      detail: p.detail,
+      fix: p.fix,
+    });
+  if (decoder === 'pgoutput') {
+    const missing = await unpublishedTables(query, publication, configured);
+    if (missing === null || missing.length > 0)
       out.push({
-        name: 'table',
+        name: 'publication',
         status: 'fail',
-        detail: `${table} does not exist or is not a table (named in the config's entities or invalidateBy)`,
-        fix: `create ${table} (run the application's migrations), or fix the table name in the config`,
+        detail:
+          missing === null
+            ? `the publication ${publication} does not exist: the worker (pgoutput) would receive nothing`
+            : `the publication ${publication} does not send ${missing.join(', ')}: their changes never reach the worker`,
+        fix:
+          missing === null
+            ? `walcache setup --decoder pgoutput --publication ${publication}`
+            : `ALTER PUBLICATION ${publication} ADD TABLE ${missing.map(quoteTable).join(', ')};  (or run walcache setup again)`,
       });
   }
-  const good: string[] = [];
-  for (const table of configured) {
-    const current = identities.get(table);
-    const columns = model.get(table)?.needsOldValues ?? [];
-    if (current === undefined || columns.length === 0) continue;
-    if (current === 'f') {
-      good.push(table);
-      continue;
-    }
-    out.push({
-      name: 'replica-identity',
-      status: 'fail',
-      detail: `${table} needs REPLICA IDENTITY FULL (the worker needs old values of ${columns.join(', ')}; it is ${IDENTITIES[current] ?? current}): without it UPDATE and DELETE do not carry them, and the worker refuses to start`,
-      fix: `ALTER TABLE ${qualified(table)} REPLICA IDENTITY FULL;  (or run walcache setup, which sets it)`,
-    });
-  }
-  const found = configured.filter((t) => identities.has(t)).length;
+  const full = configured.filter((t) => catalog.get(t)?.replicaIdentity === 'f');
   return ok(
     'replica-identity',
-    `${found} of ${configured.length} configured table${configured.length > 1 ? 's' : ''} found${good.length > 0 ? `; REPLICA IDENTITY FULL on ${good.join(', ')} (old values needed)` : ''}`,
+    `${catalog.size} of ${configured.length} configured table${configured.length > 1 ? 's' : ''} found${problems.length === 0 ? ', keys and tags match their columns' : ''}${full.length > 0 ? `; REPLICA IDENTITY FULL on ${full.join(', ')}` : ''}`,
   );
-}
-
-const IDENTITIES: Record<string, string> = {
-  d: 'DEFAULT',
-  f: 'FULL',
-  i: 'USING INDEX',
-  n: 'NOTHING',
-};
-
-function qualified(table: string): string {
-  const dot = table.indexOf('.');
-  const q = (s: string) => `"${s.replaceAll('"', '""')}"`;
-  return `${q(table.slice(0, dot))}.${q(table.slice(dot + 1))}`;
 }
 
 // --- Redis ---------------------------------------------------------------------------

@@ -239,7 +239,8 @@ function canonicalBool(value: unknown): string {
     const word = value.trim().toLowerCase();
     // PostgreSQL takes any unambiguous prefix of the words ('t', 'ye', 'of'; not 'o').
     const matches = (words: string[]) =>
-      word.length > 0 && words.some((w) => w.startsWith(word) && (word.length > 1 || (w !== 'on' && w !== 'off')));
+      word.length > 0 &&
+      words.some((w) => w.startsWith(word) && (word.length > 1 || (w !== 'on' && w !== 'off')));
     const t = matches(TRUE_WORDS);
     const f = matches(FALSE_WORDS);
     if (t !== f) return String(t);

@@ -300,7 +300,8 @@ class Analysis {
         schema === undefined
           ? scope.ctes.has(name) || scope.names.has(name)
           : scope.names.has(`${schema}.${name}`);
-      if (!visible) this.refs.push({ table: this.tableOf(node), narrowedBy: null });
+      const table = visible ? null : this.tableOf(node);
+      if (table !== null) this.refs.push({ table, narrowedBy: null });
       return;
     }
     if (RawNode.is(node) && READS_TABLES.test(node.sqlFragments.join(' '))) this.rawRead(node);
@@ -325,18 +326,28 @@ class Analysis {
     );
   }
 
-  /** The `schema.table` of a table node, which must be followed by the worker. */
-  private tableOf(node: TableNode): string {
+  /**
+   * The `schema.table` of a table node, which must be followed by the worker; or null
+   * for a relation it does not follow (a view) when the caller declared the tables the
+   * query reads (`tables: [...]`): its dependencies are those.
+   */
+  private tableOf(node: TableNode): string | null {
     const schema = node.table.schema?.name;
     const name = node.table.identifier.name;
-    return this.checked(schema === undefined ? name : `${schema}.${name}`);
+    const full = schema === undefined ? name : `${schema}.${name}`;
+    if (
+      this.options.rawTables !== undefined &&
+      !this.model.has(qualify(full, this.options.defaultSchema))
+    )
+      return null;
+    return this.checked(full);
   }
 
   private checked(name: string): string {
     const table = qualify(name, this.options.defaultSchema);
     if (!this.model.has(table)) {
       throw new InvalidQueryError(
-        `it reads \`${table}\`, a table the invalidation worker does not follow, so the cached result would never be invalidated: add it to \`invalidateBy\` in the config (e.g. \`invalidateBy: { '${table}': [] }\`)`,
+        `it reads \`${table}\`, which the invalidation worker does not follow, so the cached result would never be invalidated: if it is a table, add it to \`invalidateBy\` in the config (e.g. \`invalidateBy: { '${table}': [] }\`); if it is a view, the worker sees only its base tables' changes: follow them, and pass them as \`tables: [...]\` to \`cached()\``,
         { table },
       );
     }

@@ -56,6 +56,9 @@ export function buildEntityModels(
   for (const [name, entity] of Object.entries(config.entities)) {
     if (RESERVED_NAMES.has(name))
       throw new ConfigError(`entities.${name}`, name, 'this name is a repository method');
+    // Entity keys are `<entity>:<id>`, query keys `q:<hash>`: an entity `q` would share them.
+    if (name === 'q')
+      throw new ConfigError(`entities.${name}`, name, '`q` is the namespace of cached query keys');
     const table = qualify(entity.table, config.defaultSchema);
     const dot = table.indexOf('.');
     const keyColumns = typeof entity.key === 'string' ? [entity.key] : [...entity.key];

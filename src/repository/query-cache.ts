@@ -76,15 +76,28 @@ export class QueryCache {
     this.#denyByTable = deny;
   }
 
-  /** The cache key of a query: `q:<hash>` or `q:<name>:<hash>`. */
-  key(query: CacheableQuery<unknown>, name?: string): string {
+  /**
+   * The cache key of a query: `q:<hash>` or `q:<name>:<hash>`. Extra `tags` and `tables`
+   * are part of the hash: the same SQL with other dependencies is another entry (one
+   * filled without a tag must not answer a read that depends on it).
+   */
+  key(
+    query: CacheableQuery<unknown>,
+    name?: string,
+    options: Pick<CachedQueryOptions, 'tags' | 'tables'> = {},
+  ): string {
     const compiled = query.compile();
     const hash = createHash('sha256')
       .update(compiled.sql)
       .update('\0')
-      .update(stringifyParameters(compiled.parameters))
-      .digest('base64url')
-      .slice(0, 27);
+      .update(stringifyParameters(compiled.parameters));
+    if (options.tags !== undefined) hash.update(`\0tags\0${[...options.tags].sort().join('\0')}`);
+    if (options.tables !== undefined)
+      hash.update(`\0tables\0${[...options.tables].sort().join('\0')}`);
+    return this.#named(name, hash.digest('base64url').slice(0, 27));
+  }
+
+  #named(name: string | undefined, hash: string): string {
     return name === undefined ? `q:${hash}` : `q:${encodeKeyPart(name)}:${hash}`;
   }
 
@@ -93,7 +106,7 @@ export class QueryCache {
       throw new InvalidQueryError('expected a Kysely query builder', { got: typeof query });
     if (options.name !== undefined && (typeof options.name !== 'string' || options.name === ''))
       throw new ConfigError('name', options.name, 'a query name is a non-empty string');
-    const key = this.key(query, options.name);
+    const key = this.key(query, options.name, options);
     if (options.name !== undefined) this.#sampler?.record(`query:${options.name}`, key);
     return this.#run(key, query, options);
   }
@@ -119,11 +132,16 @@ export class QueryCache {
     if (typeof build !== 'function') throw new ConfigError('build', build, 'expected a function');
     this.#prepared.add(name);
     const entity = `query:${name}`;
+    // The one-lookup hit path is a plain L1 read: options that ask for more (a bound on
+    // staleness, a fresh read) go the whole way, as in cached().
+    const fastPath = options.maxStalenessMs === undefined && options.forceFresh !== true;
     return (...args: A) => {
       const key = preparedKey(name, args);
       this.#sampler?.record(entity, key);
-      const hit = this.#engine.peek<R[]>(key);
-      if (hit !== undefined) return Promise.resolve(hit);
+      if (fastPath) {
+        const hit = this.#engine.peek<R[]>(key);
+        if (hit !== undefined) return Promise.resolve(hit);
+      }
       return this.#run(key, build(...args), options);
     };
   }

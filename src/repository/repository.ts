@@ -302,9 +302,13 @@ export class RepositoryCore<DB, C> {
     return this.#queries.prepare(name, build, options);
   }
 
-  /** The cache key `cached()` would use for a query. */
-  queryKey(query: CacheableQuery<unknown>, name?: string): string {
-    return this.#queries.key(query, name);
+  /** The cache key `cached()` would use for a query (with these extra `tags` / `tables`). */
+  queryKey(
+    query: CacheableQuery<unknown>,
+    name?: string,
+    options?: Pick<CachedQueryOptions, 'tags' | 'tables'>,
+  ): string {
+    return this.#queries.key(query, name, options);
   }
 
   /**

@@ -57,6 +57,13 @@ export interface LoadOptions {
   readonly tagsOf?: (value: never) => readonly string[];
   /** Neither read nor fill L1 (L2 only): for values whose readers must never see an older copy. */
   readonly skipL1?: boolean;
+  /**
+   * Read the epoch and every tag version from Redis, trusting none this process holds in
+   * memory, and join no load already in flight. For a read that must reflect everything
+   * the worker has applied, such as one after a write receipt: the bus message that would
+   * drop a trusted version may still be on its way. Combine with `skipL1`.
+   */
+  readonly verifyTags?: boolean;
 }
 
 export interface EngineOptions {
@@ -227,7 +234,12 @@ export class CacheEngine {
       }
     }
     // 2. Single flight: one load per key in this process.
-    const flightKey = options.forceFresh ? `\0fresh\0${key}` : key;
+    // A read that trusts nothing in memory must not take a load that began before it either.
+    const flightKey = options.forceFresh
+      ? `\0fresh\0${key}`
+      : options.verifyTags
+        ? `\0verify\0${key}`
+        : key;
     const running = this.#flights.get(flightKey);
     if (running) {
       this.events.emit('coalesced', key);
@@ -462,7 +474,7 @@ export class CacheEngine {
     // 3. L2: the entry, the versions of its tags and the epoch, in one round trip.
     let read: L2Read;
     try {
-      read = await this.#readL2(key, tagList);
+      read = await this.#readL2(key, tagList, options.verifyTags === true);
     } catch {
       return this.#loadWithoutL2(key, loader, options, snapshot);
     }
@@ -506,7 +518,7 @@ export class CacheEngine {
     }
     if (acquired.kind === 'data') {
       // Filled by another process between our GET and the script.
-      const fresh = await this.#readAgain(key, acquired.value, read);
+      const fresh = await this.#readAgain(key, acquired.value, read, options.verifyTags === true);
       if (fresh !== RESOLVED) {
         const verdict = this.#judge(key, fresh);
         if (verdict.kind !== 'invalid') {
@@ -688,7 +700,7 @@ export class CacheEngine {
         this.events.emit('lease-wait', key, Date.now() - started, false);
         return this.#fill(key, loader, options, snapshot, '', read);
       }
-      const again = await this.#readAgain(key, buffer as Buffer, read);
+      const again = await this.#readAgain(key, buffer as Buffer, read, options.verifyTags === true);
       if (again !== RESOLVED) {
         const verdict = this.#judge(key, again);
         if (verdict.kind !== 'invalid') {
@@ -797,19 +809,20 @@ export class CacheEngine {
 
   // --- helpers -------------------------------------------------------------------
 
-  async #readL2(key: string, tags: readonly string[] | null): Promise<L2Read> {
+  /** `verify`: trust no epoch or tag version held in memory (see `LoadOptions.verifyTags`). */
+  async #readL2(key: string, tags: readonly string[] | null, verify = false): Promise<L2Read> {
     const redisKey = this.keys.entry(key);
     const versions = new Map<string, string | null>();
     let state: EntryState;
     let epoch: string;
-    const trusted = this.#trustedEpoch();
+    const trusted = verify ? undefined : this.#trustedEpoch();
     if (tags === null && trusted !== undefined) {
       // The common hit: one GET, nothing else to wait for.
       state = parseEntry(await this.#l2.get(redisKey));
       epoch = trusted;
     } else {
       // Tag versions this process already trusts (see #trustVersions) need no read.
-      const unknown = tags ? this.#collectTrusted(tags, versions) : [];
+      const unknown = tags ? (verify ? [...tags] : this.#collectTrusted(tags, versions)) : [];
       if (unknown.length === 0 && trusted !== undefined) {
         state = parseEntry(await this.#l2.get(redisKey));
         epoch = trusted;
@@ -820,7 +833,7 @@ export class CacheEngine {
           unknown.length > 0
             ? this.#l2.getVersions(unknown.map((t) => this.keys.tagVersion(t)))
             : null,
-          this.#currentEpoch(),
+          verify ? this.#l2.initVersion(this.keys.epoch()) : this.#currentEpoch(),
         ]);
         if (tagVersions) {
           for (let i = 0; i < unknown.length; i++)
@@ -832,7 +845,7 @@ export class CacheEngine {
       }
     }
     if (state.kind === 'data' && state.envelope.tags !== null)
-      await this.#addEntryTagVersions(state, versions);
+      await this.#addEntryTagVersions(state, versions, verify);
     return { state, versions, epoch };
   }
 
@@ -841,6 +854,7 @@ export class CacheEngine {
     key: string,
     buffer: Buffer,
     previous: L2Read,
+    verify: boolean,
   ): Promise<L2Read | typeof RESOLVED> {
     const state = parseEntry(buffer);
     if (state.kind !== 'data') {
@@ -849,7 +863,7 @@ export class CacheEngine {
     }
     const versions = new Map(previous.versions);
     try {
-      await this.#addEntryTagVersions(state, versions);
+      await this.#addEntryTagVersions(state, versions, verify);
     } catch {
       return RESOLVED;
     }
@@ -859,12 +873,11 @@ export class CacheEngine {
   async #addEntryTagVersions(
     state: EntryState,
     versions: Map<string, string | null>,
+    verify = false,
   ): Promise<void> {
     if (state.kind !== 'data' || state.envelope.tags === null) return;
-    const missing = this.#collectTrusted(
-      Object.keys(state.envelope.tags).filter((t) => !versions.has(t)),
-      versions,
-    );
+    const notRead = Object.keys(state.envelope.tags).filter((t) => !versions.has(t));
+    const missing = verify ? notRead : this.#collectTrusted(notRead, versions);
     if (missing.length === 0) return;
     const generations = this.#tagGenerations(missing);
     const found = await this.#l2.getVersions(missing.map((t) => this.keys.tagVersion(t)));

@@ -15,7 +15,7 @@ import {
   uniqueRowKey,
   whereKey,
 } from './entity-model.js';
-import { loadOptions, type ReadOptions } from './read-options.js';
+import { afterWrite, loadOptions, type ReadOptions } from './read-options.js';
 import type { WorkerPosition, WriteReceipt } from './read-your-writes.js';
 import type { DynamicDb, EntityTypes } from './types.js';
 import type { EntityWriter } from './writes.js';
@@ -313,7 +313,11 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
       this.#ctx.config.repository.readYourWritesTimeoutMs,
     );
     if (reached)
-      return this.#ctx.engine.getOrLoad(key, loader, loadOptions(this.#defaults, options));
+      return this.#ctx.engine.getOrLoad(
+        key,
+        loader,
+        afterWrite(loadOptions(this.#defaults, options)),
+      );
     return loader();
   }
 
@@ -323,7 +327,9 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
   ): Promise<Map<string, T['row'] | undefined>> {
     const found = new Map<string, T['row'] | undefined>();
     if (unique.size === 0) return found;
+    let load = loadOptions(this.#defaults, options);
     if (options?.readYourWrites !== undefined) {
+      load = afterWrite(load);
       const reached = await this.#ctx.position.readAfter(
         options.readYourWrites,
         this.name,
@@ -335,7 +341,7 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
         return found;
       }
     }
-    const outcomes = await this.#throughCache(unique, loadOptions(this.#defaults, options));
+    const outcomes = await this.#throughCache(unique, load);
     let i = 0;
     for (const key of unique.keys()) {
       const outcome = outcomes[i++] as PromiseSettledResult<T['row'] | undefined>;

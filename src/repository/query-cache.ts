@@ -9,7 +9,7 @@ import { encodeKeyPart, keyValue } from '../keys/keys.js';
 import type { AccessLogSampler } from './access-log.js';
 import type { EntityModel } from './entity-model.js';
 import { queryDependencies } from './query-tags.js';
-import { loadOptions, type ReadOptions } from './read-options.js';
+import { afterWrite, loadOptions, type ReadOptions } from './read-options.js';
 import type { WorkerPosition, WriteReceipt } from './read-your-writes.js';
 
 /** A Kysely query `cached()` accepts: built from a Kysely instance (so it can execute). */
@@ -163,6 +163,7 @@ export class QueryCache {
         this.#config.repository.readYourWritesTimeoutMs,
       );
       if (!reached) return loader();
+      return this.#engine.getOrLoad(key, loader, afterWrite(load));
     }
     return this.#engine.getOrLoad(key, loader, load);
   }

@@ -22,6 +22,15 @@ export interface ReadOptions {
   readonly readYourWrites?: WriteReceipt | string;
 }
 
+/**
+ * The engine's options for a read after a write receipt was reached: nothing this process
+ * holds in memory (L1, trusted tag versions, a load in flight) may answer it, since the
+ * bus message that drops them can arrive after the worker's position did.
+ */
+export function afterWrite(options: LoadOptions): LoadOptions {
+  return { ...options, skipL1: true, verifyTags: true };
+}
+
 /** The engine's options for a read: the defaults object itself when the call passes none. */
 export function loadOptions(defaults: LoadOptions, options: ReadOptions | undefined): LoadOptions {
   if (options === undefined) return defaults;

@@ -101,6 +101,14 @@ describe('invalidation worker: identity, row cap, pgoutput, races, Redis pauses'
     };
     assert.deepEqual(await run(), ['slot-created']);
     assert.deepEqual(await run(), [], 'a plain restart resumes without a gap');
+    // The walsender lets go of the slot a moment after the worker stops.
+    await waitFor(
+      'the slot released',
+      async () =>
+        (await scope.q('SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1', [slot]))
+          .rows[0]?.active_pid === null,
+      10_000,
+    );
     await scope.q('SELECT pg_drop_replication_slot($1)', [slot]);
     await scope.q('UPDATE $schema.users SET n = n + 1 WHERE id = 2'); // never seen by any slot
     await scope.q("SELECT pg_create_logical_replication_slot($1, 'wal2json')", [slot]);

@@ -163,6 +163,50 @@ describe('configuration gaps are found, not served stale', () => {
     }
   });
 
+  it('ALTER TABLE that rewrites values (no row change in the WAL) resets the table through setup’s event trigger', async () => {
+    await scope.q(`CREATE TABLE $schema.notes (id int PRIMARY KEY, body text)`);
+    await scope.q(`INSERT INTO $schema.notes VALUES (1, 'quiet')`);
+    const cfg = defineConfig({ ...input({}), entities: { notes: { table: 'notes', key: 'id' } } });
+    const report = await setup({
+      config: resolveConfig(cfg),
+      slot: scope.slot('_ddl'),
+      publication: `${scope.schema}_pub4`,
+      walcacheSchema: scope.schema,
+    });
+    assert.ok(
+      report.steps.some((s) => s.step === 'ddl-trigger' && ['created', 'ok'].includes(s.status)),
+      JSON.stringify(report.steps),
+    );
+    const worker = new InvalidationWorker({
+      config: resolveConfig(cfg),
+      slot: scope.slot('_ddl'),
+      heartbeatIntervalMs: 200,
+    });
+    workers.push(worker);
+    await worker.start();
+    const pool = new pg.Pool({
+      ...pgConfig(DATABASE_URL),
+      max: 2,
+      options: `-c search_path=${scope.schema}`,
+    });
+    pool.on('error', () => {});
+    const db = new Kysely<AnyDb>({ dialect: new PostgresDialect({ pool }) });
+    const repo = createRepository({ db, config: cfg });
+    try {
+      assert.equal((await repo.notes.findById(1))?.body, 'quiet');
+      await scope.q('ALTER TABLE $schema.notes ALTER COLUMN body TYPE text USING upper(body)');
+      await waitFor(
+        'the rewritten row evicted',
+        async () => (await repo.notes.findById(1))?.body === 'QUIET',
+        5_000,
+      );
+    } finally {
+      await repo.close();
+      await db.destroy();
+      await scope.q(`DROP PUBLICATION IF EXISTS ${scope.schema}_pub4`);
+    }
+  });
+
   it('a partitioned table, a view, and key or tag columns of types that cannot be keys are refused with the column named', async () => {
     const partitioned = await refusal({ invalidateBy: { events: ['kind'] } });
     assert.match(partitioned.message, /events is a partitioned table/);

@@ -3,6 +3,12 @@ import { columnTag, entityKey, tableResetTag, tableTag, uniqueKey } from '../key
 import type { ChangeEvent, DecodedTransaction } from './change-event.js';
 import type { ChangeModel, TableModel } from './table-model.js';
 
+/**
+ * Prefix of the transactional logical messages `walcache setup`'s event trigger emits
+ * after ALTER TABLE; the content is the altered table's `schema.table`.
+ */
+export const DDL_MESSAGE_PREFIX = 'walcache-ddl';
+
 /** What one or more transactions invalidate. */
 export interface Invalidation {
   readonly keys: Set<string>;
@@ -30,6 +36,12 @@ export function mapTransaction(
   into: Invalidation = emptyInvalidation(),
 ): Invalidation {
   for (const change of tx.changes) mapChange(change, model, into);
+  // ALTER TABLE may rewrite every value with no row change in the WAL: reset the table.
+  for (const message of tx.messages) {
+    if (message.prefix !== DDL_MESSAGE_PREFIX || !model.has(message.content)) continue;
+    into.tags.add(tableTag(message.content));
+    into.tags.add(tableResetTag(message.content));
+  }
   for (const table of tx.collapsedTables) {
     const tableModel = model.get(table);
     if (!tableModel) {

@@ -7,9 +7,11 @@ import { SetupError } from '../errors/errors.js';
 import { DEFAULT_WALCACHE_SCHEMA, pendingMigrations, runMigrations } from './migrations.js';
 import type { DecoderName } from './replication-stream.js';
 import { assertSlotName, checkWalLevel, createSlot } from './slot.js';
+import { DDL_MESSAGE_PREFIX } from './change-mapper.js';
 import { buildChangeModel, type TableModel } from './table-model.js';
 
-export type SetupStatus = 'ok' | 'created' | 'changed' | 'would-run' | 'error';
+/** `skipped`: an optional step that could not be done here (said why); not an error. */
+export type SetupStatus = 'ok' | 'created' | 'changed' | 'would-run' | 'skipped' | 'error';
 
 export type SetupStepName =
   | 'wal_level'
@@ -17,6 +19,7 @@ export type SetupStepName =
   | 'table'
   | 'replica-identity'
   | 'publication'
+  | 'ddl-trigger'
   | 'slot';
 
 export interface SetupStep {
@@ -26,7 +29,7 @@ export interface SetupStep {
   readonly detail: string;
   /** The SQL that ran (`created`, `changed`) or would run (`would-run`). */
   readonly sql?: string;
-  /** For an `error`: what to run or change. */
+  /** For an `error` or `skipped`: what to run or change. */
   readonly fix?: string;
 }
 
@@ -200,6 +203,8 @@ export async function setup(options: SetupOptions): Promise<SetupReport> {
       }),
     );
 
+    await guard(steps, 'ddl-trigger', () => ddlTriggerStep(pool, walcacheSchema, dryRun, steps));
+
     await guard(steps, 'slot', () => slotStep(pool, { slot, decoder, dryRun, walLevelOk, steps }));
   } finally {
     await pool.end().catch(() => {});
@@ -208,6 +213,79 @@ export async function setup(options: SetupOptions): Promise<SetupReport> {
 }
 
 // --- steps ---------------------------------------------------------------------------
+
+/**
+ * DDL that rewrites values (`ALTER TABLE ... ALTER COLUMN ... TYPE ... USING`, a new
+ * column with a default) changes rows without any row change in the WAL. An event
+ * trigger emits a transactional logical message naming each altered table, which the
+ * worker maps to the table's reset (src/cdc/change-mapper.ts). Event triggers need a
+ * superuser: without one the step is skipped, and docs/invalidation.md says what is then
+ * not invalidated.
+ */
+async function ddlTriggerStep(
+  pool: pg.Pool,
+  schema: string,
+  dryRun: boolean,
+  steps: SetupStep[],
+): Promise<void> {
+  const trigger = `walcache_ddl_${schema}`.slice(0, 63);
+  const fn = `${ident(schema)}.walcache_ddl_notify`;
+  const statements = [
+    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS event_trigger LANGUAGE plpgsql AS $walcache$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT DISTINCT n.nspname || '.' || c.relname AS name
+             FROM pg_event_trigger_ddl_commands() d
+             JOIN pg_class c ON c.oid = d.objid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE d.classid = 'pg_class'::regclass AND c.relkind IN ('r', 'p')
+  LOOP
+    PERFORM pg_logical_emit_message(true, '${DDL_MESSAGE_PREFIX}', r.name);
+  END LOOP;
+END $walcache$`,
+    `CREATE EVENT TRIGGER ${ident(trigger)} ON ddl_command_end WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION ${fn}()`,
+  ];
+  const { rows } = await pool.query(
+    'SELECT 1 FROM pg_event_trigger WHERE evtname = $1 AND evtenabled <> $2',
+    [trigger, 'D'],
+  );
+  if (rows.length > 0) {
+    steps.push({
+      step: 'ddl-trigger',
+      status: 'ok',
+      detail: `event trigger ${trigger} reports ALTER TABLE to the worker`,
+    });
+    return;
+  }
+  const sql = statements.join(';\n');
+  if (dryRun) {
+    steps.push({
+      step: 'ddl-trigger',
+      status: 'would-run',
+      detail: `would create event trigger ${trigger} (ALTER TABLE resets the altered table's entries)`,
+      sql,
+    });
+    return;
+  }
+  try {
+    await ddl(pool, [`CREATE SCHEMA IF NOT EXISTS ${ident(schema)}`, ...statements]);
+  } catch (error) {
+    if ((error as { code?: string }).code !== '42501') throw explainDdlError(error, sql);
+    steps.push({
+      step: 'ddl-trigger',
+      status: 'skipped',
+      detail: `event trigger ${trigger} not created (${(error as Error).message}): ALTER TABLE that rewrites values is not invalidated (docs/invalidation.md)`,
+      fix: `have a superuser run:\n${sql}`,
+    });
+    return;
+  }
+  steps.push({
+    step: 'ddl-trigger',
+    status: 'created',
+    detail: `created event trigger ${trigger} (ALTER TABLE resets the altered table's entries)`,
+    sql,
+  });
+}
 
 async function migrationsStep(
   pool: pg.Pool,

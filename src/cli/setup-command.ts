@@ -61,6 +61,7 @@ const MARKS: Record<SetupStep['status'], string> = {
   created: '✔',
   changed: '✔',
   'would-run': '•',
+  skipped: '-',
   error: '✖',
 };
 
@@ -69,7 +70,7 @@ export function formatSetupReport(report: SetupReport, dryRun = false): string {
   const lines: string[] = [];
   for (const s of report.steps) {
     lines.push(`${MARKS[s.status]} ${s.detail}`);
-    if (s.status === 'error' && s.fix) lines.push(`  fix: ${s.fix}`);
+    if ((s.status === 'error' || s.status === 'skipped') && s.fix) lines.push(`  fix: ${s.fix}`);
     if (s.status === 'would-run' && s.sql) {
       for (const line of s.sql.split('\n')) lines.push(line.trim() === '' ? '' : `    ${line}`);
     }

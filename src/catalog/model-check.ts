@@ -1,6 +1,7 @@
 import type { ChangeModel, TableModel } from '../cdc/table-model.js';
+import type { ResolvedConfig } from '../config/config.js';
 import { isUnsupported, unkeyableReason } from '../keys/canonical.js';
-import type { Catalog, TableCatalog } from './table-catalog.js';
+import type { Catalog, QueryRows, TableCatalog } from './table-catalog.js';
 
 /** A gap between the config and the database that would leave entries stale. */
 export interface ModelProblem {
@@ -142,4 +143,34 @@ export function applyCatalog(model: ChangeModel, catalog: Catalog): ChangeModel 
     }
   }
   return model;
+}
+
+/**
+ * A table named without its schema is tagged as `defaultSchema.table`, but queries run on
+ * the connection's search_path: if that finds another table of the name first, its writes
+ * would never invalidate them. Checked on the connection `query` runs on.
+ */
+export async function searchPathProblems(
+  query: QueryRows,
+  config: Pick<ResolvedConfig, 'entities' | 'invalidateBy' | 'defaultSchema'>,
+): Promise<Array<Pick<ModelProblem, 'detail' | 'fix'>>> {
+  const unqualified = [
+    ...Object.values(config.entities).map((e) => e.table),
+    ...Object.keys(config.invalidateBy),
+  ].filter((t, i, all) => !t.includes('.') && all.indexOf(t) === i);
+  if (unqualified.length === 0) return [];
+  const rows = await query(
+    `SELECT t.name, n.nspname AS schema
+       FROM unnest($1::text[]) AS t(name)
+       LEFT JOIN pg_class c ON c.oid = to_regclass(quote_ident(t.name))
+       LEFT JOIN pg_namespace n ON n.oid = c.relnamespace`,
+    [unqualified],
+  );
+  const wanted = config.defaultSchema;
+  return rows
+    .filter((r) => r.schema !== null && r.schema !== wanted)
+    .map((r) => ({
+      detail: `\`${r.name}\` resolves to ${r.schema}.${r.name} on this connection's search_path, but the config follows ${wanted}.${r.name}: writes to the table your queries read would never invalidate them`,
+      fix: `set defaultSchema to '${r.schema}' in the config, or put ${wanted} first on the pool's search_path (options: '-c search_path=${wanted}'), or name the table with its schema`,
+    }));
 }

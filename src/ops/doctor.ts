@@ -3,7 +3,12 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { CacheEngine } from '../cache/engine.js';
 import { parseHeartbeat } from '../cache/heartbeat.js';
-import { checkModel, quoteTable } from '../catalog/model-check.js';
+import {
+  checkModel,
+  type ModelProblem,
+  quoteTable,
+  searchPathProblems,
+} from '../catalog/model-check.js';
 import { poolQuery, readCatalog, unpublishedTables } from '../catalog/table-catalog.js';
 import type { DecoderName } from '../cdc/replication-stream.js';
 import {
@@ -392,7 +397,11 @@ async function tableChecks(
     return ok('replica-identity', 'the config names no tables (entities / invalidateBy)');
   const query = poolQuery(pool);
   const catalog = await readCatalog(query, configured);
-  const problems = checkModel(model, catalog);
+  const problems: Array<Pick<ModelProblem, 'detail' | 'fix'> & { kind?: string }> = [
+    ...checkModel(model, catalog),
+    // The database URL's own search_path: the service's pool may set another.
+    ...(await searchPathProblems(query, config)),
+  ];
   for (const p of problems)
     out.push({
       name: p.kind === 'identity' ? 'replica-identity' : 'table',

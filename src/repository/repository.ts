@@ -2,7 +2,12 @@ import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { CompiledQuery, type Kysely, sql, type Transaction } from 'kysely';
 import { CacheEngine } from '../cache/engine.js';
-import { applyCatalog, checkModel, type ModelProblem } from '../catalog/model-check.js';
+import {
+  applyCatalog,
+  checkModel,
+  type ModelProblem,
+  searchPathProblems,
+} from '../catalog/model-check.js';
 import { type QueryRows, readCatalog } from '../catalog/table-catalog.js';
 import { buildChangeModel, type ChangeModel, qualify } from '../cdc/table-model.js';
 import { type ResolvedConfig, resolveConfig } from '../config/config.js';
@@ -214,42 +219,13 @@ export class RepositoryCore<DB, C> {
       this.#changeModel,
       catalog,
     ).filter((p) => p.kind === 'type' || p.kind === 'not-a-table' || p.kind === 'partitioned');
-    problems.push(...(await this.#searchPathProblems(query)));
+    problems.push(...(await searchPathProblems(query, this.config)));
     if (problems.length > 0)
       throw new SetupError(
         `the config does not match the database: ${problems.map((p) => p.detail).join('; ')}`,
         problems.map((p) => p.fix).join('; '),
       );
     applyCatalog(this.#changeModel, catalog);
-  }
-
-  /**
-   * A table named without its schema is tagged as `defaultSchema.table`, but queries run
-   * on the connection's search_path: if that finds another table of the name first, its
-   * writes would never invalidate them.
-   */
-  async #searchPathProblems(
-    query: QueryRows,
-  ): Promise<Array<Pick<ModelProblem, 'detail' | 'fix'>>> {
-    const unqualified = [
-      ...Object.values(this.config.entities).map((e) => e.table),
-      ...Object.keys(this.config.invalidateBy),
-    ].filter((t, i, all) => !t.includes('.') && all.indexOf(t) === i);
-    if (unqualified.length === 0) return [];
-    const rows = await query(
-      `SELECT t.name, n.nspname AS schema
-         FROM unnest($1::text[]) AS t(name)
-         LEFT JOIN pg_class c ON c.oid = to_regclass(quote_ident(t.name))
-         LEFT JOIN pg_namespace n ON n.oid = c.relnamespace`,
-      [unqualified],
-    );
-    const wanted = this.config.defaultSchema;
-    return rows
-      .filter((r) => r.schema !== null && r.schema !== wanted)
-      .map((r) => ({
-        detail: `\`${r.name}\` resolves to ${r.schema}.${r.name} on this connection's search_path, but the config follows ${wanted}.${r.name}: writes to the table your queries read would never invalidate them`,
-        fix: `set defaultSchema to '${r.schema}' in the config, or put ${wanted} first on the pool's search_path (options: '-c search_path=${wanted}'), or name the table with its schema`,
-      }));
   }
 
   /**

@@ -4,10 +4,10 @@ import { poolQuery, readCatalog, type TableCatalog } from '../catalog/table-cata
 import type { ResolvedConfig } from '../config/config.js';
 import { pgConfig, redactUrl } from '../config/database.js';
 import { SetupError } from '../errors/errors.js';
+import { DDL_MESSAGE_PREFIX } from './change-mapper.js';
 import { DEFAULT_WALCACHE_SCHEMA, pendingMigrations, runMigrations } from './migrations.js';
 import type { DecoderName } from './replication-stream.js';
 import { assertSlotName, checkWalLevel, createSlot } from './slot.js';
-import { DDL_MESSAGE_PREFIX } from './change-mapper.js';
 import { buildChangeModel, type TableModel } from './table-model.js';
 
 /** `skipped`: an optional step that could not be done here (said why); not an error. */

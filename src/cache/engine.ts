@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import { Codec } from '../codec/codec.js';
-import { type ResolvedConfig, resolveConfig } from '../config/config.js';
+import { type ResolvedConfig, resolveConfig, tagVersionTtlMs } from '../config/config.js';
 import type { WalcacheConfigInput } from '../config/schema.js';
 import {
   ClosedError,
@@ -115,6 +115,8 @@ export class CacheEngine {
   readonly #refreshing = new Set<string>();
   /** Tag versions read from Redis and trusted while the bus is healthy (like the epoch). */
   readonly #trustedTags = new LRUCache<string, string>({ max: 50_000 });
+  /** Lifetime of a tag version key this engine creates or bumps (`tagVersionTtlMs`). */
+  readonly #tagTtlMs: number;
   #epoch: string | undefined;
   /** Moves on every bus reset, so an epoch read that straddles one is not kept. */
   #epochGeneration = 0;
@@ -137,6 +139,7 @@ export class CacheEngine {
       this.events.emit('l2-error', op, error),
     );
     this.#l1 = config.l1.enabled ? new L1Tier(config.l1) : undefined;
+    this.#tagTtlMs = tagVersionTtlMs(config);
     if (config.bus.enabled) {
       // A subscribed connection can run nothing else, so the bus gets its own. It may
       // queue commands while offline: the bus reports health from connection events.
@@ -404,7 +407,10 @@ export class CacheEngine {
     const list = this.#checkTags(tags);
     this.#l1?.invalidate([], list);
     for (const t of list) this.#trustedTags.delete(t);
-    await this.#l2.bumpVersions(list.map((t) => this.keys.tagVersion(t)));
+    await this.#l2.bumpVersions(
+      list.map((t) => this.keys.tagVersion(t)),
+      this.#tagTtlMs,
+    );
     // Again once the bump landed: a read between the two may have kept the old version
     // (this process does not hear its own bus messages).
     this.#l1?.invalidate([], list);
@@ -419,7 +425,7 @@ export class CacheEngine {
   async bumpEpoch(): Promise<string> {
     this.#assertOpen();
     this.#l1?.clear();
-    await this.#l2.bumpVersions([this.keys.epoch()]);
+    await this.#l2.bumpVersions([this.keys.epoch()], 0);
     this.#epoch = undefined;
     const epoch = await this.#currentEpoch();
     await this.#publish([], [], epoch);
@@ -659,7 +665,7 @@ export class CacheEngine {
     let settled = true;
     await Promise.all(
       [...new Set(unknown)].map(async (t) => {
-        const current = await this.#l2.initVersion(this.keys.tagVersion(t));
+        const current = await this.#l2.initVersion(this.keys.tagVersion(t), this.#tagTtlMs);
         extra[t] = current;
         if (isBumpVersion(current) && !(versionTime(current) < loadStartedAt - CLOCK_SKEW_MS))
           settled = false;
@@ -833,7 +839,7 @@ export class CacheEngine {
           unknown.length > 0
             ? this.#l2.getVersions(unknown.map((t) => this.keys.tagVersion(t)))
             : null,
-          verify ? this.#l2.initVersion(this.keys.epoch()) : this.#currentEpoch(),
+          verify ? this.#l2.initVersion(this.keys.epoch(), 0) : this.#currentEpoch(),
         ]);
         if (tagVersions) {
           for (let i = 0; i < unknown.length; i++)
@@ -1009,7 +1015,7 @@ export class CacheEngine {
     const out: Record<string, string> = {};
     await Promise.all(
       [...read.versions].map(async ([t, v]) => {
-        out[t] = v ?? (await this.#l2.initVersion(this.keys.tagVersion(t)));
+        out[t] = v ?? (await this.#l2.initVersion(this.keys.tagVersion(t), this.#tagTtlMs));
       }),
     );
     return out;
@@ -1018,7 +1024,7 @@ export class CacheEngine {
   async #currentVersions(tags: readonly string[]): Promise<Record<string, string>> {
     const out: Record<string, string> = {};
     await Promise.all(
-      tags.map(async (t) => (out[t] = await this.#l2.initVersion(this.keys.tagVersion(t)))),
+      tags.map(async (t) => (out[t] = await this.#l2.initVersion(this.keys.tagVersion(t), this.#tagTtlMs))),
     );
     return out;
   }
@@ -1033,7 +1039,7 @@ export class CacheEngine {
     const trusted = this.#trustedEpoch();
     if (trusted !== undefined) return trusted;
     const generation = this.#epochGeneration;
-    const epoch = await this.#l2.initVersion(this.keys.epoch());
+    const epoch = await this.#l2.initVersion(this.keys.epoch(), 0);
     if (this.#bus?.healthy && generation === this.#epochGeneration) this.#epoch = epoch;
     return epoch;
   }

@@ -61,17 +61,22 @@ export class L2Tier {
     return this.#guard('get-versions', () => Promise.all(keys.map((k) => this.#redis.get(k))));
   }
 
-  /** Reads a version, creating a fresh unique one if it is missing. */
-  initVersion(key: string, proposed: string = newVersion(INITIAL)): Promise<string> {
-    return this.#guard('init-version', () => this.#redis.walcache_init_version(key, proposed));
+  /** Reads a version, creating a fresh unique one (living `ttlMs`; 0: for ever) if it is missing. */
+  initVersion(key: string, ttlMs: number, proposed: string = newVersion(INITIAL)): Promise<string> {
+    return this.#guard('init-version', () =>
+      this.#redis.walcache_init_version(key, proposed, ttlMs),
+    );
   }
 
-  /** Gives every version key a new unique value (O(1) per tag, whatever it covers). */
-  bumpVersions(keys: readonly string[]): Promise<void> {
+  /** Gives every version key a new unique value, living `ttlMs` (O(1) per tag, whatever it covers). */
+  bumpVersions(keys: readonly string[], ttlMs: number): Promise<void> {
     if (keys.length === 0) return Promise.resolve();
     return this.#guard('bump-versions', async () => {
       const pipeline = this.#redis.pipeline();
-      for (const k of keys) pipeline.set(k, newVersion());
+      for (const k of keys) {
+        if (ttlMs > 0) pipeline.set(k, newVersion(), 'PX', ttlMs);
+        else pipeline.set(k, newVersion());
+      }
       throwFirst(await pipeline.exec());
     });
   }

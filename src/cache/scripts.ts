@@ -48,7 +48,7 @@ export interface ScriptCommands {
   walcache_release(key: string, leasePrefix: string): Promise<number>;
   walcache_tombstone(key: string, tombstone: string, ttl: number): Promise<number>;
   walcache_delete_if(key: string, prefix: string): Promise<number>;
-  walcache_init_version(key: string, fresh: string): Promise<string>;
+  walcache_init_version(key: string, fresh: string, ttlMs: number): Promise<string>;
 }
 
 export function defineScripts(client: Redis): Redis & ScriptCommands {

@@ -35,7 +35,19 @@ export function mapTransaction(
   model: ChangeModel,
   into: Invalidation = emptyInvalidation(),
 ): Invalidation {
-  for (const change of tx.changes) mapChange(change, model, into);
+  for (const change of tx.changes) {
+    try {
+      mapChange(change, model, into);
+    } catch (error) {
+      // A value no key can be built from (a config check would have refused its column:
+      // the catalog changed since). The stream must not stop on it: reset the table.
+      const table = `${change.schema}.${change.table}`;
+      if (!model.has(table)) continue;
+      into.tags.add(tableTag(table));
+      into.tags.add(tableResetTag(table));
+      into.problems.push({ table, reason: `unmappable change: ${(error as Error).message}` });
+    }
+  }
   // ALTER TABLE may rewrite every value with no row change in the WAL: reset the table.
   for (const message of tx.messages) {
     if (message.prefix !== DDL_MESSAGE_PREFIX || !model.has(message.content)) continue;

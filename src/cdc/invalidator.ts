@@ -24,13 +24,22 @@ export class Invalidator {
   readonly #redis: Redis & ScriptCommands;
   readonly #keys: Keys;
   readonly #tombstoneTtlMs: number;
+  readonly #tagTtlMs: number;
   #seq = 0;
 
-  constructor(redis: Redis, keys: Keys, runId: string, tombstoneTtlMs: number) {
+  constructor(
+    redis: Redis,
+    keys: Keys,
+    runId: string,
+    tombstoneTtlMs: number,
+    /** Lifetime of a bumped tag version (`tagVersionTtlMs`): one key per value ever changed otherwise. */
+    tagTtlMs: number,
+  ) {
     this.#redis = defineScripts(redis);
     this.#keys = keys;
     this.runId = runId;
     this.#tombstoneTtlMs = tombstoneTtlMs;
+    this.#tagTtlMs = tagTtlMs;
   }
 
   async apply(
@@ -57,7 +66,8 @@ export class Invalidator {
       if (batch.length > 0)
         pipeline.walcache_tombstone_n(batch.length, ...batch, tombstone, this.#tombstoneTtlMs);
     }
-    for (const tag of invalidation.tags) pipeline.set(this.#keys.tagVersion(tag), newVersion());
+    for (const tag of invalidation.tags)
+      pipeline.set(this.#keys.tagVersion(tag), newVersion(), 'PX', this.#tagTtlMs);
     let epoch: string | undefined;
     if (bumpEpoch) {
       epoch = newVersion();

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { formatLsn, lsnToBigInt } from '../cache/envelope.js';
 import { applyCatalog, checkModel, quoteTable } from '../catalog/model-check.js';
 import { poolQuery, readCatalog, unpublishedTables } from '../catalog/table-catalog.js';
-import type { ResolvedConfig } from '../config/config.js';
+import { maxEntryLifetimeMs, type ResolvedConfig, tagVersionTtlMs } from '../config/config.js';
 import { pgConfig } from '../config/database.js';
 import { SetupError } from '../errors/errors.js';
 import { Keys } from '../keys/keys.js';
@@ -99,6 +99,12 @@ export class InvalidationWorker {
   #flushing: Promise<void> = Promise.resolve();
   #appliedLsn: string | null = null;
   #taintedTransaction = false;
+  /**
+   * Commit time of the newest transaction applied (ms): what the heartbeat may claim.
+   * A keepalive moves the position, never this: the first one of every connection comes
+   * before the backlog, and claiming "now" then would make a catching-up worker look current.
+   */
+  #lastCommitTime = 0;
   /** Groups handed to #flush and not yet acknowledged. */
   #applying = 0;
   #stopping = false;
@@ -134,6 +140,7 @@ export class InvalidationWorker {
       this.#keys,
       this.runId,
       this.#config.tombstoneTtlMs,
+      tagVersionTtlMs(this.#config),
     );
     this.#assembler = this.#newAssembler();
   }
@@ -241,6 +248,25 @@ export class InvalidationWorker {
     });
     this.#assembler = this.#newAssembler();
     this.#group = newGroup();
+    if (bumpReason) {
+      // The first thing applied, before the stream can deliver a group or a keepalive can
+      // be acknowledged (both wait for #applying and the #flushing chain): an
+      // acknowledgement before the bump, then a crash, would lose the gap.
+      this.#log?.warn({ reason: bumpReason }, 'bumping the cache epoch');
+      this.events.emit('epoch-bump', bumpReason);
+      this.#applying++;
+      this.#flushing = this.#flushing
+        .then(async () => {
+          await this.#applyWithRetry(
+            emptyInvalidation(),
+            { lsn: this.#appliedLsn ?? '0/0', commitTime: this.#lastCommitTime },
+            true,
+          );
+        })
+        .finally(() => {
+          this.#applying--;
+        });
+    }
     try {
       await stream.start({
         onMessage: (lsn, message) => this.#onMessage(lsn, message),
@@ -253,16 +279,7 @@ export class InvalidationWorker {
     }
     this.#stream = stream;
     this.#firstStart = false;
-    if (bumpReason) {
-      // Applied before anything from the stream: entries older than the gap read as misses.
-      this.#log?.warn({ reason: bumpReason }, 'bumping the cache epoch');
-      this.events.emit('epoch-bump', bumpReason);
-      await this.#applyWithRetry(
-        emptyInvalidation(),
-        { lsn: this.#appliedLsn ?? '0/0', commitTime: Date.now() },
-        true,
-      );
-    }
+    await this.#flushing; // the epoch bump, if any, is applied before the worker says active
     this.#setRole('active');
     this.#startTimers();
     return { ended }; // wrapped: an async function would flatten a returned promise
@@ -295,11 +312,14 @@ export class InvalidationWorker {
       );
     }
     this.#appliedLsn ??= slot?.confirmedFlushLsn ?? null;
+    const beat = await this.#invalidator.readHeartbeat();
+    if (beat !== null && beat.commitTime > this.#lastCommitTime)
+      this.#lastCommitTime = beat.commitTime;
     if (!reason) {
-      const beat = await this.#invalidator.readHeartbeat();
       const confirmed = slot?.confirmedFlushLsn ? lsnToBigInt(slot.confirmedFlushLsn) : null;
       if (beat === null) reason = 'no-heartbeat';
-      else if (Date.now() - beat.appliedAt > this.#maxEntryLifetime()) reason = 'away-too-long';
+      else if (Date.now() - beat.appliedAt > maxEntryLifetimeMs(this.#config))
+        reason = 'away-too-long';
       // Acknowledgements go out as the heartbeat's LSN (+1 for commits). A slot confirmed
       // beyond that was recreated (dropped by hand, set up again): what happened between
       // the two was never seen.
@@ -402,7 +422,9 @@ export class InvalidationWorker {
     }
     g.transactions++;
     g.rows += tx.rowCount;
-    g.commitTimes.push(tx.commitTime.getTime());
+    // Lag is measured on transactions that carried something: with add-tables, other
+    // tables' transactions arrive as empty begin/commit pairs.
+    if (tx.rowCount > 0 || tx.messages.length > 0) g.commitTimes.push(tx.commitTime.getTime());
     if (g.lastLsn === null || lsnToBigInt(commitLsn) > lsnToBigInt(g.lastLsn))
       g.lastLsn = commitLsn;
     g.lastCommitTime = Math.max(g.lastCommitTime, tx.commitTime.getTime());
@@ -431,13 +453,16 @@ export class InvalidationWorker {
   async #applyGroup(group: Group, stream: ReplicationStream | null): Promise<void> {
     const started = performance.now();
     const lsn = group.lastLsn as string;
+    // Commit timestamps are not strictly in commit order: never move the claim back.
+    const commitTime = Math.max(group.lastCommitTime, this.#lastCommitTime);
     const applied = await this.#applyWithRetry(
       group.invalidation,
-      { lsn, commitTime: group.lastCommitTime },
+      { lsn, commitTime },
       group.bumpEpoch,
       stream,
     );
     if (!applied) return; // the stream died meanwhile: not acknowledged, it will be replayed
+    this.#lastCommitTime = commitTime;
     if (stream && (await stream.acknowledge(lsn))) {
       this.#advanceApplied(lsn);
       this.events.emit('acknowledged', lsn);
@@ -500,7 +525,7 @@ export class InvalidationWorker {
       // ahead of it). pg-logical-replication sends lsn + 1; a shutting-down walsender
       // waits for the exact position it sent, so hand it lsn - 1.
       void this.#invalidator
-        .writeHeartbeat({ lsn, commitTime: Date.now() })
+        .writeHeartbeat({ lsn, commitTime: this.#lastCommitTime })
         .then(() => stream.acknowledge(formatLsn(lsnToBigInt(lsn) - 1n)))
         .then(
           (sent) => {
@@ -562,11 +587,7 @@ export class InvalidationWorker {
     return new TransactionAssembler({ rowCap: this.#options.transactionRowCap ?? 10_000 });
   }
 
-  #maxEntryLifetime(): number {
-    const c = this.#config;
-    const ttls = [c.cache.ttlMs, ...Object.values(c.entities).map((e) => e.ttlMs ?? 0)];
-    return Math.max(...ttls) * (1 + c.cache.jitter) + c.cache.staleWhileRevalidateMs;
-  }
+
 
   #setRole(role: WorkerRole): void {
     if (this.#role === role) return;

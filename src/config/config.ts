@@ -68,6 +68,26 @@ export function resolveConfig(
   return deepFreeze(parsed) as ResolvedConfig;
 }
 
+/**
+ * The longest an entry may live: the longest TTL (the cache's or an entity's), with
+ * jitter, plus the stale-while-revalidate grace. A worker away longer than this bumps
+ * the epoch at start; tag versions live a multiple of it.
+ */
+export function maxEntryLifetimeMs(config: ResolvedConfig): number {
+  const ttls = [config.cache.ttlMs, ...Object.values(config.entities).map((e) => e.ttlMs ?? 0)];
+  return Math.max(...ttls) * (1 + config.cache.jitter) + config.cache.staleWhileRevalidateMs;
+}
+
+/**
+ * How long a tag version key lives after it is created or bumped: twice the longest
+ * entry lifetime plus a minute. A version that expired reads as missing, which makes the
+ * entries filled under it misses (never stale), so the bound only trades a rare extra
+ * miss for not keeping one Redis key per distinct value ever changed.
+ */
+export function tagVersionTtlMs(config: ResolvedConfig): number {
+  return Math.ceil(2 * maxEntryLifetimeMs(config) + 60_000);
+}
+
 function deepFreeze<T>(value: T): T {
   if (value !== null && typeof value === 'object') {
     for (const child of Object.values(value)) deepFreeze(child);

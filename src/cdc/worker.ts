@@ -422,9 +422,11 @@ export class InvalidationWorker {
     }
     g.transactions++;
     g.rows += tx.rowCount;
-    // Lag is measured on transactions that carried something: with add-tables, other
-    // tables' transactions arrive as empty begin/commit pairs.
-    if (tx.rowCount > 0 || tx.messages.length > 0) g.commitTimes.push(tx.commitTime.getTime());
+    // Lag is measured on followed commits and this worker's own heartbeats: with
+    // add-tables, other tables' transactions arrive as empty begin/commit pairs, and other
+    // workers' heartbeat messages reach every slot of the database.
+    if (tx.rowCount > 0 || tx.messages.some((m) => m.content.includes(this.runId)))
+      g.commitTimes.push(tx.commitTime.getTime());
     if (g.lastLsn === null || lsnToBigInt(commitLsn) > lsnToBigInt(g.lastLsn))
       g.lastLsn = commitLsn;
     g.lastCommitTime = Math.max(g.lastCommitTime, tx.commitTime.getTime());

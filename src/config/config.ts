@@ -1,6 +1,7 @@
 import type { z } from 'zod';
 import { ConfigError } from '../errors/errors.js';
 import { configSchema, type WalcacheConfigInput } from './schema.js';
+import { suggestOption } from './suggest.js';
 
 type Parsed = z.output<typeof configSchema>;
 
@@ -43,19 +44,9 @@ export function resolveConfig(
   if (!result.success) {
     const issue = result.error.issues[0];
     const path = issue?.path.map(String) ?? [];
+    if (issue?.code === 'unrecognized_keys') throw unknownOptions(withEnv, path, issue.keys);
     const option = path.length > 0 ? path.join('.') : '(config)';
-    const value = path.reduce<unknown>(
-      (node, part) =>
-        node !== null && typeof node === 'object'
-          ? (node as Record<string, unknown>)[part]
-          : undefined,
-      withEnv,
-    );
-    const reason =
-      issue?.code === 'unrecognized_keys'
-        ? `unknown option${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `\`${[...path, k].join('.')}\``).join(', ')}`
-        : (issue?.message ?? 'invalid');
-    throw new ConfigError(option, value, reason);
+    throw new ConfigError(option, valueAt(withEnv, path), issue?.message ?? 'invalid');
   }
   const parsed = result.data;
   if (parsed.lease.waitMs >= parsed.lease.ttlMs) {
@@ -66,6 +57,36 @@ export function resolveConfig(
     );
   }
   return deepFreeze(parsed) as ResolvedConfig;
+}
+
+/**
+ * Unknown options are named one by one (the first is `option`), with the option most
+ * likely meant; the value shown is the unknown option's own (redacted), never the
+ * object around it, which holds the URLs and their passwords.
+ */
+function unknownOptions(input: unknown, parent: readonly string[], keys: readonly string[]) {
+  const [first = '(config)', ...more] = keys.map((k) => [...parent, k].join('.'));
+  const hint = (name: string) => {
+    const meant = suggestOption(parent, name.slice(name.lastIndexOf('.') + 1));
+    return meant === null ? '' : ` (did you mean \`${meant}\`?)`;
+  };
+  const others =
+    more.length > 0 ? `; also unknown: ${more.map((k) => `\`${k}\`${hint(k)}`).join(', ')}` : '';
+  return new ConfigError(
+    first,
+    valueAt(input, first.split('.')),
+    `no such option${hint(first)}${others}`,
+  );
+}
+
+function valueAt(root: unknown, path: readonly string[]): unknown {
+  return path.reduce<unknown>(
+    (node, part) =>
+      node !== null && typeof node === 'object'
+        ? (node as Record<string, unknown>)[part]
+        : undefined,
+    root,
+  );
 }
 
 function deepFreeze<T>(value: T): T {

@@ -1,15 +1,26 @@
+import { redactText, redactValue } from '../config/redact.js';
 import { WalcacheError } from './walcache-error.js';
 
-/** A configuration option is missing, of the wrong type or out of range. */
+/**
+ * A configuration option is missing, of the wrong type or out of range. `value` (also in
+ * the message and `context`) is the bad value with every password redacted: a URL keeps
+ * its user and host, a secret option (`redis.password`, a TLS key) shows as `***`.
+ */
 export class ConfigError extends WalcacheError {
+  readonly value: unknown;
+
   constructor(
     readonly option: string,
-    readonly value: unknown,
+    value: unknown,
     reason: string,
   ) {
-    super('E_CONFIG', `Invalid walcache option \`${option}\`: ${reason} (got ${show(value)})`, {
-      context: { option, value },
-    });
+    const shown = redactValue(value, option);
+    super(
+      'E_CONFIG',
+      `Invalid walcache option \`${option}\`: ${redactText(reason)}${value === undefined ? '' : ` (got ${show(shown)})`}`,
+      { context: { option, value: shown } },
+    );
+    this.value = shown;
   }
 }
 

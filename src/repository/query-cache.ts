@@ -8,6 +8,7 @@ import { ConfigError, InvalidQueryError } from '../errors/errors.js';
 import { encodeKeyPart, keyValue } from '../keys/keys.js';
 import type { AccessLogSampler } from './access-log.js';
 import type { EntityModel } from './entity-model.js';
+import { assertNoDeniedOutput, stripDenied } from './query-deny.js';
 import { queryDependencies } from './query-tags.js';
 import { loadOptions, type ReadOptions } from './read-options.js';
 import type { WorkerPosition, WriteReceipt } from './read-your-writes.js';
@@ -35,8 +36,8 @@ export interface CachedQueryOptions extends Omit<ReadOptions, 'readYourWrites'> 
 
 interface Plan {
   readonly tags: readonly string[];
-  /** Columns never cached, by the tables the query reads (the entities' `deny`). */
-  readonly deny: readonly string[];
+  /** Columns never cached, by the tables the query reads (the entities' `deny`); null: none. */
+  readonly deny: ReadonlySet<string> | null;
 }
 
 /**
@@ -132,9 +133,7 @@ export class QueryCache {
     const plan = this.#plan(key, query, options);
     const loader = async () => {
       const rows = await query.execute();
-      if (plan.deny.length > 0)
-        for (const row of rows as Record<string, unknown>[])
-          for (const c of plan.deny) delete row[c];
+      if (plan.deny !== null) stripDenied(rows, plan.deny);
       return rows;
     };
     const load: LoadOptions = loadOptions({ tags: plan.tags }, options);
@@ -153,15 +152,24 @@ export class QueryCache {
     const known =
       options.tags === undefined && options.tables === undefined ? this.#plans.get(key) : undefined;
     if (known) return known;
-    const deps = queryDependencies(query.toOperationNode(), this.#model, {
-      defaultSchema: this.#config.defaultSchema,
+    const node = query.toOperationNode();
+    const { defaultSchema } = this.#config;
+    const deps = queryDependencies(node, this.#model, {
+      defaultSchema,
       ...(options.tables !== undefined && { rawTables: options.tables }),
     });
-    const deny = new Set<string>();
-    for (const t of deps.tables) for (const c of this.#denyByTable.get(t.table) ?? []) deny.add(c);
+    const columns = new Set<string>();
+    const tables = new Set<string>();
+    for (const t of deps.tables) {
+      const denied = this.#denyByTable.get(t.table);
+      if (denied === undefined) continue;
+      tables.add(t.table);
+      for (const c of denied) columns.add(c);
+    }
+    assertNoDeniedOutput(node, { columns, tables, defaultSchema });
     const plan: Plan = {
       tags: options.tags ? [...new Set([...deps.tags, ...options.tags])] : deps.tags,
-      deny: [...deny],
+      deny: columns.size > 0 ? columns : null,
     };
     if (options.tags === undefined && options.tables === undefined) this.#plans.set(key, plan);
     return plan;

@@ -5,7 +5,7 @@ import type { CacheEngine, LoadOptions } from '../cache/engine.js';
 import type { ChangeModel } from '../cdc/table-model.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { ConfigError, InvalidQueryError } from '../errors/errors.js';
-import { encodeKeyPart, keyValue } from '../keys/keys.js';
+import { encodeKeyPart, valuePart } from '../keys/keys.js';
 import type { AccessLogSampler } from './access-log.js';
 import type { EntityModel } from './entity-model.js';
 import { assertNoDeniedOutput, stripDenied } from './query-deny.js';
@@ -176,13 +176,16 @@ export class QueryCache {
   }
 }
 
-/** `q:<name>:<arg>:<arg>`: key values as they are, anything else by a hash of its JSON. */
+/**
+ * `q:<name>:<arg>:<arg>`: key values as they are (long ones hashed, `valuePart`),
+ * anything else by a hash of its JSON.
+ */
 function preparedKey(name: string, args: readonly unknown[]): string {
   let out = `q:${name}`;
   for (const arg of args) {
     let part: string;
     try {
-      part = encodeKeyPart(keyValue(arg));
+      part = valuePart(arg);
     } catch {
       part = `~${createHash('sha256')
         .update(stringifyParameters([arg]))

@@ -32,7 +32,10 @@ export const cacheSchema = z
     earlyRefreshBeta: z.number().min(0).max(10).default(1),
     /** TTL of a cached "not found" (loader returned undefined). 0 disables negative caching. @default 0 */
     negativeTtlMs: ms().default(0),
-    /** Encoded values above this are refused with ValueTooLargeError. @default 1048576 */
+    /**
+     * Values whose encoding (before compression) is larger are refused with
+     * ValueTooLargeError; an L2 payload is never inflated or decoded past it. @default 1048576
+     */
     maxValueBytes: positiveInt().default(1024 * 1024),
     /** Values whose encoding exceeds this are deflated. 0 disables. @default 16384 */
     compressThresholdBytes: ms().default(16 * 1024),
@@ -45,7 +48,7 @@ export const l1Schema = z
     enabled: z.boolean().default(true),
     /** @default 10000 */
     maxEntries: positiveInt().default(10_000),
-    /** Bound on the encoded size of all L1 values. @default 67108864 */
+    /** Bound on the estimated heap size of all L1 entries (values as held, not as stored). @default 67108864 */
     maxBytes: positiveInt().default(64 * 1024 * 1024),
     /** L1 keeps an entry at most this long (never longer than its L2 TTL). @default 10000 */
     ttlMs: positiveInt().default(10_000),

@@ -29,6 +29,7 @@ import { type Heartbeat, parseHeartbeat } from './heartbeat.js';
 import { L1Tier } from './l1-tier.js';
 import { isBumpVersion, L2Tier, versionTime } from './l2-tier.js';
 import { createCacheRedis, waitReady } from './redis-connection.js';
+import { copyForCaller, forCaller, type SharedValue, share } from './shared-value.js';
 
 /** Per-call options of `getOrLoad`. Every one falls back to the config. */
 export interface LoadOptions {
@@ -75,7 +76,12 @@ interface L2Read {
 
 /** fresh; stale (refresh it); early (XFetch says refresh now); refreshing (stale, a refresh is under way). */
 type Verdict =
-  | { readonly kind: 'fresh' | 'stale' | 'early' | 'refreshing'; readonly value: unknown }
+  | {
+      readonly kind: 'fresh' | 'stale' | 'early' | 'refreshing';
+      /** Decoded and made read-only (`share`). */
+      readonly value: unknown;
+      readonly shared: SharedValue;
+    }
   | { readonly kind: 'invalid' };
 
 const INVALID: Verdict = { kind: 'invalid' };
@@ -170,9 +176,13 @@ export class CacheEngine {
     return this.#l1 !== undefined && (this.#bus === undefined || this.#bus.healthy);
   }
 
-  /** L1 size in entries and encoded bytes. */
-  get l1Stats(): { entries: number; bytes: number } {
-    return { entries: this.#l1?.size ?? 0, bytes: this.#l1?.bytes ?? 0 };
+  /** L1 size: entries, their estimated heap bytes, and (tag, key) pairs in its tag index. */
+  get l1Stats(): { entries: number; bytes: number; indexed: number } {
+    return {
+      entries: this.#l1?.size ?? 0,
+      bytes: this.#l1?.bytes ?? 0,
+      indexed: this.#l1?.indexed ?? 0,
+    };
   }
 
   get breakerState(): CircuitBreaker['state'] {
@@ -192,7 +202,7 @@ export class CacheEngine {
     const entry = (this.#l1 as L1Tier).get(key);
     if (entry === undefined || entry.freshUntil <= Date.now()) return undefined;
     this.events.emit('hit', 'l1', key);
-    return entry.value as T;
+    return (entry.copyOnRead ? copyForCaller(entry.value) : entry.value) as T;
   }
 
   /**
@@ -223,7 +233,7 @@ export class CacheEngine {
           this.events.emit('stale-served', 'l1', key);
           this.#refreshInBackground(key, loader, options, 'stale');
         }
-        return Promise.resolve(entry.value as T);
+        return Promise.resolve((entry.copyOnRead ? copyForCaller(entry.value) : entry.value) as T);
       }
     }
     // 2. Single flight: one load per key in this process.
@@ -231,7 +241,8 @@ export class CacheEngine {
     const running = this.#flights.get(flightKey);
     if (running) {
       this.events.emit('coalesced', key);
-      return running as Promise<T>;
+      // The value is read-only; only byte arrays (which cannot be) are copied per caller.
+      return (running as Promise<T>).then(forCaller);
     }
     const flight = this.#fly(flightKey, key, loader, options);
     this.#flights.set(flightKey, flight);
@@ -292,7 +303,7 @@ export class CacheEngine {
     if (lag <= maxStalenessMs)
       return this.getOrLoad(key, loader, { ...options, maxStalenessMs: undefined });
     this.events.emit('bypass', key, lag);
-    return loader();
+    return shared(await loader());
   }
 
   /** Reads a value from L1 or L2 without loading. Undefined when absent, stale or invalid. */
@@ -303,7 +314,7 @@ export class CacheEngine {
       const entry = (this.#l1 as L1Tier).get(key);
       if (entry !== undefined && entry.freshUntil > Date.now()) {
         this.events.emit('hit', 'l1', key);
-        return entry.value as T;
+        return (entry.copyOnRead ? copyForCaller(entry.value) : entry.value) as T;
       }
     }
     const snapshot = this.#l1?.snapshot(key, null) ?? 0;
@@ -324,7 +335,7 @@ export class CacheEngine {
       'l2',
       key,
     );
-    this.#storeL1(key, read.state, verdict.value, snapshot);
+    this.#storeL1(key, read.state, verdict, snapshot);
     return verdict.value as T;
   }
 
@@ -359,7 +370,12 @@ export class CacheEngine {
     await this.#l2.set(this.keys.entry(key), entry, meta.staleUntil - meta.createdAt);
     await this.#publish([key], []);
     const tagList = tags.length > 0 ? tags : null;
-    this.#keepInL1(key, value, meta, tagList, bytes.length, this.#l1?.snapshot(key, tagList) ?? 0);
+    if (this.l1Active) {
+      // L1 holds what other processes would decode, read-only; the caller keeps its object.
+      const copy = this.#codec.decode(bytes, compressed);
+      const snapshot = this.#l1?.snapshot(key, tagList) ?? 0;
+      this.#keepInL1(key, copy, meta, tagList, share(copy), snapshot);
+    }
   }
 
   /**
@@ -472,7 +488,7 @@ export class CacheEngine {
       if (verdict.kind !== 'invalid') {
         const stale = verdict.kind === 'stale' || verdict.kind === 'refreshing';
         this.events.emit(stale ? 'stale-served' : 'hit', 'l2', key);
-        this.#storeL1(key, read.state, verdict.value, snapshot);
+        this.#storeL1(key, read.state, verdict, snapshot);
         if (verdict.kind === 'stale' || verdict.kind === 'early')
           this.#refreshInBackground(key, loader, options, verdict.kind);
         return verdict.value as T;
@@ -511,11 +527,11 @@ export class CacheEngine {
         const verdict = this.#judge(key, fresh);
         if (verdict.kind !== 'invalid') {
           this.events.emit('hit', 'l2', key);
-          this.#storeL1(key, fresh.state, verdict.value, snapshot);
+          this.#storeL1(key, fresh.state, verdict, snapshot);
           return verdict.value as T;
         }
       }
-      return this.#loadWithoutFill(key, loader);
+      return shared(await this.#loadWithoutFill(key, loader));
     }
     if (acquired.kind !== 'acquired')
       return this.#awaitOthersFill(key, loader, options, snapshot, read);
@@ -546,9 +562,12 @@ export class CacheEngine {
     const startedAt = Date.now();
     let value: T;
     let encoded: ReturnType<Codec['encode']>;
+    let sharedValue: SharedValue;
     try {
       value = await loader();
       this.events.emit('load', key, performance.now() - started);
+      // Read-only before anyone else can see it (coalesced callers, L1).
+      sharedValue = share(value);
       if (options.tagsOf !== undefined && value !== undefined) {
         const derived = await this.#derivedTags(
           key,
@@ -559,6 +578,7 @@ export class CacheEngine {
           snapshot,
           startedAt,
         );
+        if (derived.value !== value) sharedValue = share(derived.value);
         value = derived.value;
         if (!derived.fill) {
           void this.#l2.release(redisKey, lease).catch(() => {});
@@ -605,7 +625,7 @@ export class CacheEngine {
       value,
       meta,
       versions ? Object.keys(versions) : null,
-      encoded.bytes.length,
+      sharedValue,
       snapshot,
     );
     return value;
@@ -655,7 +675,7 @@ export class CacheEngine {
     );
     const merged = { ...versions, ...extra };
     if (settled) return { value, versions: merged, snapshot: wider, fill: true };
-    const again = await this.#loadWithoutFill(key, loader);
+    const again = await this.#loadWithoutFill(key, loader); // shared by #loadAndFill
     const fill = again === undefined || this.#checkTags(tagsOf(again)).every((t) => t in merged);
     return { value: again, versions: merged, snapshot: wider, fill };
   }
@@ -693,19 +713,20 @@ export class CacheEngine {
         const verdict = this.#judge(key, again);
         if (verdict.kind !== 'invalid') {
           this.events.emit('lease-wait', key, Date.now() - started, true);
-          this.#storeL1(key, again.state, verdict.value, snapshot);
+          this.#storeL1(key, again.state, verdict, snapshot);
           return verdict.value as T;
         }
       }
       break;
     }
     this.events.emit('lease-wait', key, Date.now() - started, false);
-    return this.#loadWithoutFill(key, loader);
+    return shared(await this.#loadWithoutFill(key, loader));
   }
 
   /**
    * Runs the loader and reports its duration, nothing else: for answers that do not fill
-   * L2 (its lease belongs to someone else) and for the second load of derived tags.
+   * L2 (its lease belongs to someone else) and for the second load of derived tags. The
+   * caller makes the value read-only (`share`).
    */
   async #loadWithoutFill<T>(key: string, loader: () => Promise<T> | T): Promise<T> {
     const started = performance.now();
@@ -725,11 +746,12 @@ export class CacheEngine {
     const value = await loader();
     const loadMs = performance.now() - started;
     this.events.emit('load', key, loadMs);
+    const sharedValue = share(value);
     if (value !== undefined && this.l1Active) {
-      const { bytes } = this.#codec.encode(key, value);
+      this.#codec.encode(key, value); // L1 takes only what L2 would take
       const meta = this.#meta(options, loadMs, '', null, false);
       const tags = this.#checkTags(options.tags);
-      this.#keepInL1(key, value, meta, tags.length > 0 ? tags : null, bytes.length, snapshot);
+      this.#keepInL1(key, value, meta, tags.length > 0 ? tags : null, sharedValue, snapshot);
     }
     return value;
   }
@@ -760,7 +782,7 @@ export class CacheEngine {
     const read = await this.#readL2(key, tagList);
     const verdict = read.state.kind === 'data' ? this.#judge(key, read) : INVALID;
     if (verdict.kind === 'fresh') {
-      this.#storeL1(key, read.state, verdict.value, snapshot); // someone else refreshed it
+      this.#storeL1(key, read.state, verdict, snapshot); // someone else refreshed it
       return;
     }
     if (read.state.kind !== 'data' || verdict.kind === 'invalid') {
@@ -929,21 +951,24 @@ export class CacheEngine {
     const now = Date.now();
     if (now >= envelope.staleUntil) return INVALID;
     let value: unknown;
+    let sharedValue: SharedValue;
     try {
       value = envelope.negative
         ? undefined
         : this.#codec.decode(envelope.payload, envelope.compressed);
+      sharedValue = share(value);
     } catch (error) {
       const reason = new CorruptEntryError(key, 'payload does not decode', error).message;
       this.events.emit('corrupt-entry', key, reason);
       this.#dropCorrupt(key, { kind: 'corrupt', prefix: state.prefix, reason });
       return INVALID;
     }
+    const shared = sharedValue;
     if (now >= envelope.freshUntil)
-      return { kind: state.refreshing ? 'refreshing' : 'stale', value };
+      return { kind: state.refreshing ? 'refreshing' : 'stale', value, shared };
     if (!state.refreshing && this.#refreshEarly(now, envelope.freshUntil, envelope.loadMs))
-      return { kind: 'early', value };
-    return { kind: 'fresh', value };
+      return { kind: 'early', value, shared };
+    return { kind: 'fresh', value, shared };
   }
 
   /** XFetch: refresh before expiry with a probability that grows as expiry nears. */
@@ -960,27 +985,41 @@ export class CacheEngine {
   }
 
   /** Keeps a value read from L2 in L1 (see #keepInL1). */
-  #storeL1(key: string, state: EntryState, value: unknown, snapshot: number): void {
-    if (state.kind !== 'data') return;
+  #storeL1(key: string, state: EntryState, verdict: Verdict, snapshot: number): void {
+    if (state.kind !== 'data' || verdict.kind === 'invalid') return;
     const e: Envelope = state.envelope;
-    this.#keepInL1(key, value, e, e.tags ? Object.keys(e.tags) : null, e.payload.length, snapshot);
+    const tags = e.tags ? Object.keys(e.tags) : null;
+    this.#keepInL1(key, verdict.value, e, tags, verdict.shared, snapshot);
   }
 
-  /** Keeps a value in L1 while the bus is healthy, unless an invalidation arrived since `snapshot`. */
+  /**
+   * Keeps a read-only value (`share`) in L1 while the bus is healthy, unless an
+   * invalidation arrived since `snapshot`. A value holding byte arrays is kept as a copy
+   * of its own, so no caller can write into L1's bytes.
+   */
   #keepInL1(
     key: string,
     value: unknown,
     meta: Pick<EnvelopeMeta, 'freshUntil' | 'staleUntil' | 'loadMs' | 'negative'>,
     tags: readonly string[] | null,
-    bytes: number,
+    sharedValue: SharedValue,
     snapshot: number,
   ): void {
     if (!this.l1Active) return;
     const { freshUntil, staleUntil, loadMs, negative } = meta;
+    const { copyOnRead } = sharedValue;
     (this.#l1 as L1Tier).set(
       key,
-      { value, freshUntil, staleUntil, loadMs, tags, negative },
-      bytes,
+      {
+        value: copyOnRead ? copyForCaller(value) : value,
+        copyOnRead,
+        freshUntil,
+        staleUntil,
+        loadMs,
+        tags,
+        negative,
+      },
+      sharedValue.bytes,
       snapshot,
     );
   }
@@ -1084,6 +1123,12 @@ function isResolved(config: EngineOptions['config']): config is ResolvedConfig {
     Object.isFrozen(config) &&
     typeof (config as ResolvedConfig).prefix === 'string'
   );
+}
+
+/** Makes a value read-only (see shared-value.ts) and returns it. */
+function shared<T>(value: T): T {
+  share(value);
+  return value;
 }
 
 function sleep(ms: number): Promise<void> {

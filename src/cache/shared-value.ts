@@ -24,6 +24,8 @@ export interface SharedValue {
 }
 
 const MAX_DEPTH = 64;
+/** A character beyond Latin-1: V8 then stores the string two bytes per character. */
+const TWO_BYTE = /[^\x20-\xff\t\n\r]/;
 
 function refuse(this: unknown): never {
   throw new TypeError(
@@ -65,7 +67,7 @@ export function forCaller<T>(value: T): T {
 function visit(value: unknown, walk: { bytes: number; byteArrays: boolean }, depth: number): void {
   switch (typeof value) {
     case 'string':
-      walk.bytes += 16 + (/[^\u0000-\u00ff]/.test(value) ? 2 : 1) * value.length;
+      walk.bytes += 16 + (TWO_BYTE.test(value) ? 2 : 1) * value.length;
       return;
     case 'number':
       walk.bytes += 8;

@@ -2,12 +2,14 @@ import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import { Codec } from '../codec/codec.js';
+import { Keyring, OpenError } from '../codec/keyring.js';
 import { type ResolvedConfig, resolveConfig } from '../config/config.js';
 import type { WalcacheConfigInput } from '../config/schema.js';
 import {
   ClosedError,
   ConfigError,
   CorruptEntryError,
+  EncryptionKeyError,
   RedisUnavailableError,
 } from '../errors/errors.js';
 import { assertLogicalKey, Keys } from '../keys/keys.js';
@@ -58,6 +60,14 @@ export interface LoadOptions {
   readonly tagsOf?: (value: never) => readonly string[];
   /** Neither read nor fill L1 (L2 only): for values whose readers must never see an older copy. */
   readonly skipL1?: boolean;
+  /**
+   * Encrypt the value in Redis (AES-256-GCM, the keys of `encryption.keysEnv`), and take
+   * only an encrypted entry for it: one in the clear, or one this process cannot decrypt,
+   * is a miss (`decrypt-failed` event) that the fill replaces. L1 holds the value decrypted.
+   * @default config.encryption.all
+   * @throws {EncryptionKeyError} (synchronously) when this process has no keys.
+   */
+  readonly encrypt?: boolean;
 }
 
 export interface EngineOptions {
@@ -65,6 +75,8 @@ export interface EngineOptions {
   readonly config?: WalcacheConfigInput | ResolvedConfig;
   /** Share a Redis client instead of connecting to `config.redis.url`. The engine never closes it. */
   readonly redis?: Redis;
+  /** Where the encryption keys are read (`config.encryption.keysEnv`). @default process.env */
+  readonly env?: NodeJS.ProcessEnv;
 }
 
 interface L2Read {
@@ -110,6 +122,8 @@ export class CacheEngine {
   readonly #bus: Bus | undefined;
   readonly #breaker: CircuitBreaker;
   readonly #codec: Codec;
+  /** Encryption keys from the environment; null when there are none. */
+  readonly #keyring: Keyring | null;
   readonly #flights = new Map<string, Promise<unknown>>();
   readonly #refreshing = new Set<string>();
   /** Tag versions read from Redis and trusted while the bus is healthy (like the epoch). */
@@ -126,6 +140,14 @@ export class CacheEngine {
     const { config } = this;
     this.keys = new Keys(config.prefix);
     this.#codec = new Codec(config.cache);
+    // Keys are checked before any connection is opened.
+    const { keysEnv } = config.encryption;
+    this.#keyring = Keyring.fromEnv(keysEnv, options.env ?? process.env);
+    if (config.encryption.all && this.#keyring === null)
+      throw new EncryptionKeyError(
+        keysEnv,
+        `${keysEnv} is not set, and encryption.all asks to encrypt every entry`,
+      );
     this.#ownsRedis = options.redis === undefined;
     this.#redis = options.redis ?? createCacheRedis(config.redis, `walcache:${config.prefix}`);
     this.#breaker = new CircuitBreaker(config.breaker, (state) => {
@@ -185,6 +207,11 @@ export class CacheEngine {
     };
   }
 
+  /** The id of the key that encrypts (`encrypt` reads and fills), or null without keys. */
+  get encryptionKeyId(): string | null {
+    return this.#keyring?.activeId ?? null;
+  }
+
   get breakerState(): CircuitBreaker['state'] {
     return this.#breaker.state;
   }
@@ -218,6 +245,7 @@ export class CacheEngine {
   getOrLoad<T>(key: string, loader: () => Promise<T> | T, options: LoadOptions = {}): Promise<T> {
     if (this.#closing) return Promise.reject(new ClosedError('CacheEngine'));
     assertLogicalKey(key);
+    if (options.encrypt === true && this.#keyring === null) throw this.#noKeys();
     if (options.maxStalenessMs !== undefined)
       return this.#boundedRead(key, loader, options, options.maxStalenessMs);
     // 1. L1: synchronous, fresh or inside its grace period.
@@ -324,7 +352,7 @@ export class CacheEngine {
     } catch {
       return undefined;
     }
-    const verdict = this.#judge(key, read);
+    const verdict = this.#judge(key, read, this.config.encryption.all);
     if (verdict.kind === 'invalid') {
       this.#dropCorrupt(key, read.state);
       this.events.emit('miss', key);
@@ -355,17 +383,25 @@ export class CacheEngine {
   async set(
     key: string,
     value: unknown,
-    options: Pick<LoadOptions, 'ttlMs' | 'tags' | 'staleWhileRevalidateMs'> = {},
+    options: Pick<LoadOptions, 'ttlMs' | 'tags' | 'staleWhileRevalidateMs' | 'encrypt'> = {},
   ): Promise<void> {
     this.#assertOpen();
     assertLogicalKey(key);
     const tags = this.#checkTags(options.tags);
+    const encrypt = this.#encrypts(options);
+    if (encrypt && this.#keyring === null) throw this.#noKeys();
     const { bytes, compressed } = this.#codec.encode(key, value);
     const token = newToken();
     const versions = tags.length > 0 ? await this.#currentVersions(tags) : null;
     const epoch = await this.#currentEpoch();
     const meta = this.#meta(options, 0, epoch, versions, false);
-    const entry = encodeEntry(token, meta, bytes, compressed);
+    const entry = encodeEntry(
+      token,
+      meta,
+      encrypt ? (this.#keyring as Keyring).seal(bytes, this.keys.entry(key)) : bytes,
+      compressed,
+      encrypt,
+    );
     this.#l1?.invalidate([key], []);
     await this.#l2.set(this.keys.entry(key), entry, meta.staleUntil - meta.createdAt);
     await this.#publish([key], []);
@@ -484,7 +520,9 @@ export class CacheEngine {
     }
     let replace = '';
     if (read.state.kind === 'data' || read.state.kind === 'corrupt') {
-      const verdict = options.forceFresh ? INVALID : this.#judge(key, read);
+      const verdict = options.forceFresh
+        ? INVALID
+        : this.#judge(key, read, this.#encrypts(options));
       if (verdict.kind !== 'invalid') {
         const stale = verdict.kind === 'stale' || verdict.kind === 'refreshing';
         this.events.emit(stale ? 'stale-served' : 'hit', 'l2', key);
@@ -524,7 +562,7 @@ export class CacheEngine {
       // Filled by another process between our GET and the script.
       const fresh = await this.#readAgain(key, acquired.value, read);
       if (fresh !== RESOLVED) {
-        const verdict = this.#judge(key, fresh);
+        const verdict = this.#judge(key, fresh, this.#encrypts(options));
         if (verdict.kind !== 'invalid') {
           this.events.emit('hit', 'l2', key);
           this.#storeL1(key, fresh.state, verdict, snapshot);
@@ -607,7 +645,11 @@ export class CacheEngine {
       versions,
       negative,
     );
-    const entry = encodeEntry(token, meta, encoded.bytes, encoded.compressed);
+    const encrypt = this.#encrypts(options);
+    const payload = encrypt
+      ? (this.#keyring as Keyring).seal(encoded.bytes, redisKey)
+      : encoded.bytes;
+    const entry = encodeEntry(token, meta, payload, encoded.compressed, encrypt);
     let filled = false;
     try {
       filled = await this.#l2.fill(redisKey, lease, entry, meta.staleUntil - meta.createdAt);
@@ -710,7 +752,7 @@ export class CacheEngine {
       }
       const again = await this.#readAgain(key, buffer as Buffer, read);
       if (again !== RESOLVED) {
-        const verdict = this.#judge(key, again);
+        const verdict = this.#judge(key, again, this.#encrypts(options));
         if (verdict.kind !== 'invalid') {
           this.events.emit('lease-wait', key, Date.now() - started, true);
           this.#storeL1(key, again.state, verdict, snapshot);
@@ -780,7 +822,8 @@ export class CacheEngine {
     const tagList = tags.length > 0 ? tags : null;
     const snapshot = this.#snapshot(key, tagList, options);
     const read = await this.#readL2(key, tagList);
-    const verdict = read.state.kind === 'data' ? this.#judge(key, read) : INVALID;
+    const verdict =
+      read.state.kind === 'data' ? this.#judge(key, read, this.#encrypts(options)) : INVALID;
     if (verdict.kind === 'fresh') {
       this.#storeL1(key, read.state, verdict, snapshot); // someone else refreshed it
       return;
@@ -935,8 +978,11 @@ export class CacheEngine {
     }
   }
 
-  /** Is an L2 entry usable, and how fresh? Decodes the value. */
-  #judge(key: string, read: L2Read): Verdict {
+  /**
+   * Is an L2 entry usable, and how fresh? Decrypts and decodes the value. `encrypted`:
+   * the read takes only an encrypted entry.
+   */
+  #judge(key: string, read: L2Read, encrypted: boolean): Verdict {
     const { state } = read;
     if (state.kind === 'corrupt') {
       this.events.emit('corrupt-entry', key, state.reason);
@@ -950,12 +996,12 @@ export class CacheEngine {
     }
     const now = Date.now();
     if (now >= envelope.staleUntil) return INVALID;
+    const payload = this.#decrypt(key, envelope, encrypted);
+    if (payload === null) return INVALID;
     let value: unknown;
     let sharedValue: SharedValue;
     try {
-      value = envelope.negative
-        ? undefined
-        : this.#codec.decode(envelope.payload, envelope.compressed);
+      value = envelope.negative ? undefined : this.#codec.decode(payload, envelope.compressed);
       sharedValue = share(value);
     } catch (error) {
       const reason = new CorruptEntryError(key, 'payload does not decode', error).message;
@@ -969,6 +1015,34 @@ export class CacheEngine {
     if (!state.refreshing && this.#refreshEarly(now, envelope.freshUntil, envelope.loadMs))
       return { kind: 'early', value, shared };
     return { kind: 'fresh', value, shared };
+  }
+
+  /** The plain payload of an entry, or null (a `decrypt-failed` miss). */
+  #decrypt(key: string, envelope: Envelope, required: boolean): Buffer | null {
+    let reason: string;
+    if (!envelope.encrypted) {
+      if (!required) return envelope.payload;
+      reason = 'the entry is not encrypted, and this read requires it';
+    } else if (this.#keyring === null) {
+      reason = `the entry is encrypted, and this process has no encryption keys (${this.config.encryption.keysEnv})`;
+    } else {
+      try {
+        return this.#keyring.open(envelope.payload, this.keys.entry(key));
+      } catch (error) {
+        reason = `the entry ${error instanceof OpenError ? error.message : 'does not decrypt'}`;
+      }
+    }
+    this.events.emit('decrypt-failed', key, reason);
+    return null;
+  }
+
+  #encrypts(options: Pick<LoadOptions, 'encrypt'>): boolean {
+    return options.encrypt ?? this.config.encryption.all;
+  }
+
+  #noKeys(): EncryptionKeyError {
+    const name = this.config.encryption.keysEnv;
+    return new EncryptionKeyError(name, `${name} is not set, and a read or write asks to encrypt`);
   }
 
   /** XFetch: refresh before expiry with a probability that grows as expiry nears. */

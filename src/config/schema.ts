@@ -110,6 +110,13 @@ export const entitySchema = z
     /** Columns never cached (never reach Redis), e.g. `password_hash`. */
     deny: z.array(identifier()).default([]),
     /**
+     * Encrypt this entity's entries in Redis (AES-256-GCM, keys from `encryption.keysEnv`),
+     * and the cached queries that read its table. Keys and tags stay readable (see
+     * docs/security.md). Not with `writeBehind` (pending writes are not encrypted).
+     * @default false
+     */
+    encrypt: z.boolean().default(false),
+    /**
      * Tags derived from a row, for invalidation by hand (`invalidateTags(['tenant:5'])`):
      * the entry depends on them as well as on its key. A fill whose derived tags were not
      * known before the load reads them, then loads again (see docs/repository.md).
@@ -136,6 +143,23 @@ export const accessLogSchema = z
     flushIntervalMs: positiveInt().default(5_000),
     /** Width of one access-log time bucket. @default 3600000 (one hour) */
     bucketMs: positiveInt().default(3_600_000),
+  })
+  .strict();
+
+export const encryptionSchema = z
+  .object({
+    /**
+     * Environment variable holding the keys: `<id>:<base64 of 32 bytes>` pairs, comma-
+     * separated; the first encrypts, all decrypt (rotation). Read by every process that
+     * reads or fills encrypted entries, never stored in the config.
+     * @default 'WALCACHE_ENCRYPTION_KEYS'
+     */
+    keysEnv: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'an environment variable name')
+      .default('WALCACHE_ENCRYPTION_KEYS'),
+    /** Encrypt every entry the engine writes (not only encrypted entities'). @default false */
+    all: z.boolean().default(false),
   })
   .strict();
 
@@ -226,6 +250,7 @@ export const configSchema = z
     breaker: breakerSchema.prefault({}),
     bus: busSchema.prefault({}),
     accessLog: accessLogSchema.prefault({}),
+    encryption: encryptionSchema.prefault({}),
     repository: repositorySchema.prefault({}),
     writeBehind: writeBehindSchema.prefault({}),
     jobs: jobsSchema.prefault({}),

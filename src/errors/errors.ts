@@ -105,6 +105,25 @@ export class SetupError extends WalcacheError {
   }
 }
 
+/**
+ * Encryption keys are missing or malformed: a config that encrypts (`encryption.all`, an
+ * entity's `encrypt`) needs them in the environment variable `encryption.keysEnv`. Thrown
+ * where the engine or repository is built, never on a read (a read that cannot decrypt
+ * is a miss with a `decrypt-failed` event). The message never holds key material.
+ */
+export class EncryptionKeyError extends WalcacheError {
+  constructor(
+    readonly variable: string,
+    reason: string,
+  ) {
+    super(
+      'E_ENCRYPTION_KEY',
+      `Encryption keys in ${variable}: ${reason}. Set ${variable}=<id>:<base64 of 32 random bytes> (for example \`k1:$(openssl rand -base64 32)\`); see docs/security.md`,
+      { context: { variable } },
+    );
+  }
+}
+
 /** A repository call named an entity the config does not declare. */
 export class UnknownEntityError extends WalcacheError {
   constructor(

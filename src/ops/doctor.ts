@@ -697,7 +697,13 @@ export async function connectRedis(client: Redis): Promise<void> {
  */
 export function detachedEngine(config: ResolvedConfig, redis: Redis): CacheEngine {
   return new CacheEngine({
-    config: { ...config, l1: { ...config.l1, enabled: false }, bus: { enabled: false } },
+    // It reads write-behind state, never an entry: it needs no encryption keys.
+    config: {
+      ...config,
+      l1: { ...config.l1, enabled: false },
+      bus: { enabled: false },
+      encryption: { ...config.encryption, all: false },
+    },
     redis,
   });
 }

@@ -20,6 +20,8 @@ export interface EntityModel {
   readonly tagsOf: ((row: Record<string, unknown>) => readonly string[]) | undefined;
   /** Accepts `writeBehind` patches; its reads overlay pending writes and skip L1. */
   readonly writeBehind: boolean;
+  /** Its entries (and cached queries reading its table) are encrypted in Redis. */
+  readonly encrypt: boolean;
 }
 
 /** Names a repository uses itself: an entity cannot be called one of these. */
@@ -58,6 +60,12 @@ export function buildEntityModels(config: ResolvedConfig): ReadonlyMap<string, E
           `\`${column}\` is a key or unique column and must be cached`,
         );
     }
+    if (entity.encrypt && entity.writeBehind)
+      throw new ConfigError(
+        `entities.${name}.encrypt`,
+        true,
+        'an entity with writeBehind cannot be encrypted: its pending writes wait in Redis unencrypted',
+      );
     models.set(name, {
       name,
       table,
@@ -70,6 +78,7 @@ export function buildEntityModels(config: ResolvedConfig): ReadonlyMap<string, E
       resetTag: tableResetTag(table),
       tagsOf: entity.tags as EntityModel['tagsOf'],
       writeBehind: entity.writeBehind,
+      encrypt: entity.encrypt || config.encryption.all,
     });
   }
   return models;

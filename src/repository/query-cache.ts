@@ -38,6 +38,8 @@ interface Plan {
   readonly tags: readonly string[];
   /** Columns never cached, by the tables the query reads (the entities' `deny`); null: none. */
   readonly deny: ReadonlySet<string> | null;
+  /** It reads the table of an encrypted entity, so its result is encrypted too. */
+  readonly encrypt: boolean;
 }
 
 /**
@@ -51,6 +53,7 @@ export class QueryCache {
   readonly #model: ChangeModel;
   readonly #config: ResolvedConfig;
   readonly #denyByTable: ReadonlyMap<string, readonly string[]>;
+  readonly #encryptedTables: ReadonlySet<string>;
   readonly #position: WorkerPosition;
   readonly #sampler: AccessLogSampler | undefined;
   readonly #plans = new LRUCache<string, Plan>({ max: 50_000 });
@@ -70,11 +73,14 @@ export class QueryCache {
     this.#position = options.position;
     this.#sampler = options.sampler;
     const deny = new Map<string, string[]>();
+    const encrypted = new Set<string>();
     for (const entity of options.entities.values()) {
+      if (entity.encrypt) encrypted.add(entity.table);
       if (entity.deny.length === 0) continue;
       deny.set(entity.table, [...(deny.get(entity.table) ?? []), ...entity.deny]);
     }
     this.#denyByTable = deny;
+    this.#encryptedTables = encrypted;
   }
 
   /** The cache key of a query: `q:<hash>` or `q:<name>:<hash>`. */
@@ -136,7 +142,10 @@ export class QueryCache {
       if (plan.deny !== null) stripDenied(rows, plan.deny);
       return rows;
     };
-    const load: LoadOptions = loadOptions({ tags: plan.tags }, options);
+    const load: LoadOptions = loadOptions(
+      plan.encrypt ? { tags: plan.tags, encrypt: true } : { tags: plan.tags },
+      options,
+    );
     if (options.readYourWrites !== undefined) {
       const reached = await this.#position.readAfter(
         options.readYourWrites,
@@ -170,6 +179,8 @@ export class QueryCache {
     const plan: Plan = {
       tags: options.tags ? [...new Set([...deps.tags, ...options.tags])] : deps.tags,
       deny: columns.size > 0 ? columns : null,
+      encrypt:
+        this.#config.encryption.all || deps.tables.some((t) => this.#encryptedTables.has(t.table)),
     };
     if (options.tags === undefined && options.tables === undefined) this.#plans.set(key, plan);
     return plan;

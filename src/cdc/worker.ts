@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { formatLsn, lsnToBigInt } from '../cache/envelope.js';
+import { cacheEndpoint, endpointOptions } from '../cache/redis-endpoint.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { pgConfig } from '../config/database.js';
 import { SetupError } from '../errors/errors.js';
@@ -121,7 +122,9 @@ export class InvalidationWorker {
       application_name: 'walcache-worker-control',
     });
     this.#pool.on('error', (error) => this.#log?.warn({ err: error }, 'postgres pool error'));
-    this.#redis = new Redis(this.#config.redis.url, {
+    const endpoint = endpointOptions(cacheEndpoint(this.#config));
+    this.#redis = new Redis(endpoint.url, {
+      ...endpoint.options,
       connectionName: `walcache:${this.#config.prefix}:worker`,
       maxRetriesPerRequest: 1,
       commandTimeout: 5_000,

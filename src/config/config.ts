@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import { assertTls } from '../cache/redis-endpoint.js';
 import { ConfigError } from '../errors/errors.js';
 import { configSchema, type WalcacheConfigInput } from './schema.js';
 import { suggestOption } from './suggest.js';
@@ -56,6 +57,10 @@ export function resolveConfig(
       `must be below lease.ttlMs (${parsed.lease.ttlMs})`,
     );
   }
+  const redisUrl = parsed.redis.url as string; // filled in from the environment above
+  assertTls('redis.tls', redisUrl, parsed.redis.tls);
+  if (parsed.jobs.redisTls !== undefined)
+    assertTls('jobs.redisTls', parsed.jobs.redisUrl ?? redisUrl, parsed.jobs.redisTls);
   return deepFreeze(parsed) as ResolvedConfig;
 }
 

@@ -7,10 +7,36 @@ import { z } from 'zod';
 const ms = () => z.number().int().nonnegative();
 const positiveInt = () => z.number().int().positive();
 
+/** TLS to a Redis reached by a `rediss://` URL. */
+export const tlsSchema = z
+  .object({
+    /** CA certificate(s) trusted for the server: PEM text, or the path of a PEM file. @default the system's CAs */
+    ca: z.string().min(1).optional(),
+    /** Client certificate for mutual TLS: PEM text or a path; goes with `key`. */
+    cert: z.string().min(1).optional(),
+    /** The client certificate's private key: PEM text or a path. A secret: errors never show it. */
+    key: z.string().min(1).optional(),
+    /** Host name the server certificate must carry. @default the URL's host */
+    servername: z.string().min(1).optional(),
+    /** Verify the server certificate. Turn off only to test. @default true */
+    rejectUnauthorized: z.boolean().default(true),
+  })
+  .strict();
+
 export const redisSchema = z
   .object({
-    /** Redis for the cache (L2, tags, bus). @default process.env.REDIS_URL ?? 'redis://127.0.0.1:6379' */
+    /**
+     * Redis for the cache (L2, tags, bus): `redis://` or, for TLS, `rediss://`; an ACL user
+     * and password may be in it (`rediss://walcache:secret@host:6380`).
+     * @default process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+     */
     url: z.string().url().optional(),
+    /** ACL user, instead of the URL's (docs/security.md lists what it must be allowed). */
+    username: z.string().min(1).optional(),
+    /** Password of the ACL user (or of `requirepass`), instead of the URL's. */
+    password: z.string().min(1).optional(),
+    /** TLS options; the URL must be `rediss://`. */
+    tls: tlsSchema.optional(),
     /** Upper bound on any single cache command; a slower Redis counts as a failure. @default 250 */
     commandTimeoutMs: positiveInt().default(250),
     /** @default 1000 */
@@ -218,6 +244,11 @@ export const jobsSchema = z
      * policy: point it at another server in production. @default redis.url
      */
     redisUrl: z.string().url().optional(),
+    /**
+     * TLS options of the queues' Redis (`rediss://`). @default redis.tls when the queues
+     * use the cache's Redis (no `redisUrl`); none otherwise
+     */
+    redisTls: tlsSchema.optional(),
     /** BullMQ key prefix; keep the hash tag so queues work on Redis Cluster. @default `{<prefix>}` */
     queuePrefix: z
       .string()

@@ -8,7 +8,7 @@ import {
   EncryptionKeyError,
   type WalcacheConfigInput,
 } from '../src/index.js';
-import { REDIS_URL, Resources, uniquePrefix } from './helpers.js';
+import { REDIS_URL, Resources, storedUnder, uniquePrefix } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 import { countingDb, TEST_TABLES } from './repo-helpers.js';
 
@@ -212,18 +212,11 @@ describe('encryption at rest (AES-256-GCM)', () => {
       );
       assert.equal(joined[0]?.name, PLAIN);
       assert.equal((await repo.orders.findById(1))?.status, 'open-order-status');
-      const redis = res.redis();
-      let cursor = '0';
       let plainOrders = 0;
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:k:*`, 'COUNT', 1000);
-        cursor = next;
-        for (const k of keys) {
-          const raw = (await redis.getBuffer(k)) as Buffer;
-          assert.equal(raw.includes('Lovelace'), false, `${k} holds plaintext`);
-          if (raw.includes('open-order-status')) plainOrders++;
-        }
-      } while (cursor !== '0');
+      for (const [k, raw] of await storedUnder(res.redis(), `${prefix}:k`)) {
+        assert.equal(raw.includes('Lovelace'), false, `${k} holds plaintext`);
+        if (raw.includes('open-order-status')) plainOrders++;
+      }
       assert.equal(plainOrders, 1, 'orders (not encrypted) stay readable');
     });
 

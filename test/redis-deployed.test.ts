@@ -114,22 +114,19 @@ describe('Redis as deployed', () => {
         databaseUrl: DATABASE_URL,
         accessLog: { sampleRate: 0 },
       };
-      const good = await doctor({
-        config: resolveConfig({
-          ...base,
-          redis: { url: `redis://walcache:wc-pass@127.0.0.1:${acl.port}` },
-        }),
-      });
+      const asUser = (user: string, password: string) =>
+        doctor({
+          config: resolveConfig({
+            ...base,
+            redis: { url: `redis://${user}:${password}@127.0.0.1:${acl.port}` },
+          }),
+        });
+      const good = await asUser('walcache', 'wc-pass');
       const ok = check(good.checks, 'redis-acl');
       assert.equal(ok.status, 'ok', ok.detail);
       assert.match(ok.detail, /walcache/);
 
-      const narrow = await doctor({
-        config: resolveConfig({
-          ...base,
-          redis: { url: `redis://reader:rd-pass@127.0.0.1:${acl.port}` },
-        }),
-      });
+      const narrow = await asUser('reader', 'rd-pass');
       const denied = check(narrow.checks, 'redis-acl');
       assert.equal(denied.status, 'fail');
       for (const command of ['evalsha', 'eval', 'publish', 'subscribe', 'scan', 'hincrby'])
@@ -139,12 +136,7 @@ describe('Redis as deployed', () => {
       assert.match(denied.fix ?? '', new RegExp(`~${prefix}:\\* &${prefix}:\\*`));
       assert.equal(narrow.ok, false);
 
-      const wrongPrefix = await doctor({
-        config: resolveConfig({
-          ...base,
-          redis: { url: `redis://elsewhere:el-pass@127.0.0.1:${acl.port}` },
-        }),
-      });
+      const wrongPrefix = await asUser('elsewhere', 'el-pass');
       const keys = check(wrongPrefix.checks, 'redis-acl');
       assert.equal(keys.status, 'fail');
       assert.match(keys.detail, /keys|channel/);

@@ -3,7 +3,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
 import { jsonArrayFrom, jsonObjectFrom } from 'kysely/helpers/postgres';
 import { createRepository, defineConfig, InvalidQueryError } from '../src/index.js';
-import { deleteByPrefix, REDIS_URL, Resources, uniquePrefix } from './helpers.js';
+import { deleteByPrefix, REDIS_URL, Resources, storedUnder, uniquePrefix } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 import { countingDb, TEST_TABLES } from './repo-helpers.js';
 
@@ -52,21 +52,12 @@ describe('denied columns never leave the database', () => {
 
   /** Every entry under the prefix, read back raw: none may hold the hash or its column name. */
   async function assertRedisClean(what: string): Promise<number> {
-    const redis = res.redis();
-    let cursor = '0';
-    let seen = 0;
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      for (const k of keys) {
-        if ((await redis.type(k)) !== 'string') continue;
-        const raw = (await redis.getBuffer(k)) as Buffer;
-        seen++;
-        assert.equal(raw.includes(SECRET), false, `${what}: ${k} holds the hash`);
-        assert.equal(raw.includes('password_hash'), false, `${what}: ${k} names the column`);
-      }
-    } while (cursor !== '0');
-    return seen;
+    const stored = await storedUnder(res.redis(), prefix);
+    for (const [k, raw] of stored) {
+      assert.equal(raw.includes(SECRET), false, `${what}: ${k} holds the hash`);
+      assert.equal(raw.includes('password_hash'), false, `${what}: ${k} names the column`);
+    }
+    return stored.length;
   }
 
   /** No value anywhere inside `value` is the hash, and no object has the denied key. */

@@ -1009,12 +1009,12 @@ export class CacheEngine {
       this.#dropCorrupt(key, { kind: 'corrupt', prefix: state.prefix, reason });
       return INVALID;
     }
-    const shared = sharedValue;
+    const decoded = { value, shared: sharedValue };
     if (now >= envelope.freshUntil)
-      return { kind: state.refreshing ? 'refreshing' : 'stale', value, shared };
+      return { kind: state.refreshing ? 'refreshing' : 'stale', ...decoded };
     if (!state.refreshing && this.#refreshEarly(now, envelope.freshUntil, envelope.loadMs))
-      return { kind: 'early', value, shared };
-    return { kind: 'fresh', value, shared };
+      return { kind: 'early', ...decoded };
+    return { kind: 'fresh', ...decoded };
   }
 
   /** The plain payload of an entry, or null (a `decrypt-failed` miss). */

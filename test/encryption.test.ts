@@ -192,6 +192,7 @@ describe('encryption at rest (AES-256-GCM)', () => {
       );
       const cache = new CacheEngine({ config, env: { WALCACHE_ENCRYPTION_KEYS: `k1:${K1}` } });
       engines.push(cache);
+      assert.ok(await cache.ready(), 'connected, so the reads below fill Redis');
       repo = open(cache);
     });
     after(async () => {

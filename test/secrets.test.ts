@@ -40,6 +40,7 @@ describe('denied columns never leave the database', () => {
     await scope.q(`
       INSERT INTO $schema.users (id, email, name) SELECT g, 'u' || g || '@x', 'user ' || g FROM generate_series(1, 20) g;
       INSERT INTO $schema.orders (id, user_id) SELECT g, 1 + g % 5 FROM generate_series(1, 30) g;`);
+    assert.ok(await repo.engine.ready(), 'connected, so reads fill Redis and L1');
   });
   // Each case is judged on what it wrote itself.
   afterEach(() => deleteByPrefix(res.redis(), prefix));

@@ -134,6 +134,7 @@ describe('no caller can change what another caller gets', () => {
       await scope.q(
         "INSERT INTO $schema.users (id, email, name) VALUES (1, 'a@x', 'ada'), (2, 'b@x', 'bob')",
       );
+      assert.ok(await repo.engine.ready(), 'connected, so reads fill Redis and L1');
     });
     after(async () => {
       await repo.close();

@@ -10,6 +10,9 @@
  * 3. The same at 64 in flight, in ops/s.
  * 4. L1+L2, 64 in flight: walcache getOrLoad vs bentocache getOrSet, 20,000 keys chosen
  *    uniformly (the same sequence for both), L1 of 10,000 entries on both sides.
+ * 5. What walcache adds per value on its way in, not on an L1 hit: encryption at rest
+ *    (an L2 hit of an AES-256-GCM entry, beside the plain one in 2, and the CPU of sealing
+ *    and opening one row's payload) and making a decoded row read-only (`share`).
  *
  * Method: one process; per round every comparison runs as a palindrome over two halves
  * of its work, A B B A (B A A B on odd rounds), after a full GC, so machine-speed drift
@@ -21,6 +24,7 @@
  *
  * Environment: BENCH_ROUNDS (default 9; at least 7), REDIS_URL.
  */
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hrtime } from 'node:process';
 import { setFlagsFromString } from 'node:v8';
@@ -28,6 +32,8 @@ import { runInNewContext } from 'node:vm';
 import { Redis, type RedisOptions } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import { Packr } from 'msgpackr';
+import { share } from '../src/cache/shared-value.js';
+import { Keyring } from '../src/codec/keyring.js';
 import { CacheEngine } from '../src/index.js';
 import { bentocacheBaseline } from './bentocache-baseline.js';
 import { describe, pairedRatios, type Summary, sig, summarize } from './stats.js';
@@ -42,6 +48,10 @@ const WARMUP_ROUNDS = 2;
 // per contender and round.
 const PREFIX = `bench-${process.pid}`;
 const BENTO_PREFIX = `${PREFIX}-bento`;
+const ENC_PREFIX = `${PREFIX}-enc`;
+/** A throwaway key for the encrypted engine (never the environment's). */
+const BENCH_KEYS = `bench:${randomBytes(32).toString('base64')}`;
+const ENC_KEYS = 2_000; // 5. encrypted entries, pre-filled in L2
 
 const TTL_MS = 600_000;
 const L1_MAX = 10_000;
@@ -198,6 +208,11 @@ const engL2 = new CacheEngine({ config: { ...baseConfig, l1: { enabled: false } 
 const engMixed = new CacheEngine({
   config: { ...baseConfig, l1: { enabled: true, maxEntries: L1_MAX, ttlMs: TTL_MS } },
 });
+/** 5. Every entry encrypted, L1 disabled: each read is an L2 hit that decrypts. */
+const engEnc = new CacheEngine({
+  config: { ...baseConfig, prefix: ENC_PREFIX, l1: { enabled: false }, encryption: { all: true } },
+  env: { WALCACHE_ENCRYPTION_KEYS: BENCH_KEYS },
+});
 const raw = rawRedis(`${PREFIX}:raw`);
 const bentoConn = rawRedis(`${PREFIX}:bento`);
 
@@ -342,6 +357,19 @@ async function l2SeqRaw(n: number, offset: number): Promise<number> {
   return ns;
 }
 
+/** Sequential awaited L2 hits of encrypted entries (L1 disabled). */
+async function l2SeqEncrypted(n: number, offset: number): Promise<number> {
+  let acc = 0;
+  const t0 = hrtime.bigint();
+  for (let i = 0; i < n; i++) {
+    const v = await engEnc.getOrLoad<Row>(rowKeys[(offset + i) % ENC_KEYS] as string, l2Loader);
+    acc += v.id;
+  }
+  const ns = nsSince(t0);
+  sink += acc;
+  return ns;
+}
+
 /** n = ops in total, spread over CONCURRENCY workers. */
 function l2ConcEngine(n: number, offset: number): Promise<number> {
   const per = Math.ceil(n / CONCURRENCY);
@@ -408,6 +436,7 @@ interface Samples {
   lru_get_await_ns: number[];
   l2_hit_us: number[];
   l2_get_us: number[];
+  l2_encrypted_us: number[];
   ioredis_get_us: number[];
   walcache_l2_ops_per_s: number[];
   ioredis_ops_per_s: number[];
@@ -423,6 +452,7 @@ function emptySamples(): Samples {
     lru_get_await_ns: [],
     l2_hit_us: [],
     l2_get_us: [],
+    l2_encrypted_us: [],
     ioredis_get_us: [],
     walcache_l2_ops_per_s: [],
     ioredis_ops_per_s: [],
@@ -442,8 +472,8 @@ async function round(r: number, s: Samples): Promise<void> {
   s.getorload_l1_ns.push((gol as number) / n(L1_ASYNC_OPS));
   s.lru_get_await_ns.push((lruAw as number) / n(L1_ASYNC_OPS));
   // 2. sequential L2 hits
-  const [seqE, seqR, seqG] = await palindrome(
-    [l2SeqEngine, l2SeqRaw, l2SeqEngineGet],
+  const [seqE, seqR, seqG, seqX] = await palindrome(
+    [l2SeqEngine, l2SeqRaw, l2SeqEngineGet, l2SeqEncrypted],
     L2_SEQ_OPS,
     offset,
     r,
@@ -451,6 +481,7 @@ async function round(r: number, s: Samples): Promise<void> {
   s.l2_hit_us.push((seqE as number) / n(L2_SEQ_OPS) / 1e3);
   s.ioredis_get_us.push((seqR as number) / n(L2_SEQ_OPS) / 1e3);
   s.l2_get_us.push((seqG as number) / n(L2_SEQ_OPS) / 1e3);
+  s.l2_encrypted_us.push((seqX as number) / n(L2_SEQ_OPS) / 1e3);
   // 3. 64 in flight
   const concOps = CONCURRENCY * L2_CONC_PER_WORKER;
   const [concE, concR] = await palindrome([l2ConcEngine, l2ConcRaw], concOps, offset, r);
@@ -467,6 +498,36 @@ async function round(r: number, s: Samples): Promise<void> {
   );
   s.walcache_ops_per_s.push(n(mixedOps) / ((mixW as number) / 1e9));
   s.bentocache_ops_per_s.push(n(mixedOps) / ((mixB as number) / 1e9));
+}
+
+/**
+ * 5. CPU per value, without Redis: sealing and opening one row's MessagePack payload
+ * (what an encrypted fill and an encrypted L2 hit add), and `share` of a freshly decoded
+ * row (what every fill adds to make it read-only). Medians of ROUNDS batches.
+ */
+function measurePerValue(): { crypt: Summary; share: Summary } {
+  const keyring = Keyring.fromEnv('K', { K: BENCH_KEYS }) as Keyring;
+  const packr = new Packr({ useRecords: false, moreTypes: true });
+  const payload = packr.pack(makeRow(1));
+  const batch = 20_000;
+  const crypt: number[] = [];
+  const shared: number[] = [];
+  for (let r = 0; r < ROUNDS + WARMUP_ROUNDS; r++) {
+    let t0 = hrtime.bigint();
+    for (let i = 0; i < batch; i++) {
+      sink += keyring.open(keyring.seal(payload, 'bench:k:row:1'), 'bench:k:row:1').length;
+    }
+    const cryptNs = nsSince(t0) / batch;
+    const rows = Array.from({ length: batch }, () => packr.unpack(payload) as Row);
+    t0 = hrtime.bigint();
+    for (const row of rows) sink += share(row).bytes;
+    const shareNs = nsSince(t0) / batch;
+    if (r >= WARMUP_ROUNDS) {
+      crypt.push(cryptNs);
+      shared.push(shareNs);
+    }
+  }
+  return { crypt: summarize(crypt), share: summarize(shared) };
 }
 
 /** Where the next round's mixed workload starts in the random key sequence. */
@@ -501,7 +562,7 @@ async function mixedTierShares(): Promise<{
 
 async function cleanup(): Promise<number> {
   let deleted = 0;
-  for (const pattern of [`${PREFIX}:*`, `${BENTO_PREFIX}:*`]) {
+  for (const pattern of [`${PREFIX}:*`, `${BENTO_PREFIX}:*`, `${ENC_PREFIX}:*`]) {
     let cursor = '0';
     do {
       const [next, keys] = await raw.scan(cursor, 'MATCH', pattern, 'COUNT', 1_000);
@@ -515,7 +576,7 @@ async function cleanup(): Promise<number> {
 async function main(): Promise<void> {
   const started = Date.now();
   await Promise.all([ready(raw), ready(bentoConn)]);
-  for (const e of [engHot, engL2, engMixed]) {
+  for (const e of [engHot, engL2, engMixed, engEnc]) {
     if (!(await e.ready())) throw new Error(`walcache engine not ready (Redis at ${REDIS_URL})`);
   }
   const redisVersion = /redis_version:(\S+)/.exec(await raw.info('server'))?.[1] ?? '?';
@@ -546,6 +607,10 @@ async function main(): Promise<void> {
     }
     await Promise.all(batch);
   }
+  for (let i = 0; i < ENC_KEYS; i += 500)
+    await Promise.all(
+      rowKeys.slice(i, i + 500).map((k, j) => engEnc.getOrLoad(k, () => prefillRow(i + j))),
+    );
   rowRedisKeys = rowKeys.map((k) => engL2.keys.entry(k));
   const stored = await raw.getBuffer(rowRedisKeys[0] as string);
   const rawBento = await bentoConn.get(`${BENTO_PREFIX}:${rowKeys[0]}`);
@@ -558,6 +623,8 @@ async function main(): Promise<void> {
       `walcache L2 entry ${stored.length} B (msgpack payload ${payloadBytes} B + envelope ${stored.length - payloadBytes} B), ` +
       `bentocache L2 entry ${rawBento?.length ?? '?'} B (JSON)`,
   );
+
+  const perValue = measurePerValue();
 
   // Warm-up, then measured rounds.
   for (let r = 0; r < WARMUP_ROUNDS; r++) await round(r + 1_000, emptySamples());
@@ -591,6 +658,8 @@ async function main(): Promise<void> {
   console.log(`   ioredis getBuffer        ${describe(m.ioredis_get_us, 'us/op')}`);
   console.log(ratioLine('l2_ratio', 'l2_hit_us', 'ioredis_get_us', '<= 1.3'));
   console.log(ratioLine('l2_get_ratio', 'l2_get_us', 'ioredis_get_us', '(info)'));
+  console.log(`   getOrLoad, encrypted     ${describe(m.l2_encrypted_us, 'us/op')}`);
+  console.log(ratioLine('l2_encrypted_ratio', 'l2_encrypted_us', 'l2_hit_us', '(info)'));
   console.log('');
   console.log(
     `3. L2 hit, ${CONCURRENCY} in flight (${CONCURRENCY * L2_CONC_PER_WORKER} ops/round each)`,
@@ -612,6 +681,10 @@ async function main(): Promise<void> {
   );
   console.log(ratioLine('vs_bentocache', 'walcache_ops_per_s', 'bentocache_ops_per_s', '>= 1.5'));
   console.log('');
+  console.log('5. Per value on its way in (CPU only, one bench row; none of it on an L1 hit)');
+  console.log(`   AES-256-GCM seal + open  ${describe(perValue.crypt, 'ns/op')}`);
+  console.log(`   share (freeze + measure) ${describe(perValue.share, 'ns/op')}`);
+  console.log('');
   const loaderCalls = {
     l1: l1LoaderCalls,
     l2: l2LoaderCalls,
@@ -627,7 +700,7 @@ async function main(): Promise<void> {
 
   const deleted = await cleanup();
   await bento.disconnectAll();
-  await Promise.all([engHot.close(), engL2.close(), engMixed.close()]);
+  await Promise.all([engHot.close(), engL2.close(), engMixed.close(), engEnc.close()]);
   await quit(bentoConn);
   await quit(raw);
   console.log(
@@ -646,6 +719,10 @@ async function main(): Promise<void> {
     ioredis_get_us: sig(m.ioredis_get_us.median),
     l2_ratio: sig(ratio('l2_hit_us', 'ioredis_get_us'), 3),
     l2_get_ratio: sig(ratio('l2_get_us', 'ioredis_get_us'), 3),
+    l2_encrypted_us: sig(m.l2_encrypted_us.median),
+    l2_encrypted_ratio: sig(ratio('l2_encrypted_us', 'l2_hit_us'), 3),
+    encrypt_seal_open_ns: sig(perValue.crypt.median),
+    share_row_ns: sig(perValue.share.median),
     walcache_l2_ops_per_s: Math.round(m.walcache_l2_ops_per_s.median),
     ioredis_ops_per_s: Math.round(m.ioredis_ops_per_s.median),
     l2_concurrent_ratio: sig(ratio('walcache_l2_ops_per_s', 'ioredis_ops_per_s'), 3),
@@ -667,7 +744,9 @@ main().catch(async (error: unknown) => {
   const teardown = (async () => {
     await cleanup().catch(() => {});
     await bento.disconnectAll().catch(() => {});
-    await Promise.all([engHot.close(), engL2.close(), engMixed.close()]).catch(() => {});
+    await Promise.all([engHot.close(), engL2.close(), engMixed.close(), engEnc.close()]).catch(
+      () => {},
+    );
     await quit(bentoConn);
     await quit(raw);
   })();

@@ -66,6 +66,7 @@ export {
   ClosedError,
   ConfigError,
   CorruptEntryError,
+  EncryptionKeyError,
   InvalidKeyError,
   InvalidQueryError,
   InvalidWriteError,

@@ -7,12 +7,13 @@ import pg from 'pg';
 import { runMigrations } from '../src/cdc/migrations.js';
 import { pgConfig } from '../src/config/database.js';
 import { InvalidKeyError, RedisUnavailableError } from '../src/errors/errors.js';
-import { Keys } from '../src/keys/keys.js';
+import { Keys, MAX_KEY_LENGTH } from '../src/keys/keys.js';
 import {
   AccessLogSampler,
   accessLogBucketStart,
   flushAccessLog,
   hottestKeys,
+  MAX_PENDING_BYTES,
   MAX_PENDING_ENTRIES,
 } from '../src/repository/access-log.js';
 import { freePort, REDIS_URL, Resources, uniquePrefix, waitFor } from './helpers.js';
@@ -367,6 +368,32 @@ describe('access log: sampler', () => {
     sampler.record('c', 'c:new'); // a new entry: dropped
     assert.equal(sampler.dropped, dropped + 1);
     assert.equal(sampler.pending, MAX_PENDING_ENTRIES);
+  });
+});
+
+describe('access log: bounded while Redis is down', () => {
+  it(`holds at most ${MAX_PENDING_BYTES} bytes of keys, and never a key no cache key can be`, async (t) => {
+    const s = await scope(t, 'bytes', false);
+    const fragile = await fragileRedis(s);
+    const sampler = s.sampler(1, () => 0, fragile);
+    fragile.disconnect();
+    const total = 30_000;
+    await inOneBucket(async () => {
+      // Long keys (up to the key limit): 30k of them are ~32 MB of strings.
+      for (let i = 0; i < total; i++)
+        sampler.record('users', `users:${String(i).padEnd(1_000, '-')}`);
+      await assert.rejects(sampler.flush(), RedisUnavailableError);
+    });
+    assert.ok(sampler.pendingBytes <= MAX_PENDING_BYTES, `${sampler.pendingBytes} bytes held`);
+    assert.ok(sampler.pending < total, `${sampler.pending} of ${total} long keys held`);
+    assert.equal(sampler.dropped, total - sampler.pending);
+    // A key over the key limit is never held (the flush would skip it anyway).
+    const pending = sampler.pending;
+    const dropped = sampler.dropped;
+    sampler.record('users', 'x'.repeat(MAX_KEY_LENGTH + 1));
+    sampler.record('x'.repeat(MAX_KEY_LENGTH + 1), 'users:1');
+    assert.equal(sampler.pending, pending);
+    assert.equal(sampler.dropped, dropped + 2);
   });
 });
 

@@ -69,8 +69,8 @@ describe('codec and envelope', () => {
     assert.equal(state.kind, 'data');
     if (state.kind === 'data') {
       assert.deepEqual(
-        { ...state.envelope, payload: undefined, compressed: undefined },
-        { ...meta, payload: undefined, compressed: undefined },
+        { ...state.envelope, payload: undefined, compressed: undefined, encrypted: undefined },
+        { ...meta, payload: undefined, compressed: undefined, encrypted: undefined },
       );
       assert.equal(state.prefix, 'D0123456789abcdef');
     }

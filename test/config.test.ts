@@ -1,6 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { inspect } from 'node:util';
 import { ConfigError, resolveConfig } from '../src/index.js';
+
+/** Everything an error shows when it is printed or logged (pino serialises its own properties). */
+function printed(error: unknown): string {
+  const e = error as Error & { context?: unknown };
+  return [e.message, inspect(e, { depth: 10 }), JSON.stringify(e), JSON.stringify(e.context)].join(
+    '\n',
+  );
+}
 
 describe('config', () => {
   it('fills defaults and environment variables, and freezes the result', () => {
@@ -37,8 +46,8 @@ describe('config', () => {
     ['jitter above 0.9', { cache: { jitter: 2 } }, 'cache.jitter', 2],
     ['prefix with a colon', { prefix: 'a:b' }, 'prefix', 'a:b'],
     ['prefix with a glob', { prefix: 'a*' }, 'prefix', 'a*'],
-    ['unknown option', { cache: { ttl: 5 } }, 'cache', { ttl: 5 }],
-    ['unknown top-level option', { redisUrl: 'x' }, '(config)', undefined],
+    ['unknown option', { cache: { ttl: 5 } }, 'cache.ttl', 5],
+    ['unknown top-level option', { redisUrl: 'x' }, 'redisUrl', undefined],
     ['bad redis url', { redis: { url: 'not a url' } }, 'redis.url', 'not a url'],
     ['lease wait above lease ttl', { lease: { ttlMs: 100, waitMs: 200 } }, 'lease.waitMs', 200],
     ['l1 of zero entries', { l1: { maxEntries: 0 } }, 'l1.maxEntries', 0],
@@ -62,5 +71,94 @@ describe('config', () => {
   it('rejects a config that is not an object', () => {
     assert.throws(() => resolveConfig(null as never), ConfigError);
     assert.throws(() => resolveConfig([] as never), ConfigError);
+  });
+
+  describe('passwords never reach an error', () => {
+    const SECRET = 'S3cr3t-pw';
+    const urls = {
+      databaseUrl: `postgres://app:${SECRET}@db.internal:5432/shop`,
+      redis: { url: `redis://cache:${SECRET}@cache.internal:6379` },
+      jobs: { redisUrl: `rediss://queues:${SECRET}@queues.internal:6380` },
+    };
+    const cases: Array<[string, Record<string, unknown>, Record<string, string>, string]> = [
+      ['a top-level typo', { ...urls, cahce: {} }, {}, 'cahce'],
+      [
+        'a typo beside redis.url',
+        { ...urls, redis: { ...urls.redis, comandTimeoutMs: 5 } },
+        {},
+        'redis.comandTimeoutMs',
+      ],
+      [
+        'a typo beside jobs.redisUrl',
+        { ...urls, jobs: { ...urls.jobs, concurency: 2 } },
+        {},
+        'jobs.concurency',
+      ],
+      [
+        'a typo with the URLs from the environment',
+        { cache: { tll: 1 } },
+        { DATABASE_URL: urls.databaseUrl, REDIS_URL: urls.redis.url },
+        'cache.tll',
+      ],
+      [
+        'an unparsable databaseUrl',
+        { databaseUrl: `postgres://app:${SECRET}@db internal/x`, prefix: 'a:b' },
+        {},
+        'prefix',
+      ],
+      [
+        'an unparsable jobs.redisUrl',
+        { jobs: { redisUrl: `redis://q:${SECRET}@bad host:1` } },
+        {},
+        'jobs.redisUrl',
+      ],
+      [
+        'an unparsable redis.url',
+        { redis: { url: `redis://q:${SECRET}@bad host:1` } },
+        {},
+        'redis.url',
+      ],
+      ['a URL given under a mistyped name', { redisUrl: `redis://:${SECRET}@h:1` }, {}, 'redisUrl'],
+      [
+        'a keyword/value databaseUrl and a typo',
+        { databaseUrl: `host=db user=app password=${SECRET}`, x: 1 },
+        {},
+        'x',
+      ],
+    ];
+    for (const [name, input, env, option] of cases) {
+      it(`${name}: the option is named, no password is printed`, () => {
+        assert.throws(
+          () => resolveConfig(input as never, env),
+          (e: unknown) => {
+            assert.ok(e instanceof ConfigError, String(e));
+            assert.equal(e.option, option);
+            const text = printed(e);
+            assert.equal(text.includes(SECRET), false, text);
+            assert.match(e.message, new RegExp(`\`${option.replace(/[.]/g, '\\.')}\``));
+            return true;
+          },
+        );
+      });
+    }
+
+    it('suggests the option meant', () => {
+      const suggestion = (input: unknown) => {
+        try {
+          resolveConfig(input as never, {});
+        } catch (e) {
+          return (e as Error).message;
+        }
+        assert.fail('no error');
+      };
+      assert.match(suggestion({ cache: { tllMs: 5 } }), /did you mean `cache\.ttlMs`\?/);
+      assert.match(suggestion({ redisUrl: 'redis://h' }), /did you mean `redis\.url`\?/);
+      assert.match(suggestion({ jobs: { concurency: 2 } }), /did you mean `jobs\.concurrency`\?/);
+      assert.match(
+        suggestion({ entities: { users: { table: 'users', key: 'id', denny: ['x'] } } }),
+        /`entities\.users\.denny`.*did you mean `entities\.users\.deny`\?/,
+      );
+      assert.doesNotMatch(suggestion({ zzzzzz: 1 }), /did you mean/);
+    });
   });
 });

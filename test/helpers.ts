@@ -62,6 +62,22 @@ export class Resources {
   }
 }
 
+/** Every string value under the prefix, as stored (entries, tag versions...), read back raw. */
+export async function storedUnder(redis: Redis, prefix: string): Promise<Array<[string, Buffer]>> {
+  const found: Array<[string, Buffer]> = [];
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+    cursor = next;
+    for (const k of keys) {
+      if ((await redis.type(k)) !== 'string') continue;
+      const value = await redis.getBuffer(k);
+      if (value !== null) found.push([k, value]);
+    }
+  } while (cursor !== '0');
+  return found;
+}
+
 export async function deleteByPrefix(redis: Redis, prefix: string): Promise<void> {
   let cursor = '0';
   do {

@@ -1,6 +1,19 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { entityKey, InvalidKeyError, Keys, key, parseEntityKey, tag } from '../src/index.js';
+import { buildChangeModel } from '../src/cdc/table-model.js';
+import { resolveConfig } from '../src/config/config.js';
+import {
+  columnTag,
+  entityKey,
+  InvalidKeyError,
+  Keys,
+  key,
+  MAX_KEY_LENGTH,
+  mapTransaction,
+  parseEntityKey,
+  tag,
+  uniqueKey,
+} from '../src/index.js';
 
 describe('keys', () => {
   const keys = new Keys('app');
@@ -55,5 +68,47 @@ describe('keys', () => {
     assert.throws(() => new Keys('a:b'), InvalidKeyError);
     assert.throws(() => new Keys(''), InvalidKeyError);
     assert.throws(() => key(), InvalidKeyError);
+  });
+
+  it('long values are hashed into column tags and unique keys, the same way on both sides', () => {
+    const long = 'Größe€'.repeat(40); // 240 characters, up to 9 once percent-encoded
+    const tagOf = columnTag('public.users', 'name', long);
+    assert.ok(tagOf.length < 200, tagOf);
+    assert.match(tagOf, /^public\.users:name=~[A-Za-z0-9_-]{43}$/);
+    assert.equal(columnTag('public.users', 'name', long), tagOf, 'deterministic');
+    assert.notEqual(columnTag('public.users', 'name', `${long}x`), tagOf);
+    const unique = uniqueKey('users', 'email', long);
+    assert.ok(unique.length < 200 && unique.startsWith('users:by:email:~'), unique);
+    // Short values keep their readable form, and a value that is itself `~...` cannot collide.
+    assert.equal(columnTag('public.users', 'name', 'ada'), 'public.users:name=ada');
+    assert.notEqual(columnTag('public.users', 'name', tagOf.split('=')[1] as string), tagOf);
+    // The worker maps a row change to the very same tag and key.
+    const model = buildChangeModel(
+      resolveConfig({
+        entities: { users: { table: 'users', key: 'id', unique: ['email'] } },
+        invalidateBy: { users: ['name'] },
+      }),
+    );
+    const mapped = mapTransaction(
+      {
+        xid: 1,
+        lsn: '0/1',
+        commitTime: 0,
+        collapsedTables: [],
+        changes: [
+          {
+            op: 'U',
+            schema: 'public',
+            table: 'users',
+            oldRow: { id: 1, name: long, email: long },
+            newRow: { id: 1, name: 'x', email: 'y' },
+          },
+        ],
+      } as never,
+      model,
+    );
+    assert.ok(mapped.tags.has(tagOf));
+    assert.ok(mapped.keys.has(unique));
+    for (const k of [...mapped.keys, ...mapped.tags]) assert.ok(k.length <= MAX_KEY_LENGTH);
   });
 });

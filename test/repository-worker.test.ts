@@ -22,7 +22,7 @@ describe('repository with the invalidation worker', () => {
       users: { table: 'users', key: 'id', unique: ['email'], deny: ['password_hash'] },
       orders: { table: 'orders', key: 'id' },
     },
-    invalidateBy: { orders: ['user_id'], users: ['id'] },
+    invalidateBy: { orders: ['user_id'], users: ['id', 'name'] },
   });
   // Two services: the writer and another process (its own engine, L1 and bus connection).
   const repo = createRepository({ db, config });
@@ -82,6 +82,40 @@ describe('repository with the invalidation worker', () => {
     const before = queries.length;
     assert.deepEqual(await cachedIds(7), [2, 4]);
     assert.equal(queries.length, before, 'still a hit');
+  });
+
+  it('a 200-character non-ASCII value in a WHERE or findBy: hashed into the tag and key on both sides', async () => {
+    const long = 'Größe€'.repeat(40).slice(0, 200).replaceAll('e', '€'); // 200 non-ASCII-heavy characters
+    const email = `${'é'.repeat(190)}@x.example`;
+    await scope.q('UPDATE $schema.users SET name = $1, email = $2 WHERE id = 15', [long, email]);
+    await scope.waitCaughtUp(scope.slot());
+    const byName = () => db.selectFrom('users').select(['id', 'email']).where('name', '=', long);
+    const cached = () => repo.engine.peek(repo.queryKey(byName())) !== undefined;
+    assert.deepEqual(
+      (await repo.cached(byName())).map((r) => r.id),
+      ['15'],
+    );
+    assert.equal((await repo.users.findBy('email', email))?.id, '15');
+    const prepared = repo.prepare('users-named', (name: string) =>
+      db.selectFrom('users').select('id').where('name', '=', name),
+    );
+    assert.deepEqual(
+      await prepared(long),
+      [{ id: '15' }],
+      'a long argument is hashed into the key',
+    );
+    assert.ok(cached(), 'cached under a tag of bounded length');
+
+    // Another user's change leaves the narrowed query cached; this user's evicts both reads.
+    await scope.q("UPDATE $schema.users SET name = 'someone' WHERE id = 16");
+    await scope.waitCaughtUp(scope.slot());
+    assert.ok(cached(), 'narrowed to the hashed name tag, not the whole table');
+    await scope.q("UPDATE $schema.users SET tenant_id = 2, email = 'moved@x' WHERE id = 15");
+    await waitFor('the worker bumped the hashed name tag', () => !cached());
+    await waitFor(
+      'the worker tombstoned the hashed unique key',
+      async () => (await repo.users.findBy('email', email)) === undefined,
+    );
   });
 
   it('an aggregate over a join is evicted by an order for that user only', async () => {

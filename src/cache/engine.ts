@@ -2,12 +2,14 @@ import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import { Codec } from '../codec/codec.js';
+import { Keyring, OpenError } from '../codec/keyring.js';
 import { type ResolvedConfig, resolveConfig, tagVersionTtlMs } from '../config/config.js';
 import type { WalcacheConfigInput } from '../config/schema.js';
 import {
   ClosedError,
   ConfigError,
   CorruptEntryError,
+  EncryptionKeyError,
   RedisUnavailableError,
 } from '../errors/errors.js';
 import { assertLogicalKey, Keys } from '../keys/keys.js';
@@ -29,6 +31,7 @@ import { type Heartbeat, parseHeartbeat } from './heartbeat.js';
 import { L1Tier } from './l1-tier.js';
 import { isBumpVersion, L2Tier, versionTime } from './l2-tier.js';
 import { createCacheRedis, waitReady } from './redis-connection.js';
+import { copyForCaller, forCaller, type SharedValue, share } from './shared-value.js';
 
 /** Per-call options of `getOrLoad`. Every one falls back to the config. */
 export interface LoadOptions {
@@ -64,6 +67,14 @@ export interface LoadOptions {
    * drop a trusted version may still be on its way. Combine with `skipL1`.
    */
   readonly verifyTags?: boolean;
+  /**
+   * Encrypt the value in Redis (AES-256-GCM, the keys of `encryption.keysEnv`), and take
+   * only an encrypted entry for it: one in the clear, or one this process cannot decrypt,
+   * is a miss (`decrypt-failed` event) that the fill replaces. L1 holds the value decrypted.
+   * @default config.encryption.all
+   * @throws {EncryptionKeyError} (synchronously) when this process has no keys.
+   */
+  readonly encrypt?: boolean;
 }
 
 export interface EngineOptions {
@@ -71,6 +82,8 @@ export interface EngineOptions {
   readonly config?: WalcacheConfigInput | ResolvedConfig;
   /** Share a Redis client instead of connecting to `config.redis.url`. The engine never closes it. */
   readonly redis?: Redis;
+  /** Where the encryption keys are read (`config.encryption.keysEnv`). @default process.env */
+  readonly env?: NodeJS.ProcessEnv;
 }
 
 interface L2Read {
@@ -82,7 +95,12 @@ interface L2Read {
 
 /** fresh; stale (refresh it); early (XFetch says refresh now); refreshing (stale, a refresh is under way). */
 type Verdict =
-  | { readonly kind: 'fresh' | 'stale' | 'early' | 'refreshing'; readonly value: unknown }
+  | {
+      readonly kind: 'fresh' | 'stale' | 'early' | 'refreshing';
+      /** Decoded and made read-only (`share`). */
+      readonly value: unknown;
+      readonly shared: SharedValue;
+    }
   | { readonly kind: 'invalid' };
 
 const INVALID: Verdict = { kind: 'invalid' };
@@ -111,6 +129,8 @@ export class CacheEngine {
   readonly #bus: Bus | undefined;
   readonly #breaker: CircuitBreaker;
   readonly #codec: Codec;
+  /** Encryption keys from the environment; null when there are none. */
+  readonly #keyring: Keyring | null;
   readonly #flights = new Map<string, Promise<unknown>>();
   readonly #refreshing = new Set<string>();
   /** Tag versions read from Redis and trusted while the bus is healthy (like the epoch). */
@@ -129,6 +149,14 @@ export class CacheEngine {
     const { config } = this;
     this.keys = new Keys(config.prefix);
     this.#codec = new Codec(config.cache);
+    // Keys are checked before any connection is opened.
+    const { keysEnv } = config.encryption;
+    this.#keyring = Keyring.fromEnv(keysEnv, options.env ?? process.env);
+    if (config.encryption.all && this.#keyring === null)
+      throw new EncryptionKeyError(
+        keysEnv,
+        `${keysEnv} is not set, and encryption.all asks to encrypt every entry`,
+      );
     this.#ownsRedis = options.redis === undefined;
     this.#redis = options.redis ?? createCacheRedis(config.redis, `walcache:${config.prefix}`);
     this.#breaker = new CircuitBreaker(config.breaker, (state) => {
@@ -180,9 +208,18 @@ export class CacheEngine {
     return this.#l1 !== undefined && (this.#bus === undefined || this.#bus.healthy);
   }
 
-  /** L1 size in entries and encoded bytes. */
-  get l1Stats(): { entries: number; bytes: number } {
-    return { entries: this.#l1?.size ?? 0, bytes: this.#l1?.bytes ?? 0 };
+  /** L1 size: entries, their estimated heap bytes, and (tag, key) pairs in its tag index. */
+  get l1Stats(): { entries: number; bytes: number; indexed: number } {
+    return {
+      entries: this.#l1?.size ?? 0,
+      bytes: this.#l1?.bytes ?? 0,
+      indexed: this.#l1?.indexed ?? 0,
+    };
+  }
+
+  /** The id of the key that encrypts (`encrypt` reads and fills), or null without keys. */
+  get encryptionKeyId(): string | null {
+    return this.#keyring?.activeId ?? null;
   }
 
   get breakerState(): CircuitBreaker['state'] {
@@ -202,7 +239,7 @@ export class CacheEngine {
     const entry = (this.#l1 as L1Tier).get(key);
     if (entry === undefined || entry.freshUntil <= Date.now()) return undefined;
     this.events.emit('hit', 'l1', key);
-    return entry.value as T;
+    return (entry.copyOnRead ? copyForCaller(entry.value) : entry.value) as T;
   }
 
   /**
@@ -218,6 +255,7 @@ export class CacheEngine {
   getOrLoad<T>(key: string, loader: () => Promise<T> | T, options: LoadOptions = {}): Promise<T> {
     if (this.#closing) return Promise.reject(new ClosedError('CacheEngine'));
     assertLogicalKey(key);
+    if (options.encrypt === true && this.#keyring === null) throw this.#noKeys();
     if (options.maxStalenessMs !== undefined)
       return this.#boundedRead(key, loader, options, options.maxStalenessMs);
     // 1. L1: synchronous, fresh or inside its grace period.
@@ -233,7 +271,7 @@ export class CacheEngine {
           this.events.emit('stale-served', 'l1', key);
           this.#refreshInBackground(key, loader, options, 'stale');
         }
-        return Promise.resolve(entry.value as T);
+        return Promise.resolve((entry.copyOnRead ? copyForCaller(entry.value) : entry.value) as T);
       }
     }
     // 2. Single flight: one load per key in this process.
@@ -246,7 +284,8 @@ export class CacheEngine {
     const running = this.#flights.get(flightKey);
     if (running) {
       this.events.emit('coalesced', key);
-      return running as Promise<T>;
+      // The value is read-only; only byte arrays (which cannot be) are copied per caller.
+      return (running as Promise<T>).then(forCaller);
     }
     const flight = this.#fly(flightKey, key, loader, options);
     this.#flights.set(flightKey, flight);
@@ -307,7 +346,7 @@ export class CacheEngine {
     if (lag <= maxStalenessMs)
       return this.getOrLoad(key, loader, { ...options, maxStalenessMs: undefined });
     this.events.emit('bypass', key, lag);
-    return loader();
+    return shared(await loader());
   }
 
   /** Reads a value from L1 or L2 without loading. Undefined when absent, stale or invalid. */
@@ -318,7 +357,7 @@ export class CacheEngine {
       const entry = (this.#l1 as L1Tier).get(key);
       if (entry !== undefined && entry.freshUntil > Date.now()) {
         this.events.emit('hit', 'l1', key);
-        return entry.value as T;
+        return (entry.copyOnRead ? copyForCaller(entry.value) : entry.value) as T;
       }
     }
     const snapshot = this.#l1?.snapshot(key, null) ?? 0;
@@ -328,7 +367,7 @@ export class CacheEngine {
     } catch {
       return undefined;
     }
-    const verdict = this.#judge(key, read);
+    const verdict = this.#judge(key, read, this.config.encryption.all);
     if (verdict.kind === 'invalid') {
       this.#dropCorrupt(key, read.state);
       this.events.emit('miss', key);
@@ -339,7 +378,7 @@ export class CacheEngine {
       'l2',
       key,
     );
-    this.#storeL1(key, read.state, verdict.value, snapshot);
+    this.#storeL1(key, read.state, verdict, snapshot);
     return verdict.value as T;
   }
 
@@ -359,22 +398,35 @@ export class CacheEngine {
   async set(
     key: string,
     value: unknown,
-    options: Pick<LoadOptions, 'ttlMs' | 'tags' | 'staleWhileRevalidateMs'> = {},
+    options: Pick<LoadOptions, 'ttlMs' | 'tags' | 'staleWhileRevalidateMs' | 'encrypt'> = {},
   ): Promise<void> {
     this.#assertOpen();
     assertLogicalKey(key);
     const tags = this.#checkTags(options.tags);
+    const encrypt = this.#encrypts(options);
+    if (encrypt && this.#keyring === null) throw this.#noKeys();
     const { bytes, compressed } = this.#codec.encode(key, value);
     const token = newToken();
     const versions = tags.length > 0 ? await this.#currentVersions(tags) : null;
     const epoch = await this.#currentEpoch();
     const meta = this.#meta(options, 0, epoch, versions, false);
-    const entry = encodeEntry(token, meta, bytes, compressed);
+    const entry = encodeEntry(
+      token,
+      meta,
+      encrypt ? (this.#keyring as Keyring).seal(bytes, this.keys.entry(key)) : bytes,
+      compressed,
+      encrypt,
+    );
     this.#l1?.invalidate([key], []);
     await this.#l2.set(this.keys.entry(key), entry, meta.staleUntil - meta.createdAt);
     await this.#publish([key], []);
     const tagList = tags.length > 0 ? tags : null;
-    this.#keepInL1(key, value, meta, tagList, bytes.length, this.#l1?.snapshot(key, tagList) ?? 0);
+    if (this.l1Active) {
+      // L1 holds what other processes would decode, read-only; the caller keeps its object.
+      const copy = this.#codec.decode(bytes, compressed);
+      const snapshot = this.#l1?.snapshot(key, tagList) ?? 0;
+      this.#keepInL1(key, copy, meta, tagList, share(copy), snapshot);
+    }
   }
 
   /**
@@ -486,11 +538,13 @@ export class CacheEngine {
     }
     let replace = '';
     if (read.state.kind === 'data' || read.state.kind === 'corrupt') {
-      const verdict = options.forceFresh ? INVALID : this.#judge(key, read);
+      const verdict = options.forceFresh
+        ? INVALID
+        : this.#judge(key, read, this.#encrypts(options));
       if (verdict.kind !== 'invalid') {
         const stale = verdict.kind === 'stale' || verdict.kind === 'refreshing';
         this.events.emit(stale ? 'stale-served' : 'hit', 'l2', key);
-        this.#storeL1(key, read.state, verdict.value, snapshot);
+        this.#storeL1(key, read.state, verdict, snapshot);
         if (verdict.kind === 'stale' || verdict.kind === 'early')
           this.#refreshInBackground(key, loader, options, verdict.kind);
         return verdict.value as T;
@@ -526,14 +580,14 @@ export class CacheEngine {
       // Filled by another process between our GET and the script.
       const fresh = await this.#readAgain(key, acquired.value, read, options.verifyTags === true);
       if (fresh !== RESOLVED) {
-        const verdict = this.#judge(key, fresh);
+        const verdict = this.#judge(key, fresh, this.#encrypts(options));
         if (verdict.kind !== 'invalid') {
           this.events.emit('hit', 'l2', key);
-          this.#storeL1(key, fresh.state, verdict.value, snapshot);
+          this.#storeL1(key, fresh.state, verdict, snapshot);
           return verdict.value as T;
         }
       }
-      return this.#loadWithoutFill(key, loader);
+      return shared(await this.#loadWithoutFill(key, loader));
     }
     if (acquired.kind !== 'acquired')
       return this.#awaitOthersFill(key, loader, options, snapshot, read);
@@ -564,9 +618,12 @@ export class CacheEngine {
     const startedAt = Date.now();
     let value: T;
     let encoded: ReturnType<Codec['encode']>;
+    let sharedValue: SharedValue;
     try {
       value = await loader();
       this.events.emit('load', key, performance.now() - started);
+      // Read-only before anyone else can see it (coalesced callers, L1).
+      sharedValue = share(value);
       if (options.tagsOf !== undefined && value !== undefined) {
         const derived = await this.#derivedTags(
           key,
@@ -577,6 +634,7 @@ export class CacheEngine {
           snapshot,
           startedAt,
         );
+        if (derived.value !== value) sharedValue = share(derived.value);
         value = derived.value;
         if (!derived.fill) {
           void this.#l2.release(redisKey, lease).catch(() => {});
@@ -605,7 +663,11 @@ export class CacheEngine {
       versions,
       negative,
     );
-    const entry = encodeEntry(token, meta, encoded.bytes, encoded.compressed);
+    const encrypt = this.#encrypts(options);
+    const payload = encrypt
+      ? (this.#keyring as Keyring).seal(encoded.bytes, redisKey)
+      : encoded.bytes;
+    const entry = encodeEntry(token, meta, payload, encoded.compressed, encrypt);
     let filled = false;
     try {
       filled = await this.#l2.fill(redisKey, lease, entry, meta.staleUntil - meta.createdAt);
@@ -623,7 +685,7 @@ export class CacheEngine {
       value,
       meta,
       versions ? Object.keys(versions) : null,
-      encoded.bytes.length,
+      sharedValue,
       snapshot,
     );
     return value;
@@ -673,7 +735,7 @@ export class CacheEngine {
     );
     const merged = { ...versions, ...extra };
     if (settled) return { value, versions: merged, snapshot: wider, fill: true };
-    const again = await this.#loadWithoutFill(key, loader);
+    const again = await this.#loadWithoutFill(key, loader); // shared by #loadAndFill
     const fill = again === undefined || this.#checkTags(tagsOf(again)).every((t) => t in merged);
     return { value: again, versions: merged, snapshot: wider, fill };
   }
@@ -708,22 +770,23 @@ export class CacheEngine {
       }
       const again = await this.#readAgain(key, buffer as Buffer, read, options.verifyTags === true);
       if (again !== RESOLVED) {
-        const verdict = this.#judge(key, again);
+        const verdict = this.#judge(key, again, this.#encrypts(options));
         if (verdict.kind !== 'invalid') {
           this.events.emit('lease-wait', key, Date.now() - started, true);
-          this.#storeL1(key, again.state, verdict.value, snapshot);
+          this.#storeL1(key, again.state, verdict, snapshot);
           return verdict.value as T;
         }
       }
       break;
     }
     this.events.emit('lease-wait', key, Date.now() - started, false);
-    return this.#loadWithoutFill(key, loader);
+    return shared(await this.#loadWithoutFill(key, loader));
   }
 
   /**
    * Runs the loader and reports its duration, nothing else: for answers that do not fill
-   * L2 (its lease belongs to someone else) and for the second load of derived tags.
+   * L2 (its lease belongs to someone else) and for the second load of derived tags. The
+   * caller makes the value read-only (`share`).
    */
   async #loadWithoutFill<T>(key: string, loader: () => Promise<T> | T): Promise<T> {
     const started = performance.now();
@@ -743,11 +806,12 @@ export class CacheEngine {
     const value = await loader();
     const loadMs = performance.now() - started;
     this.events.emit('load', key, loadMs);
+    const sharedValue = share(value);
     if (value !== undefined && this.l1Active) {
-      const { bytes } = this.#codec.encode(key, value);
+      this.#codec.encode(key, value); // L1 takes only what L2 would take
       const meta = this.#meta(options, loadMs, '', null, false);
       const tags = this.#checkTags(options.tags);
-      this.#keepInL1(key, value, meta, tags.length > 0 ? tags : null, bytes.length, snapshot);
+      this.#keepInL1(key, value, meta, tags.length > 0 ? tags : null, sharedValue, snapshot);
     }
     return value;
   }
@@ -776,9 +840,10 @@ export class CacheEngine {
     const tagList = tags.length > 0 ? tags : null;
     const snapshot = this.#snapshot(key, tagList, options);
     const read = await this.#readL2(key, tagList);
-    const verdict = read.state.kind === 'data' ? this.#judge(key, read) : INVALID;
+    const verdict =
+      read.state.kind === 'data' ? this.#judge(key, read, this.#encrypts(options)) : INVALID;
     if (verdict.kind === 'fresh') {
-      this.#storeL1(key, read.state, verdict.value, snapshot); // someone else refreshed it
+      this.#storeL1(key, read.state, verdict, snapshot); // someone else refreshed it
       return;
     }
     if (read.state.kind !== 'data' || verdict.kind === 'invalid') {
@@ -932,8 +997,11 @@ export class CacheEngine {
     }
   }
 
-  /** Is an L2 entry usable, and how fresh? Decodes the value. */
-  #judge(key: string, read: L2Read): Verdict {
+  /**
+   * Is an L2 entry usable, and how fresh? Decrypts and decodes the value. `encrypted`:
+   * the read takes only an encrypted entry.
+   */
+  #judge(key: string, read: L2Read, encrypted: boolean): Verdict {
     const { state } = read;
     if (state.kind === 'corrupt') {
       this.events.emit('corrupt-entry', key, state.reason);
@@ -947,22 +1015,53 @@ export class CacheEngine {
     }
     const now = Date.now();
     if (now >= envelope.staleUntil) return INVALID;
+    const payload = this.#decrypt(key, envelope, encrypted);
+    if (payload === null) return INVALID;
     let value: unknown;
+    let sharedValue: SharedValue;
     try {
-      value = envelope.negative
-        ? undefined
-        : this.#codec.decode(envelope.payload, envelope.compressed);
+      value = envelope.negative ? undefined : this.#codec.decode(payload, envelope.compressed);
+      sharedValue = share(value);
     } catch (error) {
       const reason = new CorruptEntryError(key, 'payload does not decode', error).message;
       this.events.emit('corrupt-entry', key, reason);
       this.#dropCorrupt(key, { kind: 'corrupt', prefix: state.prefix, reason });
       return INVALID;
     }
+    const decoded = { value, shared: sharedValue };
     if (now >= envelope.freshUntil)
-      return { kind: state.refreshing ? 'refreshing' : 'stale', value };
+      return { kind: state.refreshing ? 'refreshing' : 'stale', ...decoded };
     if (!state.refreshing && this.#refreshEarly(now, envelope.freshUntil, envelope.loadMs))
-      return { kind: 'early', value };
-    return { kind: 'fresh', value };
+      return { kind: 'early', ...decoded };
+    return { kind: 'fresh', ...decoded };
+  }
+
+  /** The plain payload of an entry, or null (a `decrypt-failed` miss). */
+  #decrypt(key: string, envelope: Envelope, required: boolean): Buffer | null {
+    let reason: string;
+    if (!envelope.encrypted) {
+      if (!required) return envelope.payload;
+      reason = 'the entry is not encrypted, and this read requires it';
+    } else if (this.#keyring === null) {
+      reason = `the entry is encrypted, and this process has no encryption keys (${this.config.encryption.keysEnv})`;
+    } else {
+      try {
+        return this.#keyring.open(envelope.payload, this.keys.entry(key));
+      } catch (error) {
+        reason = `the entry ${error instanceof OpenError ? error.message : 'does not decrypt'}`;
+      }
+    }
+    this.events.emit('decrypt-failed', key, reason);
+    return null;
+  }
+
+  #encrypts(options: Pick<LoadOptions, 'encrypt'>): boolean {
+    return options.encrypt ?? this.config.encryption.all;
+  }
+
+  #noKeys(): EncryptionKeyError {
+    const name = this.config.encryption.keysEnv;
+    return new EncryptionKeyError(name, `${name} is not set, and a read or write asks to encrypt`);
   }
 
   /** XFetch: refresh before expiry with a probability that grows as expiry nears. */
@@ -979,27 +1078,41 @@ export class CacheEngine {
   }
 
   /** Keeps a value read from L2 in L1 (see #keepInL1). */
-  #storeL1(key: string, state: EntryState, value: unknown, snapshot: number): void {
-    if (state.kind !== 'data') return;
+  #storeL1(key: string, state: EntryState, verdict: Verdict, snapshot: number): void {
+    if (state.kind !== 'data' || verdict.kind === 'invalid') return;
     const e: Envelope = state.envelope;
-    this.#keepInL1(key, value, e, e.tags ? Object.keys(e.tags) : null, e.payload.length, snapshot);
+    const tags = e.tags ? Object.keys(e.tags) : null;
+    this.#keepInL1(key, verdict.value, e, tags, verdict.shared, snapshot);
   }
 
-  /** Keeps a value in L1 while the bus is healthy, unless an invalidation arrived since `snapshot`. */
+  /**
+   * Keeps a read-only value (`share`) in L1 while the bus is healthy, unless an
+   * invalidation arrived since `snapshot`. A value holding byte arrays is kept as a copy
+   * of its own, so no caller can write into L1's bytes.
+   */
   #keepInL1(
     key: string,
     value: unknown,
     meta: Pick<EnvelopeMeta, 'freshUntil' | 'staleUntil' | 'loadMs' | 'negative'>,
     tags: readonly string[] | null,
-    bytes: number,
+    sharedValue: SharedValue,
     snapshot: number,
   ): void {
     if (!this.l1Active) return;
     const { freshUntil, staleUntil, loadMs, negative } = meta;
+    const { copyOnRead } = sharedValue;
     (this.#l1 as L1Tier).set(
       key,
-      { value, freshUntil, staleUntil, loadMs, tags, negative },
-      bytes,
+      {
+        value: copyOnRead ? copyForCaller(value) : value,
+        copyOnRead,
+        freshUntil,
+        staleUntil,
+        loadMs,
+        tags,
+        negative,
+      },
+      sharedValue.bytes,
       snapshot,
     );
   }
@@ -1024,7 +1137,9 @@ export class CacheEngine {
   async #currentVersions(tags: readonly string[]): Promise<Record<string, string>> {
     const out: Record<string, string> = {};
     await Promise.all(
-      tags.map(async (t) => (out[t] = await this.#l2.initVersion(this.keys.tagVersion(t), this.#tagTtlMs))),
+      tags.map(
+        async (t) => (out[t] = await this.#l2.initVersion(this.keys.tagVersion(t), this.#tagTtlMs)),
+      ),
     );
     return out;
   }
@@ -1103,6 +1218,12 @@ function isResolved(config: EngineOptions['config']): config is ResolvedConfig {
     Object.isFrozen(config) &&
     typeof (config as ResolvedConfig).prefix === 'string'
   );
+}
+
+/** Makes a value read-only (see shared-value.ts) and returns it. */
+function shared<T>(value: T): T {
+  share(value);
+  return value;
 }
 
 function sleep(ms: number): Promise<void> {

@@ -13,6 +13,9 @@ import { randomBytes } from 'node:crypto';
  *
  *   u8 format (1) | u8 flags | f64 createdAt | f64 freshUntil | f64 staleUntil |
  *   u32 loadMs | str8 epoch | u16 tag count | (str16 tag, str8 version)* | payload
+ *
+ * Flags: 1 compressed, 2 negative (a cached "not found"), 4 encrypted (the payload is a
+ * sealed box of the keyring, naming its key id; compression happens before encryption).
  */
 export const MARK_LEASE = 0x4c; // L
 export const MARK_DATA = 0x44; // D
@@ -23,6 +26,7 @@ export const ENVELOPE_FORMAT = 1;
 
 const FLAG_COMPRESSED = 1;
 const FLAG_NEGATIVE = 2;
+const FLAG_ENCRYPTED = 4;
 const FIXED_HEADER = 1 + 1 + 8 + 8 + 8 + 4;
 
 export interface EnvelopeMeta {
@@ -39,6 +43,7 @@ export interface EnvelopeMeta {
 
 export interface Envelope extends EnvelopeMeta {
   readonly compressed: boolean;
+  readonly encrypted: boolean;
   readonly payload: Buffer;
 }
 
@@ -92,6 +97,7 @@ export function encodeEntry(
   meta: EnvelopeMeta,
   payload: Buffer,
   compressed: boolean,
+  encrypted = false,
 ): Buffer {
   const epoch = Buffer.from(meta.epoch, 'utf8');
   const tagEntries = meta.tags ? Object.entries(meta.tags) : [];
@@ -105,7 +111,10 @@ export function encodeEntry(
   out.write(token, 1, 16, 'latin1');
   let o = PREFIX_LENGTH;
   out[o++] = ENVELOPE_FORMAT;
-  out[o++] = (compressed ? FLAG_COMPRESSED : 0) | (meta.negative ? FLAG_NEGATIVE : 0);
+  out[o++] =
+    (compressed ? FLAG_COMPRESSED : 0) |
+    (meta.negative ? FLAG_NEGATIVE : 0) |
+    (encrypted ? FLAG_ENCRYPTED : 0);
   o = out.writeDoubleBE(meta.createdAt, o);
   o = out.writeDoubleBE(meta.freshUntil, o);
   o = out.writeDoubleBE(meta.staleUntil, o);
@@ -185,6 +194,7 @@ export function parseEntry(value: Buffer | null): EntryState {
         tags,
         negative: (flags & FLAG_NEGATIVE) !== 0,
         compressed: (flags & FLAG_COMPRESSED) !== 0,
+        encrypted: (flags & FLAG_ENCRYPTED) !== 0,
         payload: value.subarray(o),
       },
     };

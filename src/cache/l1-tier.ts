@@ -2,7 +2,10 @@ import { LRUCache } from 'lru-cache';
 
 /** What L1 keeps per key: the decoded value and the times that govern it. */
 export interface L1Entry {
+  /** Read-only (`share`): every hit returns this very object. */
   readonly value: unknown;
+  /** The value holds byte arrays: a hit returns `copyForCaller(value)`. */
+  readonly copyOnRead: boolean;
   readonly freshUntil: number;
   readonly staleUntil: number;
   readonly loadMs: number;
@@ -13,9 +16,13 @@ export interface L1Entry {
 const GENERATION_SLOTS = 4096; // power of two
 const TWO_32 = 4294967296;
 
+/** What an entry costs besides its value: the entry object, its key, lru-cache's slots. */
+const ENTRY_OVERHEAD = 160;
+
 /**
- * The in-process tier: lru-cache bounded by entry count and by encoded bytes, with a
- * per-entry TTL. `get` is synchronous and allocates nothing.
+ * The in-process tier: lru-cache bounded by entry count and by the estimated heap bytes
+ * of what it holds (`SharedValue.bytes`), with a per-entry TTL. `get` is synchronous and
+ * allocates nothing.
  *
  * Generations (DESIGN.md contract 2): every invalidation of a key or tag bumps a
  * counter in a fixed array indexed by its hash, and `clear()` bumps a global one. A
@@ -26,6 +33,8 @@ const TWO_32 = 4294967296;
 export class L1Tier {
   readonly #lru: LRUCache<string, L1Entry>;
   readonly #maxTtlMs: number;
+  readonly #maxBytes: number;
+  #indexed = 0;
   readonly #generations = new Uint32Array(GENERATION_SLOTS);
   #global = 0;
   /** tag -> keys cached under it, so a tag bump drops exactly those L1 entries. */
@@ -33,6 +42,7 @@ export class L1Tier {
 
   constructor(options: { maxEntries: number; maxBytes: number; ttlMs: number }) {
     this.#maxTtlMs = options.ttlMs;
+    this.#maxBytes = options.maxBytes;
     this.#lru = new LRUCache<string, L1Entry>({
       max: options.maxEntries,
       maxSize: options.maxBytes,
@@ -49,6 +59,11 @@ export class L1Tier {
 
   get bytes(): number {
     return this.#lru.calculatedSize;
+  }
+
+  /** (tag, key) pairs in the tag index: never more than the entries' tags. */
+  get indexed(): number {
+    return this.#indexed;
   }
 
   /** Synchronous lookup; undefined when absent or past its stale limit. */
@@ -69,19 +84,27 @@ export class L1Tier {
   }
 
   /**
-   * Stores an entry if nothing invalidated its key or tags since `snapshot`.
-   * Returns false when the fill was dropped.
+   * Stores an entry if nothing invalidated its key or tags since `snapshot`; `bytes` is
+   * its value's estimated size. Returns false when the fill was dropped: invalidated, past
+   * its stale limit, or alone larger than `maxBytes` (then an older entry of the key goes
+   * too, and nothing is indexed for it).
    */
   set(key: string, entry: L1Entry, bytes: number, snapshot: number): boolean {
     if (this.snapshot(key, entry.tags) !== snapshot) return false;
     const ttl = Math.min(this.#maxTtlMs, entry.staleUntil - Date.now());
-    if (ttl <= 0) return false;
-    this.#lru.set(key, entry, { ttl, size: Math.max(1, bytes) });
+    const size = bytes + key.length + ENTRY_OVERHEAD;
+    if (ttl <= 0 || size > this.#maxBytes) {
+      this.#lru.delete(key);
+      return false;
+    }
+    this.#lru.set(key, entry, { ttl, size });
     if (entry.tags) {
       for (const t of entry.tags) {
         const keys = this.#byTag.get(t);
-        if (keys) keys.add(key);
-        else this.#byTag.set(t, new Set([key]));
+        if (keys === undefined) this.#byTag.set(t, new Set([key]));
+        else if (!keys.has(key)) keys.add(key);
+        else continue;
+        this.#indexed++;
       }
     }
     return true;
@@ -105,6 +128,7 @@ export class L1Tier {
     this.#global++;
     this.#lru.clear();
     this.#byTag.clear();
+    this.#indexed = 0;
   }
 
   #bump(i: number): void {
@@ -115,8 +139,8 @@ export class L1Tier {
     if (!entry.tags) return;
     for (const t of entry.tags) {
       const keys = this.#byTag.get(t);
-      if (!keys) continue;
-      keys.delete(key);
+      if (!keys?.delete(key)) continue;
+      this.#indexed--;
       if (keys.size === 0) this.#byTag.delete(t);
     }
   }

@@ -1,7 +1,8 @@
 import { Redis, type RedisOptions } from 'ioredis';
+import { endpointOptions, type RedisEndpoint } from './redis-endpoint.js';
 
-export interface CacheRedisOptions {
-  readonly url: string;
+/** The cache's connection: where (`RedisEndpoint`: URL, ACL user, TLS) and how. */
+export interface CacheRedisOptions extends RedisEndpoint {
   readonly commandTimeoutMs: number;
   readonly connectTimeoutMs: number;
   readonly autoPipelining: boolean;
@@ -13,7 +14,9 @@ export interface CacheRedisOptions {
  * above it decides when to stop trying; ioredis keeps reconnecting in the background.
  */
 export function createCacheRedis(options: CacheRedisOptions, name: string): Redis {
+  const endpoint = endpointOptions(options);
   const redisOptions: RedisOptions = {
+    ...endpoint.options,
     connectionName: name,
     enableOfflineQueue: false,
     commandTimeout: options.commandTimeoutMs,
@@ -23,7 +26,7 @@ export function createCacheRedis(options: CacheRedisOptions, name: string): Redi
     retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2_000),
     lazyConnect: false,
   };
-  const client = new Redis(options.url, redisOptions);
+  const client = new Redis(endpoint.url, redisOptions);
   // ioredis emits 'error' on every failed reconnect; the breaker and the bus report
   // availability, so an unhandled 'error' must not crash the process.
   client.on('error', () => {});

@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { formatLsn, lsnToBigInt } from '../cache/envelope.js';
+import { cacheEndpoint, endpointOptions } from '../cache/redis-endpoint.js';
 import { applyCatalog, checkModel, quoteTable } from '../catalog/model-check.js';
 import { poolQuery, readCatalog, unpublishedTables } from '../catalog/table-catalog.js';
 import { maxEntryLifetimeMs, type ResolvedConfig, tagVersionTtlMs } from '../config/config.js';
@@ -128,7 +129,9 @@ export class InvalidationWorker {
       application_name: 'walcache-worker-control',
     });
     this.#pool.on('error', (error) => this.#log?.warn({ err: error }, 'postgres pool error'));
-    this.#redis = new Redis(this.#config.redis.url, {
+    const endpoint = endpointOptions(cacheEndpoint(this.#config));
+    this.#redis = new Redis(endpoint.url, {
+      ...endpoint.options,
       connectionName: `walcache:${this.#config.prefix}:worker`,
       maxRetriesPerRequest: 1,
       commandTimeout: 5_000,
@@ -588,8 +591,6 @@ export class InvalidationWorker {
   #newAssembler(): TransactionAssembler {
     return new TransactionAssembler({ rowCap: this.#options.transactionRowCap ?? 10_000 });
   }
-
-
 
   #setRole(role: WorkerRole): void {
     if (this.#role === role) return;

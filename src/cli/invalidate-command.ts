@@ -49,7 +49,10 @@ export function invalidateCommand(): Command {
         await confirm(
           `${action.what} (prefix ${config.prefix}, Redis ${redactUrl(config.redis.url)})`,
         );
-      const engine = new CacheEngine({ config });
+      // Tombstones and bumps read no entry: no encryption keys needed here.
+      const engine = new CacheEngine({
+        config: { ...config, encryption: { ...config.encryption, all: false } },
+      });
       try {
         if (!(await engine.ready(Math.max(2_000, 2 * config.redis.connectTimeoutMs))))
           throw new Error(

@@ -42,7 +42,8 @@ export class Codec {
 
   /**
    * @throws {SerializationError} for a value that cannot round-trip.
-   * @throws {ValueTooLargeError} above `cache.maxValueBytes` (after compression).
+   * @throws {ValueTooLargeError} above `cache.maxValueBytes`, counted before compression:
+   *   the bound is on what a reader inflates and holds, not on what Redis stores.
    */
   encode(key: string, value: unknown): EncodedValue {
     const walk = { maps: false };
@@ -53,6 +54,8 @@ export class Codec {
     } catch (error) {
       throw new SerializationError(key, '$', 'could not be encoded', error);
     }
+    if (bytes.length > this.#maxBytes)
+      throw new ValueTooLargeError(key, bytes.length, this.#maxBytes);
     let compressed = false;
     if (this.#compressAbove > 0 && bytes.length > this.#compressAbove) {
       const deflated = deflateRawSync(bytes);
@@ -61,14 +64,20 @@ export class Codec {
         compressed = true;
       }
     }
-    if (bytes.length > this.#maxBytes)
-      throw new ValueTooLargeError(key, bytes.length, this.#maxBytes);
     return { bytes, compressed };
   }
 
-  /** @throws whatever msgpackr or zlib throw on bad bytes; callers map that to a corrupt entry. */
+  /**
+   * Never inflates or decodes more than `cache.maxValueBytes`: a larger payload (a
+   * deflate bomb, a corrupted length, an entry from a process with a larger limit) throws.
+   *
+   * @throws whatever msgpackr or zlib throw on bad bytes; callers map that to a corrupt entry.
+   */
   decode(bytes: Uint8Array, compressed: boolean): unknown {
-    return this.#unpackr.unpack(compressed ? inflateRawSync(bytes) : bytes);
+    if (bytes.length > this.#maxBytes)
+      throw new RangeError(`payload of ${bytes.length} bytes is over cache.maxValueBytes`);
+    const plain = compressed ? inflateRawSync(bytes, { maxOutputLength: this.#maxBytes }) : bytes;
+    return this.#unpackr.unpack(plain);
   }
 }
 

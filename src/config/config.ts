@@ -1,6 +1,8 @@
 import type { z } from 'zod';
+import { assertTls } from '../cache/redis-endpoint.js';
 import { ConfigError } from '../errors/errors.js';
 import { configSchema, type WalcacheConfigInput } from './schema.js';
+import { suggestOption } from './suggest.js';
 
 type Parsed = z.output<typeof configSchema>;
 
@@ -43,19 +45,9 @@ export function resolveConfig(
   if (!result.success) {
     const issue = result.error.issues[0];
     const path = issue?.path.map(String) ?? [];
+    if (issue?.code === 'unrecognized_keys') throw unknownOptions(withEnv, path, issue.keys);
     const option = path.length > 0 ? path.join('.') : '(config)';
-    const value = path.reduce<unknown>(
-      (node, part) =>
-        node !== null && typeof node === 'object'
-          ? (node as Record<string, unknown>)[part]
-          : undefined,
-      withEnv,
-    );
-    const reason =
-      issue?.code === 'unrecognized_keys'
-        ? `unknown option${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `\`${[...path, k].join('.')}\``).join(', ')}`
-        : (issue?.message ?? 'invalid');
-    throw new ConfigError(option, value, reason);
+    throw new ConfigError(option, valueAt(withEnv, path), issue?.message ?? 'invalid');
   }
   const parsed = result.data;
   if (parsed.lease.waitMs >= parsed.lease.ttlMs) {
@@ -65,6 +57,10 @@ export function resolveConfig(
       `must be below lease.ttlMs (${parsed.lease.ttlMs})`,
     );
   }
+  const redisUrl = parsed.redis.url as string; // filled in from the environment above
+  assertTls('redis.tls', redisUrl, parsed.redis.tls);
+  if (parsed.jobs.redisTls !== undefined)
+    assertTls('jobs.redisTls', parsed.jobs.redisUrl ?? redisUrl, parsed.jobs.redisTls);
   return deepFreeze(parsed) as ResolvedConfig;
 }
 
@@ -86,6 +82,36 @@ export function maxEntryLifetimeMs(config: ResolvedConfig): number {
  */
 export function tagVersionTtlMs(config: ResolvedConfig): number {
   return Math.ceil(2 * maxEntryLifetimeMs(config) + 60_000);
+}
+
+/**
+ * Unknown options are named one by one (the first is `option`), with the option most
+ * likely meant; the value shown is the unknown option's own (redacted), never the
+ * object around it, which holds the URLs and their passwords.
+ */
+function unknownOptions(input: unknown, parent: readonly string[], keys: readonly string[]) {
+  const [first = '(config)', ...more] = keys.map((k) => [...parent, k].join('.'));
+  const hint = (name: string) => {
+    const meant = suggestOption(parent, name.slice(name.lastIndexOf('.') + 1));
+    return meant === null ? '' : ` (did you mean \`${meant}\`?)`;
+  };
+  const others =
+    more.length > 0 ? `; also unknown: ${more.map((k) => `\`${k}\`${hint(k)}`).join(', ')}` : '';
+  return new ConfigError(
+    first,
+    valueAt(input, first.split('.')),
+    `no such option${hint(first)}${others}`,
+  );
+}
+
+function valueAt(root: unknown, path: readonly string[]): unknown {
+  return path.reduce<unknown>(
+    (node, part) =>
+      node !== null && typeof node === 'object'
+        ? (node as Record<string, unknown>)[part]
+        : undefined,
+    root,
+  );
 }
 
 function deepFreeze<T>(value: T): T {

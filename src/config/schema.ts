@@ -7,10 +7,36 @@ import { z } from 'zod';
 const ms = () => z.number().int().nonnegative();
 const positiveInt = () => z.number().int().positive();
 
+/** TLS to a Redis reached by a `rediss://` URL. */
+export const tlsSchema = z
+  .object({
+    /** CA certificate(s) trusted for the server: PEM text, or the path of a PEM file. @default the system's CAs */
+    ca: z.string().min(1).optional(),
+    /** Client certificate for mutual TLS: PEM text or a path; goes with `key`. */
+    cert: z.string().min(1).optional(),
+    /** The client certificate's private key: PEM text or a path. A secret: errors never show it. */
+    key: z.string().min(1).optional(),
+    /** Host name the server certificate must carry. @default the URL's host */
+    servername: z.string().min(1).optional(),
+    /** Verify the server certificate. Turn off only to test. @default true */
+    rejectUnauthorized: z.boolean().default(true),
+  })
+  .strict();
+
 export const redisSchema = z
   .object({
-    /** Redis for the cache (L2, tags, bus). @default process.env.REDIS_URL ?? 'redis://127.0.0.1:6379' */
+    /**
+     * Redis for the cache (L2, tags, bus): `redis://` or, for TLS, `rediss://`; an ACL user
+     * and password may be in it (`rediss://walcache:secret@host:6380`).
+     * @default process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+     */
     url: z.string().url().optional(),
+    /** ACL user, instead of the URL's (docs/security.md lists what it must be allowed). */
+    username: z.string().min(1).optional(),
+    /** Password of the ACL user (or of `requirepass`), instead of the URL's. */
+    password: z.string().min(1).optional(),
+    /** TLS options; the URL must be `rediss://`. */
+    tls: tlsSchema.optional(),
     /** Upper bound on any single cache command; a slower Redis counts as a failure. @default 250 */
     commandTimeoutMs: positiveInt().default(250),
     /** @default 1000 */
@@ -32,7 +58,10 @@ export const cacheSchema = z
     earlyRefreshBeta: z.number().min(0).max(10).default(1),
     /** TTL of a cached "not found" (loader returned undefined). 0 disables negative caching. @default 0 */
     negativeTtlMs: ms().default(0),
-    /** Encoded values above this are refused with ValueTooLargeError. @default 1048576 */
+    /**
+     * Values whose encoding (before compression) is larger are refused with
+     * ValueTooLargeError; an L2 payload is never inflated or decoded past it. @default 1048576
+     */
     maxValueBytes: positiveInt().default(1024 * 1024),
     /** Values whose encoding exceeds this are deflated. 0 disables. @default 16384 */
     compressThresholdBytes: ms().default(16 * 1024),
@@ -45,7 +74,7 @@ export const l1Schema = z
     enabled: z.boolean().default(true),
     /** @default 10000 */
     maxEntries: positiveInt().default(10_000),
-    /** Bound on the encoded size of all L1 values. @default 67108864 */
+    /** Bound on the estimated heap size of all L1 entries (values as held, not as stored). @default 67108864 */
     maxBytes: positiveInt().default(64 * 1024 * 1024),
     /** L1 keeps an entry at most this long (never longer than its L2 TTL). @default 10000 */
     ttlMs: positiveInt().default(10_000),
@@ -107,6 +136,13 @@ export const entitySchema = z
     /** Columns never cached (never reach Redis), e.g. `password_hash`. */
     deny: z.array(identifier()).default([]),
     /**
+     * Encrypt this entity's entries in Redis (AES-256-GCM, keys from `encryption.keysEnv`),
+     * and the cached queries that read its table. Keys and tags stay readable (see
+     * docs/security.md). Not with `writeBehind` (pending writes are not encrypted).
+     * @default false
+     */
+    encrypt: z.boolean().default(false),
+    /**
      * Tags derived from a row, for invalidation by hand (`invalidateTags(['tenant:5'])`):
      * the entry depends on them as well as on its key. A fill whose derived tags were not
      * known before the load reads them, then loads again (see docs/repository.md).
@@ -133,6 +169,23 @@ export const accessLogSchema = z
     flushIntervalMs: positiveInt().default(5_000),
     /** Width of one access-log time bucket. @default 3600000 (one hour) */
     bucketMs: positiveInt().default(3_600_000),
+  })
+  .strict();
+
+export const encryptionSchema = z
+  .object({
+    /**
+     * Environment variable holding the keys: `<id>:<base64 of 32 bytes>` pairs, comma-
+     * separated; the first encrypts, all decrypt (rotation). Read by every process that
+     * reads or fills encrypted entries, never stored in the config.
+     * @default 'WALCACHE_ENCRYPTION_KEYS'
+     */
+    keysEnv: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'an environment variable name')
+      .default('WALCACHE_ENCRYPTION_KEYS'),
+    /** Encrypt every entry the engine writes (not only encrypted entities'). @default false */
+    all: z.boolean().default(false),
   })
   .strict();
 
@@ -191,6 +244,11 @@ export const jobsSchema = z
      * policy: point it at another server in production. @default redis.url
      */
     redisUrl: z.string().url().optional(),
+    /**
+     * TLS options of the queues' Redis (`rediss://`). @default redis.tls when the queues
+     * use the cache's Redis (no `redisUrl`); none otherwise
+     */
+    redisTls: tlsSchema.optional(),
     /** BullMQ key prefix; keep the hash tag so queues work on Redis Cluster. @default `{<prefix>}` */
     queuePrefix: z
       .string()
@@ -223,6 +281,7 @@ export const configSchema = z
     breaker: breakerSchema.prefault({}),
     bus: busSchema.prefault({}),
     accessLog: accessLogSchema.prefault({}),
+    encryption: encryptionSchema.prefault({}),
     repository: repositorySchema.prefault({}),
     writeBehind: writeBehindSchema.prefault({}),
     jobs: jobsSchema.prefault({}),

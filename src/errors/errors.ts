@@ -1,15 +1,26 @@
+import { redactText, redactValue } from '../config/redact.js';
 import { WalcacheError } from './walcache-error.js';
 
-/** A configuration option is missing, of the wrong type or out of range. */
+/**
+ * A configuration option is missing, of the wrong type or out of range. `value` (also in
+ * the message and `context`) is the bad value with every password redacted: a URL keeps
+ * its user and host, a secret option (`redis.password`, a TLS key) shows as `***`.
+ */
 export class ConfigError extends WalcacheError {
+  readonly value: unknown;
+
   constructor(
     readonly option: string,
-    readonly value: unknown,
+    value: unknown,
     reason: string,
   ) {
-    super('E_CONFIG', `Invalid walcache option \`${option}\`: ${reason} (got ${show(value)})`, {
-      context: { option, value },
-    });
+    const shown = redactValue(value, option);
+    super(
+      'E_CONFIG',
+      `Invalid walcache option \`${option}\`: ${redactText(reason)}${value === undefined ? '' : ` (got ${show(shown)})`}`,
+      { context: { option, value: shown } },
+    );
+    this.value = shown;
   }
 }
 
@@ -94,6 +105,25 @@ export class SetupError extends WalcacheError {
     cause?: unknown,
   ) {
     super('E_SETUP', `${message}\n  fix: ${fix}`, { cause, context: { fix } });
+  }
+}
+
+/**
+ * Encryption keys are missing or malformed: a config that encrypts (`encryption.all`, an
+ * entity's `encrypt`) needs them in the environment variable `encryption.keysEnv`. Thrown
+ * where the engine or repository is built, never on a read (a read that cannot decrypt
+ * is a miss with a `decrypt-failed` event). The message never holds key material.
+ */
+export class EncryptionKeyError extends WalcacheError {
+  constructor(
+    readonly variable: string,
+    reason: string,
+  ) {
+    super(
+      'E_ENCRYPTION_KEY',
+      `Encryption keys in ${variable}: ${reason}. Set ${variable}=<id>:<base64 of 32 random bytes> (for example \`k1:$(openssl rand -base64 32)\`); see docs/security.md`,
+      { context: { variable } },
+    );
   }
 }
 

@@ -1,5 +1,6 @@
 import { type JobsOptions, Queue } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
+import { endpointOptions, queuesEndpoint } from '../cache/redis-endpoint.js';
 import type { ResolvedConfig } from '../config/config.js';
 
 /**
@@ -49,7 +50,7 @@ export function queuePrefix(config: ResolvedConfig): string {
 
 /** The Redis URL of the queues: `jobs.redisUrl`, else the cache's `redis.url`. */
 export function queueRedisUrl(config: ResolvedConfig): string {
-  return config.jobs.redisUrl ?? config.redis.url;
+  return queuesEndpoint(config).url;
 }
 
 /**
@@ -62,7 +63,9 @@ export function queueRedisUrl(config: ResolvedConfig): string {
  * The caller closes the client (`disconnect()`).
  */
 export function queueConnection(config: ResolvedConfig, options: { blocking: boolean }): Redis {
+  const endpoint = endpointOptions(queuesEndpoint(config));
   const redisOptions: RedisOptions = {
+    ...endpoint.options,
     connectionName: `walcache:${config.prefix}:jobs${options.blocking ? ':worker' : ''}`,
     maxRetriesPerRequest: options.blocking ? null : 1,
     enableOfflineQueue: true,
@@ -70,7 +73,7 @@ export function queueConnection(config: ResolvedConfig, options: { blocking: boo
     connectTimeout: config.redis.connectTimeoutMs,
     retryStrategy: (attempt) => Math.min(100 * 2 ** Math.min(attempt, 5), 3_000),
   };
-  const client = new Redis(queueRedisUrl(config), redisOptions);
+  const client = new Redis(endpoint.url, redisOptions);
   // Reconnect errors are reported by BullMQ (the Worker's 'error' event) and by the
   // commands that fail; an unhandled 'error' must not crash the process.
   client.on('error', () => {});

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { InvalidKeyError } from '../errors/errors.js';
 
 /**
@@ -89,7 +90,24 @@ export function tableResetTag(qualifiedTable: string): string {
 }
 
 export function columnTag(qualifiedTable: string, column: string, value: unknown): string {
-  return `${encodeKeyPart(qualifiedTable)}:${encodeKeyPart(column)}=${encodeKeyPart(keyValue(value))}`;
+  return `${encodeKeyPart(qualifiedTable)}:${encodeKeyPart(column)}=${valuePart(value)}`;
+}
+
+/** Longest encoded value kept readable in a column tag or a unique key. */
+export const MAX_READABLE_VALUE = 128;
+
+/**
+ * A column value as one part of a tag or key: encoded (`encodeKeyPart`), or, when that
+ * is longer than `MAX_READABLE_VALUE` (200 non-ASCII characters encode to over 1,000),
+ * `~` and the SHA-256 of the value (base64url), so the tag or key stays under
+ * `MAX_KEY_LENGTH`. The worker and the readers both build tags and unique keys here, so
+ * they agree on the hash; `~` never starts an encoded part, so the two forms cannot meet.
+ */
+export function valuePart(value: unknown): string {
+  const text = keyValue(value);
+  const encoded = encodeKeyPart(text);
+  if (encoded.length <= MAX_READABLE_VALUE) return encoded;
+  return `~${createHash('sha256').update(text, 'utf8').digest('base64url')}`;
 }
 
 /** The cache key of an entity row: `users:42`, or `memberships:7:3` for a composite key. */
@@ -113,9 +131,12 @@ export function parseEntityKey(entity: string, arity: number, key: string): stri
   }
 }
 
-/** The cache key of a row found by a secondary unique column: `users:by:email:a%40b.c`. */
+/**
+ * The cache key of a row found by a secondary unique column: `users:by:email:a%40b.c`
+ * (a long value is hashed: `valuePart`).
+ */
 export function uniqueKey(entity: string, column: string, value: unknown): string {
-  return [entity, 'by', column, keyValue(value)].map(encodeKeyPart).join(':');
+  return `${encodeKeyPart(entity)}:by:${encodeKeyPart(column)}:${valuePart(value)}`;
 }
 
 /**

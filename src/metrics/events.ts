@@ -26,6 +26,12 @@ export interface CacheEventMap {
   refresh: [key: string, reason: 'stale' | 'early'];
   /** An L2 value could not be decoded; it was treated as a miss and removed. */
   'corrupt-entry': [key: string, reason: string];
+  /**
+   * An encrypted entry did not decrypt (a key id this process lacks, another key under the
+   * same id, no keys at all, tampering), or a read that requires encryption found one in
+   * the clear: a miss, and the fill replaces it.
+   */
+  'decrypt-failed': [key: string, reason: string];
   'l2-error': [operation: string, error: unknown];
   'breaker-open': [];
   'breaker-close': [];

@@ -52,6 +52,11 @@ export function collectEngineMetrics(
     help: 'L2 entries that could not be decoded',
     ...labels,
   });
+  const decryptFailed = new Counter({
+    name: 'walcache_cache_decrypt_failures_total',
+    help: 'Encrypted L2 entries that did not decrypt (missing or other key), read as misses',
+    ...labels,
+  });
   const l2Errors = new Counter({
     name: 'walcache_redis_errors_total',
     help: 'Failed Redis operations',
@@ -124,7 +129,7 @@ export function collectEngineMetrics(
   });
   new Gauge({
     name: 'walcache_l1_bytes',
-    help: 'Encoded bytes held in L1',
+    help: 'Estimated heap bytes held in L1',
     ...labels,
     collect() {
       this.set(engine.l1Stats.bytes);
@@ -141,6 +146,7 @@ export function collectEngineMetrics(
     fill: () => fills.inc(),
     'fill-rejected': () => rejected.inc(),
     'corrupt-entry': () => corrupt.inc(),
+    'decrypt-failed': () => decryptFailed.inc(),
     'l2-error': (operation: string) => l2Errors.labels(operation).inc(),
     refresh: (_key: string, reason: string) => refreshes.labels(reason).inc(),
     'l1-reset': (reason: string) => resets.labels(reason).inc(),

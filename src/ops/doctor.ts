@@ -4,6 +4,13 @@ import pg from 'pg';
 import { CacheEngine } from '../cache/engine.js';
 import { parseHeartbeat } from '../cache/heartbeat.js';
 import {
+  cacheEndpoint,
+  endpointOptions,
+  endpointUser,
+  queuesEndpoint,
+  type RedisEndpoint,
+} from '../cache/redis-endpoint.js';
+import {
   checkModel,
   type ModelProblem,
   quoteTable,
@@ -25,6 +32,7 @@ import { SetupError } from '../errors/errors.js';
 import { queueRedisUrl } from '../jobs/queues.js';
 import { writeBehindStats } from '../jobs/write-behind.js';
 import { Keys } from '../keys/keys.js';
+import { probeAcl, recommendedAcl } from './redis-acl.js';
 
 export type DoctorStatus = 'ok' | 'warn' | 'fail';
 
@@ -450,9 +458,9 @@ async function redisChecks(
   const cacheUrl = config.redis.url;
   const queuesUrl = queueRedisUrl(config);
   const clients: Redis[] = [];
-  const open = async (url: string, role: string): Promise<Redis> => {
+  const open = async (endpoint: RedisEndpoint, role: string): Promise<Redis> => {
     const client = openRedis(
-      url,
+      endpoint,
       `walcache:${config.prefix}:doctor:${role}`,
       config.redis.connectTimeoutMs,
       false,
@@ -472,7 +480,7 @@ async function redisChecks(
       'redis',
       'check redis.url in the config (or REDIS_URL) and that Redis is running',
       async () => {
-        cache = await open(cacheUrl, 'cache');
+        cache = await open(cacheEndpoint(config), 'cache');
         cacheInfo = await readRedisInfo(cache);
         return ok(
           'redis',
@@ -526,7 +534,7 @@ async function redisChecks(
         'queues-redis',
         'check jobs.redisUrl in the config and that its Redis is running',
         async () => {
-          const queues = await open(queuesUrl, 'queues');
+          const queues = await open(queuesEndpoint(config), 'queues');
           queuesInfo = await readRedisInfo(queues);
           return ok(
             'queues-redis',
@@ -568,6 +576,41 @@ async function redisChecks(
 
     const redis = cache;
     if (redis === undefined) return;
+    await check(checks, 'redis-acl', 'see the Redis error', async () => {
+      const endpoint = cacheEndpoint(config);
+      const user = endpointUser(endpoint);
+      const subscriber = openRedis(
+        endpoint,
+        `walcache:${config.prefix}:doctor:acl`,
+        config.redis.connectTimeoutMs,
+        false,
+      );
+      const denied = await probeAcl(redis, subscriber, new Keys(config.prefix), config);
+      if (denied.commands.length === 0 && denied.patterns.length === 0)
+        return ok(
+          'redis-acl',
+          `Redis user ${user} may run every command walcache needs on ${config.prefix}:* and its bus channel`,
+        );
+      if (denied.patterns.length === 0 && denied.commands.every((c) => c === 'info'))
+        return {
+          name: 'redis-acl',
+          status: 'warn',
+          detail: `Redis user ${user} may not run INFO: walcache works, but doctor and stats cannot read the server's settings`,
+          fix: `ACL SETUSER ${user} +info`,
+        };
+      const parts = [
+        denied.commands.length > 0 ? `may not run ${denied.commands.join(', ')}` : '',
+        denied.patterns.length > 0
+          ? `may not use the keys or channel of ${denied.patterns.join(', ')}`
+          : '',
+      ].filter((p) => p !== '');
+      return {
+        name: 'redis-acl',
+        status: 'fail',
+        detail: `Redis user ${user} ${parts.join('; ')}: walcache needs them on ${config.prefix}:*`,
+        fix: recommendedAcl(user, config.prefix),
+      };
+    });
     await check(checks, 'worker', `start walcache worker --slot ${slot}`, async () => {
       const key = new Keys(config.prefix).heartbeat();
       const raw = await redis.get(key);
@@ -657,12 +700,14 @@ async function readRedisInfo(client: Redis): Promise<RedisInfo> {
  * reconnecting (stats --watch).
  */
 export function openRedis(
-  url: string,
+  endpoint: RedisEndpoint,
   name: string,
   connectTimeoutMs: number,
   retry: boolean,
 ): Redis {
+  const { url, options } = endpointOptions(endpoint);
   const client = new Redis(url, {
+    ...options,
     connectionName: name,
     lazyConnect: true,
     connectTimeout: connectTimeoutMs,
@@ -701,7 +746,13 @@ export async function connectRedis(client: Redis): Promise<void> {
  */
 export function detachedEngine(config: ResolvedConfig, redis: Redis): CacheEngine {
   return new CacheEngine({
-    config: { ...config, l1: { ...config.l1, enabled: false }, bus: { enabled: false } },
+    // It reads write-behind state, never an entry: it needs no encryption keys.
+    config: {
+      ...config,
+      l1: { ...config.l1, enabled: false },
+      bus: { enabled: false },
+      encryption: { ...config.encryption, all: false },
+    },
     redis,
   });
 }

@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import pg from 'pg';
 import type { CacheEngine } from '../cache/engine.js';
 import { parseHeartbeat } from '../cache/heartbeat.js';
+import { cacheEndpoint } from '../cache/redis-endpoint.js';
 import { assertSlotName, readSlot } from '../cdc/slot.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { pgConfig, redactUrl } from '../config/database.js';
@@ -91,7 +92,7 @@ export function openStats(config: ResolvedConfig, options: StatsOptions = {}): S
   });
   pool.on('error', () => {});
   const redis: Redis = openRedis(
-    config.redis.url,
+    cacheEndpoint(config),
     `walcache:${config.prefix}:stats`,
     config.redis.connectTimeoutMs,
     true,

@@ -44,6 +44,14 @@ export interface HotKey {
 
 /** Distinct (bucket, entity, key) counts a sampler holds before it drops new ones. */
 export const MAX_PENDING_ENTRIES = 100_000;
+/**
+ * Estimated bytes of those counts (`pendingBytes`) a sampler holds before it drops new
+ * ones: the entry bound alone would let 100,000 keys of 1,000 characters take 100 MB
+ * while Redis is down.
+ */
+export const MAX_PENDING_BYTES = 16 * 1024 * 1024;
+/** What one held count costs besides its key's characters (map slot, number, string header). */
+const ENTRY_BYTES = 64;
 
 /** Separates the entity from the key in a bucket hash's field names. */
 const FIELD_SEPARATOR = '\u0000';
@@ -74,7 +82,9 @@ function noop(): void {}
  * `round(samples / sampleRate)` to the key's field in the bucket hash, so Redis and
  * Postgres hold estimated hits and the rate is stored nowhere. A failed push puts its
  * counts back, so nothing is lost while Redis is briefly down; beyond
- * `MAX_PENDING_ENTRIES` distinct entries new ones are dropped and counted in `dropped`.
+ * `MAX_PENDING_ENTRIES` distinct entries or `MAX_PENDING_BYTES` of them, new ones are
+ * dropped and counted in `dropped` (as is a key or entity over `MAX_KEY_LENGTH`, which no
+ * repository key is and the flush would skip).
  */
 export class AccessLogSampler {
   readonly #redis: Redis;
@@ -94,6 +104,7 @@ export class AccessLogSampler {
   #currentStart = 0;
   #currentEnd = 0;
   #entries = 0;
+  #bytes = 0;
   #dropped = 0;
   #timer: NodeJS.Timeout | null = null;
   #inFlight: Promise<void> | null = null;
@@ -148,6 +159,11 @@ export class AccessLogSampler {
     return this.#entries;
   }
 
+  /** Estimated bytes those counts take (at most `MAX_PENDING_BYTES`). */
+  get pendingBytes(): number {
+    return this.#bytes;
+  }
+
   /**
    * Counts a read, with probability `sampleRate`. The hit path: when the read is not
    * sampled this is one decrement and one comparison (no allocation, no I/O, no random
@@ -174,6 +190,10 @@ export class AccessLogSampler {
   }
 
   #sample(entity: string, key: string): void {
+    if (key.length > MAX_KEY_LENGTH || entity.length > MAX_KEY_LENGTH) {
+      this.#dropped += 1;
+      return;
+    }
     const now = Date.now();
     let counts = this.#current;
     if (counts === null || now >= this.#currentEnd || now < this.#currentStart) {
@@ -202,11 +222,13 @@ export class AccessLogSampler {
 
   #add(byKey: Map<string, number>, key: string, samples: number): void {
     const n = byKey.get(key);
+    const cost = ENTRY_BYTES + key.length;
     if (n !== undefined) {
       byKey.set(key, n + samples);
-    } else if (this.#entries < MAX_PENDING_ENTRIES) {
+    } else if (this.#entries < MAX_PENDING_ENTRIES && this.#bytes + cost <= MAX_PENDING_BYTES) {
       byKey.set(key, samples);
       this.#entries += 1;
+      this.#bytes += cost;
     } else {
       this.#dropped += samples;
     }
@@ -244,6 +266,7 @@ export class AccessLogSampler {
     this.#buckets = new Map();
     this.#current = null;
     this.#entries = 0;
+    this.#bytes = 0;
 
     const starts: number[] = [];
     const writes: Array<Promise<unknown>> = [];

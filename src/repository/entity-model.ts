@@ -26,6 +26,8 @@ export interface EntityModel {
    * values are named by their canonical text once it is read (see src/keys/canonical.ts).
    */
   readonly kinds: ReadonlyMap<string, ColumnKind>;
+  /** Its entries (and cached queries reading its table) are encrypted in Redis. */
+  readonly encrypt: boolean;
 }
 
 /** Names a repository uses itself: an entity cannot be called one of these. */
@@ -70,6 +72,12 @@ export function buildEntityModels(
           `\`${column}\` is a key or unique column and must be cached`,
         );
     }
+    if (entity.encrypt && entity.writeBehind)
+      throw new ConfigError(
+        `entities.${name}.encrypt`,
+        true,
+        'an entity with writeBehind cannot be encrypted: its pending writes wait in Redis unencrypted',
+      );
     models.set(name, {
       name,
       table,
@@ -83,6 +91,7 @@ export function buildEntityModels(
       tagsOf: entity.tags as EntityModel['tagsOf'],
       writeBehind: entity.writeBehind,
       kinds: changeModel.get(table)?.kinds ?? new Map(),
+      encrypt: entity.encrypt || config.encryption.all,
     });
   }
   return models;

@@ -93,6 +93,7 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
       // entry; an L1 copy would only be dropped when the bus message arrives, so a reader
       // could see the row older than a moment before. Write-behind entities skip L1.
       ...(model.writeBehind && { skipL1: true }),
+      ...(model.encrypt && { encrypt: true }),
     });
   }
 

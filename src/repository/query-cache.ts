@@ -5,9 +5,10 @@ import type { CacheEngine, LoadOptions } from '../cache/engine.js';
 import type { ChangeModel } from '../cdc/table-model.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { ConfigError, InvalidQueryError } from '../errors/errors.js';
-import { encodeKeyPart, keyValue } from '../keys/keys.js';
+import { encodeKeyPart, valuePart } from '../keys/keys.js';
 import type { AccessLogSampler } from './access-log.js';
 import type { EntityModel } from './entity-model.js';
+import { assertNoDeniedOutput, stripDenied } from './query-deny.js';
 import { queryDependencies } from './query-tags.js';
 import { afterWrite, loadOptions, type ReadOptions } from './read-options.js';
 import type { WorkerPosition, WriteReceipt } from './read-your-writes.js';
@@ -35,8 +36,10 @@ export interface CachedQueryOptions extends Omit<ReadOptions, 'readYourWrites'> 
 
 interface Plan {
   readonly tags: readonly string[];
-  /** Columns never cached, by the tables the query reads (the entities' `deny`). */
-  readonly deny: readonly string[];
+  /** Columns never cached, by the tables the query reads (the entities' `deny`); null: none. */
+  readonly deny: ReadonlySet<string> | null;
+  /** It reads the table of an encrypted entity, so its result is encrypted too. */
+  readonly encrypt: boolean;
 }
 
 /**
@@ -50,6 +53,7 @@ export class QueryCache {
   readonly #model: ChangeModel;
   readonly #config: ResolvedConfig;
   readonly #denyByTable: ReadonlyMap<string, readonly string[]>;
+  readonly #encryptedTables: ReadonlySet<string>;
   readonly #position: WorkerPosition;
   readonly #sampler: AccessLogSampler | undefined;
   readonly #plans = new LRUCache<string, Plan>({ max: 50_000 });
@@ -69,11 +73,14 @@ export class QueryCache {
     this.#position = options.position;
     this.#sampler = options.sampler;
     const deny = new Map<string, string[]>();
+    const encrypted = new Set<string>();
     for (const entity of options.entities.values()) {
+      if (entity.encrypt) encrypted.add(entity.table);
       if (entity.deny.length === 0) continue;
       deny.set(entity.table, [...(deny.get(entity.table) ?? []), ...entity.deny]);
     }
     this.#denyByTable = deny;
+    this.#encryptedTables = encrypted;
   }
 
   /**
@@ -150,12 +157,13 @@ export class QueryCache {
     const plan = this.#plan(key, query, options);
     const loader = async () => {
       const rows = await query.execute();
-      if (plan.deny.length > 0)
-        for (const row of rows as Record<string, unknown>[])
-          for (const c of plan.deny) delete row[c];
+      if (plan.deny !== null) stripDenied(rows, plan.deny);
       return rows;
     };
-    const load: LoadOptions = loadOptions({ tags: plan.tags }, options);
+    const load: LoadOptions = loadOptions(
+      plan.encrypt ? { tags: plan.tags, encrypt: true } : { tags: plan.tags },
+      options,
+    );
     if (options.readYourWrites !== undefined) {
       const reached = await this.#position.readAfter(
         options.readYourWrites,
@@ -172,28 +180,42 @@ export class QueryCache {
     const known =
       options.tags === undefined && options.tables === undefined ? this.#plans.get(key) : undefined;
     if (known) return known;
-    const deps = queryDependencies(query.toOperationNode(), this.#model, {
-      defaultSchema: this.#config.defaultSchema,
+    const node = query.toOperationNode();
+    const { defaultSchema } = this.#config;
+    const deps = queryDependencies(node, this.#model, {
+      defaultSchema,
       ...(options.tables !== undefined && { rawTables: options.tables }),
     });
-    const deny = new Set<string>();
-    for (const t of deps.tables) for (const c of this.#denyByTable.get(t.table) ?? []) deny.add(c);
+    const columns = new Set<string>();
+    const tables = new Set<string>();
+    for (const t of deps.tables) {
+      const denied = this.#denyByTable.get(t.table);
+      if (denied === undefined) continue;
+      tables.add(t.table);
+      for (const c of denied) columns.add(c);
+    }
+    assertNoDeniedOutput(node, { columns, tables, defaultSchema });
     const plan: Plan = {
       tags: options.tags ? [...new Set([...deps.tags, ...options.tags])] : deps.tags,
-      deny: [...deny],
+      deny: columns.size > 0 ? columns : null,
+      encrypt:
+        this.#config.encryption.all || deps.tables.some((t) => this.#encryptedTables.has(t.table)),
     };
     if (options.tags === undefined && options.tables === undefined) this.#plans.set(key, plan);
     return plan;
   }
 }
 
-/** `q:<name>:<arg>:<arg>`: key values as they are, anything else by a hash of its JSON. */
+/**
+ * `q:<name>:<arg>:<arg>`: key values as they are (long ones hashed, `valuePart`),
+ * anything else by a hash of its JSON.
+ */
 function preparedKey(name: string, args: readonly unknown[]): string {
   let out = `q:${name}`;
   for (const arg of args) {
     let part: string;
     try {
-      part = encodeKeyPart(keyValue(arg));
+      part = valuePart(arg);
     } catch {
       part = `~${createHash('sha256')
         .update(stringifyParameters([arg]))

@@ -10,9 +10,16 @@ import {
 } from '../catalog/model-check.js';
 import { type QueryRows, readCatalog } from '../catalog/table-catalog.js';
 import { buildChangeModel, type ChangeModel, qualify } from '../cdc/table-model.js';
+import { Keyring } from '../codec/keyring.js';
 import { type ResolvedConfig, resolveConfig } from '../config/config.js';
 import type { WalcacheConfigInput } from '../config/schema.js';
-import { ClosedError, ConfigError, SetupError, UnknownEntityError } from '../errors/errors.js';
+import {
+  ClosedError,
+  ConfigError,
+  EncryptionKeyError,
+  SetupError,
+  UnknownEntityError,
+} from '../errors/errors.js';
 import { WalcacheError } from '../errors/walcache-error.js';
 import {
   enqueueFlush,
@@ -123,6 +130,18 @@ export class RepositoryCore<DB, C> {
       );
     this.#changeModel = buildChangeModel(this.config);
     this.#entities = buildEntityModels(this.config, this.#changeModel);
+    // Encrypted entities need keys: in the engine given, or (before one is opened) in the
+    // environment the repository's own engine will read them from.
+    const encrypted = [...this.#entities.values()].filter((e) => e.encrypt).map((e) => e.name);
+    const keysEnv = this.config.encryption.keysEnv;
+    const hasKeys = options.cache
+      ? options.cache.encryptionKeyId !== null
+      : Keyring.fromEnv(keysEnv, process.env) !== null;
+    if (encrypted.length > 0 && !hasKeys)
+      throw new EncryptionKeyError(
+        keysEnv,
+        `${keysEnv} is not set, and ${encrypted.map((e) => `\`${e}\``).join(', ')} ${encrypted.length > 1 ? 'are' : 'is'} encrypted (entities.<name>.encrypt)`,
+      );
     this.#ownsEngine = options.cache === undefined;
     this.engine = options.cache ?? new CacheEngine({ config: this.config });
     this.#position = new WorkerPosition(this.engine);

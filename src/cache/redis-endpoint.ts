@@ -1,0 +1,111 @@
+import { existsSync, readFileSync } from 'node:fs';
+import type { RedisOptions } from 'ioredis';
+import type { ResolvedConfig } from '../config/config.js';
+import { ConfigError } from '../errors/errors.js';
+
+/**
+ * Where and as whom walcache connects to one Redis: the URL (`redis://` or `rediss://`,
+ * possibly with an ACL user and password), credentials that override the URL's, and TLS
+ * options. Every client walcache opens (engine, bus, worker, job queues, doctor, stats)
+ * is built from one of these, so a deployment's TLS and ACL settings apply everywhere.
+ */
+export interface RedisEndpoint {
+  readonly url: string;
+  readonly username?: string | undefined;
+  readonly password?: string | undefined;
+  readonly tls?: TlsOptions | undefined;
+}
+
+export type TlsOptions = NonNullable<ResolvedConfig['redis']['tls']>;
+
+/** The cache's Redis (`redis.*`). */
+export function cacheEndpoint(config: ResolvedConfig): RedisEndpoint {
+  const { url, username, password, tls } = config.redis;
+  return { url, username, password, tls };
+}
+
+/** The job queues' Redis: `jobs.redisUrl` (with `jobs.redisTls`), else the cache's. */
+export function queuesEndpoint(config: ResolvedConfig): RedisEndpoint {
+  const { redisUrl, redisTls } = config.jobs;
+  if (redisUrl === undefined) {
+    const cache = cacheEndpoint(config);
+    return redisTls === undefined ? cache : { ...cache, tls: redisTls };
+  }
+  return { url: redisUrl, tls: redisTls };
+}
+
+/**
+ * The URL and ioredis options of an endpoint. Credentials given apart replace the URL's
+ * (ioredis would otherwise prefer the URL's); PEM files are read now.
+ */
+export function endpointOptions(endpoint: RedisEndpoint): {
+  url: string;
+  options: Pick<RedisOptions, 'username' | 'password' | 'tls'>;
+} {
+  let { url } = endpoint;
+  const options: Pick<RedisOptions, 'username' | 'password' | 'tls'> = {};
+  if (endpoint.username !== undefined || endpoint.password !== undefined) {
+    const parsed = new URL(url);
+    parsed.username = '';
+    parsed.password = '';
+    url = parsed.toString();
+    options.username = endpoint.username ?? decodeURIComponent(new URL(endpoint.url).username);
+    if (endpoint.password !== undefined) options.password = endpoint.password;
+  }
+  const tls = endpoint.tls;
+  if (tls !== undefined) {
+    options.tls = {
+      rejectUnauthorized: tls.rejectUnauthorized,
+      ...(tls.ca !== undefined && { ca: pem(tls.ca) }),
+      ...(tls.cert !== undefined && { cert: pem(tls.cert) }),
+      ...(tls.key !== undefined && { key: pem(tls.key) }),
+      ...(tls.servername !== undefined && { servername: tls.servername }),
+    };
+  }
+  return { url, options };
+}
+
+/** The ACL user an endpoint connects as (`default` when none is named). */
+export function endpointUser(endpoint: RedisEndpoint): string {
+  if (endpoint.username !== undefined) return endpoint.username;
+  try {
+    return decodeURIComponent(new URL(endpoint.url).username) || 'default';
+  } catch {
+    return 'default';
+  }
+}
+
+/**
+ * Checks an endpoint's TLS options where the config is resolved: TLS needs a `rediss://`
+ * URL, a client certificate goes with its key, and a file must exist.
+ *
+ * @throws {ConfigError} naming the option.
+ */
+export function assertTls(option: string, url: string, tls: TlsOptions | undefined): void {
+  if (tls === undefined) return;
+  if (!/^rediss:\/\//i.test(url))
+    throw new ConfigError(option, tls, 'TLS options need a rediss:// URL (redis:// is plain TCP)');
+  if ((tls.cert === undefined) !== (tls.key === undefined))
+    throw new ConfigError(
+      option,
+      tls,
+      'a client cert and its key go together: give both or neither',
+    );
+  for (const part of ['ca', 'cert', 'key'] as const) {
+    const value = tls[part];
+    if (value !== undefined && !isPem(value) && !existsSync(value))
+      throw new ConfigError(
+        `${option}.${part}`,
+        value,
+        'no such file (give PEM text or the path of a PEM file)',
+      );
+  }
+}
+
+function isPem(value: string): boolean {
+  return value.trimStart().startsWith('-----BEGIN');
+}
+
+function pem(value: string): string | Buffer {
+  return isPem(value) ? value : readFileSync(value);
+}

@@ -1,0 +1,77 @@
+import type { z } from 'zod';
+import { configSchema } from './schema.js';
+
+/**
+ * "Did you mean": the option a mistyped one most likely stands for, from the schema's
+ * own shape. `cache.tllMs` -> `cache.ttlMs` (edit distance at most 2, or a case
+ * difference), `redisUrl` -> `redis.url` (a section name glued to one of its options).
+ */
+export function suggestOption(parentPath: readonly string[], unknown: string): string | null {
+  const shape = objectShapeAt(configSchema, parentPath);
+  if (shape === null) return null;
+  const known = Object.keys(shape);
+  const prefix = parentPath.length > 0 ? `${parentPath.join('.')}.` : '';
+  const lower = unknown.toLowerCase();
+  let best: string | null = null;
+  let bestDistance = 3;
+  for (const name of known) {
+    const distance = name.toLowerCase() === lower ? 0 : editDistance(name, unknown);
+    if (distance < bestDistance) {
+      best = name;
+      bestDistance = distance;
+    }
+  }
+  if (best !== null && bestDistance <= Math.min(2, Math.floor(unknown.length / 3))) {
+    return prefix + best;
+  }
+  for (const section of known) {
+    if (!lower.startsWith(section.toLowerCase())) continue;
+    const inner = objectShapeAt(shape[section] as z.ZodType, []);
+    const rest = lower.slice(section.length);
+    const option = inner && Object.keys(inner).find((o) => o.toLowerCase() === rest);
+    if (option) return `${prefix}${section}.${option}`;
+  }
+  return null;
+}
+
+type Shape = Record<string, unknown>;
+
+/** The shape of the object schema at `path` (through defaults, optionals and records). */
+function objectShapeAt(schema: z.ZodType, path: readonly string[]): Shape | null {
+  // biome-ignore lint/suspicious/noExplicitAny: zod's definitions, read only for their shape
+  let def: any = (schema as any)._zod?.def;
+  let i = 0;
+  while (def) {
+    if (def.type === 'object') {
+      if (i === path.length) return def.shape as Shape;
+      def = def.shape[path[i++] as string]?._zod?.def;
+    } else if (def.type === 'record') {
+      if (i === path.length) return null;
+      i++;
+      def = def.valueType?._zod?.def;
+    } else if (def.innerType) {
+      def = def.innerType._zod?.def;
+    } else {
+      return null;
+    }
+  }
+  return null;
+}
+
+/** Levenshtein distance (both strings are short option names). */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      current[j] = Math.min(
+        (previous[j] as number) + 1,
+        (current[j - 1] as number) + 1,
+        (previous[j - 1] as number) + cost,
+      );
+    }
+    previous = current;
+  }
+  return previous[b.length] as number;
+}

@@ -95,6 +95,7 @@ describe('keys', () => {
         lsn: '0/1',
         commitTime: 0,
         collapsedTables: [],
+        messages: [],
         changes: [
           {
             op: 'U',

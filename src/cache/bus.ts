@@ -20,7 +20,7 @@ export interface BusHandlers {
   /** Drop these keys and tags (they are never the receiver's own messages). */
   onInvalidate(message: BusMessage): void;
   /** Drop all of L1: the bus went down, a gap was seen, a worker restarted, the epoch moved. */
-  onReset(reason: 'down' | 'gap' | 'worker-restart' | 'epoch' | 'flush' | 'up'): void;
+  onReset(reason: 'down' | 'stalled' | 'gap' | 'worker-restart' | 'epoch' | 'flush' | 'up'): void;
   onHealth(healthy: boolean): void;
 }
 
@@ -44,12 +44,39 @@ export class Bus {
   #seq = 0;
   #healthy = false;
   #closed = false;
+  /** Subscribed: the connection delivered the subscription (health also needs the pings). */
+  #subscribed = false;
+  /** The last liveness PING went unanswered past its deadline. */
+  #stalled = false;
+  #pinging = false;
+  readonly #liveness: NodeJS.Timeout | undefined;
+  readonly #pingTimeoutMs: number;
 
-  constructor(subscriber: Redis, channel: string, runId: string, handlers: BusHandlers) {
+  constructor(
+    subscriber: Redis,
+    channel: string,
+    runId: string,
+    handlers: BusHandlers,
+    /**
+     * Liveness: a PING on the subscriber every `pingIntervalMs`; one unanswered after
+     * `pingTimeoutMs` marks the bus down. A frozen or partitioned Redis keeps the socket
+     * open, so connection events alone would keep trusting L1 while invalidations stop
+     * arriving. 0 disables.
+     */
+    liveness: { readonly pingIntervalMs: number; readonly pingTimeoutMs: number } = {
+      pingIntervalMs: 250,
+      pingTimeoutMs: 500,
+    },
+  ) {
     this.#sub = subscriber;
     this.#channel = channel;
     this.runId = runId;
     this.#handlers = handlers;
+    this.#pingTimeoutMs = liveness.pingTimeoutMs;
+    if (liveness.pingIntervalMs > 0) {
+      this.#liveness = setInterval(() => void this.#ping(), liveness.pingIntervalMs);
+      this.#liveness.unref();
+    }
     subscriber.on('messageBuffer', (ch: Buffer, payload: Buffer) => {
       if (ch.toString() === this.#channel) this.#receive(payload);
     });
@@ -78,7 +105,34 @@ export class Bus {
 
   close(): void {
     this.#closed = true;
+    if (this.#liveness) clearInterval(this.#liveness);
     this.#down();
+  }
+
+  /**
+   * One PING at a time: past its deadline the bus is down (`stalled`); the answer, when it
+   * comes, brings it back up (with a reset: messages may have been missed meanwhile).
+   */
+  async #ping(): Promise<void> {
+    if (this.#pinging || this.#closed || !this.#subscribed) return;
+    this.#pinging = true;
+    const deadline = setTimeout(() => {
+      if (this.#closed || !this.#healthy) return;
+      this.#stalled = true;
+      this.#down('stalled');
+    }, this.#pingTimeoutMs);
+    try {
+      await this.#sub.ping();
+      clearTimeout(deadline);
+      if (this.#stalled && !this.#closed) {
+        this.#stalled = false;
+        this.#up();
+      }
+    } catch {
+      clearTimeout(deadline); // the connection failed: its events mark the bus down
+    } finally {
+      this.#pinging = false;
+    }
   }
 
   async #subscribe(): Promise<void> {
@@ -88,17 +142,25 @@ export class Bus {
     } catch {
       return; // the connection dropped again; 'ready' brings us back here
     }
-    if (this.#closed || this.#healthy) return;
+    if (this.#closed) return;
+    this.#subscribed = true;
+    this.#stalled = false;
+    this.#up();
+  }
+
+  #up(): void {
+    if (this.#healthy || !this.#subscribed) return;
     this.#lastSeq.clear();
     this.#healthy = true;
     this.#handlers.onReset('up');
     this.#handlers.onHealth(true);
   }
 
-  #down(): void {
+  #down(reason: 'down' | 'stalled' = 'down'): void {
+    if (reason === 'down') this.#subscribed = false;
     if (!this.#healthy) return;
     this.#healthy = false;
-    this.#handlers.onReset('down');
+    this.#handlers.onReset(reason);
     this.#handlers.onHealth(false);
   }
 

@@ -178,17 +178,23 @@ export class CacheEngine {
         commandTimeout: undefined,
       });
       this.#subscriber.on('error', () => {});
-      this.#bus = new Bus(this.#subscriber, this.keys.busChannel(), newToken(), {
-        onInvalidate: (message) => this.#applyBusMessage(message),
-        onReset: (reason) => {
-          this.#epoch = undefined;
-          this.#epochGeneration++;
-          this.#trustedTags.clear();
-          this.#l1?.clear();
-          this.events.emit('l1-reset', reason);
+      this.#bus = new Bus(
+        this.#subscriber,
+        this.keys.busChannel(),
+        newToken(),
+        {
+          onInvalidate: (message) => this.#applyBusMessage(message),
+          onReset: (reason) => {
+            this.#epoch = undefined;
+            this.#epochGeneration++;
+            this.#trustedTags.clear();
+            this.#l1?.clear();
+            this.events.emit('l1-reset', reason);
+          },
+          onHealth: (healthy) => this.events.emit(healthy ? 'bus-up' : 'bus-down'),
         },
-        onHealth: (healthy) => this.events.emit(healthy ? 'bus-up' : 'bus-down'),
-      });
+        config.bus,
+      );
     }
   }
 

@@ -103,6 +103,18 @@ export const busSchema = z
   .object({
     /** L1 coherence over Redis pub/sub. Without it L1 cannot be invalidated by other processes. @default true */
     enabled: z.boolean().default(true),
+    /**
+     * Liveness check of the bus connection: a PING this often. A frozen or partitioned
+     * Redis keeps its socket open; without the check L1 would be trusted while no
+     * invalidation can arrive. 0 disables it. @default 250
+     */
+    pingIntervalMs: z.number().int().min(0).default(250),
+    /**
+     * A PING unanswered this long marks the bus down: L1 and in-memory tag versions are
+     * bypassed until Redis answers again (then L1 restarts empty). With the defaults, a
+     * frozen Redis stops L1 within 750 ms. @default 500
+     */
+    pingTimeoutMs: positiveInt().default(500),
   })
   .strict();
 

@@ -750,7 +750,7 @@ export function detachedEngine(config: ResolvedConfig, redis: Redis): CacheEngin
     config: {
       ...config,
       l1: { ...config.l1, enabled: false },
-      bus: { enabled: false },
+      bus: { ...config.bus, enabled: false },
       encryption: { ...config.encryption, all: false },
     },
     redis,

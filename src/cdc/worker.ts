@@ -106,6 +106,7 @@ export class InvalidationWorker {
    * before the backlog, and claiming "now" then would make a catching-up worker look current.
    */
   #lastCommitTime = 0;
+  #lastError: Error | null = null;
   /** Groups handed to #flush and not yet acknowledged. */
   #applying = 0;
   #stopping = false;
@@ -157,14 +158,33 @@ export class InvalidationWorker {
     return this.#appliedLsn;
   }
 
+  /** Why the worker is not streaming, while it retries (null once it streams). */
+  get lastError(): Error | null {
+    return this.#lastError;
+  }
+
   /**
    * Checks the database (wal_level, replica identity the config needs) and starts the
    * loop. Resolves when the worker is active or standing by; rejects on a setup problem
    * a retry cannot fix (with the fix in the message).
    */
   async start(): Promise<void> {
-    await checkWalLevel(this.#pool);
-    await this.#checkCatalog();
+    // An unreachable database is waited for (the reason in `lastError`); anything else
+    // (a config the database refutes, bad credentials, no such database) is fatal.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await checkWalLevel(this.#pool);
+        await this.#checkCatalog();
+        this.#lastError = null;
+        break;
+      } catch (error) {
+        if (this.#stopping || !isTransient(error)) throw error;
+        this.#lastError = error instanceof Error ? error : new Error(String(error));
+        this.events.emit('failure', 'connect', error);
+        this.#log?.warn({ err: error, attempt }, 'PostgreSQL unreachable at start; retrying');
+        await sleep(Math.min((this.#options.retryMs ?? 1_000) * attempt, 10_000));
+      }
+    }
     let settle!: (error?: unknown) => void;
     const settled = new Promise<void>((resolve, reject) => {
       settle = (error) => (error ? reject(error) : resolve());
@@ -205,6 +225,7 @@ export class InvalidationWorker {
       try {
         const { ended } = await this.#activate();
         attempt = 0;
+        this.#lastError = null;
         once();
         const error = await ended;
         if (!this.#stopping)
@@ -219,6 +240,7 @@ export class InvalidationWorker {
           once(error);
           if (this.#firstStart) return;
         } else {
+          this.#lastError = error instanceof Error ? error : new Error(String(error));
           this.#log?.warn({ err: error }, 'could not start streaming; retrying');
           this.events.emit('failure', 'connect', error);
         }
@@ -615,6 +637,25 @@ function newGroup(): Group {
     bumpEpoch: false,
     commitTimes: [],
   };
+}
+
+/** Errors of a connection that may work on the next try (the server down, restarting, full). */
+function isTransient(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return false;
+  return (
+    [
+      'ECONNREFUSED',
+      'ECONNRESET',
+      'ETIMEDOUT',
+      'EHOSTUNREACH',
+      'ENETUNREACH',
+      'EAI_AGAIN',
+      'ENOTFOUND',
+    ].includes(code) ||
+    code === '57P03' || // the database system is starting up / shutting down
+    code === '53300' // too many connections
+  );
 }
 
 function sleep(ms: number): Promise<void> {

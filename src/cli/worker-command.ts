@@ -61,6 +61,7 @@ export function workerCommand(): Command {
             slot: worker.slot,
             appliedLsn: worker.appliedLsn,
             runId: worker.runId,
+            ...(worker.lastError && { error: worker.lastError.message }),
           }),
         });
         const address = server.address();
@@ -80,7 +81,16 @@ export function workerCommand(): Command {
         };
         process.once('SIGTERM', () => void stop('SIGTERM'));
         process.once('SIGINT', () => void stop('SIGINT'));
-        await worker.start();
+        try {
+          await worker.start();
+        } catch (error) {
+          // Fatal (an unreachable database is retried inside start): exit non-zero, so a
+          // supervisor sees it, instead of idling with a 200 /healthz.
+          logger.fatal({ err: error }, 'the worker cannot start');
+          await worker.stop();
+          server.close();
+          throw error;
+        }
         await new Promise<void>((resolve) => server.once('close', () => resolve()));
       },
     );

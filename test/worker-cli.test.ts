@@ -1,0 +1,128 @@
+/**
+ * `walcache worker` fails loudly: a start that cannot succeed (a config the database
+ * refutes, a database that does not exist) exits non-zero instead of idling with a 200
+ * /healthz that keeps systemd or Kubernetes from restarting it; a database that is only
+ * unreachable is retried, with /readyz saying why.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { WalcacheConfigInput } from '../src/index.js';
+import {
+  freePort,
+  REDIS_URL,
+  Resources,
+  runCli,
+  startCli,
+  uniquePrefix,
+  waitFor,
+} from './helpers.js';
+import { DATABASE_URL, PgScope } from './pg-helpers.js';
+
+describe('walcache worker fails loudly', () => {
+  const res = new Resources();
+  const scope = new PgScope('wcli');
+  const dir = mkdtempSync(join(tmpdir(), 'walcache-wcli-'));
+  const write = (name: string, input: WalcacheConfigInput) => {
+    const file = join(dir, name);
+    writeFileSync(file, `export default ${JSON.stringify(input)};\n`);
+    return file;
+  };
+  before(() => scope.create('CREATE TABLE orders (id int PRIMARY KEY, user_id int NOT NULL);'));
+  after(async () => {
+    rmSync(dir, { recursive: true, force: true });
+    await res.close();
+    await scope.close();
+  });
+
+  it('exits 1 with the fix when the config needs REPLICA IDENTITY FULL', {
+    timeout: 60_000,
+  }, async () => {
+    const file = write('identity.mjs', {
+      prefix: res.track(uniquePrefix('wcli')),
+      redis: { url: REDIS_URL },
+      databaseUrl: DATABASE_URL,
+      defaultSchema: scope.schema,
+      invalidateBy: { orders: ['user_id'] },
+    });
+    const port = await freePort();
+    const run = await runCli([
+      'worker',
+      '--config',
+      file,
+      '--slot',
+      scope.slot('_a'),
+      '--port',
+      String(port),
+    ]);
+    assert.equal(run.code, 1, `${run.stdout}\n${run.stderr}`);
+    assert.match(`${run.stdout}${run.stderr}`, /REPLICA IDENTITY FULL/);
+  });
+
+  it('exits 1 when the database does not exist', { timeout: 60_000 }, async () => {
+    const url = new URL(DATABASE_URL);
+    url.pathname = '/walcache_no_such_db';
+    const file = write('nodb.mjs', {
+      prefix: res.track(uniquePrefix('wcli')),
+      redis: { url: REDIS_URL },
+      databaseUrl: url.toString(),
+      defaultSchema: scope.schema,
+      entities: { orders: { table: 'orders', key: 'id' } },
+    });
+    const run = await runCli([
+      'worker',
+      '--config',
+      file,
+      '--slot',
+      scope.slot('_b'),
+      '--port',
+      '0',
+    ]);
+    assert.equal(run.code, 1, `${run.stdout}\n${run.stderr}`);
+    assert.match(`${run.stdout}${run.stderr}`, /walcache_no_such_db/);
+  });
+
+  it('retries an unreachable database, and says so on /readyz', { timeout: 60_000 }, async () => {
+    const dead = await freePort();
+    const file = write('down.mjs', {
+      prefix: res.track(uniquePrefix('wcli')),
+      redis: { url: REDIS_URL },
+      databaseUrl: `postgres://127.0.0.1:${dead}/test`,
+      defaultSchema: scope.schema,
+      entities: { orders: { table: 'orders', key: 'id' } },
+    });
+    const port = await freePort();
+    const cli = startCli([
+      'worker',
+      '--config',
+      file,
+      '--slot',
+      scope.slot('_c'),
+      '--port',
+      String(port),
+    ]);
+    try {
+      let body: { ready?: boolean; error?: string } = {};
+      await waitFor(
+        '/readyz says why',
+        async () => {
+          try {
+            const res = await fetch(`http://127.0.0.1:${port}/readyz`);
+            body = (await res.json()) as typeof body;
+            return res.status === 503 && typeof body.error === 'string';
+          } catch {
+            return false;
+          }
+        },
+        20_000,
+      );
+      assert.match(body.error ?? '', /ECONNREFUSED|connect/);
+      assert.equal(cli.child.exitCode, null, 'still running, retrying');
+    } finally {
+      cli.child.kill('SIGTERM');
+      await cli.done;
+    }
+  });
+});

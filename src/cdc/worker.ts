@@ -47,6 +47,12 @@ export interface WorkerOptions {
   readonly transactionRowCap?: number;
   /** Interval of heartbeat messages through the WAL (keeps an idle slot moving, measures lag). @default 5000 */
   readonly heartbeatIntervalMs?: number;
+  /**
+   * How often the heartbeat in Redis is compared with the acknowledged position (and at
+   * every Redis reconnect): behind or missing, Redis lost acknowledged invalidations and
+   * the epoch is bumped. @default 1000
+   */
+  readonly rollbackCheckMs?: number;
   /** Standby status updates with the applied position, at least this often. @default 10000 */
   readonly statusIntervalMs?: number;
   /** Wait between attempts to take the slot (standby) or reconnect. @default 1000 */
@@ -107,6 +113,7 @@ export class InvalidationWorker {
    */
   #lastCommitTime = 0;
   #lastError: Error | null = null;
+  #checkingRollback = false;
   /** Groups handed to #flush and not yet acknowledged. */
   #applying = 0;
   #stopping = false;
@@ -139,6 +146,8 @@ export class InvalidationWorker {
       retryStrategy: (n) => Math.min(100 * 2 ** n, 2_000),
     });
     this.#redis.on('error', () => {});
+    // A Redis that comes back may have lost what was acknowledged: check at once.
+    this.#redis.on('ready', () => void this.#checkRollback());
     this.#invalidator = new Invalidator(
       this.#redis,
       this.#keys,
@@ -582,8 +591,49 @@ export class InvalidationWorker {
     this.#timers = [
       setInterval(() => void this.#sendStatus(), this.#options.statusIntervalMs ?? 10_000),
       setInterval(() => void this.#emitHeartbeat(), this.#options.heartbeatIntervalMs ?? 5_000),
+      setInterval(() => void this.#checkRollback(), this.#options.rollbackCheckMs ?? 1_000),
     ];
     for (const t of this.#timers) t.unref();
+  }
+
+  /**
+   * Redis lost invalidations the worker already acknowledged (restarted from a snapshot,
+   * an AOF `everysec` tail lost, an async replica promoted) when its heartbeat is behind
+   * the acknowledged position, or gone. Those commits will never be replayed, so the only
+   * safe answer is the epoch: every older entry becomes a miss.
+   */
+  async #checkRollback(): Promise<void> {
+    if (this.#role !== 'active' || this.#appliedLsn === null || this.#checkingRollback) return;
+    this.#checkingRollback = true;
+    try {
+      // Captured first: a group writes the heartbeat before the position advances.
+      const applied = lsnToBigInt(this.#appliedLsn);
+      const beat = await this.#invalidator.readHeartbeat();
+      if (beat !== null && lsnToBigInt(beat.lsn) + 1n >= applied) return;
+      const reason = beat === null ? 'redis-heartbeat-missing' : 'redis-behind-acknowledged';
+      this.#log?.error(
+        { reason, heartbeat: beat?.lsn ?? null, acknowledged: this.#appliedLsn },
+        'Redis lost acknowledged invalidations; bumping the cache epoch',
+      );
+      this.events.emit('epoch-bump', reason);
+      this.#applying++;
+      this.#flushing = this.#flushing
+        .then(async () => {
+          await this.#applyWithRetry(
+            emptyInvalidation(),
+            { lsn: this.#appliedLsn ?? '0/0', commitTime: this.#lastCommitTime },
+            true,
+          );
+        })
+        .finally(() => {
+          this.#applying--;
+        });
+      await this.#flushing;
+    } catch {
+      // Redis unreachable: the next check (or its 'ready') tries again.
+    } finally {
+      this.#checkingRollback = false;
+    }
   }
 
   /** A transactional message through the WAL: gives an idle slot a commit to acknowledge. */

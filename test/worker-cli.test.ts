@@ -84,6 +84,49 @@ describe('walcache worker fails loudly', () => {
     assert.match(`${run.stdout}${run.stderr}`, /walcache_no_such_db/);
   });
 
+  it('a slot that does not exist is an error, not a new slot, unless --create-slot; slot and decoder come from the config', {
+    timeout: 60_000,
+  }, async () => {
+    const slot = scope.slot('_cfg');
+    const file = write('slot.mjs', {
+      prefix: res.track(uniquePrefix('wcli')),
+      redis: { url: REDIS_URL },
+      databaseUrl: DATABASE_URL,
+      defaultSchema: scope.schema,
+      entities: { orders: { table: 'orders', key: 'id' } },
+      worker: { slot },
+    });
+    const exists = async () =>
+      (await scope.q('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [slot])).rows
+        .length > 0;
+    const run = await runCli(['worker', '--config', file, '--port', '0']);
+    assert.equal(run.code, 1, `${run.stdout}\n${run.stderr}`);
+    assert.match(`${run.stdout}${run.stderr}`, new RegExp(`slot "${slot}" does not exist`));
+    assert.equal(await exists(), false, 'no slot was created');
+    const doctor = await runCli(['doctor', '--config', file, '--json']);
+    assert.match(doctor.stdout, new RegExp(slot), 'doctor reads the slot from the config');
+
+    const port = await freePort();
+    const cli = startCli(['worker', '--config', file, '--create-slot', '--port', String(port)]);
+    try {
+      await waitFor(
+        'active',
+        async () => {
+          try {
+            return (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200;
+          } catch {
+            return false;
+          }
+        },
+        30_000,
+      );
+      assert.equal(await exists(), true, '--create-slot created the config’s slot');
+    } finally {
+      cli.child.kill('SIGTERM');
+      await cli.done;
+    }
+  });
+
   it('retries an unreachable database, and says so on /readyz', { timeout: 60_000 }, async () => {
     const dead = await freePort();
     const file = write('down.mjs', {

@@ -79,9 +79,9 @@ const LOCK_TIMEOUT = '10s';
  */
 export async function setup(options: SetupOptions): Promise<SetupReport> {
   const { config } = options;
-  const slot = options.slot ?? 'walcache';
-  const decoder = options.decoder ?? 'wal2json';
-  const publication = options.publication ?? 'walcache';
+  const slot = options.slot ?? options.config.worker.slot;
+  const decoder = options.decoder ?? options.config.worker.decoder;
+  const publication = options.publication ?? options.config.worker.publication;
   const walcacheSchema = options.walcacheSchema ?? DEFAULT_WALCACHE_SCHEMA;
   const dryRun = options.dryRun === true;
   assertSlotName(slot);
@@ -205,7 +205,19 @@ export async function setup(options: SetupOptions): Promise<SetupReport> {
 
     await guard(steps, 'ddl-trigger', () => ddlTriggerStep(pool, walcacheSchema, dryRun, steps));
 
-    await guard(steps, 'slot', () => slotStep(pool, { slot, decoder, dryRun, walLevelOk, steps }));
+    // The slot last, and only for a setup that succeeded: a slot holds WAL from the moment
+    // it exists, and one left by a failed setup would retain it with no worker to read it.
+    const failed = steps.filter((s) => s.status === 'error');
+    if (failed.length === 0)
+      await guard(steps, 'slot', () =>
+        slotStep(pool, { slot, decoder, dryRun, walLevelOk, steps }),
+      );
+    else
+      steps.push({
+        step: 'slot',
+        status: 'skipped',
+        detail: `slot ${slot} not created: fix the ${failed.length === 1 ? 'problem' : `${failed.length} problems`} above first (a slot retains WAL from the moment it exists)`,
+      });
   } finally {
     await pool.end().catch(() => {});
   }

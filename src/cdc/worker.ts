@@ -125,8 +125,8 @@ export class InvalidationWorker {
   constructor(options: WorkerOptions) {
     this.#options = options;
     this.#config = options.config;
-    this.slot = options.slot ?? 'walcache';
-    this.decoder = options.decoder ?? 'wal2json';
+    this.slot = options.slot ?? options.config.worker.slot;
+    this.decoder = options.decoder ?? options.config.worker.decoder;
     assertSlotName(this.slot);
     this.#model = buildChangeModel(this.#config);
     this.#keys = new Keys(this.#config.prefix);
@@ -272,7 +272,7 @@ export class InvalidationWorker {
       connectionString: this.#config.databaseUrl,
       slot: this.slot,
       decoder: this.decoder,
-      publication: this.#options.publication ?? 'walcache',
+      publication: this.#options.publication ?? this.#config.worker.publication,
       wal2json: { columnsWanted: columnsWantedBy(this.#model) },
       // Decode only the followed tables: other tables' changes would cost CPU and lag.
       ...(this.#model.size > 0 && { tables: [...this.#model.keys()] }),
@@ -380,7 +380,7 @@ export class InvalidationWorker {
       fix: p.fix,
     }));
     if (this.decoder === 'pgoutput') {
-      const publication = this.#options.publication ?? 'walcache';
+      const publication = this.#options.publication ?? this.#config.worker.publication;
       const missing = await unpublishedTables(query, publication, tables);
       if (missing === null)
         problems.push({

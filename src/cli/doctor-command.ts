@@ -5,9 +5,9 @@ import { loadConfig } from './load-config.js';
 
 interface DoctorCommandOptions {
   config?: string;
-  slot: string;
-  decoder: DecoderName;
-  publication: string;
+  slot?: string;
+  decoder?: DecoderName;
+  publication?: string;
   json?: boolean;
 }
 
@@ -21,13 +21,17 @@ export function doctorCommand(): Command {
       'check the deployment: PostgreSQL (wal_level, output plugin, slot, retained WAL, replica identity), Redis (persistence, eviction policies), the worker heartbeat and write-behind; exits 1 when a check fails',
     )
     .option('-c, --config <file>', 'config module (default export of defineConfig)')
-    .option('--slot <name>', 'replication slot of the worker', 'walcache')
+    .option('--slot <name>', 'replication slot of the worker (default: worker.slot of the config)')
     .addOption(
-      new Option('--decoder <name>', 'output plugin of the worker')
-        .choices(['wal2json', 'pgoutput'])
-        .default('wal2json'),
+      new Option('--decoder <name>', 'output plugin of the worker').choices([
+        'wal2json',
+        'pgoutput',
+      ]),
     )
-    .option('--publication <name>', 'publication of the worker (pgoutput)', 'walcache')
+    .option(
+      '--publication <name>',
+      'publication of the worker (pgoutput) (default: worker.publication of the config)',
+    )
     .option('--json', 'print the report as JSON')
     .action(async (opts: DoctorCommandOptions) => {
       const config = await loadConfig(opts.config);

@@ -5,9 +5,9 @@ import { loadConfig } from './load-config.js';
 
 interface SetupCommandOptions {
   config?: string;
-  slot: string;
-  decoder: DecoderName;
-  publication: string;
+  slot?: string;
+  decoder?: DecoderName;
+  publication?: string;
   replicaIdentity: boolean;
   dryRun?: boolean;
   json?: boolean;
@@ -23,13 +23,14 @@ export function setupCommand(): Command {
       'prepare PostgreSQL: check wal_level, run migrations, set REPLICA IDENTITY FULL where the config needs old values, create the publication and the replication slot (idempotent)',
     )
     .option('-c, --config <file>', 'config module (default export of defineConfig)')
-    .option('--slot <name>', 'replication slot', 'walcache')
+    .option('--slot <name>', 'replication slot (default: worker.slot of the config)')
     .addOption(
-      new Option('--decoder <name>', 'output plugin of the slot')
-        .choices(['wal2json', 'pgoutput'])
-        .default('wal2json'),
+      new Option('--decoder <name>', 'output plugin of the slot').choices(['wal2json', 'pgoutput']),
     )
-    .option('--publication <name>', 'publication (read by pgoutput)', 'walcache')
+    .option(
+      '--publication <name>',
+      'publication (read by pgoutput) (default: worker.publication of the config)',
+    )
     .option(
       '--no-replica-identity',
       'do not ALTER TABLE ... REPLICA IDENTITY FULL; only report the tables that need it',

@@ -5,7 +5,7 @@ import { loadConfig } from './load-config.js';
 
 interface StatsCommandOptions {
   config?: string;
-  slot: string;
+  slot?: string;
   metricsUrl?: string;
   json?: boolean;
   watch?: string;
@@ -22,7 +22,7 @@ export function statsCommand(): Command {
       'print worker lag, slot retained WAL, job queue depths, write-behind backlog and (with --metrics-url) cache hit rates',
     )
     .option('-c, --config <file>', 'config module (default export of defineConfig)')
-    .option('--slot <name>', 'replication slot of the worker', 'walcache')
+    .option('--slot <name>', 'replication slot of the worker (default: worker.slot of the config)')
     .option(
       '--metrics-url <url>',
       "/metrics of a running process that reads the cache, for hit rates (they live in that process's counters, not in Redis)",
@@ -46,7 +46,7 @@ export function statsCommand(): Command {
         process.stdout.write(
           opts.json
             ? `${JSON.stringify(s, null, intervalMs === undefined ? 2 : undefined)}\n`
-            : formatStats(s, opts.slot, previous),
+            : formatStats(s, opts.slot ?? config.worker.slot, previous),
         );
       try {
         if (intervalMs === undefined) {

@@ -13,26 +13,30 @@ export function workerCommand(): Command {
       'consume the replication slot and invalidate the cache (one active worker per slot; others stand by)',
     )
     .option('-c, --config <file>', 'config module (default export of defineConfig)')
-    .option('--slot <name>', 'replication slot', 'walcache')
-    .addOption(
-      new Option('--decoder <name>', 'output plugin')
-        .choices(['wal2json', 'pgoutput'])
-        .default('wal2json'),
+    .option('--slot <name>', 'replication slot (default: worker.slot of the config)')
+    .addOption(new Option('--decoder <name>', 'output plugin').choices(['wal2json', 'pgoutput']))
+    .option(
+      '--publication <name>',
+      'publication (pgoutput) (default: worker.publication of the config)',
     )
-    .option('--publication <name>', 'publication (pgoutput)', 'walcache')
     .option(
       '--port <port>',
       '/metrics, /healthz, /readyz port; 0 picks one',
       process.env.WALCACHE_PORT ?? '9464',
     )
     .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option(
+      '--create-slot',
+      'create the slot if it does not exist (else a missing slot is an error: `walcache setup` creates it)',
+    )
     .option('--log-level <level>', 'pino level', process.env.LOG_LEVEL ?? 'info')
     .action(
       async (opts: {
         config?: string;
-        slot: string;
-        decoder: 'wal2json' | 'pgoutput';
-        publication: string;
+        slot?: string;
+        decoder?: 'wal2json' | 'pgoutput';
+        publication?: string;
+        createSlot?: boolean;
         port: string;
         host: string;
         logLevel: string;
@@ -47,6 +51,8 @@ export function workerCommand(): Command {
           slot: opts.slot,
           decoder: opts.decoder,
           publication: opts.publication,
+          // A mistyped --slot must not silently start a new slot that saw nothing before it.
+          createSlot: opts.createSlot === true,
           logger,
         });
         const registry = new Registry();

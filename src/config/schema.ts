@@ -275,6 +275,24 @@ export const jobsSchema = z
   })
   .strict();
 
+/** Where the invalidation worker reads: shared by `walcache setup`, `worker`, `doctor` and `stats`. */
+export const workerSchema = z
+  .object({
+    /** Logical replication slot (created by `walcache setup`, or `walcache worker --create-slot`). @default 'walcache' */
+    slot: z
+      .string()
+      .regex(/^[a-z0-9_]{1,63}$/, 'a slot name: lower-case letters, digits and "_" (at most 63)')
+      .default('walcache'),
+    /** Publication the pgoutput decoder reads. @default 'walcache' */
+    publication: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_$]{0,62}$/, 'a SQL identifier')
+      .default('walcache'),
+    /** Output plugin of the slot. @default 'wal2json' */
+    decoder: z.enum(['wal2json', 'pgoutput']).default('wal2json'),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     /** Namespace of every Redis key. @default process.env.WALCACHE_PREFIX ?? 'walcache' */
@@ -297,6 +315,7 @@ export const configSchema = z
     repository: repositorySchema.prefault({}),
     writeBehind: writeBehindSchema.prefault({}),
     jobs: jobsSchema.prefault({}),
+    worker: workerSchema.prefault({}),
     /** Cache warmers by name, run by `walcache jobs` on their schedule, or `walcache warm <name> --now`. */
     warmers: z.record(z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/), warmerSchema).default({}),
     /** Schema of unqualified table names. @default 'public' */

@@ -91,8 +91,8 @@ const PG_TIMEOUT_MS = 10_000;
  */
 export async function doctor(options: DoctorOptions): Promise<DoctorReport> {
   const { config } = options;
-  const slot = options.slot ?? 'walcache';
-  const decoder = options.decoder ?? 'wal2json';
+  const slot = options.slot ?? options.config.worker.slot;
+  const decoder = options.decoder ?? options.config.worker.decoder;
   assertSlotName(slot);
   if (!DECODERS.includes(decoder))
     throw new SetupError(
@@ -100,7 +100,13 @@ export async function doctor(options: DoctorOptions): Promise<DoctorReport> {
       `use ${DECODERS.join(' or ')}`,
     );
   const checks: DoctorCheck[] = [];
-  await postgresChecks(config, slot, decoder, options.publication ?? 'walcache', checks);
+  await postgresChecks(
+    config,
+    slot,
+    decoder,
+    options.publication ?? options.config.worker.publication,
+    checks,
+  );
   await redisChecks(config, slot, checks);
   return { ok: checks.every((c) => c.status !== 'fail'), checks };
 }

@@ -78,7 +78,7 @@ const JOB_STATES = ['waiting', 'active', 'delayed', 'failed'] as const;
  * `errors` and read again next time.
  */
 export function openStats(config: ResolvedConfig, options: StatsOptions = {}): StatsReader {
-  const slotName = options.slot ?? 'walcache';
+  const slotName = options.slot ?? config.worker.slot;
   assertSlotName(slotName);
   const timeoutMs = options.timeoutMs ?? 5_000;
   const pool = new pg.Pool({

@@ -289,7 +289,10 @@ async function run(
     options: `-c search_path=${SCHEMA}`,
     max: 8,
   });
+  // A PostgreSQL restart must not end the demo: pg emits `error` on a checked-out client
+  // too, and pg-pool listens only on idle ones (docs/repository.md).
   pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
   closers.add('the pool', () => (pool.ending ? undefined : pool.end()));
   try {
     await pool.query('SELECT 1');

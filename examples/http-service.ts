@@ -292,7 +292,13 @@ async function main(): Promise<void> {
     ...pgConfig(process.env.DATABASE_URL ?? DEFAULT_DATABASE_URL),
     options: `-c search_path=${EXAMPLE_SCHEMA}`,
   });
+  // A PostgreSQL restart ends every connection with a FATAL. pg-pool listens for it only on
+  // idle clients; a checked-out client (a query or transaction in flight) emits `error`
+  // with no listener, and an unhandled `error` ends the process. Listen on every client.
   pool.on('error', (error) => console.error('idle Postgres connection failed:', error.message));
+  pool.on('connect', (client) =>
+    client.on('error', (error) => console.error('Postgres connection failed:', error.message)),
+  );
   await pool.query(`CREATE SCHEMA IF NOT EXISTS ${EXAMPLE_SCHEMA}`);
   await pool.query(SCHEMA_SQL);
   await pool.query(SEED_SQL);

@@ -135,6 +135,10 @@ export class CacheEngine {
   readonly #refreshing = new Set<string>();
   /** Tag versions read from Redis and trusted while the bus is healthy (like the epoch). */
   readonly #trustedTags = new LRUCache<string, string>({ max: 50_000 });
+  /** Values loaded, by key, for `cache.graceMs` (undefined when grace is off). */
+  readonly #lastGood:
+    | LRUCache<string, { readonly value: unknown; readonly at: number }>
+    | undefined;
   /** Lifetime of a tag version key this engine creates or bumps (`tagVersionTtlMs`). */
   readonly #tagTtlMs: number;
   #epoch: string | undefined;
@@ -168,6 +172,10 @@ export class CacheEngine {
     );
     this.#l1 = config.l1.enabled ? new L1Tier(config.l1) : undefined;
     this.#tagTtlMs = tagVersionTtlMs(config);
+    this.#lastGood =
+      config.cache.graceMs > 0
+        ? new LRUCache({ max: config.l1.maxEntries, ttl: config.cache.graceMs })
+        : undefined;
     if (config.bus.enabled) {
       // A subscribed connection can run nothing else, so the bus gets its own. It may
       // queue commands while offline: the bus reports health from connection events.
@@ -293,9 +301,32 @@ export class CacheEngine {
       // The value is read-only; only byte arrays (which cannot be) are copied per caller.
       return (running as Promise<T>).then(forCaller);
     }
-    const flight = this.#fly(flightKey, key, loader, options);
+    let flight = this.#fly(flightKey, key, loader, options);
+    if (this.#lastGood !== undefined) flight = this.#withGrace(key, flight, this.#lastGood);
     this.#flights.set(flightKey, flight);
     return flight;
+  }
+
+  /**
+   * `cache.graceMs`: remembers what each load returned, and answers a load that failed
+   * with a connection error with it while it is young enough (marked by an event).
+   */
+  async #withGrace<T>(
+    key: string,
+    flight: Promise<T>,
+    lastGood: LRUCache<string, { readonly value: unknown; readonly at: number }>,
+  ): Promise<T> {
+    try {
+      const value = await flight;
+      lastGood.set(key, { value, at: Date.now() });
+      return value;
+    } catch (error) {
+      const known = lastGood.get(key);
+      const age = known === undefined ? Number.POSITIVE_INFINITY : Date.now() - known.at;
+      if (age > this.config.cache.graceMs || !isConnectionFailure(error)) throw error;
+      this.events.emit('grace-served', key, age);
+      return known?.value as T;
+    }
   }
 
   /**
@@ -1234,4 +1265,22 @@ function shared<T>(value: T): T {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
+}
+
+/**
+ * A loader error that says the database could not be reached or went away (the server
+ * restarting, the network), as opposed to an error of the query itself.
+ */
+function isConnectionFailure(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string') {
+    if (code.startsWith('08')) return true; // connection exception
+    if (['57P01', '57P02', '57P03'].includes(code)) return true; // shutdown, crash, starting
+    if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH'].includes(code))
+      return true;
+  }
+  const message = error instanceof Error ? error.message : '';
+  return /Connection terminated|connection timeout|Client has encountered a connection error/i.test(
+    message,
+  );
 }

@@ -54,6 +54,14 @@ export const cacheSchema = z
     jitter: z.number().min(0).max(0.9).default(0.1),
     /** Grace after expiry in which a stale value is served while one refresh runs. 0 disables. @default 0 */
     staleWhileRevalidateMs: ms().default(0),
+    /**
+     * Opt-in grace while the database is unreachable: a read whose loader fails with a
+     * connection error (a PostgreSQL restart) gets the last value this process loaded for
+     * the key if it is at most this old, with a `grace-served` event, instead of the
+     * error. That value may be stale (it is served because no fresher one can be read);
+     * 0 turns grace off. @default 0
+     */
+    graceMs: ms().default(0),
     /** XFetch beta: > 0 refreshes early with growing probability near expiry; 0 disables. @default 1 */
     earlyRefreshBeta: z.number().min(0).max(10).default(1),
     /** TTL of a cached "not found" (loader returned undefined). 0 disables negative caching. @default 0 */

@@ -45,6 +45,11 @@ export interface CacheEventMap {
   'bus-invalidate': [keys: number, tags: number];
   /** A repository write committed but its local eviction failed (Redis): the worker still invalidates. */
   'evict-failed': [keys: number, tags: number, error: unknown];
+  /**
+   * The loader failed with a connection error and `cache.graceMs` let the read have the
+   * last value this process loaded for the key, `ageMs` old: possibly stale.
+   */
+  'grace-served': [key: string, ageMs: number];
   /** A `readYourWrites` read waited `waitedMs` without the worker reaching the write: it read the database. */
   'ryw-timeout': [key: string, waitedMs: number];
 }

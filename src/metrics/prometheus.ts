@@ -90,6 +90,11 @@ export function collectEngineMetrics(
     help: 'maxStalenessMs reads that bypassed the cache because the worker lagged',
     ...labels,
   });
+  const graceServed = new Counter({
+    name: 'walcache_grace_served_total',
+    help: 'Reads answered with the last loaded value because the database was unreachable (cache.graceMs): possibly stale',
+    ...labels,
+  });
   const loads = new Histogram({
     name: 'walcache_load_duration_seconds',
     help: 'Loader duration',
@@ -154,6 +159,7 @@ export function collectEngineMetrics(
     'evict-failed': () => evictFailed.inc(),
     'ryw-timeout': () => rywTimeouts.inc(),
     bypass: () => bypasses.inc(),
+    'grace-served': () => graceServed.inc(),
     'lease-wait': (_key: string, ms: number, got: boolean) =>
       leaseWaits.labels(got ? 'filled' : 'gave-up').observe(ms / 1000),
   } as const;

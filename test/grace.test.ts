@@ -9,7 +9,6 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { pgConfig } from '../src/config/database.js';
-import { CacheEngine } from '../src/index.js';
 import { freePort, REDIS_URL, Resources, sleep, uniquePrefix } from './helpers.js';
 
 describe('grace while PostgreSQL is down', () => {

@@ -1,40 +1,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { after, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
-import { freePort, Resources, sleep, uniquePrefix, waitFor } from './helpers.js';
-
-/** A throwaway redis-server on a loopback port, so this test can stop it without touching the shared one. */
-async function startRedis(): Promise<{ url: string; process: ChildProcess }> {
-  const port = await freePort();
-  const child = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-    { stdio: 'ignore' },
-  );
-  const url = `redis://127.0.0.1:${port}`;
-  const probe = new Redis(url, {
-    lazyConnect: true,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-  });
-  probe.on('error', () => {});
-  await waitFor(
-    'redis-server up',
-    async () => {
-      try {
-        if (probe.status !== 'ready') await probe.connect();
-        return (await probe.ping()) === 'PONG';
-      } catch {
-        probe.disconnect();
-        return false;
-      }
-    },
-    10_000,
-  );
-  probe.disconnect();
-  return { url, process: child };
-}
+import { freePort, Resources, sleep, startRedis, uniquePrefix, waitFor } from './helpers.js';
 
 describe('degradation: Redis unavailable', () => {
   const res = new Resources();

@@ -113,6 +113,44 @@ export function freePort(): Promise<number> {
   });
 }
 
+/**
+ * A throwaway redis-server on a loopback port, so a test can stop, pause or misconfigure
+ * it without touching the shared one (no persistence; `args` are added, e.g.
+ * `['--maxmemory', '4mb', '--maxmemory-policy', 'allkeys-lru']`). The test kills `process`.
+ */
+export async function startRedis(
+  args: readonly string[] = [],
+): Promise<{ url: string; process: ChildProcess }> {
+  const port = await freePort();
+  const child = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...args],
+    { stdio: 'ignore' },
+  );
+  const url = `redis://127.0.0.1:${port}`;
+  const probe = new Redis(url, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  probe.on('error', () => {});
+  await waitFor(
+    'redis-server up',
+    async () => {
+      try {
+        if (probe.status !== 'ready') await probe.connect();
+        return (await probe.ping()) === 'PONG';
+      } catch {
+        probe.disconnect();
+        return false;
+      }
+    },
+    10_000,
+  );
+  probe.disconnect();
+  return { url, process: child };
+}
+
 /** The repository root (the CLI runs from there). */
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 

@@ -66,9 +66,11 @@ export {
   ClosedError,
   ConfigError,
   CorruptEntryError,
+  EvictionPolicyError,
   InvalidKeyError,
   InvalidQueryError,
   InvalidWriteError,
+  MissingRowError,
   RedisUnavailableError,
   SerializationError,
   SetupError,
@@ -106,11 +108,14 @@ export {
   type FlushOptions,
   type FlushResult,
   flushWriteBehind,
-  writeBehindStats,
 } from './jobs/write-behind.js';
+export type {
+  Fence,
+  PendingRecord,
+  PendingWrite,
+} from './jobs/write-behind-record.js';
 export {
   type DeadLetter,
-  type PendingRecord,
   type WriteBehindStats,
   WriteBehindStore,
 } from './jobs/write-behind-store.js';

@@ -1,0 +1,158 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import {
+  createRepository,
+  defineConfig,
+  pgConfig,
+  resolveConfig,
+  WriteBehindStore,
+} from '../src/index.js';
+import { flushWriteBehind } from '../src/jobs/write-behind.js';
+import { REDIS_URL, Resources, uniquePrefix } from './helpers.js';
+import { DATABASE_URL, PgScope } from './pg-helpers.js';
+
+interface DB {
+  counters: { id: number; value: number; note: string | null };
+}
+
+/**
+ * Write-behind ordered with every other write of the row (issue 14, case 2): a
+ * repository write made after a pending write is never undone by its flush, a deleted
+ * row is never brought back, and writes made outside walcache are reported.
+ */
+describe('write-behind ordering', () => {
+  const res = new Resources();
+  const scope = new PgScope('wborder');
+  const prefix = res.track(uniquePrefix('wborder'));
+  const pool = new pg.Pool({ ...pgConfig(DATABASE_URL), max: 6 });
+  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
+  const config = defineConfig({
+    prefix,
+    databaseUrl: DATABASE_URL,
+    redis: { url: REDIS_URL },
+    defaultSchema: scope.schema,
+    accessLog: { sampleRate: 0 },
+    writeBehind: { batchSize: 1_000_000, maxAttempts: 2 },
+    jobs: { shutdownTimeoutMs: 5_000 },
+    entities: { counters: { table: 'counters', key: 'id', writeBehind: true } },
+  });
+  const resolved = resolveConfig(config);
+  const repo = createRepository({ db, config });
+  const store = new WriteBehindStore(resolved);
+  const flush = () =>
+    flushWriteBehind({ engine: repo.engine, db, config: resolved, entity: 'counters', store });
+  const flushAll = async () => {
+    for (let i = 0; i < 100; i++) if ((await flush()).remaining === 0) return;
+    throw new Error('still pending');
+  };
+  const row = async (id: number) =>
+    (await scope.q('SELECT id, value, note FROM $schema.counters WHERE id = $1', [id])).rows[0];
+
+  before(async () => {
+    await scope.create(`CREATE TABLE counters (id int PRIMARY KEY, value int NOT NULL, note text);
+      INSERT INTO counters (id, value) SELECT g, 0 FROM generate_series(1, 100) g;`);
+  });
+  after(async () => {
+    await repo.close();
+    await store.close();
+    await db.destroy();
+    await res.close();
+    await scope.close();
+  });
+
+  it('an update after a write-behind wins, in reads and in Postgres; columns it leaves keep the pending value', async () => {
+    await repo.counters.writeBehind(1, { value: 7, note: 'behind' });
+    const { rows } = await repo.counters.update(1, { value: 5 });
+    assert.deepEqual(rows, [{ id: 1, value: 5, note: 'behind' }]);
+    assert.deepEqual(await repo.counters.findById(1), { id: 1, value: 5, note: 'behind' });
+    await flushAll();
+    assert.deepEqual(await row(1), { id: 1, value: 5, note: 'behind' });
+    assert.deepEqual(await repo.counters.findById(1), { id: 1, value: 5, note: 'behind' });
+  });
+
+  it('a delete after a write-behind is final: no read shows the row, no flush brings it back', async () => {
+    await repo.counters.writeBehind(2, { value: 9 });
+    await repo.counters.delete(2);
+    assert.equal(await repo.counters.findById(2), undefined);
+    assert.deepEqual((await repo.counters.findMany([2])).missing, [2]);
+    await flushAll();
+    assert.equal(await row(2), undefined, 'row 2 was not re-inserted');
+  });
+
+  it('a write-behind of a row that does not exist is never inserted: it is dead-lettered, and reads show no row', async () => {
+    await repo.counters.delete(3);
+    await repo.counters.writeBehind(3, { value: 1 }); // after the delete
+    await repo.counters.writeBehind(5000, { value: 1 }); // never existed
+    assert.equal(await repo.counters.findById(5000), undefined);
+    assert.equal(await repo.counters.findById(3), undefined);
+    const first = await flush();
+    assert.equal(first.failed, 2);
+    await flush();
+    assert.equal(await row(3), undefined);
+    assert.equal(await row(5000), undefined);
+    const dead = await store.deadLetters('counters');
+    assert.deepEqual(dead.map((d) => [d.key, d.code, d.values]).sort(), [
+      ['counters:3', 'E_MISSING_ROW', { value: 1 }],
+      ['counters:5000', 'E_MISSING_ROW', { value: 1 }],
+    ]);
+    assert.equal((await store.stats('counters')).pending, 0);
+  });
+
+  it('a write-behind accepted while an update transaction runs stays newer than it', async () => {
+    await repo.counters.writeBehind(4, { value: 7, note: 'a' });
+    await repo.transaction(async (tx) => {
+      await tx.counters.update(4, { value: 5 });
+      await repo.counters.writeBehind(4, { note: 'b' });
+    });
+    assert.deepEqual(await repo.counters.findById(4), { id: 4, value: 5, note: 'b' });
+    await flushAll();
+    assert.deepEqual(await row(4), { id: 4, value: 5, note: 'b' });
+  });
+
+  it('an update rolled back leaves the pending write as it was', async () => {
+    await repo.counters.writeBehind(6, { value: 7 });
+    await assert.rejects(
+      repo.transaction(async (tx) => {
+        await tx.counters.update(6, { value: 5 });
+        throw new Error('changed my mind');
+      }),
+      /changed my mind/,
+    );
+    assert.equal((await repo.counters.findById(6))?.value, 7);
+    await flushAll();
+    assert.equal((await row(6))?.value, 7);
+  });
+
+  it('a service killed between its update commit and clearing the pending write: the flush does not undo the update', async () => {
+    await repo.counters.writeBehind(8, { value: 7, note: 'x' });
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'test/fixtures/wb-updater.ts',
+        JSON.stringify(config),
+        'counters',
+        '8',
+        JSON.stringify({ value: 5 }),
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+    });
+    const [, signal] = await new Promise<[number | null, string | null]>((r) =>
+      child.once('exit', (code, sig) => r([code, sig])),
+    );
+    assert.equal(signal, 'SIGKILL');
+    assert.equal(out, 'committed\n', 'killed right after its commit');
+    const read = await repo.counters.findById(8);
+    await flushAll();
+    assert.deepEqual(await row(8), { id: 8, value: 5, note: 'x' }, 'the flush did not undo it');
+    assert.deepEqual(read, { id: 8, value: 5, note: 'x' }, 'reads did not show the older 7');
+  });
+});

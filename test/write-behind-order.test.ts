@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
+import { InvalidationWorker } from '../src/cdc/worker.js';
 import {
   createRepository,
   defineConfig,
@@ -11,7 +12,7 @@ import {
   WriteBehindStore,
 } from '../src/index.js';
 import { flushWriteBehind } from '../src/jobs/write-behind.js';
-import { REDIS_URL, Resources, uniquePrefix } from './helpers.js';
+import { REDIS_URL, Resources, uniquePrefix, waitFor } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 
 interface DB {
@@ -154,5 +155,28 @@ describe('write-behind ordering', () => {
     await flushAll();
     assert.deepEqual(await row(8), { id: 8, value: 5, note: 'x' }, 'the flush did not undo it');
     assert.deepEqual(read, { id: 8, value: 5, note: 'x' }, 'reads did not show the older 7');
+  });
+
+  it('writes made outside walcache to a row with a pending write are reported by the worker; its own are not', async () => {
+    const worker = new InvalidationWorker({ config: resolved, slot: scope.slot() });
+    const outside: Array<[string, string]> = [];
+    worker.events.on('write-behind-outside-write', (entity, key) => outside.push([entity, key]));
+    await worker.start();
+    try {
+      await repo.counters.writeBehind(10, { value: 7 });
+      await repo.counters.writeBehind(11, { value: 7 });
+      await repo.counters.update(11, { value: 8 }); // through walcache: ordered, not reported
+      await scope.q('UPDATE $schema.counters SET value = 100 WHERE id = 10');
+      await scope.q('UPDATE $schema.counters SET value = 100 WHERE id = 12'); // nothing pending
+      await scope.waitCaughtUp(scope.slot());
+      await waitFor('the outside write reported', () => outside.length > 0, 5_000);
+      await flushAll(); // the flush's own writes are not reported
+      await scope.waitCaughtUp(scope.slot());
+      assert.deepEqual(outside, [['counters', 'counters:10']]);
+      // What the docs say happens: the pending write is applied at the flush, over it.
+      assert.equal((await row(10))?.value, 7);
+    } finally {
+      await worker.stop();
+    }
   });
 });

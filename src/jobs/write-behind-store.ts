@@ -162,6 +162,19 @@ export class WriteBehindStore {
     return hashes.map((hash, i) => this.#decodeRecord(keys[i] as string, hash, 0));
   }
 
+  /** Whether each row has pending writes. */
+  async exists(entity: string, keys: readonly string[]): Promise<boolean[]> {
+    if (keys.length === 0) return [];
+    await this.#connected();
+    const pipeline = this.#redis.pipeline();
+    for (const key of keys) pipeline.exists(this.keys.writeBehindRecord(entity, key));
+    const results = (await pipeline.exec()) ?? [];
+    return results.map(([error, found]) => {
+      if (error) throw new RedisUnavailableError('writeBehind exists', error);
+      return found === 1;
+    });
+  }
+
   /** The rows whose writes have waited longest, at most `limit`, with everything pending for them. */
   async take(entity: string, limit: number): Promise<PendingRecord[]> {
     await this.#connected();

@@ -41,9 +41,15 @@ exitWithParent(stop);
 await engine.ready();
 loop = (async () => {
   while (!stopping) {
-    const result = await flushWriteBehind({ engine, db, config, entity, store });
-    rows += result.rows;
-    if (result.rows === 0) await new Promise((r) => setTimeout(r, 5));
+    try {
+      const result = await flushWriteBehind({ engine, db, config, entity, store });
+      rows += result.rows;
+      if (result.rows === 0) await new Promise((r) => setTimeout(r, 5));
+    } catch (error) {
+      // As `walcache jobs` retries a failed flush job: nothing was cleared, try again.
+      console.error(`flush failed, retrying: ${error instanceof Error ? error.message : error}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 })();
 process.send?.({ type: 'ready' });

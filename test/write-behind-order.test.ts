@@ -102,6 +102,14 @@ describe('write-behind ordering', () => {
     assert.equal((await store.stats('counters')).pending, 0);
   });
 
+  it('an insert after a write-behind of a missing row wins: the flush does not overwrite it', async () => {
+    await repo.counters.writeBehind(6001, { value: 1, note: 'behind' });
+    await repo.counters.insert({ id: 6001, value: 0, note: 'inserted' });
+    assert.deepEqual(await repo.counters.findById(6001), { id: 6001, value: 0, note: 'inserted' });
+    await flushAll();
+    assert.deepEqual(await row(6001), { id: 6001, value: 0, note: 'inserted' });
+  });
+
   it('a write-behind accepted while an update transaction runs stays newer than it', async () => {
     await repo.counters.writeBehind(4, { value: 7, note: 'a' });
     await repo.transaction(async (tx) => {

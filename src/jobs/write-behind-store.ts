@@ -47,6 +47,8 @@ export interface Settlement {
 
 /** Write-behind commands can move thousands of records; slower than a cache read is fine. */
 const COMMAND_TIMEOUT_MS = 5_000;
+/** Records per settle script call. */
+const SETTLE_SLICE = 250;
 
 /**
  * Pending write-behind state in Redis: per row, one hash field per accepted write; per
@@ -71,6 +73,7 @@ export class WriteBehindStore {
   /** The eviction check of the current connection (redone on every reconnection). */
   #policy: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
+  #connecting: Promise<boolean> | undefined;
   readonly #batches = new Map<
     string,
     Array<{
@@ -226,20 +229,23 @@ export class WriteBehindStore {
     settlements: readonly Settlement[],
     takenAt = Date.now(),
   ): Promise<void> {
-    const keys = [this.keys.writeBehindQueue(entity)];
-    const args: string[] = [String(takenAt)];
-    for (const s of settlements) {
-      const fields = [
-        ...(s.seqs ?? []).map(String),
-        ...(s.fences ?? []).map(fenceField),
-        ...(s.attempts ? ['a'] : []),
-      ];
-      if (fields.length === 0) continue;
-      keys.push(this.keys.writeBehindRecord(entity, s.key));
-      args.push(s.key, String(fields.length), ...fields);
+    // A script blocks Redis while it runs: a flush's thousands of records go in slices,
+    // so writers' scripts get in between.
+    for (let start = 0; start < settlements.length; start += SETTLE_SLICE) {
+      const keys = [this.keys.writeBehindQueue(entity)];
+      const args: string[] = [String(takenAt)];
+      for (const s of settlements.slice(start, start + SETTLE_SLICE)) {
+        const fields = [
+          ...(s.seqs ?? []).map(String),
+          ...(s.fences ?? []).map(fenceField),
+          ...(s.attempts ? ['a'] : []),
+        ];
+        if (fields.length === 0) continue;
+        keys.push(this.keys.writeBehindRecord(entity, s.key));
+        args.push(s.key, String(fields.length), ...fields);
+      }
+      if (keys.length > 1) await this.#redis.walcache_wb_settle(keys.length, ...keys, ...args);
     }
-    if (keys.length === 1) return;
-    await this.#redis.walcache_wb_settle(keys.length, ...keys, ...args);
   }
 
   /**
@@ -341,7 +347,11 @@ export class WriteBehindStore {
   async #connected(): Promise<void> {
     if (this.#closing) throw new RedisUnavailableError('writeBehind (the store is closed)');
     if (this.#redis.status === 'ready') return;
-    if (!(await waitReady(this.#redis, this.#connectTimeoutMs)))
+    // One wait shared by every caller (a burst of writes at start would add a listener each).
+    this.#connecting ??= waitReady(this.#redis, this.#connectTimeoutMs).finally(() => {
+      this.#connecting = undefined;
+    });
+    if (!(await this.#connecting))
       throw new RedisUnavailableError('writeBehind (no connection to the jobs Redis)');
   }
 

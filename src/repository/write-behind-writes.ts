@@ -1,6 +1,12 @@
 import { sql } from 'kysely';
 import { lockEntity, markOrdered } from '../jobs/write-behind-order.js';
-import { fenceStatuses, resolveRecord } from '../jobs/write-behind-record.js';
+import {
+  fenceStatuses,
+  merge,
+  type PendingRecord,
+  type PendingWrite,
+  resolveRecord,
+} from '../jobs/write-behind-record.js';
 import type { Settlement, WriteBehindStore } from '../jobs/write-behind-store.js';
 import type { EntityModel } from './entity-model.js';
 import type { DynamicTransaction } from './types.js';
@@ -61,27 +67,37 @@ export class PendingWriteOrder {
   }
 
   /**
-   * Takes over the pending writes of a row this transaction has locked and is writing;
-   * returns the patch they still make (undefined: none), for an update to apply first.
+   * Takes over the pending writes of rows this transaction has locked and is writing
+   * (`keys`: a row under every spelling it may have been queued with; the rows an insert
+   * made); returns the patch they still make, merged in sequence order (undefined: none),
+   * for an update to apply first.
    */
-  async claim(key: string): Promise<Row | undefined> {
+  async claim(keys: readonly string[]): Promise<Row | undefined> {
     const xid = await this.begin();
-    this.#rows.add(key);
     this.#takenAt ||= Date.now();
-    const [record] = await this.#store.read(this.#model.name, [key]);
-    if (record === undefined) return undefined;
-    const statuses = await fenceStatuses(this.#trx, [record]);
-    const resolved = resolveRecord(record, statuses, { inProgress: 'show', ownXid: xid });
-    const last = record.writes.at(-1)?.seq ?? 0;
-    await this.#store.fence(this.#model.name, key, xid, last);
-    let settlement = this.#settlements.get(key);
-    if (settlement === undefined) {
-      settlement = { seqs: new Set(), fences: new Set([xid]) };
-      this.#settlements.set(key, settlement);
-    }
-    for (const write of record.writes) settlement.seqs.add(write.seq);
-    for (const fence of resolved.closed) settlement.fences.add(fence);
-    return resolved.patch;
+    for (const key of keys) this.#rows.add(key);
+    const records = (await this.#store.read(this.#model.name, keys)).filter(
+      (r): r is PendingRecord => r !== undefined,
+    );
+    if (records.length === 0) return undefined;
+    const statuses = await fenceStatuses(this.#trx, records);
+    const writes: PendingWrite[] = [];
+    await Promise.all(
+      records.map(async (record) => {
+        const resolved = resolveRecord(record, statuses, { inProgress: 'show', ownXid: xid });
+        writes.push(...resolved.writes);
+        const last = record.writes.at(-1)?.seq ?? 0;
+        await this.#store.fence(this.#model.name, record.key, xid, last);
+        let settlement = this.#settlements.get(record.key);
+        if (settlement === undefined) {
+          settlement = { seqs: new Set(), fences: new Set([xid]) };
+          this.#settlements.set(record.key, settlement);
+        }
+        for (const write of record.writes) settlement.seqs.add(write.seq);
+        for (const fence of resolved.closed) settlement.fences.add(fence);
+      }),
+    );
+    return merge(writes);
   }
 
   /** Inside the transaction, last: tells the worker which rows walcache wrote in order. */

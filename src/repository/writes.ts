@@ -135,10 +135,8 @@ export class EntityWriter<Row, Id, Insert, Update> {
       .values(list)
       .returningAll()
       .execute()) as AnyRow[];
-    for (const row of rows) {
-      this.#writes.add(this.#model.table, 'I', null, row);
-      if (order) await order.claim(this.#rowKey(row));
-    }
+    for (const row of rows) this.#writes.add(this.#model.table, 'I', null, row);
+    await order?.claim(rows.map((row) => this.#rowKey(row)));
     return rows.map((r) => stripDenied(this.#model, { ...r }) as Row);
   }
 
@@ -214,18 +212,8 @@ export class EntityWriter<Row, Id, Insert, Update> {
    * Claims the pending writes of a locked row, queued under the id as given or as the
    * row's own key values spell it; returns what they still change.
    */
-  async #claim(
-    order: PendingWriteOrder,
-    parts: readonly KeyPart[],
-    row: AnyRow,
-  ): Promise<AnyRow | undefined> {
-    const keys = new Set([rowKey(this.#model, parts), this.#rowKey(row)]);
-    let patch: AnyRow | undefined;
-    for (const key of keys) {
-      const claimed = await order.claim(key);
-      if (claimed) patch = { ...patch, ...claimed };
-    }
-    return patch;
+  #claim(order: PendingWriteOrder, parts: readonly KeyPart[], row: AnyRow) {
+    return order.claim([...new Set([rowKey(this.#model, parts), this.#rowKey(row)])]);
   }
 
   #rowKey(row: AnyRow): string {

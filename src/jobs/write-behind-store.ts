@@ -49,6 +49,8 @@ export interface Settlement {
 const COMMAND_TIMEOUT_MS = 5_000;
 /** Records per settle script call. */
 const SETTLE_SLICE = 250;
+/** Records per read script call. */
+const READ_SLICE = 1_000;
 
 /**
  * Pending write-behind state in Redis: per row, one hash field per accepted write; per
@@ -72,6 +74,8 @@ export class WriteBehindStore {
   readonly #connectTimeoutMs: number;
   /** The eviction check of the current connection (redone on every reconnection). */
   #policy: Promise<void> | undefined;
+  /** It passed, and the connection is the one it checked: writes need not wait. */
+  #safe = false;
   #closing: Promise<void> | undefined;
   #connecting: Promise<boolean> | undefined;
   readonly #batches = new Map<
@@ -94,6 +98,7 @@ export class WriteBehindStore {
     );
     redis.on('ready', () => {
       this.#policy = undefined;
+      this.#safe = false;
     });
     this.#redis = defineWriteBehindScripts(redis);
     this.#codec = new Codec(config.cache);
@@ -109,10 +114,15 @@ export class WriteBehindStore {
    */
   async ready(): Promise<void> {
     await this.#connected();
-    this.#policy ??= assertKeepsWriteBehind(this.#redis, this.#url).catch((error: unknown) => {
-      this.#policy = undefined;
-      throw error;
-    });
+    this.#policy ??= assertKeepsWriteBehind(this.#redis, this.#url).then(
+      () => {
+        this.#safe = true;
+      },
+      (error: unknown) => {
+        this.#policy = undefined;
+        throw error;
+      },
+    );
     await this.#policy;
   }
 
@@ -126,7 +136,7 @@ export class WriteBehindStore {
    */
   async put(entity: string, key: string, patch: Row): Promise<{ seq: number; pending: number }> {
     const encoded = this.#encode(key, patch);
-    await this.ready();
+    if (!this.#safe || this.#redis.status !== 'ready' || this.#closing) await this.ready();
     return new Promise((resolve, reject) => {
       let batch = this.#batches.get(entity);
       if (batch === undefined) {
@@ -322,6 +332,7 @@ export class WriteBehindStore {
     await this.close();
   }
 
+  /** The records' hashes, in slices of one script call each (a script blocks Redis while it runs). */
   async #hashes(
     entity: string,
     keys: readonly string[],
@@ -329,15 +340,26 @@ export class WriteBehindStore {
   ): Promise<Array<Record<string, Buffer>>> {
     if (keys.length === 0) return [];
     await this.#connected();
-    const pipeline = this.#redis.pipeline();
-    for (const key of keys) pipeline.hgetallBuffer(this.keys.writeBehindRecord(entity, key));
-    const results = await pipeline.exec().catch((error: unknown) => {
-      throw new RedisUnavailableError(operation, error);
-    });
-    return (results ?? []).map(([error, hash]) => {
-      if (error) throw new RedisUnavailableError(operation, error);
-      return hash as Record<string, Buffer>;
-    });
+    const hashes: Array<Record<string, Buffer>> = [];
+    for (let start = 0; start < keys.length; start += READ_SLICE) {
+      const slice = keys.slice(start, start + READ_SLICE);
+      let replies: Buffer[][];
+      try {
+        replies = await this.#redis.walcache_wb_readBuffer(
+          slice.length,
+          ...slice.map((k) => this.keys.writeBehindRecord(entity, k)),
+        );
+      } catch (error) {
+        throw new RedisUnavailableError(operation, error);
+      }
+      for (const flat of replies) {
+        const hash: Record<string, Buffer> = {};
+        for (let i = 0; i < flat.length; i += 2)
+          hash[(flat[i] as Buffer).toString()] = flat[i + 1] as Buffer;
+        hashes.push(hash);
+      }
+    }
+    return hashes;
   }
 
   /**

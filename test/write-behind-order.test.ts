@@ -1,23 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { Kysely, PostgresDialect } from 'kysely';
-import pg from 'pg';
 import { InvalidationWorker } from '../src/cdc/worker.js';
-import {
-  createRepository,
-  defineConfig,
-  pgConfig,
-  resolveConfig,
-  WriteBehindStore,
-} from '../src/index.js';
-import { flushWriteBehind } from '../src/jobs/write-behind.js';
-import { REDIS_URL, Resources, uniquePrefix, waitFor } from './helpers.js';
-import { DATABASE_URL, PgScope } from './pg-helpers.js';
-
-interface DB {
-  counters: { id: number; value: number; note: string | null };
-}
+import { waitFor } from './helpers.js';
+import { countersSuite } from './write-behind-helpers.js';
 
 /**
  * Write-behind ordered with every other write of the row (issue 14, case 2): a
@@ -25,44 +11,15 @@ interface DB {
  * row is never brought back, and writes made outside walcache are reported.
  */
 describe('write-behind ordering', () => {
-  const res = new Resources();
-  const scope = new PgScope('wborder');
-  const prefix = res.track(uniquePrefix('wborder'));
-  const pool = new pg.Pool({ ...pgConfig(DATABASE_URL), max: 6 });
-  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
-  const config = defineConfig({
-    prefix,
-    databaseUrl: DATABASE_URL,
-    redis: { url: REDIS_URL },
-    defaultSchema: scope.schema,
-    accessLog: { sampleRate: 0 },
-    writeBehind: { batchSize: 1_000_000, maxAttempts: 2 },
-    jobs: { shutdownTimeoutMs: 5_000 },
-    entities: { counters: { table: 'counters', key: 'id', writeBehind: true } },
-  });
-  const resolved = resolveConfig(config);
-  const repo = createRepository({ db, config });
-  const store = new WriteBehindStore(resolved);
-  const flush = () =>
-    flushWriteBehind({ engine: repo.engine, db, config: resolved, entity: 'counters', store });
-  const flushAll = async () => {
-    for (let i = 0; i < 100; i++) if ((await flush()).remaining === 0) return;
-    throw new Error('still pending');
-  };
-  const row = async (id: number) =>
-    (await scope.q('SELECT id, value, note FROM $schema.counters WHERE id = $1', [id])).rows[0];
+  const suite = countersSuite('wborder');
+  const { scope, repo, store, flush, row } = suite;
+  const { flushAll, config, resolved } = suite;
 
   before(async () => {
     await scope.create(`CREATE TABLE counters (id int PRIMARY KEY, value int NOT NULL, note text);
       INSERT INTO counters (id, value) SELECT g, 0 FROM generate_series(1, 100) g;`);
   });
-  after(async () => {
-    await repo.close();
-    await store.close();
-    await db.destroy();
-    await res.close();
-    await scope.close();
-  });
+  after(() => suite.close());
 
   it('an update after a write-behind wins, in reads and in Postgres; columns it leaves keep the pending value', async () => {
     await repo.counters.writeBehind(1, { value: 7, note: 'behind' });

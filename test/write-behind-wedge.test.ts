@@ -1,23 +1,9 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { Kysely, PostgresDialect } from 'kysely';
-import pg from 'pg';
-import {
-  createRepository,
-  defineConfig,
-  InvalidKeyError,
-  pgConfig,
-  resolveConfig,
-  WriteBehindStore,
-} from '../src/index.js';
-import { flushWriteBehind } from '../src/jobs/write-behind.js';
-import { REDIS_URL, Resources, uniquePrefix, waitFor } from './helpers.js';
-import { DATABASE_URL, PgScope } from './pg-helpers.js';
-
-interface DB {
-  counters: { id: number; value: number; note: string | null; extra: number | null };
-}
+import { InvalidKeyError } from '../src/index.js';
+import { waitFor } from './helpers.js';
+import { countersSuite } from './write-behind-helpers.js';
 
 /**
  * One record never holds up the others (issue 14, case 3): whatever PostgreSQL refuses
@@ -25,28 +11,8 @@ interface DB {
  * the server's own trouble (connection, shutdown, cancel, serialization) fails a flush.
  */
 describe('write-behind: one record does not wedge the entity', () => {
-  const res = new Resources();
-  const scope = new PgScope('wbwedge');
-  const prefix = res.track(uniquePrefix('wbwedge'));
-  const pool = new pg.Pool({ ...pgConfig(DATABASE_URL), max: 6 });
-  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
-  const config = defineConfig({
-    prefix,
-    databaseUrl: DATABASE_URL,
-    redis: { url: REDIS_URL },
-    defaultSchema: scope.schema,
-    accessLog: { sampleRate: 0 },
-    writeBehind: { batchSize: 1_000_000, maxAttempts: 2 },
-    jobs: { shutdownTimeoutMs: 5_000 },
-    entities: { counters: { table: 'counters', key: 'id', writeBehind: true } },
-  });
-  const resolved = resolveConfig(config);
-  const repo = createRepository({ db, config });
-  const store = new WriteBehindStore(resolved);
-  const flush = () =>
-    flushWriteBehind({ engine: repo.engine, db, config: resolved, entity: 'counters', store });
-  const row = async (id: number) =>
-    (await scope.q('SELECT id, value, note FROM $schema.counters WHERE id = $1', [id])).rows[0];
+  const suite = countersSuite('wbwedge');
+  const { scope, pool, repo, store, flush, row } = suite;
   const deadCodes = async () =>
     new Map((await store.deadLetters('counters', 1000)).map((d) => [d.key, d.code]));
 
@@ -56,13 +22,7 @@ describe('write-behind: one record does not wedge the entity', () => {
       CREATE INDEX counters_note ON counters (note);
       INSERT INTO counters (id, value) SELECT g, 0 FROM generate_series(1, 100) g;`);
   });
-  after(async () => {
-    await repo.close();
-    await store.close();
-    await db.destroy();
-    await res.close();
-    await scope.close();
-  });
+  after(() => suite.close());
 
   it("ids that name one row ('01' and 1) are flushed as one row, the later write winning per column", async () => {
     await repo.counters.writeBehind('01' as never, { value: 1, note: 'first' });

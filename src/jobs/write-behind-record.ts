@@ -111,8 +111,3 @@ export async function fenceStatuses(
   for (const row of rows) statuses.set(row.xid, row.status);
   return statuses;
 }
-
-/** The field a fence takes in a record. */
-export function fenceField(xid: string): string {
-  return `x:${xid}`;
-}

@@ -1,13 +1,12 @@
 import type { Redis } from 'ioredis';
 import { createCacheRedis, waitReady } from '../cache/redis-connection.js';
-import { Codec } from '../codec/codec.js';
 import type { ResolvedConfig } from '../config/config.js';
-import { CorruptEntryError, RedisUnavailableError } from '../errors/errors.js';
+import { RedisUnavailableError } from '../errors/errors.js';
 import { Keys } from '../keys/keys.js';
 import { assertKeepsWriteBehind } from './eviction-policy.js';
 import { queueRedisUrl } from './queues.js';
-import type { PendingRecord, PendingWrite } from './write-behind-record.js';
-import { fenceField } from './write-behind-record.js';
+import { ATTEMPTS, fenceField, WriteBehindCodec } from './write-behind-codec.js';
+import type { PendingRecord } from './write-behind-record.js';
 import { defineWriteBehindScripts, type WriteBehindCommands } from './write-behind-scripts.js';
 
 type Row = Record<string, unknown>;
@@ -58,8 +57,7 @@ const READ_SLICE = 1_000;
  * the jobs Redis (`jobs.redisUrl`, else `redis.url`), never on an LRU cache server: writes
  * are refused (EvictionPolicyError) while that server's `maxmemory-policy` may evict them,
  * checked at every (re)connection. Every key of one entity carries the same hash tag, so
- * each script touches one slot. A patch is encoded once with the cache's codec (Dates,
- * bigints, Buffers, JSON round-trip); a flag byte says whether it is deflated.
+ * each script touches one slot. A record's layout is WriteBehindCodec's.
  *
  * @example
  * const store = new WriteBehindStore(config);
@@ -70,7 +68,7 @@ export class WriteBehindStore {
   readonly keys: Keys;
   readonly #redis: Redis & WriteBehindCommands;
   readonly #url: string;
-  readonly #codec: Codec;
+  readonly #codec: WriteBehindCodec;
   readonly #connectTimeoutMs: number;
   /** The eviction check of the current connection (redone on every reconnection). */
   #policy: Promise<void> | undefined;
@@ -101,7 +99,7 @@ export class WriteBehindStore {
       this.#safe = false;
     });
     this.#redis = defineWriteBehindScripts(redis);
-    this.#codec = new Codec(config.cache);
+    this.#codec = new WriteBehindCodec(config.cache);
   }
 
   /**
@@ -135,7 +133,7 @@ export class WriteBehindStore {
    * @throws {RedisUnavailableError} when Redis did not take it.
    */
   async put(entity: string, key: string, patch: Row): Promise<{ seq: number; pending: number }> {
-    const encoded = this.#encode(key, patch);
+    const encoded = this.#codec.encode(key, patch);
     if (!this.#safe || this.#redis.status !== 'ready' || this.#closing) await this.ready();
     return new Promise((resolve, reject) => {
       let batch = this.#batches.get(entity);
@@ -172,7 +170,7 @@ export class WriteBehindStore {
   async read(entity: string, keys: readonly string[]): Promise<Array<PendingRecord | undefined>> {
     if (keys.length === 0) return [];
     const hashes = await this.#hashes(entity, keys, 'writeBehind read');
-    return hashes.map((hash, i) => this.#decodeRecord(keys[i] as string, hash, 0));
+    return hashes.map((hash, i) => this.#codec.decodeRecord(keys[i] as string, hash, 0));
   }
 
   /** Whether each row has pending writes. */
@@ -202,7 +200,11 @@ export class WriteBehindStore {
     const hashes = await this.#hashes(entity, members, 'writeBehind take');
     const records: PendingRecord[] = [];
     for (const [i, key] of members.entries()) {
-      const record = this.#decodeRecord(key, hashes[i] as Record<string, Buffer>, since[i] ?? 0);
+      const record = this.#codec.decodeRecord(
+        key,
+        hashes[i] as Record<string, Buffer>,
+        since[i] ?? 0,
+      );
       if (record !== undefined) records.push(record);
       // Cleared between the two reads. Unqueued only if still gone: a write may have
       // recreated it since (its ZADD NX found the row still queued).
@@ -248,7 +250,7 @@ export class WriteBehindStore {
         const fields = [
           ...(s.seqs ?? []).map(String),
           ...(s.fences ?? []).map(fenceField),
-          ...(s.attempts ? ['a'] : []),
+          ...(s.attempts ? [ATTEMPTS] : []),
         ];
         if (fields.length === 0) continue;
         keys.push(this.keys.writeBehindRecord(entity, s.key));
@@ -313,7 +315,7 @@ export class WriteBehindStore {
         const hash = await this.#redis.hgetallBuffer(
           this.keys.writeBehindDeadRecord(entity, entry.seq),
         );
-        const writes = this.#decodeWrites(entry.key, hash);
+        const writes = this.#codec.decodeWrites(entry.key, hash);
         return { ...entry, values: Object.assign({}, ...writes.map((w) => w.patch)) };
       }),
     );
@@ -375,39 +377,5 @@ export class WriteBehindStore {
     });
     if (!(await this.#connecting))
       throw new RedisUnavailableError('writeBehind (no connection to the jobs Redis)');
-  }
-
-  #encode(key: string, patch: Row): Buffer {
-    const { bytes, compressed } = this.#codec.encode(key, patch);
-    return Buffer.concat([Buffer.from([compressed ? 1 : 0]), bytes]);
-  }
-
-  #decodeRecord(
-    key: string,
-    hash: Record<string, Buffer>,
-    since: number,
-  ): PendingRecord | undefined {
-    const writes = this.#decodeWrites(key, hash);
-    if (writes.length === 0) return undefined;
-    const fences = [];
-    for (const [field, raw] of Object.entries(hash))
-      if (field.startsWith('x:')) fences.push({ xid: field.slice(2), seq: Number(raw) });
-    return { key, writes, fences, attempts: Number(hash.a?.toString() ?? 0), since };
-  }
-
-  #decodeWrites(key: string, hash: Record<string, Buffer>): PendingWrite[] {
-    const writes: PendingWrite[] = [];
-    for (const [field, raw] of Object.entries(hash)) {
-      const code = field.charCodeAt(0);
-      if (code < 48 || code > 57) continue; // not a write: `a`, `x:<xid>`
-      let patch: unknown;
-      try {
-        patch = this.#codec.decode(raw.subarray(1), raw[0] === 1);
-      } catch (error) {
-        throw new CorruptEntryError(key, `write-behind write ${field} does not decode`, error);
-      }
-      writes.push({ seq: Number(field), patch: patch as Row });
-    }
-    return writes.sort((a, b) => a.seq - b.seq);
   }
 }

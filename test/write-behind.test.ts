@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
@@ -12,6 +13,7 @@ import {
   pgConfig,
   resolveConfig,
   SerializationError,
+  ValueTooLargeError,
 } from '../src/index.js';
 import { flushWriteBehind } from '../src/jobs/write-behind.js';
 import { WriteBehindStore } from '../src/jobs/write-behind-store.js';
@@ -197,6 +199,10 @@ describe('write-behind', () => {
     await assert.rejects(
       repo.counters.writeBehind(5, { note: (() => 'x') as never }),
       SerializationError,
+    );
+    await assert.rejects(
+      repo.counters.writeBehind(5, { note: randomBytes(2 * 1024 * 1024).toString('base64') }),
+      ValueTooLargeError,
     );
     await assert.rejects(repo.plain.writeBehind(5, { value: 1 }), InvalidWriteError);
     await assert.rejects(

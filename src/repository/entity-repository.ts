@@ -75,6 +75,8 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
   readonly #model: EntityModel;
   readonly #ctx: RepositoryContext;
   readonly #defaults: LoadOptions;
+  /** The table's columns, once read (write-behind patches are checked against them). */
+  #columns: ReadonlySet<string> | undefined;
 
   constructor(model: EntityModel, ctx: RepositoryContext) {
     this.name = model.name;
@@ -229,7 +231,9 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
       });
     const entries = Object.entries(patch as Record<string, unknown>);
     if (entries.length === 0) throw new InvalidWriteError(this.name, 'the patch is empty');
-    const columns = await this.#ctx.columns(this.#model);
+    // Read once; later writes check without a turn of the event loop.
+    this.#columns ??= await this.#ctx.columns(this.#model);
+    const columns = this.#columns;
     for (const [column, value] of entries) {
       const refuse = (why: string) =>
         new InvalidWriteError(this.name, `\`${column}\` ${why}`, { column });

@@ -78,6 +78,48 @@ describe('write-behind ordering', () => {
     assert.deepEqual(await row(4), { id: 4, value: 5, note: 'b' });
   });
 
+  it('write-behinds, updates and deletes of the same rows, with two flushers running: each row ends as its last write left it', async () => {
+    const ids = Array.from({ length: 40 }, (_, i) => 201 + i);
+    await suite.pool.query(
+      `INSERT INTO ${scope.schema}.counters (id, value) SELECT unnest($1::int[]), 0 ON CONFLICT DO NOTHING`,
+      [ids],
+    );
+    const last = new Map<number, number | undefined>();
+    let writing = true;
+    const flushers = [0, 1].map(async () => {
+      while (writing) await flush();
+    });
+    // Four producers, each the only writer of its rows, so each row's writes are ordered.
+    await Promise.all(
+      [0, 1, 2, 3].map(async (p) => {
+        let v = 0;
+        for (let i = 0; i < 300; i++) {
+          const id = ids[p * 10 + (i % 10)] as number;
+          if (last.get(id) === undefined && last.has(id)) continue; // deleted
+          v++;
+          const dice = (i * 7 + p) % 20;
+          if (dice === 0 && i > 250) {
+            await repo.counters.delete(id);
+            last.set(id, undefined);
+          } else if (dice < 5) {
+            await repo.counters.update(id, { value: v });
+            last.set(id, v);
+          } else {
+            await repo.counters.writeBehind(id, { value: v });
+            last.set(id, v);
+          }
+        }
+      }),
+    );
+    writing = false;
+    await Promise.all(flushers);
+    await flushAll();
+    for (const id of ids) {
+      assert.equal((await row(id))?.value, last.get(id), `row ${id} in Postgres`);
+      assert.equal((await repo.counters.findById(id))?.value, last.get(id), `row ${id} read`);
+    }
+  });
+
   it('an update rolled back leaves the pending write as it was', async () => {
     await repo.counters.writeBehind(6, { value: 7 });
     await assert.rejects(

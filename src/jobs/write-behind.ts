@@ -117,8 +117,10 @@ export async function flushWriteBehind(options: FlushOptions): Promise<FlushResu
     );
     await store.settle(model.name, settlements, takenAt);
     let dead = 0;
+    const seqsOf = new Map(resolved.map((r) => [r.record, r.resolved.seqs]));
     for (const { item: record, error } of outcome.refused) {
-      const seqs = resolved.find((r) => r.record === record)?.resolved.seqs ?? [];
+      const seqs = seqsOf.get(record) ?? [];
+      if (seqs.length === 0) continue;
       if (await store.fail(model.name, record.key, seqs, error, maxAttempts)) {
         dead++;
         await engine.delete(record.key);

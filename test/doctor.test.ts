@@ -106,6 +106,20 @@ describe('walcache doctor', () => {
     await bad.close();
   });
 
+  /** The good config with `users` written behind. */
+  const writeBehindInput = (
+    prefix: string,
+    extra: Partial<WalcacheConfigInput> = {},
+  ): WalcacheConfigInput => ({
+    ...goodInput,
+    ...extra,
+    prefix,
+    entities: {
+      users: { table: 'users', key: 'id', writeBehind: true },
+      orders: { table: 'orders', key: 'id' },
+    },
+  });
+
   const beat = async (prefix: string, appliedAgoMs: number, lagMs = 40) => {
     await res.redis().set(new Keys(prefix).heartbeat(), heartbeat(appliedAgoMs, lagMs));
   };
@@ -246,14 +260,7 @@ describe('walcache doctor', () => {
 
   it('write-behind: backlog and dead letters warn, and appendonly off fails', async () => {
     const prefix = res.track(uniquePrefix('doctorwb'));
-    const input: WalcacheConfigInput = {
-      ...goodInput,
-      prefix,
-      entities: {
-        users: { table: 'users', key: 'id', writeBehind: true },
-        orders: { table: 'orders', key: 'id' },
-      },
-    };
+    const input = writeBehindInput(prefix);
     await beat(prefix, 100);
     let report = await doctor({ config: resolveConfig(input), slot: goodSlot });
     let wb = find(report, 'write-behind');
@@ -292,15 +299,7 @@ describe('walcache doctor', () => {
     const admin = res.redis(server.url);
     try {
       const prefix = res.track(uniquePrefix('doctorevict'));
-      const input: WalcacheConfigInput = {
-        ...goodInput,
-        prefix,
-        jobs: { redisUrl: server.url },
-        entities: {
-          users: { table: 'users', key: 'id', writeBehind: true },
-          orders: { table: 'orders', key: 'id' },
-        },
-      };
+      const input = writeBehindInput(prefix, { jobs: { redisUrl: server.url } });
       await beat(prefix, 100);
       let report = await doctor({ config: resolveConfig(input), slot: goodSlot });
       const eviction = find(report, 'queues-eviction');

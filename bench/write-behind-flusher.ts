@@ -5,7 +5,7 @@
  */
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
-import { CacheEngine, pgConfig, resolveConfig } from '../src/index.js';
+import { CacheEngine, pgConfig, resolveConfig, WriteBehindStore } from '../src/index.js';
 import { flushWriteBehind } from '../src/jobs/write-behind.js';
 import { serve } from './cdc-common.js';
 import { exitWithParent } from './children.js';
@@ -16,6 +16,7 @@ const db = new Kysely({
   dialect: new PostgresDialect({ pool: new pg.Pool({ ...pgConfig(config.databaseUrl), max: 2 }) }),
 });
 const engine = new CacheEngine({ config });
+const store = new WriteBehindStore(config);
 let rows = 0;
 let stopping = false;
 let loop: Promise<void> = Promise.resolve();
@@ -25,6 +26,7 @@ async function stop(): Promise<void> {
   stopping = true;
   await loop.catch(() => {});
   await engine.close();
+  await store.close();
   await db.destroy();
 }
 
@@ -39,9 +41,15 @@ exitWithParent(stop);
 await engine.ready();
 loop = (async () => {
   while (!stopping) {
-    const result = await flushWriteBehind({ engine, db, config, entity });
-    rows += result.rows;
-    if (result.rows === 0) await new Promise((r) => setTimeout(r, 5));
+    try {
+      const result = await flushWriteBehind({ engine, db, config, entity, store });
+      rows += result.rows;
+      if (result.rows === 0) await new Promise((r) => setTimeout(r, 5));
+    } catch (error) {
+      // As `walcache jobs` retries a failed flush job: nothing was cleared, try again.
+      console.error(`flush failed, retrying: ${error instanceof Error ? error.message : error}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 })();
 process.send?.({ type: 'ready' });

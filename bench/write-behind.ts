@@ -19,8 +19,7 @@ import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
-import { createRepository, pgConfig } from '../src/index.js';
-import { writeBehindStats } from '../src/jobs/write-behind.js';
+import { createRepository, pgConfig, resolveConfig, WriteBehindStore } from '../src/index.js';
 import { deleteByPrefix } from '../test/helpers.js';
 import { call, once, percentiles } from './cdc-common.js';
 import { forkChild, stopChild } from './children.js';
@@ -51,6 +50,7 @@ const config = {
   entities: { counters: { table: 'counters', key: 'id', writeBehind: true } },
 } as const;
 const repo = createRepository({ db, config });
+const store = new WriteBehindStore(resolveConfig(config));
 
 /** The flusher of the round under way. */
 let flusher: ChildProcess | null = null;
@@ -72,7 +72,7 @@ async function writeBehindRound(): Promise<{
   try {
     await once(flusher, 'ready', 30_000);
     sampler = setInterval(() => {
-      void writeBehindStats(repo.engine, 'counters').then((s) => ages.push(s.oldestAgeMs));
+      void store.stats('counters').then((s) => ages.push(s.oldestAgeMs));
     }, 20);
     const started = performance.now();
     const writes = await writeFor(async (id) => {
@@ -84,7 +84,7 @@ async function writeBehindRound(): Promise<{
     const elapsed = (performance.now() - started) / 1000;
     // The flush rate is measured over the same window plus the drain of what was accepted.
     const drainDeadline = performance.now() + 120_000;
-    while ((await writeBehindStats(repo.engine, 'counters')).pending > 0) {
+    while ((await store.stats('counters')).pending > 0) {
       if (flusher.exitCode !== null || flusher.signalCode !== null)
         throw new Error('the flusher exited with writes still pending');
       if (performance.now() > drainDeadline)
@@ -201,6 +201,7 @@ function cleanup(): Promise<void> {
   cleaning ??= (async () => {
     await stopChild(flusher, { type: 'stop' });
     await repo.close().catch(() => {});
+    await store.close();
     await pool.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`).catch(() => {});
     await db.destroy().catch(() => {});
     const { Redis } = await import('ioredis');

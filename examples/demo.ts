@@ -45,7 +45,7 @@ import {
   resolveConfig,
   SetupError,
   setup,
-  writeBehindStats,
+  WriteBehindStore,
 } from '../src/index.js';
 import { currentWalLsn, formatBytes, lsnToBigInt, waitApplied } from './demo-catch-up.js';
 import { createService, type Database, SCHEMA_SQL, serviceConfig } from './http-service.js';
@@ -493,6 +493,8 @@ async function run(
   const tracker = setInterval(trackApplied, 20);
   closers.add('the tracker', () => clearInterval(tracker));
 
+  const pendingWrites = new WriteBehindStore(resolved);
+  closers.add('the write-behind store', () => pendingWrites.close());
   const slotPool = new pg.Pool({ ...pgConfig(DATABASE_URL), max: 1 });
   slotPool.on('error', () => {});
   closers.add('the slot pool', () => slotPool.end());
@@ -501,7 +503,7 @@ async function run(
       stats.slotLagBytes = Number((await slotBacklog(slotPool)) ?? 0n);
     } catch {}
     try {
-      stats.pendingWriteBehind = (await writeBehindStats(activity.engine, 'activity')).pending;
+      stats.pendingWriteBehind = (await pendingWrites.stats('activity')).pending;
     } catch {}
   };
 

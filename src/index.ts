@@ -67,9 +67,11 @@ export {
   ConfigError,
   CorruptEntryError,
   EncryptionKeyError,
+  EvictionPolicyError,
   InvalidKeyError,
   InvalidQueryError,
   InvalidWriteError,
+  MissingRowError,
   RedisUnavailableError,
   SerializationError,
   SetupError,
@@ -107,11 +109,14 @@ export {
   type FlushOptions,
   type FlushResult,
   flushWriteBehind,
-  writeBehindStats,
 } from './jobs/write-behind.js';
+export type {
+  Fence,
+  PendingRecord,
+  PendingWrite,
+} from './jobs/write-behind-record.js';
 export {
   type DeadLetter,
-  type PendingRecord,
   type WriteBehindStats,
   WriteBehindStore,
 } from './jobs/write-behind-store.js';

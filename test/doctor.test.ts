@@ -13,7 +13,7 @@ import {
   type WalcacheConfigInput,
 } from '../src/index.js';
 import { allowListFix, parsePluginList } from '../src/ops/doctor.js';
-import { freePort, REDIS_URL, Resources, runCli, uniquePrefix } from './helpers.js';
+import { freePort, REDIS_URL, Resources, runCli, startRedis, uniquePrefix } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 
 const cli = runCli;
@@ -106,6 +106,20 @@ describe('walcache doctor', () => {
     await bad.close();
   });
 
+  /** The good config with `users` written behind. */
+  const writeBehindInput = (
+    prefix: string,
+    extra: Partial<WalcacheConfigInput> = {},
+  ): WalcacheConfigInput => ({
+    ...goodInput,
+    ...extra,
+    prefix,
+    entities: {
+      users: { table: 'users', key: 'id', writeBehind: true },
+      orders: { table: 'orders', key: 'id' },
+    },
+  });
+
   const beat = async (prefix: string, appliedAgoMs: number, lagMs = 40) => {
     await res.redis().set(new Keys(prefix).heartbeat(), heartbeat(appliedAgoMs, lagMs));
   };
@@ -142,16 +156,17 @@ describe('walcache doctor', () => {
     for (const c of report.checks) if (c.status === 'warn') assert.ok(c.fix, c.detail);
   });
 
-  it('warns when Redis runs without appendonly (the local Redis has no persistence)', async () => {
+  it('warns when the queues Redis runs without appendonly (the local Redis has no persistence); the cache needs none', async () => {
     await beat(goodPrefix, 100);
     const report = await doctor({ config: resolveConfig(goodInput), slot: goodSlot });
-    const persistence = find(report, 'redis-persistence');
+    assert.equal(find(report, 'redis-persistence').status, 'ok');
+    const persistence = find(report, 'queues-persistence');
     if (appendonly) {
       assert.equal(persistence.status, 'ok');
       return;
     }
     assert.equal(persistence.status, 'warn');
-    assert.match(persistence.detail, /appendonly no/);
+    assert.match(persistence.detail, /appendonly no: a restart loses queued jobs/);
     assert.match(persistence.fix ?? '', /appendonly yes/);
     // Cache and queues on one server: said, with what it costs.
     assert.equal(find(report, 'redis-shared').status, 'warn');
@@ -245,23 +260,16 @@ describe('walcache doctor', () => {
 
   it('write-behind: backlog and dead letters warn, and appendonly off fails', async () => {
     const prefix = res.track(uniquePrefix('doctorwb'));
-    const input: WalcacheConfigInput = {
-      ...goodInput,
-      prefix,
-      entities: {
-        users: { table: 'users', key: 'id', writeBehind: true },
-        orders: { table: 'orders', key: 'id' },
-      },
-    };
+    const input = writeBehindInput(prefix);
     await beat(prefix, 100);
     let report = await doctor({ config: resolveConfig(input), slot: goodSlot });
     let wb = find(report, 'write-behind');
     assert.equal(wb.status, 'ok', show(report));
     assert.equal(wb.detail, 'write-behind users: 0 pending, oldest 0 ms, 0 dead letters');
     if (!appendonly) {
-      const persistence = find(report, 'redis-persistence');
+      const persistence = find(report, 'queues-persistence');
       assert.equal(persistence.status, 'fail');
-      assert.match(persistence.detail, /write-behind writes \(users\)/);
+      assert.match(persistence.detail, /pending write-behind writes \(users\)/);
       assert.match(persistence.fix ?? '', /appendonly yes/);
     }
 
@@ -284,6 +292,37 @@ describe('walcache doctor', () => {
     assert.equal(wb.status, 'warn');
     assert.match(wb.detail, /0 pending, oldest 0 ms, 1 dead letter: PostgreSQL refused/);
     assert.match(wb.fix ?? '', /deadLetters\('users'\)/);
+  });
+
+  it('write-behind on a jobs Redis that may evict its pending writes fails, with the fix', async () => {
+    const server = await startRedis(['--maxmemory', '8mb', '--maxmemory-policy', 'allkeys-lru']);
+    const admin = res.redis(server.url);
+    try {
+      const prefix = res.track(uniquePrefix('doctorevict'));
+      const input = writeBehindInput(prefix, { jobs: { redisUrl: server.url } });
+      await beat(prefix, 100);
+      let report = await doctor({ config: resolveConfig(input), slot: goodSlot });
+      const eviction = find(report, 'queues-eviction');
+      assert.equal(eviction.status, 'fail', show(report));
+      assert.match(
+        eviction.detail,
+        /allkeys-lru: it may evict the pending write-behind writes of users/,
+      );
+      assert.match(eviction.fix ?? '', /CONFIG SET maxmemory-policy noeviction/);
+      assert.equal(report.ok, false);
+      // Persistence is asked of the server that keeps the pending writes, not of the cache.
+      const persistence = find(report, 'queues-persistence');
+      assert.equal(persistence.status, 'fail');
+      assert.match(persistence.detail, /pending write-behind writes \(users\)/);
+      assert.equal(find(report, 'redis-persistence').status, 'ok');
+      assert.match(find(report, 'write-behind').detail, /users: 0 pending/);
+      // volatile-* keeps keys without a TTL (write-behind's): BullMQ still wants noeviction.
+      await admin.config('SET', 'maxmemory-policy', 'volatile-lru');
+      report = await doctor({ config: resolveConfig(input), slot: goodSlot });
+      assert.equal(find(report, 'queues-eviction').status, 'warn', show(report));
+    } finally {
+      server.process.kill('SIGKILL');
+    }
   });
 
   it('unreachable PostgreSQL and Redis are failed checks, not exceptions, and nothing is left open', async () => {

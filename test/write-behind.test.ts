@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
@@ -12,8 +13,9 @@ import {
   pgConfig,
   resolveConfig,
   SerializationError,
+  ValueTooLargeError,
 } from '../src/index.js';
-import { flushWriteBehind, writeBehindStats } from '../src/jobs/write-behind.js';
+import { flushWriteBehind } from '../src/jobs/write-behind.js';
 import { WriteBehindStore } from '../src/jobs/write-behind-store.js';
 import { REDIS_URL, Resources, uniquePrefix, waitFor } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
@@ -42,6 +44,7 @@ describe('write-behind', () => {
     },
   });
   const resolved = resolveConfig(config);
+  const store = new WriteBehindStore(resolved);
   const repos: Array<{ close(): Promise<void> }> = [];
   const newRepo = () => {
     const repo = createRepository({ db, config });
@@ -49,7 +52,7 @@ describe('write-behind', () => {
     return repo;
   };
   const flush = (repo: ReturnType<typeof newRepo>) =>
-    flushWriteBehind({ engine: repo.engine, db, config: resolved, entity: 'counters' });
+    flushWriteBehind({ engine: repo.engine, db, config: resolved, entity: 'counters', store });
   const flushAll = async (repo: ReturnType<typeof newRepo>) => {
     for (let i = 0; i < 1000; i++) if ((await flush(repo)).remaining === 0) return;
     throw new Error('still pending');
@@ -69,6 +72,7 @@ describe('write-behind', () => {
   });
   after(async () => {
     for (const repo of repos) await repo.close();
+    await store.close();
     await db.destroy();
     await res.close();
     await scope.close();
@@ -93,13 +97,8 @@ describe('write-behind', () => {
     assert.equal(result.remaining, 0);
     assert.equal(await dbValue(1), 42);
     assert.deepEqual(await repo.counters.findById(1), { id: 1, value: 42, note: 'n' });
-    const stats = await writeBehindStats(repo.engine, 'counters');
+    const stats = await store.stats('counters');
     assert.deepEqual(stats, { pending: 0, oldestAgeMs: 0, dead: 0 });
-    // A row that does not exist yet is inserted by the flush.
-    await repo.counters.writeBehind(1000, { value: 7 });
-    assert.deepEqual(await repo.counters.findById(1000), { id: 1000, value: 7 });
-    await flushAll(repo);
-    assert.equal(await dbValue(1000), 7);
   });
 
   it('10k writes over 500 keys from 4 producers, flushed while they write: the last value per key lands', async () => {
@@ -154,7 +153,7 @@ describe('write-behind', () => {
     for (const id of ids) await repo.counters.writeBehind(id, { value: ++v });
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
-    const pending = await writeBehindStats(repo.engine, 'counters');
+    const pending = await store.stats('counters');
     assert.equal(pending.pending, 100, 'everything still pending after the crash');
     await flushAll(repo);
     for (const [i, id] of ids.entries()) assert.equal(await dbValue(id), 1_000_101 + i, `id ${id}`);
@@ -176,19 +175,19 @@ describe('write-behind', () => {
     assert.equal(await dbValue(301), 6, 'the rest of the batch was written');
     const second = await flush(repo);
     assert.deepEqual([second.failed, second.dead, second.remaining], [1, 1, 0]);
-    const dead = await new WriteBehindStore(repo.engine).deadLetters('counters');
+    const dead = await store.deadLetters('counters');
     assert.equal(dead.length, 1);
     assert.equal(dead[0]?.key, 'counters:300');
     assert.equal(dead[0]?.code, '23514');
     assert.match(dead[0]?.error ?? '', /check constraint/);
     assert.deepEqual(dead[0]?.values, { value: -1 });
     assert.equal((await repo.counters.findById(300))?.value, 5, 'the database value');
-    assert.equal((await writeBehindStats(repo.engine, 'counters')).dead, 1);
+    assert.equal((await store.stats('counters')).dead, 1);
   });
 
   it('bad patches are refused before anything is queued', async () => {
     const repo = newRepo();
-    const before = await writeBehindStats(repo.engine, 'counters');
+    const before = await store.stats('counters');
     await assert.rejects(
       repo.counters.writeBehind(5, { nope: 1 } as never),
       (e: unknown) => e instanceof InvalidWriteError && /nope/.test(e.message),
@@ -201,12 +200,16 @@ describe('write-behind', () => {
       repo.counters.writeBehind(5, { note: (() => 'x') as never }),
       SerializationError,
     );
+    await assert.rejects(
+      repo.counters.writeBehind(5, { note: randomBytes(2 * 1024 * 1024).toString('base64') }),
+      ValueTooLargeError,
+    );
     await assert.rejects(repo.plain.writeBehind(5, { value: 1 }), InvalidWriteError);
     await assert.rejects(
       flushWriteBehind({ engine: repo.engine, db, config: resolved, entity: 'plain' }),
       ConfigError,
     );
-    assert.deepEqual(await writeBehindStats(repo.engine, 'counters'), before);
+    assert.deepEqual(await store.stats('counters'), before);
   });
 
   it('close() drains what the repository wrote', async () => {

@@ -19,7 +19,15 @@ export interface WorkerEventMap {
   'unknown-table': [table: string, changes: number];
   'epoch-bump': [reason: string];
   reconnect: [reason: string];
-  failure: [kind: 'decode' | 'mapping' | 'redis' | 'connect' | 'heartbeat', error: unknown];
+  failure: [
+    kind: 'decode' | 'mapping' | 'redis' | 'connect' | 'heartbeat' | 'write-behind',
+    error: unknown,
+  ];
+  /**
+   * A change made outside walcache (plain SQL, another service) to a row with pending
+   * write-behind writes: the next flush applies them over it (see outside-writes.ts).
+   */
+  'write-behind-outside-write': [entity: string, key: string];
 }
 
 export class WorkerEvents extends EventEmitter<WorkerEventMap> {}

@@ -13,6 +13,7 @@ import { Keys } from '../keys/keys.js';
 import type { DecodedTransaction } from './change-event.js';
 import { emptyInvalidation, type Invalidation, mapTransaction } from './change-mapper.js';
 import { Invalidator } from './invalidator.js';
+import { OutsideWriteDetector } from './outside-writes.js';
 import { type DecoderName, ReplicationStream, type StreamMessage } from './replication-stream.js';
 import {
   assertSlotName,
@@ -98,6 +99,7 @@ export class InvalidationWorker {
   readonly #invalidator: Invalidator;
   readonly #keys: Keys;
   readonly #log: Logger | undefined;
+  readonly #outsideWrites: OutsideWriteDetector | undefined;
   #role: WorkerRole = 'starting';
   #stream: ReplicationStream | null = null;
   #assembler: TransactionAssembler;
@@ -156,6 +158,17 @@ export class InvalidationWorker {
       tagVersionTtlMs(this.#config),
     );
     this.#assembler = this.#newAssembler();
+    this.#outsideWrites = OutsideWriteDetector.create(
+      this.#config,
+      (entity, key) => {
+        this.events.emit('write-behind-outside-write', entity, key);
+        this.#log?.warn(
+          { entity, key },
+          'a write made outside walcache to a row with pending write-behind writes: the next flush applies them over it',
+        );
+      },
+      (error) => this.events.emit('failure', 'write-behind', error),
+    );
   }
 
   get role(): WorkerRole {
@@ -213,6 +226,7 @@ export class InvalidationWorker {
     await this.#loop?.catch(() => {});
     this.#setRole('stopped');
     await this.#pool.end().catch(() => {});
+    await this.#outsideWrites?.close();
     this.#redis.disconnect();
   }
 
@@ -439,6 +453,7 @@ export class InvalidationWorker {
   #addTransaction(tx: DecodedTransaction, commitLsn: string): void {
     const g = this.#group;
     mapTransaction(tx, this.#model, g.invalidation);
+    this.#outsideWrites?.observe(tx);
     for (const [table, count] of g.invalidation.unknownTables)
       this.events.emit('unknown-table', table, count);
     g.invalidation.unknownTables.clear();

@@ -168,8 +168,9 @@ export const entitySchema = z
      * known before the load reads them, then loads again (see docs/repository.md).
      */
     /**
-     * Enables `writeBehind(id, patch)` for this entity: writes are accepted into Redis and
-     * flushed to Postgres by the jobs runner; reads overlay pending writes. @default false
+     * Enables `writeBehind(id, patch)` for this entity: writes are accepted into the jobs
+     * Redis (`jobs.redisUrl`, which must not evict them) and applied to existing rows by
+     * the jobs runner; reads overlay pending writes. @default false
      */
     writeBehind: z.boolean().default(false),
     tags: z
@@ -224,9 +225,9 @@ export const writeBehindSchema = z
     batchSize: positiveInt().default(500),
     /** A flush job runs at least this often while writes are pending. @default 1000 */
     flushIntervalMs: positiveInt().default(1_000),
-    /** Most records one flush upserts (one Postgres transaction). @default 5000 */
+    /** Most rows one flush writes (one Postgres transaction). @default 5000 */
     maxFlushRows: positiveInt().default(5_000),
-    /** Flush attempts of one record before it goes to the dead-letter list. @default 5 */
+    /** Flushes of a record PostgreSQL refuses (for anything but the server's own trouble) before its writes go to the dead-letter list. @default 5 */
     maxAttempts: positiveInt().default(5),
     /** First retry delay of a failed flush job; doubles each attempt. @default 200 */
     backoffMs: positiveInt().default(200),
@@ -260,8 +261,9 @@ export const warmerSchema = z
 export const jobsSchema = z
   .object({
     /**
-     * Redis for BullMQ queues. BullMQ needs `maxmemory-policy noeviction`, a cache an LRU
-     * policy: point it at another server in production. @default redis.url
+     * Redis for BullMQ queues and pending write-behind writes. Both need `maxmemory-policy`
+     * noeviction (write-behind is refused where it may be evicted), a cache an LRU policy:
+     * point it at another server in production. @default redis.url
      */
     redisUrl: z.string().url().optional(),
     /**

@@ -160,6 +160,43 @@ export class InvalidWriteError extends WalcacheError {
   }
 }
 
+/**
+ * Write-behind was refused: the Redis that holds pending writes (`jobs.redisUrl`, else
+ * `redis.url`) runs a `maxmemory-policy` that may evict them, and an evicted pending write
+ * is an acknowledged write lost. `fix` is what to change.
+ */
+export class EvictionPolicyError extends WalcacheError {
+  constructor(
+    readonly server: string,
+    readonly policy: string | null,
+    readonly fix: string,
+  ) {
+    super(
+      'E_EVICTION_POLICY',
+      `Write-behind refused: the Redis of its pending writes (${server}) runs maxmemory-policy ${policy ?? '(unreadable)'}, which may evict them, and an evicted pending write is a lost write\n  fix: ${fix}`,
+      { context: { server, policy, fix } },
+    );
+  }
+}
+
+/**
+ * A write-behind patch names a row that did not exist when it was flushed. Write-behind
+ * updates rows; it never inserts one (so it cannot bring back a deleted row). The record
+ * counts an attempt and is dead-lettered past `writeBehind.maxAttempts`.
+ */
+export class MissingRowError extends WalcacheError {
+  constructor(
+    readonly entity: string,
+    readonly key: string,
+  ) {
+    super(
+      'E_MISSING_ROW',
+      `No row ${key} in \`${entity}\`'s table: write-behind updates existing rows and never inserts one (create it with insert())`,
+      { context: { entity, key } },
+    );
+  }
+}
+
 function show(value: unknown): string {
   if (typeof value === 'string')
     return JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);

@@ -12,7 +12,9 @@ export type WalcacheErrorCode =
   | 'E_UNKNOWN_ENTITY'
   | 'E_INVALID_QUERY'
   | 'E_INVALID_WRITE'
-  | 'E_ENCRYPTION_KEY';
+  | 'E_ENCRYPTION_KEY'
+  | 'E_EVICTION_POLICY'
+  | 'E_MISSING_ROW';
 
 /** Base class of every error walcache throws on purpose. */
 export class WalcacheError extends Error {

@@ -35,7 +35,8 @@ import {
   warmJobOptions,
 } from './queues.js';
 import { runWarmer, type WarmSummary } from './warm.js';
-import { type FlushResult, flushWriteBehind, writeBehindStats } from './write-behind.js';
+import { type FlushResult, flushWriteBehind } from './write-behind.js';
+import { WriteBehindStore } from './write-behind-store.js';
 
 export interface JobsRunnerOptions {
   /** The shared config (resolved, or input to resolve). */
@@ -99,6 +100,8 @@ export class JobsRunner {
   /** Flushes of one entity run one at a time in this process. */
   readonly #flushChains = new Map<string, Promise<unknown>>();
   #engine: CacheEngine | undefined;
+  /** Pending write-behind writes (the jobs Redis), when the config has write-behind entities. */
+  #store: WriteBehindStore | undefined;
   // biome-ignore lint/suspicious/noExplicitAny: entities are named by the config at run time
   #repo: RepositoryCore<any, any> | undefined;
   #client: Redis | undefined;
@@ -168,6 +171,12 @@ export class JobsRunner {
 
   async #start(): Promise<void> {
     const { config } = this;
+    if (writeBehindEntities(config).length > 0) {
+      // Refused before anything runs: pending writes on a server that may evict them
+      // would be acknowledged writes lost.
+      this.#store = new WriteBehindStore(config);
+      await this.#store.ready();
+    }
     this.#engine = new CacheEngine({ config });
     this.#repo = createRepository({
       db: this.#db,
@@ -338,6 +347,7 @@ export class JobsRunner {
     }
     await within(this.#queues?.close() ?? Promise.resolve(), FORCE_CLOSE_MS);
     await this.#repo?.close().catch(() => {});
+    await this.#store?.close();
     await this.#engine?.close().catch(() => {});
     if (this.#ownsDb) await this.#db.destroy().catch(() => {});
     this.#client?.disconnect();
@@ -402,6 +412,7 @@ export class JobsRunner {
           db: this.#db,
           config: this.config,
           entity,
+          ...(this.#store && { store: this.#store }),
         }),
       );
     this.#flushChains.set(entity, flushing);
@@ -470,11 +481,11 @@ export class JobsRunner {
   async writeBehindState(): Promise<
     Map<string, { pending: number; oldestAgeMs: number; dead: number }> | undefined
   > {
-    const engine = this.#engine;
-    if (engine === undefined || this.#closing) return undefined;
+    const store = this.#store;
+    if (store === undefined || this.#closing) return undefined;
     const state = new Map<string, { pending: number; oldestAgeMs: number; dead: number }>();
     for (const entity of writeBehindEntities(this.config))
-      state.set(entity, await writeBehindStats(engine, entity));
+      state.set(entity, await store.stats(entity));
     return state;
   }
 }

@@ -1,32 +1,26 @@
 import type { Redis } from 'ioredis';
-import type { CacheEngine } from '../cache/engine.js';
-import { Codec } from '../codec/codec.js';
-import { CorruptEntryError, RedisUnavailableError } from '../errors/errors.js';
-import type { Keys } from '../keys/keys.js';
+import { createCacheRedis, waitReady } from '../cache/redis-connection.js';
+import type { ResolvedConfig } from '../config/config.js';
+import { RedisUnavailableError } from '../errors/errors.js';
+import { Keys } from '../keys/keys.js';
+import { assertKeepsWriteBehind } from './eviction-policy.js';
+import { queueRedisUrl } from './queues.js';
+import { ATTEMPTS, fenceField, WriteBehindCodec } from './write-behind-codec.js';
+import type { PendingRecord } from './write-behind-record.js';
 import { defineWriteBehindScripts, type WriteBehindCommands } from './write-behind-scripts.js';
 
 type Row = Record<string, unknown>;
 
-/** One row's pending write-behind record, as a flush takes it. */
-export interface PendingRecord {
-  /** The row's cache key (`users:42`). */
-  readonly key: string;
-  /** Sequence number of the last write merged into it. */
-  readonly seq: string;
-  readonly attempts: number;
-  /** When its first pending write arrived (ms since epoch). */
-  readonly since: number;
-  /** The merged patch: column -> value. */
-  readonly values: Row;
-}
-
-/** A record that kept failing, with the error of its last attempt. */
+/** Writes that kept failing, with the error of their last attempt. */
 export interface DeadLetter {
   readonly key: string;
+  /** Sequence number of the last of them (names their hash). */
   readonly seq: string;
   readonly error: string;
+  /** SQLSTATE, or walcache's code (`E_MISSING_ROW`); null when neither. */
   readonly code: string | null;
   readonly at: number;
+  /** The writes, merged in sequence order. */
   readonly values: Row;
 }
 
@@ -35,61 +29,120 @@ export interface WriteBehindStats {
   readonly pending: number;
   /** Age of the oldest pending write, ms (0 when none). */
   readonly oldestAgeMs: number;
-  /** Records in the dead-letter list. */
+  /** Entries in the dead-letter list. */
   readonly dead: number;
 }
 
-const COLUMN = 'c:';
+/** Fields to clear from one record (see wb-settle-n.lua). */
+export interface Settlement {
+  readonly key: string;
+  /** Writes applied or spent. */
+  readonly seqs?: readonly number[];
+  /** Fences (by xid) to remove. */
+  readonly fences?: readonly string[];
+  /** Also reset the attempt counter (the failing writes are gone). */
+  readonly attempts?: boolean;
+}
+
+/** Write-behind commands can move thousands of records; slower than a cache read is fine. */
+const COMMAND_TIMEOUT_MS = 5_000;
+/** Records per settle script call. */
+const SETTLE_SLICE = 250;
+/** Records per read script call. */
+const READ_SLICE = 1_000;
 
 /**
- * Pending write-behind records in Redis. Every key of one entity carries the same hash
- * tag, so each script touches one slot. Values are encoded one by one with the cache's
- * codec (Dates, bigints, Buffers, JSON round-trip); a flag byte says whether deflated.
+ * Pending write-behind state in Redis: per row, one hash field per accepted write; per
+ * entity, a queue of rows by age, a sequence counter and a dead-letter list. It lives on
+ * the jobs Redis (`jobs.redisUrl`, else `redis.url`), never on an LRU cache server: writes
+ * are refused (EvictionPolicyError) while that server's `maxmemory-policy` may evict them,
+ * checked at every (re)connection. Every key of one entity carries the same hash tag, so
+ * each script touches one slot. A record's layout is WriteBehindCodec's.
+ *
+ * @example
+ * const store = new WriteBehindStore(config);
+ * console.log(await store.stats('counters'), await store.deadLetters('counters'));
+ * await store.close();
  */
 export class WriteBehindStore {
+  readonly keys: Keys;
   readonly #redis: Redis & WriteBehindCommands;
-  readonly #keys: Keys;
-  readonly #codec: Codec;
-  readonly #engine: CacheEngine;
+  readonly #url: string;
+  readonly #codec: WriteBehindCodec;
+  readonly #connectTimeoutMs: number;
+  /** The eviction check of the current connection (redone on every reconnection). */
+  #policy: Promise<void> | undefined;
+  /** It passed, and the connection is the one it checked: writes need not wait. */
+  #safe = false;
+  #closing: Promise<void> | undefined;
+  #connecting: Promise<boolean> | undefined;
   readonly #batches = new Map<
     string,
     Array<{
       key: string;
-      fields: Array<string | Buffer>;
+      patch: Buffer;
       resolve: (result: { seq: number; pending: number }) => void;
       reject: (error: unknown) => void;
     }>
   >();
 
-  constructor(engine: CacheEngine) {
-    this.#engine = engine;
-    this.#redis = defineWriteBehindScripts(engine.redis);
-    this.#keys = engine.keys;
-    this.#codec = new Codec(engine.config.cache);
+  constructor(config: ResolvedConfig) {
+    this.keys = new Keys(config.prefix);
+    this.#url = queueRedisUrl(config);
+    this.#connectTimeoutMs = config.redis.connectTimeoutMs;
+    const redis = createCacheRedis(
+      { ...config.redis, url: this.#url, commandTimeoutMs: COMMAND_TIMEOUT_MS },
+      `walcache:${config.prefix}:write-behind`,
+    );
+    redis.on('ready', () => {
+      this.#policy = undefined;
+      this.#safe = false;
+    });
+    this.#redis = defineWriteBehindScripts(redis);
+    this.#codec = new WriteBehindCodec(config.cache);
   }
 
   /**
-   * Merges a patch into the row's pending record and queues the row, in one script.
-   * Resolves once Redis has it.
+   * Connects, and checks that the server keeps write-behind state: its `maxmemory-policy`
+   * never evicts a key without a TTL. Checked again after every reconnection (a restarted
+   * server may run another configuration).
+   *
+   * @throws {EvictionPolicyError} when the server may evict pending writes.
+   * @throws {RedisUnavailableError} when it cannot be reached.
+   */
+  async ready(): Promise<void> {
+    await this.#connected();
+    this.#policy ??= assertKeepsWriteBehind(this.#redis, this.#url).then(
+      () => {
+        this.#safe = true;
+      },
+      (error: unknown) => {
+        this.#policy = undefined;
+        throw error;
+      },
+    );
+    await this.#policy;
+  }
+
+  /**
+   * Queues a patch as the row's next write, in one script with the other writes of this
+   * tick. Resolves once Redis has it.
    *
    * @throws {SerializationError | ValueTooLargeError} before anything is written.
+   * @throws {EvictionPolicyError} when the server may evict pending writes.
    * @throws {RedisUnavailableError} when Redis did not take it.
    */
   async put(entity: string, key: string, patch: Row): Promise<{ seq: number; pending: number }> {
-    const fields: Array<string | Buffer> = [];
-    for (const [column, value] of Object.entries(patch)) {
-      fields.push(column, this.#encode(`${key}.${column}`, value));
-    }
-    await this.#connected();
+    const encoded = this.#codec.encode(key, patch);
+    if (!this.#safe || this.#redis.status !== 'ready' || this.#closing) await this.ready();
     return new Promise((resolve, reject) => {
       let batch = this.#batches.get(entity);
       if (batch === undefined) {
         batch = [];
         this.#batches.set(entity, batch);
-        // The writes of one tick go to Redis in one script call (each patch still whole).
         process.nextTick(() => this.#send(entity));
       }
-      batch.push({ key, fields, resolve, reject });
+      batch.push({ key, patch: encoded, resolve, reject });
     });
   }
 
@@ -97,144 +150,218 @@ export class WriteBehindStore {
     const batch = this.#batches.get(entity) ?? [];
     this.#batches.delete(entity);
     const keys = [
-      this.#keys.writeBehindQueue(entity),
-      this.#keys.writeBehindSequence(entity),
-      ...batch.map((p) => this.#keys.writeBehindRecord(entity, p.key)),
+      this.keys.writeBehindQueue(entity),
+      this.keys.writeBehindSequence(entity),
+      ...batch.map((p) => this.keys.writeBehindRecord(entity, p.key)),
     ];
-    const args: Array<string | Buffer> = [String(Date.now()), String(batch.length)];
-    for (const p of batch) args.push(p.key, String(p.fields.length / 2), ...p.fields);
+    const args: Array<string | Buffer> = [String(Date.now())];
+    for (const p of batch) args.push(p.key, p.patch);
     try {
-      const result = await this.#redis.walcache_wb_put(keys.length, ...keys, ...args);
-      const pending = Number(result[batch.length]);
-      for (const [i, p] of batch.entries()) p.resolve({ seq: Number(result[i]), pending });
+      const [first, pending] = await this.#redis.walcache_wb_put(keys.length, ...keys, ...args);
+      for (const [i, p] of batch.entries())
+        p.resolve({ seq: Number(first) + i, pending: Number(pending) });
     } catch (error) {
       const failure = new RedisUnavailableError('writeBehind', error);
       for (const p of batch) p.reject(failure);
     }
   }
 
-  /** The pending patches of rows, by key (undefined where none). */
-  async read(entity: string, keys: readonly string[]): Promise<Array<Row | undefined>> {
+  /** The pending records of rows, by key (undefined where none). */
+  async read(entity: string, keys: readonly string[]): Promise<Array<PendingRecord | undefined>> {
     if (keys.length === 0) return [];
-    await this.#connected();
-    let raw: Array<Record<string, Buffer>>;
-    try {
-      raw = await Promise.all(
-        keys.map((k) => this.#redis.hgetallBuffer(this.#keys.writeBehindRecord(entity, k))),
-      );
-    } catch (error) {
-      throw new RedisUnavailableError('writeBehind read', error);
-    }
-    return raw.map((hash, i) =>
-      Object.keys(hash).length === 0 ? undefined : this.#decodeValues(keys[i] as string, hash),
-    );
+    const hashes = await this.#hashes(entity, keys, 'writeBehind read');
+    return hashes.map((hash, i) => this.#codec.decodeRecord(keys[i] as string, hash, 0));
   }
 
-  /** The oldest pending records, at most `limit`. */
+  /** Whether each row has pending writes. */
+  async exists(entity: string, keys: readonly string[]): Promise<boolean[]> {
+    if (keys.length === 0) return [];
+    await this.#connected();
+    const pipeline = this.#redis.pipeline();
+    for (const key of keys) pipeline.exists(this.keys.writeBehindRecord(entity, key));
+    const results = (await pipeline.exec()) ?? [];
+    return results.map(([error, found]) => {
+      if (error) throw new RedisUnavailableError('writeBehind exists', error);
+      return found === 1;
+    });
+  }
+
+  /** The rows whose writes have waited longest, at most `limit`, with everything pending for them. */
   async take(entity: string, limit: number): Promise<PendingRecord[]> {
     await this.#connected();
-    const members = await this.#redis.zrange(
-      this.#keys.writeBehindQueue(entity),
-      '0',
-      String(limit - 1),
-    );
-    const hashes = await Promise.all(
-      members.map((k) => this.#redis.hgetallBuffer(this.#keys.writeBehindRecord(entity, k))),
-    );
+    const queue = this.keys.writeBehindQueue(entity);
+    const ranked = await this.#redis.zrange(queue, '0', String(limit - 1), 'WITHSCORES');
+    const members: string[] = [];
+    const since: number[] = [];
+    for (let i = 0; i < ranked.length; i += 2) {
+      members.push(ranked[i] as string);
+      since.push(Number(ranked[i + 1]));
+    }
+    const hashes = await this.#hashes(entity, members, 'writeBehind take');
     const records: PendingRecord[] = [];
-    for (let i = 0; i < members.length; i++) {
-      const hash = hashes[i] as Record<string, Buffer>;
-      const key = members[i] as string;
-      if (hash.s === undefined) {
-        // Cleared between the two reads (a flush elsewhere). Unqueued only if still gone:
-        // a write may have recreated it since.
+    for (const [i, key] of members.entries()) {
+      const record = this.#codec.decodeRecord(
+        key,
+        hashes[i] as Record<string, Buffer>,
+        since[i] ?? 0,
+      );
+      if (record !== undefined) records.push(record);
+      // Cleared between the two reads. Unqueued only if still gone: a write may have
+      // recreated it since (its ZADD NX found the row still queued).
+      else
         await this.#redis.walcache_wb_unqueue_if_gone(
-          this.#keys.writeBehindQueue(entity),
-          this.#keys.writeBehindRecord(entity, key),
+          queue,
+          this.keys.writeBehindRecord(entity, key),
           key,
         );
-        continue;
-      }
-      records.push({
-        key,
-        seq: hash.s.toString(),
-        attempts: Number(hash.a?.toString() ?? 0),
-        since: Number(hash.t?.toString() ?? Date.now()),
-        values: this.#decodeValues(key, hash),
-      });
     }
     return records;
   }
 
-  /** Clears exactly the records flushed (a record that took a newer write meanwhile stays). */
-  async ack(
-    entity: string,
-    records: ReadonlyArray<Pick<PendingRecord, 'key' | 'seq'>>,
-  ): Promise<number> {
-    if (records.length === 0) return 0;
-    const keys = [
-      this.#keys.writeBehindQueue(entity),
-      ...records.map((r) => this.#keys.writeBehindRecord(entity, r.key)),
-    ];
-    return this.#redis.walcache_wb_ack(
-      keys.length,
-      ...keys,
-      ...records.map((r) => r.seq),
-      ...records.map((r) => r.key),
+  /**
+   * Marks, inside a repository transaction `xid`, the record's writes up to `seq` as
+   * applied or superseded by it (see wb-fence.lua). False when the record is gone.
+   */
+  async fence(entity: string, key: string, xid: string, seq: number): Promise<boolean> {
+    await this.#connected();
+    const set = await this.#redis.walcache_wb_fence(
+      this.keys.writeBehindRecord(entity, key),
+      fenceField(xid),
+      String(seq),
     );
+    return set === 1;
   }
 
-  /** Counts a failure; true when the record moved to the dead-letter list. */
+  /**
+   * Clears exactly the fields named (writes, fences, the attempt counter); a record left
+   * without writes leaves the queue. `takenAt`: when the records were read.
+   */
+  async settle(
+    entity: string,
+    settlements: readonly Settlement[],
+    takenAt = Date.now(),
+  ): Promise<void> {
+    // A script blocks Redis while it runs: a flush's thousands of records go in slices,
+    // so writers' scripts get in between.
+    for (let start = 0; start < settlements.length; start += SETTLE_SLICE) {
+      const keys = [this.keys.writeBehindQueue(entity)];
+      const args: string[] = [String(takenAt)];
+      for (const s of settlements.slice(start, start + SETTLE_SLICE)) {
+        const fields = [
+          ...(s.seqs ?? []).map(String),
+          ...(s.fences ?? []).map(fenceField),
+          ...(s.attempts ? [ATTEMPTS] : []),
+        ];
+        if (fields.length === 0) continue;
+        keys.push(this.keys.writeBehindRecord(entity, s.key));
+        args.push(s.key, String(fields.length), ...fields);
+      }
+      if (keys.length > 1) await this.#redis.walcache_wb_settle(keys.length, ...keys, ...args);
+    }
+  }
+
+  /**
+   * Counts a failed flush of the writes `seqs` of a record. Past `maxAttempts` they move
+   * to the dead-letter list with the error; resolves true then.
+   */
   async fail(
     entity: string,
-    record: PendingRecord,
+    key: string,
+    seqs: readonly number[],
     error: unknown,
     maxAttempts: number,
   ): Promise<boolean> {
+    const last = String(Math.max(...seqs));
     const entry = JSON.stringify({
-      key: record.key,
-      seq: record.seq,
+      key,
+      seq: last,
       error: error instanceof Error ? error.message : String(error),
       code: (error as { code?: unknown })?.code ?? null,
       at: Date.now(),
     });
     const moved = await this.#redis.walcache_wb_fail(
-      this.#keys.writeBehindRecord(entity, record.key),
-      this.#keys.writeBehindQueue(entity),
-      this.#keys.writeBehindDead(entity),
-      this.#keys.writeBehindDeadRecord(entity, record.seq),
-      record.seq,
+      this.keys.writeBehindRecord(entity, key),
+      this.keys.writeBehindQueue(entity),
+      this.keys.writeBehindDead(entity),
+      this.keys.writeBehindDeadRecord(entity, last),
       maxAttempts,
       entry,
-      record.key,
+      key,
+      ...seqs.map(String),
     );
     return moved === 1;
   }
 
+  /** Pending rows, oldest age and dead letters of one entity. */
   async stats(entity: string): Promise<WriteBehindStats> {
     await this.#connected();
-    const queue = this.#keys.writeBehindQueue(entity);
+    const queue = this.keys.writeBehindQueue(entity);
     const [pending, oldest, dead] = await Promise.all([
       this.#redis.zcard(queue),
       this.#redis.zrange(queue, '0', '0', 'WITHSCORES'),
-      this.#redis.llen(this.#keys.writeBehindDead(entity)),
+      this.#redis.llen(this.keys.writeBehindDead(entity)),
     ]);
     const since = oldest[1] === undefined ? null : Number(oldest[1]);
     return { pending, oldestAgeMs: since === null ? 0 : Math.max(0, Date.now() - since), dead };
   }
 
-  /** The dead-letter list, oldest first, with the values that failed. */
+  /** The dead-letter list, oldest first, with the writes that failed. */
   async deadLetters(entity: string, limit = 100): Promise<DeadLetter[]> {
-    const entries = await this.#redis.lrange(this.#keys.writeBehindDead(entity), 0, limit - 1);
+    await this.#connected();
+    const entries = await this.#redis.lrange(this.keys.writeBehindDead(entity), 0, limit - 1);
     return Promise.all(
       entries.map(async (json) => {
         const entry = JSON.parse(json) as Omit<DeadLetter, 'values'>;
         const hash = await this.#redis.hgetallBuffer(
-          this.#keys.writeBehindDeadRecord(entity, entry.seq),
+          this.keys.writeBehindDeadRecord(entity, entry.seq),
         );
-        return { ...entry, values: this.#decodeValues(entry.key, hash) };
+        const writes = this.#codec.decodeWrites(entry.key, hash);
+        return { ...entry, values: Object.assign({}, ...writes.map((w) => w.patch)) };
       }),
     );
+  }
+
+  /** Closes the connection. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= this.#redis
+      .quit()
+      .then(() => {})
+      .catch(() => this.#redis.disconnect());
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** The records' hashes, in slices of one script call each (a script blocks Redis while it runs). */
+  async #hashes(
+    entity: string,
+    keys: readonly string[],
+    operation: string,
+  ): Promise<Array<Record<string, Buffer>>> {
+    if (keys.length === 0) return [];
+    await this.#connected();
+    const hashes: Array<Record<string, Buffer>> = [];
+    for (let start = 0; start < keys.length; start += READ_SLICE) {
+      const slice = keys.slice(start, start + READ_SLICE);
+      let replies: Buffer[][];
+      try {
+        replies = await this.#redis.walcache_wb_readBuffer(
+          slice.length,
+          ...slice.map((k) => this.keys.writeBehindRecord(entity, k)),
+        );
+      } catch (error) {
+        throw new RedisUnavailableError(operation, error);
+      }
+      for (const flat of replies) {
+        const hash: Record<string, Buffer> = {};
+        for (let i = 0; i < flat.length; i += 2)
+          hash[(flat[i] as Buffer).toString()] = flat[i + 1] as Buffer;
+        hashes.push(hash);
+      }
+    }
+    return hashes;
   }
 
   /**
@@ -242,29 +369,13 @@ export class WriteBehindStore {
    * than answer older values. A connection still being opened is waited for (bounded).
    */
   async #connected(): Promise<void> {
-    if (this.#redis.status !== 'ready')
-      await this.#engine.ready(this.#engine.config.redis.connectTimeoutMs);
-  }
-
-  #encode(key: string, value: unknown): Buffer {
-    const { bytes, compressed } = this.#codec.encode(key, value);
-    return Buffer.concat([Buffer.from([compressed ? 1 : 0]), bytes]);
-  }
-
-  #decodeValues(key: string, hash: Record<string, Buffer>): Row {
-    const values: Row = {};
-    for (const [field, raw] of Object.entries(hash)) {
-      if (!field.startsWith(COLUMN)) continue;
-      try {
-        values[field.slice(COLUMN.length)] = this.#codec.decode(raw.subarray(1), raw[0] === 1);
-      } catch (error) {
-        throw new CorruptEntryError(
-          key,
-          `write-behind value of \`${field.slice(COLUMN.length)}\` does not decode`,
-          error,
-        );
-      }
-    }
-    return values;
+    if (this.#closing) throw new RedisUnavailableError('writeBehind (the store is closed)');
+    if (this.#redis.status === 'ready') return;
+    // One wait shared by every caller (a burst of writes at start would add a listener each).
+    this.#connecting ??= waitReady(this.#redis, this.#connectTimeoutMs).finally(() => {
+      this.#connecting = undefined;
+    });
+    if (!(await this.#connecting))
+      throw new RedisUnavailableError('writeBehind (no connection to the jobs Redis)');
   }
 }

@@ -1,25 +1,27 @@
 import { performance } from 'node:perf_hooks';
-import { type Kysely, sql, type Transaction } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { CacheEngine } from '../cache/engine.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { ConfigError, CorruptEntryError } from '../errors/errors.js';
 import { parseEntityKey } from '../keys/keys.js';
-import { buildEntityModels, type EntityModel, keyRow } from '../repository/entity-model.js';
-import type { DynamicDatabase } from '../repository/types.js';
+import { buildEntityModels, type EntityModel } from '../repository/entity-model.js';
+import type { DynamicDatabase, DynamicTransaction } from '../repository/types.js';
+import { lockEntity, markOrdered } from './write-behind-order.js';
 import {
+  fenceStatuses,
   type PendingRecord,
-  type WriteBehindStats,
-  WriteBehindStore,
-} from './write-behind-store.js';
-
-type Row = Record<string, unknown>;
+  type Resolved,
+  resolveRecord,
+} from './write-behind-record.js';
+import { type Settlement, WriteBehindStore } from './write-behind-store.js';
+import { updateRows } from './write-behind-update.js';
 
 export interface FlushResult {
-  /** Rows upserted into Postgres. */
+  /** Rows written to Postgres. */
   readonly rows: number;
   /** Records that failed this time (retried by later flushes). */
   readonly failed: number;
-  /** Records moved to the dead-letter list by this flush. */
+  /** Records whose failed writes moved to the dead-letter list in this flush. */
   readonly dead: number;
   /** Rows still pending after it (a next flush should run at once when > 0). */
   readonly remaining: number;
@@ -27,75 +29,114 @@ export interface FlushResult {
 }
 
 export interface FlushOptions {
+  /** The cache: flushed rows' entries are tombstoned there. */
   readonly engine: CacheEngine;
   /** Any Kysely on the database (its table types do not matter). */
   readonly db: Kysely<DynamicDatabase>;
   readonly config: ResolvedConfig;
   readonly entity: string;
+  /** The pending writes; else a store is opened on the jobs Redis for this flush and closed after it. */
   readonly store?: WriteBehindStore;
 }
 
 /**
  * Flushes one entity's pending writes to Postgres:
  *
- * 1. In one transaction, an advisory lock per entity first: flushes of one entity run one
- *    at a time, and each takes its records *after* the previous one committed, so no
- *    flush can commit older values over newer ones.
- * 2. Up to `writeBehind.maxFlushRows` of the oldest records are taken, coalesced already
- *    (one merged patch per row), and upserted (`INSERT ... ON CONFLICT (key) DO UPDATE`,
- *    one statement per set of columns).
- * 3. A record the database refuses (a constraint, a bad value, a trigger's RAISE: SQLSTATE
- *    classes 22, 23, 44, P0001) is isolated with savepoints; the others commit. Other errors (the
- *    connection, a deadlock) abort the flush: nothing is cleared, the job retries.
- * 4. After the commit, the rows' cache entries are tombstoned (so no reader falls back to
- *    a copy older than the flush), then exactly the flushed records are cleared: a write
- *    that arrived meanwhile stays pending. A crash anywhere before that leaves the
- *    records pending: the next flush writes the same values again (idempotent).
- * 5. A refused record counts an attempt; past `writeBehind.maxAttempts` it moves to the
- *    dead-letter list with the error, and its key is tombstoned: readers see the database.
+ * 1. One transaction takes the entity's advisory lock exclusively (repository writes of
+ *    the entity share it), then the rows whose writes have waited longest (at most
+ *    `writeBehind.maxFlushRows`). Flushes of an entity are serialised, and each reads the
+ *    records after every earlier flush and repository write committed, so nothing older
+ *    is committed over something newer.
+ * 2. Writes a repository transaction has already applied or superseded (a committed
+ *    fence: see write-behind-record.ts) are dropped, not written again.
+ * 3. The rest are merged per row and applied with `updateRows`: a few `UPDATE ... FROM
+ *    unnest(...)` statements, keys compared as PostgreSQL compares them, existing rows
+ *    only. A row PostgreSQL refuses (any error but the server's) is isolated and the
+ *    others commit; the server's errors (connection, serialization, shutdown...) fail the
+ *    flush with nothing cleared, and the job retries.
+ * 4. After the commit, the rows' cache entries are tombstoned (no reader falls back to a
+ *    copy older than the flush), then exactly the writes flushed are cleared: a write
+ *    that arrived meanwhile stays pending. A crash anywhere before that leaves them
+ *    pending: the next flush writes the same values again.
+ * 5. A refused record counts an attempt; past `writeBehind.maxAttempts` its writes move
+ *    to the dead-letter list with the error, and its key is tombstoned: readers see the
+ *    database.
  */
 export async function flushWriteBehind(options: FlushOptions): Promise<FlushResult> {
   const started = performance.now();
   const { engine, db, config } = options;
   const model = writeBehindEntity(config, options.entity);
-  const store = options.store ?? new WriteBehindStore(engine);
-  const { maxFlushRows, maxAttempts } = config.writeBehind;
-  let taken: PendingRecord[] = [];
-  let refused: Array<{ record: PendingRecord; error: unknown }> = [];
-  await db.transaction().execute(async (trx) => {
-    await sql`SELECT pg_advisory_xact_lock(hashtext(${`walcache:${config.prefix}:wb:${model.name}`}))`.execute(
-      trx,
+  const store = options.store ?? new WriteBehindStore(config);
+  try {
+    const { maxFlushRows, maxAttempts } = config.writeBehind;
+    let takenAt = Date.now();
+    let resolved: Array<{ record: PendingRecord; resolved: Resolved }> = [];
+    let outcome: Awaited<ReturnType<typeof updateRows<PendingRecord>>> = {
+      written: [],
+      refused: [],
+    };
+    await db.transaction().execute(async (trx) => {
+      await lockEntity(trx as DynamicTransaction, config.prefix, model.name, 'flush');
+      takenAt = Date.now();
+      const taken = await store.take(model.name, maxFlushRows);
+      if (taken.length === 0) return;
+      const statuses = await fenceStatuses(trx as DynamicTransaction, taken);
+      resolved = taken.map((record) => ({
+        record,
+        resolved: resolveRecord(record, statuses, { inProgress: 'hold' }),
+      }));
+      const patches = [];
+      const corrupt = [];
+      for (const { record, resolved: r } of resolved) {
+        if (r.patch === undefined) continue;
+        const parts = parseEntityKey(model.name, model.keyColumns.length, record.key);
+        if (parts === null)
+          corrupt.push({
+            item: record,
+            error: new CorruptEntryError(record.key, `not a key of \`${model.name}\``),
+          });
+        else patches.push({ item: record, parts, writes: r.writes });
+      }
+      const updated = await updateRows(trx as DynamicTransaction, model, patches);
+      outcome = { written: updated.written, refused: [...corrupt, ...updated.refused] };
+      if (outcome.written.length > 0)
+        await markOrdered(trx as DynamicTransaction, { entity: model.name, keys: 'all' });
+    });
+    const written = new Set(outcome.written.map((w) => w.item));
+    if (outcome.written.length > 0)
+      await engine.delete([...new Set(outcome.written.flatMap((w) => [w.item.key, w.rowKey]))]);
+    const settlements: Settlement[] = resolved.map(({ record, resolved: r }) =>
+      written.has(record)
+        ? {
+            key: record.key,
+            seqs: [...r.seqs, ...r.spent],
+            fences: r.closed,
+            attempts: record.attempts > 0,
+          }
+        : { key: record.key, seqs: r.spent, fences: r.closed },
     );
-    taken = await store.take(model.name, maxFlushRows);
-    if (taken.length === 0) return;
-    refused = await upsert(trx, model, taken);
-  });
-  const refusedSet = new Set(refused.map((r) => r.record));
-  const written = taken.filter((r) => !refusedSet.has(r));
-  if (written.length > 0) {
-    await engine.delete(written.map((r) => r.key));
-    await store.ack(model.name, written);
-  }
-  let dead = 0;
-  for (const { record, error } of refused) {
-    if (await store.fail(model.name, record, error, maxAttempts)) {
-      dead++;
-      await engine.delete(record.key);
+    await store.settle(model.name, settlements, takenAt);
+    let dead = 0;
+    const seqsOf = new Map(resolved.map((r) => [r.record, r.resolved.seqs]));
+    for (const { item: record, error } of outcome.refused) {
+      const seqs = seqsOf.get(record) ?? [];
+      if (seqs.length === 0) continue;
+      if (await store.fail(model.name, record.key, seqs, error, maxAttempts)) {
+        dead++;
+        await engine.delete(record.key);
+      }
     }
+    const { pending } = await store.stats(model.name);
+    return {
+      rows: outcome.written.length,
+      failed: outcome.refused.length,
+      dead,
+      remaining: pending,
+      durationMs: performance.now() - started,
+    };
+  } finally {
+    if (options.store === undefined) await store.close();
   }
-  const { pending } = await store.stats(model.name);
-  return {
-    rows: written.length,
-    failed: refused.length,
-    dead,
-    remaining: pending,
-    durationMs: performance.now() - started,
-  };
-}
-
-/** Pending rows, oldest age and dead letters of one entity. */
-export function writeBehindStats(engine: CacheEngine, entity: string): Promise<WriteBehindStats> {
-  return new WriteBehindStore(engine).stats(entity);
 }
 
 /** The entity model of a write-behind entity, or a ConfigError saying why not. */
@@ -108,89 +149,4 @@ export function writeBehindEntity(config: ResolvedConfig, entity: string): Entit
       model === undefined ? 'no such entity' : 'write-behind is not enabled for this entity',
     );
   return model;
-}
-
-/** Upserts the records; returns those the database refused (the rest are written). */
-async function upsert(
-  trx: Transaction<DynamicDatabase>,
-  model: EntityModel,
-  records: readonly PendingRecord[],
-): Promise<Array<{ record: PendingRecord; error: unknown }>> {
-  const groups = new Map<string, PendingRecord[]>();
-  for (const record of records) {
-    const columns = Object.keys(record.values).sort().join(',');
-    const group = groups.get(columns);
-    if (group) group.push(record);
-    else groups.set(columns, [record]);
-  }
-  await sql`SAVEPOINT walcache_flush`.execute(trx);
-  try {
-    for (const group of groups.values()) await upsertGroup(trx, model, group);
-    await sql`RELEASE SAVEPOINT walcache_flush`.execute(trx);
-    return [];
-  } catch (error) {
-    if (!isRecordError(error)) throw error;
-    await sql`ROLLBACK TO SAVEPOINT walcache_flush`.execute(trx);
-  }
-  // Some record is refused: find which, one savepoint each.
-  const refused: Array<{ record: PendingRecord; error: unknown }> = [];
-  for (const record of records) {
-    await sql`SAVEPOINT walcache_row`.execute(trx);
-    try {
-      await upsertGroup(trx, model, [record]);
-      await sql`RELEASE SAVEPOINT walcache_row`.execute(trx);
-    } catch (error) {
-      if (!isRecordError(error)) throw error;
-      await sql`ROLLBACK TO SAVEPOINT walcache_row`.execute(trx);
-      refused.push({ record, error });
-    }
-  }
-  return refused;
-}
-
-const MAX_PARAMETERS = 30_000;
-
-async function upsertGroup(
-  trx: Transaction<DynamicDatabase>,
-  model: EntityModel,
-  records: readonly PendingRecord[],
-): Promise<void> {
-  const columns = Object.keys((records[0] as PendingRecord).values);
-  const perRow = columns.length + model.keyColumns.length;
-  const chunk = Math.max(1, Math.floor(MAX_PARAMETERS / perRow));
-  for (let i = 0; i < records.length; i += chunk) {
-    const rows: Row[] = records.slice(i, i + chunk).map((r) => ({
-      ...keyValues(model, r.key),
-      ...r.values,
-    }));
-    await trx
-      .withSchema(model.schema)
-      .insertInto(model.tableName)
-      .values(rows)
-      .onConflict((oc) =>
-        oc
-          .columns(model.keyColumns as string[])
-          .doUpdateSet(Object.fromEntries(columns.map((c) => [c, sql.ref(`excluded.${c}`)]))),
-      )
-      .execute();
-  }
-}
-
-/** The key column values of a row from its cache key (`users:42`, `lines:7:3`). */
-export function keyValues(model: EntityModel, key: string): Row {
-  const parts = parseEntityKey(model.name, model.keyColumns.length, key);
-  if (parts === null)
-    throw new CorruptEntryError(key, `not a key of \`${model.name}\` in the write-behind queue`);
-  return keyRow(model, parts);
-}
-
-/**
- * Errors that belong to one record's values: data exceptions (22), integrity violations
- * (23), check option violations (44) and a trigger's RAISE (P0001). Anything else (the
- * connection, a missing table or privilege, a deadlock) is the database's, not the
- * record's: the flush fails and is retried, and no record is dead-lettered for it.
- */
-function isRecordError(error: unknown): boolean {
-  const code = (error as { code?: unknown })?.code;
-  return typeof code === 'string' && /^(22|23|44|P0001)/.test(code);
 }

@@ -15,11 +15,13 @@ import { InvalidKeyError } from '../errors/errors.js';
  *                           the same bucket, renamed away while it is moved to Postgres
  *                           (the `{}` hash tag keeps both in one Redis Cluster slot)
  *   <prefix>:al:index       set of the bucket starts that have counts
- *   <prefix>:wb:{<prefix>.<entity>}:r:<key>   write-behind: a row's pending record (hash)
- *   <prefix>:wb:{<prefix>.<entity>}:q         rows with pending writes (sorted set by age)
+ *   <prefix>:wb:{<prefix>.<entity>}:w:<key>   write-behind: a row's pending writes (hash,
+ *                           one field per write: sequence number -> encoded patch)
+ *   <prefix>:wb:{<prefix>.<entity>}:pending   rows with pending writes (sorted set by age)
  *   <prefix>:wb:{<prefix>.<entity>}:seq       write sequence counter
- *   <prefix>:wb:{<prefix>.<entity>}:dead      dead-letter list; :d:<seq> the dead records
- *                           (one hash tag per entity: every write-behind script is one slot)
+ *   <prefix>:wb:{<prefix>.<entity>}:dead      dead-letter list; :d:<seq> the dead writes
+ *                           (one hash tag per entity: every write-behind script is one slot;
+ *                           these live on the jobs Redis, never on the cache's)
  *
  * Logical keys keep `:` as a readable separator; every other byte outside
  * `[A-Za-z0-9_.-]` is percent-encoded, so no input can leave its namespace, form a
@@ -212,14 +214,14 @@ export class Keys {
     return `${this.prefix}:al:{${bucketStart(bucketStartMs)}}:flushing`;
   }
 
-  /** A row's pending write-behind record (hash). */
+  /** A row's pending write-behind writes (hash). */
   writeBehindRecord(entity: string, logicalKey: string): string {
-    return `${this.#writeBehind(entity)}:r:${SAFE_LOGICAL.test(logicalKey) ? logicalKey : percentEncode(logicalKey, SAFE_LOGICAL_CHAR)}`;
+    return `${this.#writeBehind(entity)}:w:${SAFE_LOGICAL.test(logicalKey) ? logicalKey : percentEncode(logicalKey, SAFE_LOGICAL_CHAR)}`;
   }
 
   /** The entity's rows with pending writes, scored by the time the first arrived. */
   writeBehindQueue(entity: string): string {
-    return `${this.#writeBehind(entity)}:q`;
+    return `${this.#writeBehind(entity)}:pending`;
   }
 
   writeBehindSequence(entity: string): string {
@@ -231,7 +233,7 @@ export class Keys {
     return `${this.#writeBehind(entity)}:dead`;
   }
 
-  /** Where a dead record's values are kept (hash). */
+  /** Where dead writes are kept (hash, like a pending record). */
   writeBehindDeadRecord(entity: string, seq: string | number): string {
     return `${this.#writeBehind(entity)}:d:${encodeKeyPart(String(seq))}`;
   }

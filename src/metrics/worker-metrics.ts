@@ -66,6 +66,12 @@ export function collectWorkerMetrics(
     labelNames: ['reason'],
     ...r,
   });
+  const outsideWrites = new Counter({
+    name: 'walcache_worker_write_behind_outside_writes_total',
+    help: 'Changes made outside walcache to rows with pending write-behind writes (the next flush applies them over it)',
+    labelNames: ['entity'],
+    ...r,
+  });
   const reconnects = new Counter({
     name: 'walcache_worker_reconnects_total',
     help: 'Replication stream reconnects',
@@ -110,6 +116,7 @@ export function collectWorkerMetrics(
     'unknown-table': (table: string, n: number) => unknown.labels(table).inc(n),
     'epoch-bump': (reason: string) => epochs.labels(reason).inc(),
     reconnect: () => reconnects.inc(),
+    'write-behind-outside-write': (entity: string) => outsideWrites.labels(entity).inc(),
     failure: (kind: string) => errors.labels(kind).inc(),
   } as const;
   for (const [event, listener] of Object.entries(listeners))

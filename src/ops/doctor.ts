@@ -29,8 +29,9 @@ import { buildChangeModel } from '../cdc/table-model.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { pgConfig, redactUrl } from '../config/database.js';
 import { SetupError } from '../errors/errors.js';
+import { EVICTION_POLICY_FIX, mayEvictWriteBehind } from '../jobs/eviction-policy.js';
 import { queueRedisUrl } from '../jobs/queues.js';
-import { writeBehindStats } from '../jobs/write-behind.js';
+import { WriteBehindStore } from '../jobs/write-behind-store.js';
 import { Keys } from '../keys/keys.js';
 import { probeAcl, recommendedAcl } from './redis-acl.js';
 
@@ -498,23 +499,14 @@ async function redisChecks(
 
     if (cacheInfo) {
       const info = cacheInfo;
+      // The cache refills from PostgreSQL: its server needs no persistence. What must
+      // survive a restart (queued jobs, pending write-behind writes) lives on the queues'
+      // server, checked below.
       checks.push(
-        info.aof
-          ? ok('redis-persistence', 'Redis persistence: appendonly yes')
-          : writeBehind.length > 0
-            ? {
-                name: 'redis-persistence',
-                status: 'fail',
-                detail: `Redis runs with appendonly no: write-behind writes (${writeBehind.join(', ')}) exist only in Redis until flushed, and are lost on a Redis restart`,
-                fix: 'appendonly yes (CONFIG SET appendonly yes, and in redis.conf; appendfsync everysec)',
-              }
-            : {
-                name: 'redis-persistence',
-                status: 'warn',
-                detail:
-                  'Redis runs with appendonly no: a restart empties the cache (it refills from PostgreSQL) and loses queued jobs; write-behind writes would be lost',
-                fix: 'appendonly yes (CONFIG SET appendonly yes, and in redis.conf), required before enabling writeBehind',
-              },
+        ok(
+          'redis-persistence',
+          `cache Redis: appendonly ${info.aof ? 'yes' : 'no'} (a cache needs none: a restart empties it and it refills from PostgreSQL)`,
+        ),
       );
       checks.push(
         info.policy === 'noeviction' && info.maxmemory > 0
@@ -522,7 +514,7 @@ async function redisChecks(
               name: 'redis-eviction',
               status: 'warn',
               detail: `the cache Redis has maxmemory ${formatBytes(info.maxmemory)} with maxmemory-policy noeviction: once full, every cache write fails instead of evicting old entries`,
-              fix: 'CONFIG SET maxmemory-policy allkeys-lru on the cache server (and keep the job queues on a noeviction server: jobs.redisUrl)',
+              fix: 'CONFIG SET maxmemory-policy allkeys-lru on the cache server (and keep the job queues and write-behind on a noeviction server: jobs.redisUrl)',
             }
           : ok(
               'redis-eviction',
@@ -550,18 +542,7 @@ async function redisChecks(
         (message) => `cannot reach the job queues' Redis at ${redactUrl(queuesUrl)}: ${message}`,
       );
     }
-    if (queuesInfo) {
-      checks.push(
-        queuesInfo.policy === 'noeviction'
-          ? ok('queues-eviction', 'job queues Redis: maxmemory-policy noeviction')
-          : {
-              name: 'queues-eviction',
-              status: 'warn',
-              detail: `the job queues' Redis has maxmemory-policy ${queuesInfo.policy ?? 'unknown'}: BullMQ needs noeviction, or it can lose jobs and queue state under memory pressure`,
-              fix: 'CONFIG SET maxmemory-policy noeviction on the queues server, and point jobs.redisUrl at it (the cache wants an LRU policy on a server of its own)',
-            },
-      );
-    }
+    if (queuesInfo) checks.push(...queuesRoleChecks(queuesInfo, writeBehind));
     if (cacheInfo && queuesInfo) {
       const shared =
         queuesInfo === cacheInfo ||
@@ -570,7 +551,7 @@ async function redisChecks(
         const cost =
           cacheInfo.policy === 'noeviction'
             ? 'with noeviction the cache cannot evict, so a full server refuses cache fills and job writes alike'
-            : `with ${cacheInfo.policy ?? 'its policy'} Redis may evict BullMQ's keys (lost jobs)`;
+            : `with ${cacheInfo.policy ?? 'its policy'} Redis may evict BullMQ's keys (lost jobs)${writeBehind.length > 0 ? ' and pending write-behind writes' : ''}`;
         checks.push({
           name: 'redis-shared',
           status: 'warn',
@@ -579,6 +560,8 @@ async function redisChecks(
         });
       }
     }
+
+    if (writeBehind.length > 0 && queuesInfo) await writeBehindChecks(config, writeBehind, checks);
 
     const redis = cache;
     if (redis === undefined) return;
@@ -653,36 +636,86 @@ async function redisChecks(
         `worker alive: heartbeat ${formatMs(age)} ago, lag ${formatMs(lag)}, applied up to ${beat.lsn}`,
       );
     });
-
-    if (writeBehind.length === 0) return;
-    const engine = detachedEngine(config, redis);
-    try {
-      for (const entity of writeBehind) {
-        await check(checks, 'write-behind', 'see the Redis error', async () => {
-          const s = await writeBehindStats(engine, entity);
-          const detail = `write-behind ${entity}: ${s.pending} pending, oldest ${formatMs(s.oldestAgeMs)}, ${s.dead} dead letter${s.dead === 1 ? '' : 's'}`;
-          if (s.dead > 0)
-            return {
-              name: 'write-behind',
-              status: 'warn',
-              detail: `${detail}: PostgreSQL refused some writes for good`,
-              fix: `new WriteBehindStore(engine).deadLetters('${entity}') lists them with their errors; fix the rows, then re-apply or delete ${engine.keys.writeBehindDead(entity)}`,
-            };
-          if (s.oldestAgeMs > WRITE_BEHIND_OLDEST_WARN_MS)
-            return {
-              name: 'write-behind',
-              status: 'warn',
-              detail: `${detail}: flushes are not keeping up (above ${formatMs(WRITE_BEHIND_OLDEST_WARN_MS)})`,
-              fix: 'is walcache jobs running? Check its logs and walcache_jobs_failures_total',
-            };
-          return ok('write-behind', detail);
-        });
-      }
-    } finally {
-      await engine.close();
-    }
   } finally {
     for (const client of clients) client.disconnect();
+  }
+}
+
+/**
+ * The queues' server keeps BullMQ's jobs and write-behind's pending writes: it must not
+ * evict them (BullMQ needs noeviction; write-behind keys have no TTL, so volatile-*
+ * policies keep them too, and walcache refuses write-behind on any other), and it needs
+ * persistence for them to survive a restart.
+ */
+function queuesRoleChecks(info: RedisInfo, writeBehind: readonly string[]): DoctorCheck[] {
+  const entities = writeBehind.join(', ');
+  const policy = info.policy ?? 'unknown';
+  const eviction: DoctorCheck =
+    writeBehind.length > 0 && mayEvictWriteBehind(info.policy ?? null)
+      ? {
+          name: 'queues-eviction',
+          status: 'fail',
+          detail: `the job queues' Redis has maxmemory-policy ${policy}: it may evict the pending write-behind writes of ${entities} (acknowledged writes lost), so walcache refuses write-behind there (E_EVICTION_POLICY); BullMQ needs noeviction too`,
+          fix: EVICTION_POLICY_FIX,
+        }
+      : info.policy === 'noeviction'
+        ? ok('queues-eviction', 'job queues Redis: maxmemory-policy noeviction')
+        : {
+            name: 'queues-eviction',
+            status: 'warn',
+            detail: `the job queues' Redis has maxmemory-policy ${policy}: BullMQ needs noeviction, or it can lose jobs and queue state under memory pressure`,
+            fix: 'CONFIG SET maxmemory-policy noeviction on the queues server, and point jobs.redisUrl at it (the cache wants an LRU policy on a server of its own)',
+          };
+  const persistence: DoctorCheck = info.aof
+    ? ok('queues-persistence', 'job queues Redis: appendonly yes')
+    : writeBehind.length > 0
+      ? {
+          name: 'queues-persistence',
+          status: 'fail',
+          detail: `the job queues' Redis runs with appendonly no: pending write-behind writes (${entities}) live only there until flushed, and a restart loses them`,
+          fix: 'appendonly yes on the queues server (CONFIG SET appendonly yes, and in redis.conf; appendfsync everysec loses at most a second on a crash)',
+        }
+      : {
+          name: 'queues-persistence',
+          status: 'warn',
+          detail:
+            "the job queues' Redis runs with appendonly no: a restart loses queued jobs (walcache jobs upserts its schedulers again at start); write-behind would lose pending writes",
+          fix: 'appendonly yes on the queues server (CONFIG SET appendonly yes, and in redis.conf), required before enabling writeBehind',
+        };
+  return [eviction, persistence];
+}
+
+/** Backlog and dead letters of each write-behind entity, read where they live (the queues' Redis). */
+async function writeBehindChecks(
+  config: ResolvedConfig,
+  writeBehind: readonly string[],
+  checks: DoctorCheck[],
+): Promise<void> {
+  const store = new WriteBehindStore(config);
+  try {
+    for (const entity of writeBehind) {
+      await check(checks, 'write-behind', 'see the Redis error', async () => {
+        const s = await store.stats(entity);
+        const detail = `write-behind ${entity}: ${s.pending} pending, oldest ${formatMs(s.oldestAgeMs)}, ${s.dead} dead letter${s.dead === 1 ? '' : 's'}`;
+        if (s.dead > 0)
+          return {
+            name: 'write-behind',
+            status: 'warn',
+            detail: `${detail}: PostgreSQL refused some writes for good`,
+            fix: `new WriteBehindStore(config).deadLetters('${entity}') lists them with their errors; fix the rows, then re-apply or delete ${store.keys.writeBehindDead(entity)} (on the queues' Redis)`,
+          };
+        if (s.oldestAgeMs > WRITE_BEHIND_OLDEST_WARN_MS)
+          return {
+            name: 'write-behind',
+            status: 'warn',
+            detail: `${detail}: flushes are not keeping up (above ${formatMs(WRITE_BEHIND_OLDEST_WARN_MS)})`,
+            fix: 'is walcache jobs running? Check its logs and walcache_jobs_failures_total',
+          };
+        return ok('write-behind', detail);
+      });
+    }
+  } finally {
+    await store.close();
   }
 }
 
@@ -748,7 +781,7 @@ export async function connectRedis(client: Redis): Promise<void> {
 
 /**
  * An engine over a client the caller owns, without L1 or the bus (no subscription): for
- * reading write-behind state. `close()` leaves the client open.
+ * reading the cache's own keys (the worker's heartbeat). `close()` leaves the client open.
  */
 export function detachedEngine(config: ResolvedConfig, redis: Redis): CacheEngine {
   return new CacheEngine({

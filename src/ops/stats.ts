@@ -13,8 +13,7 @@ import {
   queueRedisUrl,
   type WalcacheQueues,
 } from '../jobs/queues.js';
-import { writeBehindStats } from '../jobs/write-behind.js';
-import type { WriteBehindStats } from '../jobs/write-behind-store.js';
+import { type WriteBehindStats, WriteBehindStore } from '../jobs/write-behind-store.js';
 import { connectRedis, detachedEngine, errorMessage, lastRedisError, openRedis } from './doctor.js';
 
 export interface StatsOptions {
@@ -103,6 +102,7 @@ export function openStats(config: ResolvedConfig, options: StatsOptions = {}): S
     .map(([name]) => name);
   let queues: { connection: Redis; queues: WalcacheQueues } | undefined;
   let queueError: Error | undefined;
+  let store: WriteBehindStore | undefined;
   let closing: Promise<void> | undefined;
 
   const within = <T>(what: string, promise: Promise<T>): Promise<T> => {
@@ -182,11 +182,10 @@ export function openStats(config: ResolvedConfig, options: StatsOptions = {}): S
         }),
         writeBehind.length === 0
           ? Promise.resolve({})
-          : attempt('write-behind', async () => {
-              await ensureRedis();
+          : attempt(`write-behind (queues Redis ${redactUrl(queueRedisUrl(config))})`, async () => {
+              store ??= new WriteBehindStore(config);
               const out: Record<string, WriteBehindStats> = {};
-              for (const entity of writeBehind)
-                out[entity] = await writeBehindStats(engine, entity);
+              for (const entity of writeBehind) out[entity] = await store.stats(entity);
               return out;
             }),
       ]);
@@ -215,6 +214,7 @@ export function openStats(config: ResolvedConfig, options: StatsOptions = {}): S
     close() {
       closing ??= (async () => {
         await engine.close().catch(() => {});
+        await store?.close();
         redis.disconnect();
         if (queues) {
           await queues.queues.close().catch(() => {});

@@ -2,14 +2,15 @@ import { sql } from 'kysely';
 import type { CacheEngine, LoadOptions } from '../cache/engine.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { InvalidKeyError, InvalidWriteError } from '../errors/errors.js';
+import { fenceStatuses, resolveRecord } from '../jobs/write-behind-record.js';
 import type { WriteBehindStore } from '../jobs/write-behind-store.js';
+import { assertLogicalKey } from '../keys/keys.js';
 import type { AccessLogSampler } from './access-log.js';
 import { BatchLoader } from './batch-loader.js';
 import {
   type EntityModel,
   type KeyPart,
   keyParts,
-  keyRow,
   rowKey,
   stripDenied,
   uniqueRowKey,
@@ -76,6 +77,8 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
   readonly #model: EntityModel;
   readonly #ctx: RepositoryContext;
   readonly #defaults: LoadOptions;
+  /** The table's columns, once read (write-behind patches are checked against them). */
+  #columns: ReadonlySet<string> | undefined;
 
   constructor(model: EntityModel, ctx: RepositoryContext) {
     this.name = model.name;
@@ -170,16 +173,11 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
         this.#ctx.sampler?.record(this.name, key);
       }
     }
-    const pending = this.#model.writeBehind
-      ? await this.#ctx.writeBehindStore().read(this.name, [...unique.keys()])
-      : undefined;
+    const pending = this.#model.writeBehind ? await this.#pending([...unique.keys()]) : undefined;
     const found = await this.#readMany(unique, options);
     if (pending) {
       let i = 0;
-      for (const [key, parts] of unique) {
-        const patch = pending[i++];
-        if (patch) found.set(key, this.#overlay(found.get(key), patch, parts));
-      }
+      for (const key of unique.keys()) found.set(key, overlay(found.get(key), pending[i++]));
     }
     const rows = keys.map((k) => found.get(k));
     const missing = ids.filter((_, i) => rows[i] === undefined);
@@ -222,14 +220,20 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
   }
 
   /**
-   * Write-behind: merges `patch` into the row's pending record in Redis (one script) and
-   * resolves once Redis has it; the jobs runner upserts it into Postgres soon after
-   * (`walcache jobs`). Reads of this entity see the pending values until then. Durable as
-   * far as Redis is: run it with AOF (`appendonly yes`).
+   * Write-behind: queues `patch` as the row's next pending write in Redis (the jobs Redis:
+   * one script) and resolves once Redis has it; the jobs runner applies it to the row in
+   * Postgres soon after (`walcache jobs`). Reads of this entity see the pending values
+   * until then. A later `update`/`delete`/`insert` of the row through the repository
+   * applies or supersedes it in its own transaction, so the flush never undoes them.
+   * Write-behind updates existing rows: a patch whose row does not exist when it is
+   * flushed is dead-lettered (`E_MISSING_ROW`), never inserted. Durable as far as the
+   * jobs Redis is: run it with AOF (`appendonly yes`).
    *
-   * Refused before anything is queued (`InvalidWriteError`): an entity without
-   * `writeBehind: true`, an empty patch, an unknown, denied, key or unique column, an
-   * `undefined` value; and values the codec cannot encode (`SerializationError`).
+   * Refused before anything is queued: an id of the wrong shape or longer than a key may
+   * be (`InvalidKeyError`); an entity without `writeBehind: true`, an empty patch, an
+   * unknown, denied, key or unique column, an `undefined` value (`InvalidWriteError`);
+   * values the codec cannot encode (`SerializationError`); a jobs Redis whose
+   * `maxmemory-policy` may evict pending writes (`EvictionPolicyError`).
    */
   async writeBehind(id: T['id'], patch: T['update']): Promise<{ seq: number; pending: number }> {
     if (!this.#model.writeBehind)
@@ -240,13 +244,16 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
     await this.#ctx.typed();
     const parts = keyParts(this.#model, id);
     const key = rowKey(this.#model, parts);
+    assertLogicalKey(key);
     if (patch === null || typeof patch !== 'object' || Array.isArray(patch))
       throw new InvalidWriteError(this.name, 'a write-behind patch is an object of columns', {
         patch,
       });
     const entries = Object.entries(patch as Record<string, unknown>);
     if (entries.length === 0) throw new InvalidWriteError(this.name, 'the patch is empty');
-    const columns = await this.#ctx.columns(this.#model);
+    // Read once; later writes check without a turn of the event loop.
+    this.#columns ??= await this.#ctx.columns(this.#model);
+    const columns = this.#columns;
     for (const [column, value] of entries) {
       const refuse = (why: string) =>
         new InvalidWriteError(this.name, `\`${column}\` ${why}`, { column });
@@ -382,18 +389,32 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
   }
 
   /**
-   * A write-behind entity's row: the pending record first, then the row (L2, else the
-   * database). In that order, a flush that cleared the record has already tombstoned the
-   * row's entry, so the row read after it is at least as new.
+   * A write-behind entity's row: the pending writes first, then the row (L2, else the
+   * database). In that order, a flush (or a repository write) that cleared them has
+   * already tombstoned the row's entry, so the row read after it is at least as new.
    */
   async #readWithPending(
     key: string,
     parts: readonly KeyPart[],
     options: ReadOptions | undefined,
   ): Promise<T['row'] | undefined> {
-    const [patch] = await this.#ctx.writeBehindStore().read(this.name, [key]);
+    const [patch] = await this.#pending([key]);
     const row = await this.#read(key, () => this.#loadOne(parts), options);
-    return patch ? this.#overlay(row, patch, parts) : row;
+    return overlay(row, patch);
+  }
+
+  /**
+   * What the rows' pending writes still change, merged in order: writes a committed
+   * repository transaction applied or superseded (its fence) are left out.
+   */
+  async #pending(keys: readonly string[]): Promise<Array<Record<string, unknown> | undefined>> {
+    const records = await this.#ctx.writeBehindStore().read(this.name, keys);
+    const statuses = await fenceStatuses(this.#ctx.db, records);
+    return records.map((record) =>
+      record === undefined
+        ? undefined
+        : resolveRecord(record, statuses, { inProgress: 'show' }).patch,
+    );
   }
 
   async #findByWithPending(
@@ -410,15 +431,6 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
       (c) => (found as Record<string, unknown>)[c] as KeyPart,
     );
     return this.#readWithPending(rowKey(this.#model, parts), parts, options);
-  }
-
-  #overlay(
-    row: T['row'] | undefined,
-    patch: Record<string, unknown>,
-    parts: readonly KeyPart[],
-  ): T['row'] {
-    if (row !== undefined) return { ...row, ...patch } as T['row'];
-    return { ...keyRow(this.#model, parts), ...patch } as T['row'];
   }
 
   // --- the database ----------------------------------------------------------------
@@ -468,4 +480,12 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
     }
     return out;
   }
+}
+
+/**
+ * A row with its pending writes over it. Write-behind never creates a row, so a row that
+ * does not exist stays undefined, whatever is pending for it.
+ */
+function overlay<R>(row: R | undefined, patch: Record<string, unknown> | undefined): R | undefined {
+  return row === undefined || patch === undefined ? row : { ...row, ...patch };
 }

@@ -37,6 +37,7 @@ import { EntityRepository, type RepositoryContext } from './entity-repository.js
 import { type CacheableQuery, type CachedQueryOptions, QueryCache } from './query-cache.js';
 import { WorkerPosition, type WriteReceipt } from './read-your-writes.js';
 import type { DynamicDb, DynamicTransaction, EntitiesOf, EntityTypesOf } from './types.js';
+import { PendingWriteOrder } from './write-behind-writes.js';
 import { EntityWriter, WriteSet } from './writes.js';
 
 export interface RepositoryOptions<DB, C extends WalcacheConfigInput> {
@@ -156,10 +157,7 @@ export class RepositoryCore<DB, C> {
       config: this.config,
       position: this.#position,
       sampler: this.accessLog,
-      writeBehindStore: () => {
-        this.#writeBehind ??= new WriteBehindStore(this.engine);
-        return this.#writeBehind;
-      },
+      writeBehindStore: () => this.#writeBehindStore(),
       columns: (model) => this.#columns(model),
       typed: () => this.#typed(),
       writeBehindAccepted: (entity, pending) => this.#writeBehindAccepted(entity, pending),
@@ -341,6 +339,7 @@ export class RepositoryCore<DB, C> {
         this.#flushQueue.connection.disconnect();
       }
       await this.accessLog?.close();
+      await this.#writeBehind?.close();
       if (this.#ownsEngine) await this.engine.close();
     })();
     return this.#closing;
@@ -365,6 +364,12 @@ export class RepositoryCore<DB, C> {
         if (remaining === 0 || Date.now() > deadline) break;
       }
     }
+  }
+
+  /** The pending writes, on the jobs Redis; opened on first use. */
+  #writeBehindStore(): WriteBehindStore {
+    this.#writeBehind ??= new WriteBehindStore(this.config);
+    return this.#writeBehind;
   }
 
   /** The table's columns, from the catalog, once per table. */
@@ -414,23 +419,37 @@ export class RepositoryCore<DB, C> {
   ): Promise<{ value: T; receipt: WriteReceipt }> {
     if (this.#closing) throw new ClosedError('Repository');
     await this.#typed();
-    const writes = new WriteSet();
-    const value = await this.db.transaction().execute(async (trx) => {
-      const handle: Record<string, unknown> = {
-        db: trx,
-        touched: (
-          table: string,
-          op: 'I' | 'U' | 'D',
-          oldRow: Record<string, unknown> | null,
-          newRow: Record<string, unknown> | null,
-        ) => writes.add(qualify(table, this.config.defaultSchema), op, oldRow, newRow),
-      };
-      for (const [name, model] of this.#entities)
-        handle[name] = new EntityWriter(model, trx as DynamicTransaction, writes);
-      return fn(handle);
-    });
+    const writes = new WriteSet(
+      (model, trx) =>
+        new PendingWriteOrder(model, trx, this.#writeBehindStore(), this.config.prefix),
+    );
+    const value = await this.#inTransaction(writes, fn);
     const receipt = await writes.commit(this.engine, this.#changeModel, this.db as DynamicDb);
     return { value, receipt };
+  }
+
+  async #inTransaction<T>(writes: WriteSet, fn: (tx: unknown) => Promise<T>): Promise<T> {
+    try {
+      return await this.db.transaction().execute(async (trx) => {
+        const handle: Record<string, unknown> = {
+          db: trx,
+          touched: (
+            table: string,
+            op: 'I' | 'U' | 'D',
+            oldRow: Record<string, unknown> | null,
+            newRow: Record<string, unknown> | null,
+          ) => writes.add(qualify(table, this.config.defaultSchema), op, oldRow, newRow),
+        };
+        for (const [name, model] of this.#entities)
+          handle[name] = new EntityWriter(model, trx as DynamicTransaction, writes);
+        const value = await fn(handle);
+        await writes.beforeCommit();
+        return value;
+      });
+    } catch (error) {
+      await writes.rolledBack();
+      throw error;
+    }
   }
 }
 

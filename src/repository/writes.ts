@@ -4,9 +4,17 @@ import type { ChangeEvent, ChangeOp } from '../cdc/change-event.js';
 import { emptyInvalidation, mapChange } from '../cdc/change-mapper.js';
 import type { ChangeModel } from '../cdc/table-model.js';
 import { InvalidWriteError } from '../errors/errors.js';
-import { type EntityModel, keyParts, stripDenied, whereKey } from './entity-model.js';
+import {
+  type EntityModel,
+  type KeyPart,
+  keyParts,
+  rowKey,
+  stripDenied,
+  whereKey,
+} from './entity-model.js';
 import type { WriteReceipt } from './read-your-writes.js';
 import type { DynamicDb, DynamicTransaction } from './types.js';
+import type { PendingWriteOrder } from './write-behind-writes.js';
 
 type AnyRow = Record<string, unknown>;
 
@@ -18,6 +26,39 @@ type AnyRow = Record<string, unknown>;
  */
 export class WriteSet {
   readonly #changes: ChangeEvent[] = [];
+  readonly #orders = new Map<string, PendingWriteOrder>();
+  readonly #newOrder:
+    | ((model: EntityModel, trx: DynamicTransaction) => PendingWriteOrder)
+    | undefined;
+
+  /** `newOrder` orders writes of write-behind entities with their pending writes. */
+  constructor(newOrder?: (model: EntityModel, trx: DynamicTransaction) => PendingWriteOrder) {
+    this.#newOrder = newOrder;
+  }
+
+  /** The transaction's ordering of a write-behind entity's writes (one per entity). */
+  order(model: EntityModel, trx: DynamicTransaction): PendingWriteOrder | undefined {
+    if (!model.writeBehind || this.#newOrder === undefined) return undefined;
+    let order = this.#orders.get(model.name);
+    if (order === undefined) {
+      order = this.#newOrder(model, trx);
+      this.#orders.set(model.name, order);
+    }
+    return order;
+  }
+
+  /** Inside the transaction, after the caller's function: what must commit with it. */
+  async beforeCommit(): Promise<void> {
+    for (const order of this.#orders.values()) await order.beforeCommit();
+  }
+
+  /**
+   * After a rollback. Best effort: a fence left behind names a transaction that did not
+   * commit, and counts for nothing.
+   */
+  async rolledBack(): Promise<void> {
+    await Promise.all([...this.#orders.values()].map((o) => o.abandoned().catch(() => {})));
+  }
 
   add(table: string, op: ChangeOp, oldRow: AnyRow | null, newRow: AnyRow | null): void {
     const dot = table.indexOf('.');
@@ -56,6 +97,10 @@ export class WriteSet {
       ),
       sql<{ lsn: string }>`SELECT pg_current_wal_lsn()::text AS lsn`.execute(db),
     ]);
+    // After the evictions: a reader between the two finds the fence, asks PostgreSQL, and
+    // skips the spent writes; the row it then reads is the committed one. A failure here
+    // leaves the fence, which readers and flushes resolve the same way.
+    await Promise.all([...this.#orders.values()].map((o) => o.settled().catch(() => {})));
     return { lsn: (position.rows[0] as { lsn: string }).lsn, keys, tags };
   }
 }
@@ -75,26 +120,37 @@ export class EntityWriter<Row, Id, Insert, Update> {
     this.#writes = writes;
   }
 
-  /** Inserts one row or several; returns them as inserted. */
+  /**
+   * Inserts one row or several; returns them as inserted. Pending write-behind writes of
+   * a row inserted here were for a row that did not exist: the insert supersedes them.
+   */
   async insert(values: Insert | readonly Insert[]): Promise<Row[]> {
     const list = (Array.isArray(values) ? values : [values]) as AnyRow[];
     if (list.length === 0) return [];
     for (const row of list) this.#checkPatch(row, 'insert');
+    const order = this.#order();
+    await order?.begin();
     const rows = (await this.#table()
       .insertInto(this.#model.tableName)
       .values(list)
       .returningAll()
       .execute()) as AnyRow[];
     for (const row of rows) this.#writes.add(this.#model.table, 'I', null, row);
+    await order?.claim(rows.map((row) => this.#rowKey(row)));
     return rows.map((r) => stripDenied(this.#model, { ...r }) as Row);
   }
 
-  /** Updates the row with this id; returns it as updated (empty when there is none). */
+  /**
+   * Updates the row with this id; returns it as updated (empty when there is none). On a
+   * write-behind entity, the row's pending writes are applied first, under this patch.
+   */
   async update(id: Id, patch: Update): Promise<Row[]> {
     const parts = keyParts(this.#model, id);
     this.#checkPatch(patch as AnyRow, 'update');
     if (Object.keys(patch as AnyRow).length === 0)
       throw new InvalidWriteError(this.#model.name, 'an update needs at least one column');
+    const order = this.#order();
+    await order?.begin();
     // The old image first (locked), so keys and tags of the row's old values are evicted too.
     const old = (await whereKey(
       this.#table().selectFrom(this.#model.tableName).selectAll(),
@@ -104,10 +160,11 @@ export class EntityWriter<Row, Id, Insert, Update> {
       .forUpdate()
       .executeTakeFirst()) as AnyRow | undefined;
     if (old === undefined) return [];
+    const pending = order ? await this.#claim(order, parts, old) : undefined;
     const rows = (await whereKey(
       this.#table()
         .updateTable(this.#model.tableName)
-        .set(patch as AnyRow),
+        .set(pending ? { ...pending, ...(patch as AnyRow) } : (patch as AnyRow)),
       this.#model,
       parts,
     )
@@ -117,9 +174,14 @@ export class EntityWriter<Row, Id, Insert, Update> {
     return rows.map((r) => stripDenied(this.#model, { ...r }) as Row);
   }
 
-  /** Deletes the row with this id; returns it as it was (empty when there was none). */
+  /**
+   * Deletes the row with this id; returns it as it was (empty when there was none). On a
+   * write-behind entity, the row's pending writes are dropped with it.
+   */
   async delete(id: Id): Promise<Row[]> {
     const parts = keyParts(this.#model, id);
+    const order = this.#order();
+    await order?.begin();
     const rows = (await whereKey(
       this.#table().deleteFrom(this.#model.tableName),
       this.#model,
@@ -127,7 +189,10 @@ export class EntityWriter<Row, Id, Insert, Update> {
     )
       .returningAll()
       .execute()) as AnyRow[];
-    for (const row of rows) this.#writes.add(this.#model.table, 'D', row, null);
+    for (const row of rows) {
+      this.#writes.add(this.#model.table, 'D', row, null);
+      if (order) await this.#claim(order, parts, row);
+    }
     return rows.map((r) => stripDenied(this.#model, { ...r }) as Row);
   }
 
@@ -137,6 +202,25 @@ export class EntityWriter<Row, Id, Insert, Update> {
    */
   touched(op: 'I' | 'U' | 'D', oldRow: AnyRow | null, newRow: AnyRow | null): void {
     this.#writes.add(this.#model.table, op, oldRow, newRow);
+  }
+
+  #order(): PendingWriteOrder | undefined {
+    return this.#writes.order(this.#model, this.#trx);
+  }
+
+  /**
+   * Claims the pending writes of a locked row, queued under the id as given or as the
+   * row's own key values spell it; returns what they still change.
+   */
+  #claim(order: PendingWriteOrder, parts: readonly KeyPart[], row: AnyRow) {
+    return order.claim([...new Set([rowKey(this.#model, parts), this.#rowKey(row)])]);
+  }
+
+  #rowKey(row: AnyRow): string {
+    return rowKey(
+      this.#model,
+      this.#model.keyColumns.map((c) => row[c] as KeyPart),
+    );
   }
 
   #table(): DynamicTransaction {

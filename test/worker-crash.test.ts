@@ -30,6 +30,7 @@ function startWorker(configFile: string, slot: string): WorkerProcess {
       configFile,
       '--slot',
       slot,
+      '--create-slot', // the test's own slot, new: no walcache setup ran
       '--port',
       '0',
       '--log-level',

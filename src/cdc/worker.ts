@@ -344,10 +344,11 @@ export class InvalidationWorker {
       reason = 'slot-lost';
     }
     if (!slot) {
-      if (this.#options.createSlot === false) {
+      // A lost slot is recreated whatever `createSlot` says: it was this worker's.
+      if (this.#options.createSlot === false && reason !== 'slot-lost') {
         throw new SetupError(
           `Replication slot "${this.slot}" does not exist`,
-          'run `walcache setup`',
+          'run `walcache setup` (or start the worker with --create-slot)',
         );
       }
       await createSlot(this.#pool, this.slot, this.decoder);

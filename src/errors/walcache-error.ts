@@ -11,7 +11,8 @@ export type WalcacheErrorCode =
   | 'E_DECODE'
   | 'E_UNKNOWN_ENTITY'
   | 'E_INVALID_QUERY'
-  | 'E_INVALID_WRITE';
+  | 'E_INVALID_WRITE'
+  | 'E_DATABASE_UNAVAILABLE';
 
 /** Base class of every error walcache throws on purpose. */
 export class WalcacheError extends Error {

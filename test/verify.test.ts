@@ -25,7 +25,7 @@ describe('walcache verify', () => {
   const scope = new PgScope('verify');
   const prefix = res.track(uniquePrefix('verify'));
   const { db } = countingDb(scope.schema);
-  const input = {
+  const config = defineConfig({
     prefix,
     databaseUrl: DATABASE_URL,
     redis: { url: REDIS_URL },
@@ -38,14 +38,13 @@ describe('walcache verify', () => {
       orders: { table: 'orders', key: 'id' },
     },
     invalidateBy: { orders: ['user_id'] },
-  } as const;
-  const config = defineConfig(input);
+  });
   const resolved = resolveConfig(config);
   const repo = createRepository({ db, config });
   const dir = mkdtempSync(join(tmpdir(), 'walcache-verify-'));
   const configFile = (name: string, extra: Record<string, unknown> = {}) => {
     const file = join(dir, `${name}.json`);
-    writeFileSync(file, JSON.stringify({ ...input, ...extra }));
+    writeFileSync(file, JSON.stringify({ ...config, ...extra }));
     return file;
   };
   const usersTable = `${scope.schema}.users`;

@@ -8,7 +8,7 @@
  * version returned (-1: the read failed; -2: no row), duration. Driven over IPC
  * (bench/cdc-common.ts protocol); never writes to stdout.
  *
- * Requests: start { prefix, redisUrl, delayMs, rows, rate, concurrency }, collect
+ * Requests: start { prefix, redisUrl, delayMs, rows, rate, concurrency, maxStalenessMs? }, collect
  * (returns and forgets the reads so far), pause, resume, sweep (each row once), stop.
  */
 import {
@@ -62,9 +62,12 @@ let running = false;
 let loops: Promise<void>[] = [];
 let reads = { t: [] as number[], id: [] as number[], v: [] as number[], ms: [] as number[] };
 
+/** `maxStalenessMs` for every read (BENCH_CONSISTENCY_MAX_STALENESS_MS), or none. */
+let readOptions: { maxStalenessMs?: number } = {};
+
 async function readOne(id: number): Promise<number> {
   try {
-    const row = await (opened as Repo).repo.hot.findById(id);
+    const row = await (opened as Repo).repo.hot.findById(id, readOptions);
     return row === undefined ? -2 : Number(row.version);
   } catch {
     return -1;
@@ -109,6 +112,8 @@ async function handle(message: Envelope): Promise<Envelope> {
   switch (message.type) {
     case 'start': {
       opened = open(message);
+      if (typeof message.maxStalenessMs === 'number')
+        readOptions = { maxStalenessMs: message.maxStalenessMs };
       await opened.repo.ready();
       const concurrency = Number(message.concurrency);
       params = {

@@ -24,7 +24,8 @@
  *
  * Knobs (environment): BENCH_CONSISTENCY_ROWS (200), _READERS (2), _READ_RATE per reader
  * (1000/s), _WRITE_RATE (100/s), _DELAYS ("0,5,50"), _CLEAN_S (12), _REPEATS (1),
- * _FAULTS (1; 0 skips the fault phase), _FREEZE_MS (3000), _PG_RESTART (0).
+ * _FAULTS (1; 0 skips the fault phase), _FREEZE_MS (3000), _PG_RESTART (0),
+ * _MAX_STALENESS_MS (unset: reads pass no `maxStalenessMs`).
  */
 import { execFile } from 'node:child_process';
 import { createServer } from 'node:net';
@@ -61,9 +62,13 @@ const REPEATS = Math.max(1, env('REPEATS', 1));
 const FAULTS = env('FAULTS', 1) > 0;
 const FREEZE_MS = env('FREEZE_MS', 3000);
 const PG_RESTART = env('PG_RESTART', 0) > 0;
+const MAX_STALENESS_MS =
+  process.env.BENCH_CONSISTENCY_MAX_STALENESS_MS === undefined
+    ? undefined
+    : env('MAX_STALENESS_MS', 0);
 const DELAYS = (process.env.BENCH_CONSISTENCY_DELAYS ?? '0,5,50').split(',').map(Number);
 const WRITERS = 4;
-/** Reads this long after a fault's recovery still belong to its window. */
+/** Reads this long after a fault's recovery (the worker caught up again) still belong to its window. */
 const RECOVERY_MS = 2_000;
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
@@ -107,16 +112,25 @@ async function dbVersions(): Promise<number[]> {
   return rows.map((r) => Number(r.version));
 }
 
-/** Waits until the slot confirmed the WAL position read now (the worker applied it). */
+/**
+ * Waits until the slot confirmed the WAL position read now (the worker applied it).
+ * Retries through connection errors (a PostgreSQL restart).
+ */
 async function waitCaughtUp(timeoutMs = 60_000): Promise<number> {
   const started = now();
-  const { rows } = await pool.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+  let target: string | undefined;
   for (;;) {
-    const r = await pool.query<{ ok: boolean }>(
-      'SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2',
-      [rows[0]?.lsn, SLOT],
-    );
-    if (r.rows[0]?.ok === true) return now() - started;
+    try {
+      target ??= (await pool.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn'))
+        .rows[0]?.lsn;
+      const r = await pool.query<{ ok: boolean }>(
+        'SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2',
+        [target, SLOT],
+      );
+      if (r.rows[0]?.ok === true) return now() - started;
+    } catch {
+      // the server is restarting: ask again
+    }
     if (now() - started > timeoutMs) throw new Error('the worker did not catch up in 60 s');
     await sleep(20);
   }
@@ -276,6 +290,7 @@ async function runSetting(
             rows: ROWS,
             rate: READ_RATE,
             concurrency: 4,
+            ...(MAX_STALENESS_MS !== undefined && { maxStalenessMs: MAX_STALENESS_MS }),
           },
           60_000,
         ),
@@ -326,6 +341,7 @@ async function runSetting(
         await killNow(worker as Child);
         await sleep(1_000);
         worker = await startWorker(prefix, redisUrl);
+        await waitCaughtUp();
         windows.push({ name: 'worker-kill', from, to: now() + RECOVERY_MS });
         await sleep(3_000);
         const frozen = await call<Envelope & { stoppedAt: number; resumedAt: number }>(
@@ -333,28 +349,23 @@ async function runSetting(
           { type: 'freeze', ms: FREEZE_MS },
           FREEZE_MS + 30_000,
         );
-        windows.push({
-          name: 'redis-freeze',
-          from: frozen.stoppedAt,
-          to: frozen.resumedAt + RECOVERY_MS,
-        });
+        await waitCaughtUp();
+        windows.push({ name: 'redis-freeze', from: frozen.stoppedAt, to: now() + RECOVERY_MS });
         await sleep(3_000);
         const restarted = await call<Envelope & { downAt: number; upAt: number }>(
           redis,
           { type: 'restart' },
           30_000,
         );
-        windows.push({
-          name: 'redis-restart',
-          from: restarted.downAt,
-          to: restarted.upAt + RECOVERY_MS,
-        });
+        await waitCaughtUp();
+        windows.push({ name: 'redis-restart', from: restarted.downAt, to: now() + RECOVERY_MS });
         await sleep(3_000);
         if (PG_RESTART) {
           from = now();
           await restartPostgres().catch((error: Error) =>
             log(`PostgreSQL restart failed: ${error.message}`),
           );
+          await waitCaughtUp();
           windows.push({ name: 'pg-restart', from, to: now() + RECOVERY_MS });
           await sleep(3_000);
         }
@@ -472,6 +483,7 @@ async function main(): Promise<void> {
     write_rate: WRITE_RATE,
     repeats: REPEATS,
     pg_restart: PG_RESTART,
+    max_staleness_ms: MAX_STALENESS_MS ?? null,
     duration_s: Math.round((now() - started) / 1000),
     settings,
     stale_after_settle: staleAfterSettle,

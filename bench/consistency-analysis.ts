@@ -18,6 +18,8 @@ export interface Reads {
   readonly v: readonly number[];
   /** Duration of each read (ms). */
   readonly ms: readonly number[];
+  /** 1 when the reader's L1 answered. */
+  readonly l1: readonly number[];
 }
 
 export interface Window {
@@ -31,6 +33,9 @@ export interface WindowStats {
   errors: number;
   /** Reads more than X ms stale, per threshold. */
   staleBeyond: number[];
+  /** Of those, the ones L1 answered (the rest came from L2 or the database). */
+  staleBeyondFromL1: number[];
+  l1Reads: number;
   worstStalenessMs: number;
   maxReadMs: number;
 }
@@ -59,6 +64,8 @@ function emptyStats(): WindowStats {
     reads: 0,
     errors: 0,
     staleBeyond: THRESHOLDS.map(() => 0),
+    staleBeyondFromL1: THRESHOLDS.map(() => 0),
+    l1Reads: 0,
     worstStalenessMs: 0,
     maxReadMs: 0,
   };
@@ -86,10 +93,14 @@ export function analyze(
         s.errors++;
         continue;
       }
+      const fromL1 = reads.l1[i] === 1;
+      if (fromL1) s.l1Reads++;
       const stale = staleness(acks, t, reads.id[i] as number, v);
       if (stale > s.worstStalenessMs) s.worstStalenessMs = stale;
       THRESHOLDS.forEach((x, k) => {
-        if (stale > x) (s.staleBeyond[k] as number)++;
+        if (stale <= x) return;
+        (s.staleBeyond[k] as number)++;
+        if (fromL1) (s.staleBeyondFromL1[k] as number)++;
       });
     }
   }

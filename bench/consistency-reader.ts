@@ -5,7 +5,7 @@
  * widens the window in which a write can land between a load and its fill.
  *
  * Every read is recorded: start time (wall clock, comparable across processes), row id,
- * version returned (-1: the read failed; -2: no row), duration. Driven over IPC
+ * version returned (-1: the read failed; -2: no row), duration, and whether L1 answered. Driven over IPC
  * (bench/cdc-common.ts protocol); never writes to stdout.
  *
  * Requests: start { prefix, redisUrl, delayMs, rows, rate, concurrency, maxStalenessMs? }, collect
@@ -60,7 +60,15 @@ function open(message: Envelope) {
 let opened: Repo | null = null;
 let running = false;
 let loops: Promise<void>[] = [];
-let reads = { t: [] as number[], id: [] as number[], v: [] as number[], ms: [] as number[] };
+let reads = {
+  t: [] as number[],
+  id: [] as number[],
+  v: [] as number[],
+  ms: [] as number[],
+  l1: [] as number[],
+};
+/** Set by the engine's `hit` event, which an L1 hit emits synchronously inside findById. */
+let l1Hit = false;
 
 /** `maxStalenessMs` for every read (BENCH_CONSISTENCY_MAX_STALENESS_MS), or none. */
 let readOptions: { maxStalenessMs?: number } = {};
@@ -74,18 +82,27 @@ async function readOne(id: number): Promise<number> {
   }
 }
 
+/** One read, and whether L1 answered it (checked before the first await). */
+function readTagged(id: number): { l1: boolean; version: Promise<number> } {
+  l1Hit = false;
+  const version = readOne(id);
+  return { l1: l1Hit, version };
+}
+
 async function loop(rows: number, intervalMs: number): Promise<void> {
   let next = now();
   let n = 0;
   while (running) {
     const id = 1 + Math.floor(Math.random() * rows);
     const t0 = now();
-    const v = await readOne(id);
+    const read = readTagged(id);
+    const v = await read.version;
     const t1 = now();
     reads.t.push(t0);
     reads.id.push(id);
     reads.v.push(v);
     reads.ms.push(t1 - t0);
+    reads.l1.push(read.l1 ? 1 : 0);
     next += intervalMs;
     if (next < t1 - 1_000) next = t1; // fell behind (a fault): do not burst to catch up
     const wait = next - t1;
@@ -115,6 +132,9 @@ async function handle(message: Envelope): Promise<Envelope> {
       if (typeof message.maxStalenessMs === 'number')
         readOptions = { maxStalenessMs: message.maxStalenessMs };
       await opened.repo.ready();
+      opened.repo.engine.events.on('hit', (tier) => {
+        if (tier === 'l1') l1Hit = true;
+      });
       const concurrency = Number(message.concurrency);
       params = {
         rows: Number(message.rows),
@@ -126,7 +146,7 @@ async function handle(message: Envelope): Promise<Envelope> {
     }
     case 'collect': {
       const out = reads;
-      reads = { t: [], id: [], v: [], ms: [] };
+      reads = { t: [], id: [], v: [], ms: [], l1: [] };
       return { type: 'reads', ...out };
     }
     case 'pause':

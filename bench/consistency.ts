@@ -28,10 +28,10 @@
  * _MAX_STALENESS_MS (unset: reads pass no `maxStalenessMs`).
  */
 import { execFile } from 'node:child_process';
-import { createServer } from 'node:net';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { pgConfig } from '../src/config/database.js';
+import { freePort } from '../test/helpers.js';
 import { call, type Envelope, now, once, sleep } from './cdc-common.js';
 import { forkChild, stopChild } from './children.js';
 import {
@@ -187,17 +187,6 @@ function startWriters(): Promise<unknown> {
 
 // --- children ------------------------------------------------------------------------
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 type Child = ReturnType<typeof forkChild>;
 
 async function fork(file: string): Promise<Child> {
@@ -221,13 +210,20 @@ function killNow(child: Child): Promise<void> {
 }
 
 async function collect(readers: readonly Child[]): Promise<Reads> {
-  const all = { t: [] as number[], id: [] as number[], v: [] as number[], ms: [] as number[] };
+  const all = {
+    t: [] as number[],
+    id: [] as number[],
+    v: [] as number[],
+    ms: [] as number[],
+    l1: [] as number[],
+  };
   for (const r of readers) {
     const got = await call<Envelope & Reads>(r, { type: 'collect' }, 60_000);
     all.t.push(...got.t);
     all.id.push(...got.id);
     all.v.push(...got.v);
     all.ms.push(...got.ms);
+    all.l1.push(...got.l1);
   }
   return all;
 }
@@ -386,6 +382,9 @@ function windowSummary(s: WindowStats) {
     ...Object.fromEntries(THRESHOLDS.map((x, k) => [`nines_within_${x}ms`, nines(s, k)])),
     worst_staleness_ms: Math.round(s.worstStalenessMs),
     max_read_ms: Math.round(s.maxReadMs),
+    l1_share: s.reads === 0 ? 0 : Math.round((s.l1Reads / s.reads) * 1000) / 1000,
+    stale_over_100ms: s.staleBeyond[2] as number,
+    stale_over_100ms_from_l1: s.staleBeyondFromL1[2] as number,
   };
 }
 
@@ -452,6 +451,9 @@ async function main(): Promise<void> {
               ),
               worst_staleness_ms: median((s) => s.worst_staleness_ms),
               max_read_ms: median((s) => s.max_read_ms),
+              l1_share: median((s) => s.l1_share),
+              stale_over_100ms: median((s) => s.stale_over_100ms),
+              stale_over_100ms_from_l1: median((s) => s.stale_over_100ms_from_l1),
             },
           ];
         }),
@@ -471,6 +473,12 @@ async function main(): Promise<void> {
         (s.windows.all as unknown as { nines_within_100ms: number | 'inf' }).nines_within_100ms,
     );
   const staleAfterSettle = Math.max(0, ...settings.map((s) => s.stale_after_settle));
+  // With N reads and none stale, "inf" only shows that at least log10(N) nines hold.
+  const cleanReads = settings
+    .filter((s) => s.phase === 'clean')
+    .map((s) => (s.windows.all as unknown as { reads: number }).reads);
+  const resolution =
+    cleanReads.length === 0 ? null : Math.round(Math.log10(Math.min(...cleanReads)) * 100) / 100;
   const nines100 = lowestNines(cleanNines);
   for (const s of settings)
     for (const [name, w] of Object.entries(s.windows))
@@ -488,6 +496,7 @@ async function main(): Promise<void> {
     settings,
     stale_after_settle: staleAfterSettle,
     nines_within_100ms: nines100,
+    nines_resolution: resolution,
     goals: {
       stale_after_settle_0: staleAfterSettle === 0,
       nines_within_100ms_at_least_5: nines100 === 'inf' || nines100 >= 5,

@@ -27,6 +27,7 @@ describe('bench:consistency arithmetic', () => {
       id: [1, 1, 1, 1, 1],
       v: [1, 0, 0, -1, 2],
       ms: [1, 2, 3, 4, 5],
+      l1: [1, 1, 0, 0, 1],
     };
     const stats = analyze(reads, acks, [{ name: 'freeze', from: 200, to: 300 }]);
     const all = stats.all;
@@ -34,6 +35,8 @@ describe('bench:consistency arithmetic', () => {
     assert.equal(all.reads, 5);
     assert.equal(all.errors, 1);
     assert.deepEqual(all.staleBeyond, [2, 2, 1, 0], 'beyond 0, 10, 100 and 1000 ms');
+    assert.deepEqual(all.staleBeyondFromL1, [1, 1, 0, 0], 'the 50 ms stale read came from L1');
+    assert.equal(all.l1Reads, 3);
     assert.equal(all.worstStalenessMs, 150);
     assert.equal(all.maxReadMs, 5);
     assert.equal(nines(all, 0), Math.round(-Math.log10(2 / 4) * 100) / 100);

@@ -3,7 +3,7 @@
  * in its own process so the fault schedule can SIGKILL it as a crash would. Driven over
  * IPC (bench/cdc-common.ts protocol); never writes to stdout.
  *
- * Requests: start { prefix, redisUrl } -> { role }, stop.
+ * Requests: start { prefix, redisUrl } -> { role }, stats { reset } -> { lag }, stop.
  */
 import type { EventEmitter } from 'node:events';
 import pg from 'pg';
@@ -17,6 +17,8 @@ import { consistencyConfig, DATABASE_URL, SLOT } from './consistency-common.js';
 let worker: InvalidationWorker | null = null;
 let failures = 0;
 let stopped = false;
+/** Commit → applied, over the transactions applied since the last `stats { reset }`. */
+let lag = { max: 0, over100: 0, n: 0 };
 
 /**
  * The parent died without stopping us (SIGKILL, a crash): nobody else will drop the
@@ -57,11 +59,21 @@ async function handle(message: Envelope): Promise<Envelope> {
       );
       worker = new InvalidationWorker({ config, slot: SLOT });
       (worker.events as unknown as EventEmitter).on('failure', () => failures++);
+      worker.events.on('applied', (_transactions, _rows, _keys, _tags, _applyMs, lags) => {
+        for (const ms of lags) {
+          lag.n++;
+          if (ms > lag.max) lag.max = ms;
+          if (ms > 100) lag.over100++;
+        }
+      });
       await worker.start();
       return { type: 'started', role: worker.role };
     }
-    case 'stats':
-      return { type: 'stats', failures, appliedLsn: worker?.appliedLsn ?? null };
+    case 'stats': {
+      const seen = lag;
+      if (message.reset) lag = { max: 0, over100: 0, n: 0 };
+      return { type: 'stats', failures, lag: seen };
+    }
     case 'stop': {
       stopped = true;
       const w = worker;

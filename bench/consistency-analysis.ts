@@ -128,3 +128,23 @@ export function medianNines(values: ReadonlyArray<number | 'inf'>): number | 'in
   );
   return sorted[Math.floor((sorted.length - 1) / 2)] ?? 'inf';
 }
+
+/** The `n` stalest reads over `beyondMs`, for a look at when and where they happened. */
+export function stalest(
+  reads: Reads,
+  acks: ReadonlyMap<number, readonly number[]>,
+  beyondMs: number,
+  n = 10,
+): Array<{ t: number; id: number; version: number; stalenessMs: number; l1: boolean }> {
+  const out: Array<{ t: number; id: number; version: number; stalenessMs: number; l1: boolean }> =
+    [];
+  for (let i = 0; i < reads.t.length; i++) {
+    const v = reads.v[i] as number;
+    if (v < 0) continue;
+    const t = reads.t[i] as number;
+    const id = reads.id[i] as number;
+    const stalenessMs = staleness(acks, t, id, v);
+    if (stalenessMs > beyondMs) out.push({ t, id, version: v, stalenessMs, l1: reads.l1[i] === 1 });
+  }
+  return out.sort((a, b) => b.stalenessMs - a.stalenessMs).slice(0, n);
+}

@@ -7,9 +7,14 @@ import { defineConfig } from '../src/index.js';
 
 export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://127.0.0.1:5432/test';
 
-/** The benchmark's own schema and slot: dropped and recreated at the start, dropped at the end. */
-export const SCHEMA = 'walcache_bench_consistency';
-export const SLOT = 'walcache_bench_consistency';
+/**
+ * The benchmark's own schema and slot (one name): dropped and recreated at the start,
+ * dropped at the end. BENCH_CONSISTENCY_SCHEMA names another (tests run it under theirs).
+ */
+export const SCHEMA = process.env.BENCH_CONSISTENCY_SCHEMA ?? 'walcache_bench_consistency';
+if (!/^[a-z_][a-z0-9_]{0,62}$/.test(SCHEMA))
+  throw new Error(`BENCH_CONSISTENCY_SCHEMA must be a lower-case identifier, got ${SCHEMA}`);
+export const SLOT = SCHEMA;
 
 export interface Database {
   hot: { id: number; version: string; payload: string; secret: string };

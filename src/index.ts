@@ -62,6 +62,7 @@ export {
 export { pgConfig } from './config/database.js';
 export { defineConfig } from './config/define-config.js';
 export type { WalcacheConfigInput } from './config/schema.js';
+export { DatabaseUnavailableError } from './errors/database-unavailable-error.js';
 export {
   ClosedError,
   ConfigError,
@@ -136,6 +137,7 @@ export {
 } from './keys/keys.js';
 export { type CacheEventMap, CacheEvents, type Tier } from './metrics/events.js';
 export { collectEngineMetrics } from './metrics/prometheus.js';
+export { recordVerifyMetrics } from './metrics/verify-metrics.js';
 export {
   type DoctorCheck,
   type DoctorOptions,
@@ -155,6 +157,13 @@ export {
   stats,
   type WalcacheStats,
 } from './ops/stats.js';
+export {
+  type StaleEntry,
+  type VerifyOptions,
+  type VerifyReport,
+  type VerifySkipped,
+  verify,
+} from './ops/verify.js';
 export {
   type AccessLogFlushResult,
   AccessLogSampler,

@@ -6,6 +6,7 @@ import { invalidateCommand } from './invalidate-command.js';
 import { jobsCommand } from './jobs-command.js';
 import { setupCommand } from './setup-command.js';
 import { statsCommand } from './stats-command.js';
+import { verifyCommand } from './verify-command.js';
 import { warmCommand } from './warm-command.js';
 import { workerCommand } from './worker-command.js';
 
@@ -43,7 +44,8 @@ export function buildProgram(): Command {
     .addCommand(warmCommand())
     .addCommand(doctorCommand())
     .addCommand(statsCommand())
-    .addCommand(invalidateCommand());
+    .addCommand(invalidateCommand())
+    .addCommand(verifyCommand());
 }
 
 async function main(argv: readonly string[]): Promise<number> {

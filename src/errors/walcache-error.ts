@@ -14,7 +14,8 @@ export type WalcacheErrorCode =
   | 'E_INVALID_WRITE'
   | 'E_ENCRYPTION_KEY'
   | 'E_EVICTION_POLICY'
-  | 'E_MISSING_ROW';
+  | 'E_MISSING_ROW'
+  | 'E_DATABASE_UNAVAILABLE';
 
 /** Base class of every error walcache throws on purpose. */
 export class WalcacheError extends Error {

@@ -2,6 +2,7 @@ import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { type EntryState, lsnToBigInt, PREFIX_LENGTH, parseEntry } from '../cache/envelope.js';
 import { parseHeartbeat } from '../cache/heartbeat.js';
+import { cacheEndpoint } from '../cache/redis-endpoint.js';
 import { Codec } from '../codec/codec.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { pgConfig, redactUrl } from '../config/database.js';
@@ -141,7 +142,7 @@ export async function verify(
   const redisUrl = redactUrl(config.redis.url);
   const dbUrl = redactUrl(config.databaseUrl);
   const redis = openRedis(
-    config.redis.url,
+    cacheEndpoint(config),
     `walcache:${config.prefix}:verify`,
     config.redis.connectTimeoutMs,
     false,

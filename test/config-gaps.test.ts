@@ -70,6 +70,17 @@ describe('configuration gaps are found, not served stale', () => {
     return failed;
   };
 
+  /** A Kysely on a pool of its own whose search_path is `searchPath`; `close` ends both. */
+  const openDb = (searchPath = scope.schema) => {
+    const pool = new pg.Pool({
+      ...pgConfig(DATABASE_URL),
+      max: 2,
+      options: `-c search_path=${searchPath}`,
+    });
+    pool.on('error', () => {});
+    return new Kysely<AnyDb>({ dialect: new PostgresDialect({ pool }) });
+  };
+
   before(() =>
     scope.create(`
       CREATE TABLE posts (id int PRIMARY KEY, slug text UNIQUE NOT NULL, title text);
@@ -127,13 +138,7 @@ describe('configuration gaps are found, not served stale', () => {
     });
     workers.push(worker);
     await worker.start();
-    const pool = new pg.Pool({
-      ...pgConfig(DATABASE_URL),
-      max: 2,
-      options: `-c search_path=${scope.schema}`,
-    });
-    pool.on('error', () => {});
-    const db = new Kysely<AnyDb>({ dialect: new PostgresDialect({ pool }) });
+    const db = openDb();
     const repo = createRepository({ db, config: cfg });
     try {
       assert.equal((await repo.posts.findById('hello' as never))?.title, 'Hello');
@@ -184,13 +189,7 @@ describe('configuration gaps are found, not served stale', () => {
     });
     workers.push(worker);
     await worker.start();
-    const pool = new pg.Pool({
-      ...pgConfig(DATABASE_URL),
-      max: 2,
-      options: `-c search_path=${scope.schema}`,
-    });
-    pool.on('error', () => {});
-    const db = new Kysely<AnyDb>({ dialect: new PostgresDialect({ pool }) });
+    const db = openDb();
     const repo = createRepository({ db, config: cfg });
     try {
       assert.equal((await repo.notes.findById(1))?.body, 'quiet');
@@ -258,13 +257,7 @@ describe('configuration gaps are found, not served stale', () => {
     await scope.q(
       `CREATE SCHEMA ${other}; CREATE TABLE ${other}.posts (id int PRIMARY KEY, slug text, title text)`,
     );
-    const pool = new pg.Pool({
-      ...pgConfig(DATABASE_URL),
-      max: 2,
-      options: `-c search_path=${other},${scope.schema}`,
-    });
-    pool.on('error', () => {});
-    const db = new Kysely<AnyDb>({ dialect: new PostgresDialect({ pool }) });
+    const db = openDb(`${other},${scope.schema}`);
     const repo = createRepository({
       db,
       config: defineConfig(input({ invalidateBy: { posts: [] } })),
@@ -287,13 +280,7 @@ describe('configuration gaps are found, not served stale', () => {
   });
 
   it('a query on a view says to declare its base tables, not to follow the view', async () => {
-    const pool = new pg.Pool({
-      ...pgConfig(DATABASE_URL),
-      max: 2,
-      options: `-c search_path=${scope.schema}`,
-    });
-    pool.on('error', () => {});
-    const db = new Kysely<AnyDb>({ dialect: new PostgresDialect({ pool }) });
+    const db = openDb();
     const repo = createRepository({
       db,
       config: defineConfig(input({ invalidateBy: { posts: [] } })),

@@ -42,11 +42,16 @@ export class Invalidator {
     this.#tagTtlMs = tagTtlMs;
   }
 
+  /**
+   * Applies everything in one pipeline; resolves with the heartbeat this one replaced
+   * (read and written in one `SET ... GET`): behind what the worker acknowledged, or
+   * missing, it says Redis lost acknowledged invalidations.
+   */
   async apply(
     invalidation: Invalidation,
     heartbeat: Omit<Heartbeat, 'runId' | 'appliedAt'>,
     bumpEpoch = false,
-  ): Promise<void> {
+  ): Promise<Heartbeat | null> {
     const pipeline = this.#redis.pipeline() as ReturnType<Redis['pipeline']> & ScriptCommands;
     const tombstone = tombstoneValue(heartbeat.lsn);
     if (this.#redis.isCluster) {
@@ -74,7 +79,8 @@ export class Invalidator {
       pipeline.set(this.#keys.epoch(), epoch);
     }
     const beat: Heartbeat = { ...heartbeat, appliedAt: Date.now(), runId: this.runId };
-    pipeline.set(this.#keys.heartbeat(), JSON.stringify(beat));
+    const heartbeatAt = pipeline.length;
+    pipeline.set(this.#keys.heartbeat(), JSON.stringify(beat), 'GET');
     const keys = [...invalidation.keys];
     const message: BusMessage = {
       src: this.runId,
@@ -88,12 +94,18 @@ export class Invalidator {
     pipeline.publish(this.#keys.busChannel(), JSON.stringify(message));
     const results = await pipeline.exec();
     for (const [error] of results ?? []) if (error) throw error;
+    return parseHeartbeat((results?.[heartbeatAt]?.[1] as string | null | undefined) ?? null);
   }
 
-  /** Records a position reached without a transaction to apply (an idle keepalive). */
-  async writeHeartbeat(beat: Omit<Heartbeat, 'runId' | 'appliedAt'>): Promise<void> {
+  /**
+   * Records a position reached without a transaction to apply (an idle keepalive);
+   * resolves with the heartbeat it replaced, as `apply` does.
+   */
+  async writeHeartbeat(beat: Omit<Heartbeat, 'runId' | 'appliedAt'>): Promise<Heartbeat | null> {
     const value: Heartbeat = { ...beat, appliedAt: Date.now(), runId: this.runId };
-    await this.#redis.set(this.#keys.heartbeat(), JSON.stringify(value));
+    return parseHeartbeat(
+      await this.#redis.set(this.#keys.heartbeat(), JSON.stringify(value), 'GET'),
+    );
   }
 
   async readHeartbeat(): Promise<Heartbeat | null> {

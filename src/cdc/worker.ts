@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { formatLsn, lsnToBigInt } from '../cache/envelope.js';
+import type { Heartbeat } from '../cache/heartbeat.js';
 import { cacheEndpoint, endpointOptions } from '../cache/redis-endpoint.js';
 import { applyCatalog, checkModel, quoteTable } from '../catalog/model-check.js';
 import { poolQuery, readCatalog, unpublishedTables } from '../catalog/table-catalog.js';
@@ -301,19 +302,7 @@ export class InvalidationWorker {
       // be acknowledged (both wait for #applying and the #flushing chain): an
       // acknowledgement before the bump, then a crash, would lose the gap.
       this.#log?.warn({ reason: bumpReason }, 'bumping the cache epoch');
-      this.events.emit('epoch-bump', bumpReason);
-      this.#applying++;
-      this.#flushing = this.#flushing
-        .then(async () => {
-          await this.#applyWithRetry(
-            emptyInvalidation(),
-            { lsn: this.#appliedLsn ?? '0/0', commitTime: this.#lastCommitTime },
-            true,
-          );
-        })
-        .finally(() => {
-          this.#applying--;
-        });
+      void this.#queueEpochBump(bumpReason);
     }
     try {
       await stream.start({
@@ -505,6 +494,7 @@ export class InvalidationWorker {
   async #applyGroup(group: Group, stream: ReplicationStream | null): Promise<void> {
     const started = performance.now();
     const lsn = group.lastLsn as string;
+    const acknowledged = this.#appliedLsn;
     // Commit timestamps are not strictly in commit order: never move the claim back.
     const commitTime = Math.max(group.lastCommitTime, this.#lastCommitTime);
     const applied = await this.#applyWithRetry(
@@ -513,7 +503,21 @@ export class InvalidationWorker {
       group.bumpEpoch,
       stream,
     );
-    if (!applied) return; // the stream died meanwhile: not acknowledged, it will be replayed
+    if (applied === null) return; // the stream died meanwhile: not acknowledged, it will be replayed
+    const lost = this.#rollbackReason(applied.previous, acknowledged);
+    if (lost !== null) {
+      // Before this group is acknowledged: the entries Redis revived must become misses.
+      this.#log?.error(
+        { reason: lost, heartbeat: applied.previous?.lsn ?? null, acknowledged },
+        'Redis lost acknowledged invalidations; bumping the cache epoch',
+      );
+      this.events.emit('epoch-bump', lost);
+      if (
+        (await this.#applyWithRetry(emptyInvalidation(), { lsn, commitTime }, true, stream)) ===
+        null
+      )
+        return;
+    }
     this.#lastCommitTime = commitTime;
     if (stream && (await stream.acknowledge(lsn))) {
       this.#advanceApplied(lsn);
@@ -537,19 +541,18 @@ export class InvalidationWorker {
     beat: { lsn: string; commitTime: number },
     bumpEpoch: boolean,
     stream: ReplicationStream | null = null,
-  ): Promise<boolean> {
+  ): Promise<{ readonly previous: Heartbeat | null } | null> {
     for (let attempt = 0; ; attempt++) {
       try {
-        await this.#invalidator.apply(invalidation, beat, bumpEpoch);
-        return true;
+        return { previous: await this.#invalidator.apply(invalidation, beat, bumpEpoch) };
       } catch (error) {
         this.events.emit('failure', 'redis', error);
         this.#log?.warn(
           { err: error, lsn: beat.lsn, attempt },
           'applying invalidations failed; retrying (position held)',
         );
-        if (stream !== null && stream !== this.#stream) return false;
-        if (this.#stopping && attempt >= 3) return false;
+        if (stream !== null && stream !== this.#stream) return null;
+        if (this.#stopping && attempt >= 3) return null;
         await sleep(Math.min(50 * 2 ** attempt, 2_000));
       }
     }
@@ -576,9 +579,16 @@ export class InvalidationWorker {
       // The heartbeat records the position first (a recreated slot is detected by being
       // ahead of it). pg-logical-replication sends lsn + 1; a shutting-down walsender
       // waits for the exact position it sent, so hand it lsn - 1.
+      const acknowledged = this.#appliedLsn;
       void this.#invalidator
         .writeHeartbeat({ lsn, commitTime: this.#lastCommitTime })
-        .then(() => stream.acknowledge(formatLsn(lsnToBigInt(lsn) - 1n)))
+        .then((previous) => {
+          const lost = this.#rollbackReason(previous, acknowledged);
+          if (lost === null) return stream.acknowledge(formatLsn(lsnToBigInt(lsn) - 1n));
+          this.#log?.error({ reason: lost, acknowledged }, 'Redis lost acknowledged invalidations');
+          void this.#queueEpochBump(lost); // a later keepalive acknowledges, after it
+          return false;
+        })
         .then(
           (sent) => {
             if (sent && stream === this.#stream) this.#advanceApplied(lsn);
@@ -613,6 +623,41 @@ export class InvalidationWorker {
   }
 
   /**
+   * Why a heartbeat found in Redis shows that Redis lost invalidations the worker had
+   * acknowledged (up to `acknowledged`): missing, or behind. Null when it did not. The
+   * worker acknowledges a commit as the heartbeat's LSN + 1, hence the tolerance of one.
+   */
+  #rollbackReason(previous: Heartbeat | null, acknowledged: string | null): string | null {
+    if (acknowledged === null) return null;
+    if (previous === null) return 'redis-heartbeat-missing';
+    return lsnToBigInt(previous.lsn) + 1n < lsnToBigInt(acknowledged)
+      ? 'redis-behind-acknowledged'
+      : null;
+  }
+
+  /**
+   * Queues an epoch bump behind what is being applied and ahead of every later group; it
+   * counts in #applying, so no keepalive is acknowledged before it either. Retried until
+   * Redis takes it (or the worker stops).
+   */
+  #queueEpochBump(reason: string): Promise<void> {
+    this.events.emit('epoch-bump', reason);
+    this.#applying++;
+    this.#flushing = this.#flushing
+      .then(async () => {
+        await this.#applyWithRetry(
+          emptyInvalidation(),
+          { lsn: this.#appliedLsn ?? '0/0', commitTime: this.#lastCommitTime },
+          true,
+        );
+      })
+      .finally(() => {
+        this.#applying--;
+      });
+    return this.#flushing;
+  }
+
+  /**
    * Redis lost invalidations the worker already acknowledged (restarted from a snapshot,
    * an AOF `everysec` tail lost, an async replica promoted) when its heartbeat is behind
    * the acknowledged position, or gone. Those commits will never be replayed, so the only
@@ -623,28 +668,15 @@ export class InvalidationWorker {
     this.#checkingRollback = true;
     try {
       // Captured first: a group writes the heartbeat before the position advances.
-      const applied = lsnToBigInt(this.#appliedLsn);
+      const acknowledged = this.#appliedLsn;
       const beat = await this.#invalidator.readHeartbeat();
-      if (beat !== null && lsnToBigInt(beat.lsn) + 1n >= applied) return;
-      const reason = beat === null ? 'redis-heartbeat-missing' : 'redis-behind-acknowledged';
+      const reason = this.#rollbackReason(beat, acknowledged);
+      if (reason === null) return;
       this.#log?.error(
         { reason, heartbeat: beat?.lsn ?? null, acknowledged: this.#appliedLsn },
         'Redis lost acknowledged invalidations; bumping the cache epoch',
       );
-      this.events.emit('epoch-bump', reason);
-      this.#applying++;
-      this.#flushing = this.#flushing
-        .then(async () => {
-          await this.#applyWithRetry(
-            emptyInvalidation(),
-            { lsn: this.#appliedLsn ?? '0/0', commitTime: this.#lastCommitTime },
-            true,
-          );
-        })
-        .finally(() => {
-          this.#applying--;
-        });
-      await this.#flushing;
+      await this.#queueEpochBump(reason);
     } catch {
       // Redis unreachable: the next check (or its 'ready') tries again.
     } finally {

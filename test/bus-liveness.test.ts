@@ -44,13 +44,15 @@ describe('bus liveness', () => {
     const started = Date.now();
     const value = await read();
     assert.equal(value, 2, 'the read went to the loader, without an error');
-    assert.ok(Date.now() - started < 600, `the read waited ${Date.now() - started} ms`);
+    // Once the bus is down for a PING unanswered, the breaker is open too: the read does
+    // not wait for an L2 command timeout.
+    assert.ok(Date.now() - started < 100, `the read waited ${Date.now() - started} ms`);
 
     server.process.kill('SIGCONT');
     await waitFor('the bus back up', () => events.at(-1) === 'up', 5_000);
     await sleep(50);
     const after = await read();
-    assert.ok(after === 1 || after === 2, `read ${after}`);
+    assert.ok(after >= 1, `read ${after}`); // from L2, or loaded while the breaker cools down
     assert.equal(engine.peek('k'), after, 'L1 serves again');
   });
 });

@@ -52,6 +52,17 @@ export class CircuitBreaker {
     }
   }
 
+  /**
+   * Opens now, for a cooldown, without waiting for failures: for evidence from elsewhere
+   * that Redis stopped answering (the bus's liveness PING). The half-open probe after the
+   * cooldown decides, as usual.
+   */
+  trip(): void {
+    if (this.#state === 'open') return;
+    this.#openUntil = Date.now() + this.#cooldownMs;
+    this.#set('open');
+  }
+
   #set(state: BreakerState): void {
     this.#state = state;
     this.#onChange(state);

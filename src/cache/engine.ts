@@ -193,9 +193,9 @@ export class CacheEngine {
         {
           onInvalidate: (message) => this.#applyBusMessage(message),
           onReset: (reason) => {
-          // Redis stopped answering the bus's PING: every L2 call would wait a command
-          // timeout until enough failed to open the breaker; open it now.
-          if (reason === 'stalled') this.#breaker.trip();
+            // Redis stopped answering the bus's PING: every L2 call would wait a command
+            // timeout until enough failed to open the breaker; open it now.
+            if (reason === 'stalled') this.#breaker.trip();
             this.#epoch = undefined;
             this.#epochGeneration++;
             this.#trustedTags.clear();

@@ -1,9 +1,15 @@
 import { createInterface } from 'node:readline/promises';
 import { Command } from 'commander';
+import pg from 'pg';
 import { CacheEngine } from '../cache/engine.js';
+import { parseEntry } from '../cache/envelope.js';
+import { applyCatalog } from '../catalog/model-check.js';
+import { poolQuery, readCatalog } from '../catalog/table-catalog.js';
+import { buildChangeModel, qualify } from '../cdc/table-model.js';
 import type { ResolvedConfig } from '../config/config.js';
-import { redactUrl } from '../config/database.js';
+import { pgConfig, redactUrl } from '../config/database.js';
 import { UnknownEntityError } from '../errors/errors.js';
+import { canonicalText } from '../keys/canonical.js';
 import { entityKey } from '../keys/keys.js';
 import { loadConfig } from './load-config.js';
 
@@ -14,12 +20,15 @@ interface InvalidateCommandOptions {
   entity?: string;
   id?: string[];
   all?: boolean;
+  pattern?: string;
+  dryRun?: boolean;
   yes?: boolean;
 }
 
 type Action =
   | { kind: 'keys'; keys: string[]; what: string }
   | { kind: 'tags'; tags: string[]; what: string }
+  | { kind: 'pattern'; pattern: string; what: string }
   | { kind: 'all'; what: string };
 
 /**
@@ -41,11 +50,16 @@ export function invalidateCommand(): Command {
       "the entity rows' key values; a composite key as comma-separated values in key order (7,3)",
     )
     .option('--all', 'bump the cache epoch: every entry cached so far becomes a miss')
+    .option(
+      '--pattern <glob>',
+      "tombstone every entry whose key matches (e.g. 'users:12*'; * and ? as in Redis SCAN)",
+    )
+    .option('--dry-run', 'with --pattern: count the matching entries, change nothing')
     .option('-y, --yes', 'do not ask for confirmation')
     .action(async (opts: InvalidateCommandOptions) => {
       const config = await loadConfig(opts.config);
-      const action = planAction(config, opts);
-      if (!opts.yes)
+      const action = await planAction(config, opts);
+      if (!opts.yes && !(action.kind === 'pattern' && opts.dryRun))
         await confirm(
           `${action.what} (prefix ${config.prefix}, Redis ${redactUrl(config.redis.url)})`,
         );
@@ -71,6 +85,23 @@ export function invalidateCommand(): Command {
               `bumped ${plural(action.tags.length, 'tag')}: ${action.tags.join(', ')} (entries depending on them are misses now)\n`,
             );
             break;
+          case 'pattern': {
+            const matched = await matchingEntries(engine, action.pattern);
+            const sample = matched.slice(0, 5).join(', ');
+            const shown = `${sample}${matched.length > 5 ? ', ...' : ''}`;
+            if (opts.dryRun) {
+              process.stdout.write(
+                `${plural(matched.length, 'key')} match ${action.pattern}${matched.length > 0 ? ` (${shown})` : ''}: nothing was changed (--dry-run)\n`,
+              );
+              break;
+            }
+            for (let i = 0; i < matched.length; i += 500)
+              await engine.delete(matched.slice(i, i + 500));
+            process.stdout.write(
+              `tombstoned ${plural(matched.length, 'key')} matching ${action.pattern}${matched.length > 0 ? ` (${shown})` : ''}\n`,
+            );
+            break;
+          }
           case 'all': {
             const epoch = await engine.bumpEpoch();
             process.stdout.write(
@@ -85,18 +116,85 @@ export function invalidateCommand(): Command {
     });
 }
 
+/** Logical keys a pattern may name: those of keys (`[A-Za-z0-9_.:-]`) plus `*` and `?`. */
+const PATTERN = /^[A-Za-z0-9_.:*?-]+$/;
+
+/**
+ * The logical keys under the prefix whose entries match `pattern` and hold a value
+ * (tombstones and leases are not entries). SCAN, then one pipelined GET per batch.
+ */
+async function matchingEntries(engine: CacheEngine, pattern: string): Promise<string[]> {
+  const base = engine.keys.entry('');
+  const found: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, batch] = await engine.redis.scan(
+      cursor,
+      'MATCH',
+      `${base}${pattern}`,
+      'COUNT',
+      1000,
+    );
+    cursor = next;
+    if (batch.length === 0) continue;
+    const values = await Promise.all(batch.map((k) => engine.redis.getBuffer(k)));
+    batch.forEach((k, i) => {
+      if (parseEntry(values[i] ?? null).kind === 'data') found.push(k.slice(base.length));
+    });
+  } while (cursor !== '0');
+  return found.sort();
+}
+
+/**
+ * Entity ids in the canonical text readers use (`042` is `42` on an integer key), from
+ * the catalog; with the database unreachable, as given (said on stderr).
+ */
+async function canonicalIds(
+  config: ResolvedConfig,
+  entity: string,
+  columns: readonly string[],
+  ids: readonly string[][],
+): Promise<string[][]> {
+  const model = buildChangeModel(config);
+  const table = qualify(config.entities[entity]?.table as string, config.defaultSchema);
+  const pool = new pg.Pool({
+    ...pgConfig(config.databaseUrl),
+    max: 1,
+    connectionTimeoutMillis: 3_000,
+  });
+  pool.on('error', () => {});
+  try {
+    applyCatalog(model, await readCatalog(poolQuery(pool), [table]));
+  } catch (error) {
+    process.stderr.write(
+      `walcache: could not read the types of ${table} (${(error as Error).message}): ids used as given\n`,
+    );
+    return ids.map((v) => [...v]);
+  } finally {
+    await pool.end().catch(() => {});
+  }
+  const kinds = model.get(table)?.kinds;
+  return ids.map((values) =>
+    values.map((v, i) => {
+      const kind = kinds?.get(columns[i] as string);
+      return kind === undefined ? v : canonicalText(kind, v);
+    }),
+  );
+}
+
 /** Checks the options (exactly one of the modes) and says what will be done. */
-function planAction(config: ResolvedConfig, opts: InvalidateCommandOptions): Action {
+async function planAction(config: ResolvedConfig, opts: InvalidateCommandOptions): Promise<Action> {
   const modes = [
     opts.key !== undefined && '--key',
     opts.tag !== undefined && '--tag',
     (opts.entity !== undefined || opts.id !== undefined) && '--entity/--id',
     opts.all === true && '--all',
+    opts.pattern !== undefined && '--pattern',
   ].filter((m): m is string => m !== false);
   if (modes.length !== 1)
     throw new Error(
       modes.length === 0
-        ? 'say what to invalidate: --key <k...>, --tag <t...>, --entity <name> --id <id...>, or --all'
+        ? 'say what to invalidate: --key <k...>, --tag <t...>, --entity <name> --id <id...>, --pattern <glob>, or --all'
         : `use one of ${modes.join(', ')} at a time`,
     );
   if (opts.key)
@@ -111,22 +209,35 @@ function planAction(config: ResolvedConfig, opts: InvalidateCommandOptions): Act
       tags: opts.tag,
       what: `bump ${plural(opts.tag.length, 'tag')}: ${opts.tag.join(', ')}`,
     };
+  if (opts.dryRun && opts.pattern === undefined) throw new Error('--dry-run goes with --pattern');
   if (opts.all)
     return { kind: 'all', what: 'bump the cache epoch: EVERY cached entry becomes a miss' };
+  if (opts.pattern !== undefined) {
+    if (!PATTERN.test(opts.pattern))
+      throw new Error(
+        `--pattern ${JSON.stringify(opts.pattern)}: a key pattern has letters, digits, "_", ".", ":", "-", and the wildcards * and ?`,
+      );
+    return {
+      kind: 'pattern',
+      pattern: opts.pattern,
+      what: `tombstone every entry matching ${opts.pattern}`,
+    };
+  }
   const name = opts.entity;
   if (name === undefined || opts.id === undefined)
     throw new Error('--entity and --id go together: --entity users --id 42');
   const entity = config.entities[name];
   if (entity === undefined) throw new UnknownEntityError(name, Object.keys(config.entities));
   const columns = typeof entity.key === 'string' ? [entity.key] : [...entity.key];
-  const keys = opts.id.map((id) => {
+  const given = opts.id.map((id) => {
     const values = columns.length === 1 ? [id] : id.split(',');
     if (values.length !== columns.length)
       throw new Error(
         `--id ${JSON.stringify(id)}: ${name} has a composite key (${columns.join(', ')}): give ${columns.length} comma-separated values`,
       );
-    return entityKey(name, values);
+    return values;
   });
+  const keys = (await canonicalIds(config, name, columns, given)).map((v) => entityKey(name, v));
   const note =
     entity.unique.length > 0
       ? ` (entries found by ${entity.unique.join(', ')} are not touched: use --tag or --all for those)`

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
+import { lsnToBigInt } from '../src/cache/envelope.js';
 import { parseHeartbeat } from '../src/cache/heartbeat.js';
 import { emptyInvalidation, mapTransaction } from '../src/cdc/change-mapper.js';
 import { buildChangeModel } from '../src/cdc/table-model.js';
@@ -153,12 +154,8 @@ describe('the invalidation pipeline at its edges', () => {
     watching = false;
     await watch;
     const target = rows[0]?.lsn as string;
-    const toBig = (l: string) => {
-      const [hi, lo] = l.split('/');
-      return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
-    };
     for (const beat of seen) {
-      if (toBig(beat.lsn) >= toBig(target)) continue;
+      if (lsnToBigInt(beat.lsn) >= lsnToBigInt(target)) continue;
       assert.ok(
         beat.commitTime <= backlogCommittedAt,
         `heartbeat at ${beat.lsn}, before the backlog was applied, claimed commit time ${beat.commitTime - backlogCommittedAt} ms after the backlog`,

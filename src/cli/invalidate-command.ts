@@ -3,9 +3,8 @@ import { Command } from 'commander';
 import pg from 'pg';
 import { CacheEngine } from '../cache/engine.js';
 import { parseEntry } from '../cache/envelope.js';
-import { applyCatalog } from '../catalog/model-check.js';
-import { poolQuery, readCatalog } from '../catalog/table-catalog.js';
-import { buildChangeModel, qualify } from '../cdc/table-model.js';
+import { poolQuery, readCatalog, type TableCatalog } from '../catalog/table-catalog.js';
+import { qualify } from '../cdc/table-model.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { pgConfig, redactUrl } from '../config/database.js';
 import { UnknownEntityError } from '../errors/errors.js';
@@ -155,7 +154,6 @@ async function canonicalIds(
   columns: readonly string[],
   ids: readonly string[][],
 ): Promise<string[][]> {
-  const model = buildChangeModel(config);
   const table = qualify(config.entities[entity]?.table as string, config.defaultSchema);
   const pool = new pg.Pool({
     ...pgConfig(config.databaseUrl),
@@ -163,8 +161,9 @@ async function canonicalIds(
     connectionTimeoutMillis: 3_000,
   });
   pool.on('error', () => {});
+  let columnsOfTable: TableCatalog['columns'] | undefined;
   try {
-    applyCatalog(model, await readCatalog(poolQuery(pool), [table]));
+    columnsOfTable = (await readCatalog(poolQuery(pool), [table])).get(table)?.columns;
   } catch (error) {
     process.stderr.write(
       `walcache: could not read the types of ${table} (${(error as Error).message}): ids used as given\n`,
@@ -173,10 +172,9 @@ async function canonicalIds(
   } finally {
     await pool.end().catch(() => {});
   }
-  const kinds = model.get(table)?.kinds;
   return ids.map((values) =>
     values.map((v, i) => {
-      const kind = kinds?.get(columns[i] as string);
+      const kind = columnsOfTable?.get(columns[i] as string)?.kind;
       return kind === undefined ? v : canonicalText(kind, v);
     }),
   );

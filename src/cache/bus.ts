@@ -22,6 +22,11 @@ export interface BusHandlers {
   /** Drop all of L1: the bus went down, a gap was seen, a worker restarted, the epoch moved. */
   onReset(reason: 'down' | 'stalled' | 'gap' | 'worker-restart' | 'epoch' | 'flush' | 'up'): void;
   onHealth(healthy: boolean): void;
+  /**
+   * Another process filled (or gave up) a key this process may be waiting for: a hint
+   * to look again, outside the sequence (one lost costs a poll interval, nothing else).
+   */
+  onFilled?(key: string): void;
 }
 
 /**
@@ -33,6 +38,7 @@ export class Bus {
   readonly runId: string;
   readonly #sub: Redis;
   readonly #channel: string;
+  readonly #fillChannel: string | undefined;
   readonly #handlers: BusHandlers;
   /**
    * Last sequence number per publisher. Every process that ever published has an entry,
@@ -67,9 +73,12 @@ export class Bus {
       pingIntervalMs: 250,
       pingTimeoutMs: 500,
     },
+    /** The channel of fill notices (`BusHandlers.onFilled`); none when undefined. */
+    fillChannel?: string,
   ) {
     this.#sub = subscriber;
     this.#channel = channel;
+    this.#fillChannel = fillChannel;
     this.runId = runId;
     this.#handlers = handlers;
     this.#pingTimeoutMs = liveness.pingTimeoutMs;
@@ -78,7 +87,9 @@ export class Bus {
       this.#liveness.unref();
     }
     subscriber.on('messageBuffer', (ch: Buffer, payload: Buffer) => {
-      if (ch.toString() === this.#channel) this.#receive(payload);
+      const name = ch.toString();
+      if (name === this.#channel) this.#receive(payload);
+      else if (name === this.#fillChannel) this.#handlers.onFilled?.(payload.toString('utf8'));
     });
     subscriber.on('ready', () => void this.#subscribe());
     subscriber.on('close', () => this.#down());
@@ -138,7 +149,8 @@ export class Bus {
   async #subscribe(): Promise<void> {
     if (this.#closed) return;
     try {
-      await this.#sub.subscribe(this.#channel);
+      if (this.#fillChannel === undefined) await this.#sub.subscribe(this.#channel);
+      else await this.#sub.subscribe(this.#channel, this.#fillChannel);
     } catch {
       return; // the connection dropped again; 'ready' brings us back here
     }

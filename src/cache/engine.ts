@@ -17,6 +17,7 @@ import { CacheEvents } from '../metrics/events.js';
 import { Bus, type BusMessage } from './bus.js';
 import { CircuitBreaker } from './circuit-breaker.js';
 import {
+  compactSnapshot,
   type EntryState,
   type Envelope,
   type EnvelopeMeta,
@@ -75,6 +76,16 @@ export interface LoadOptions {
    * @throws {EncryptionKeyError} (synchronously) when this process has no keys.
    */
   readonly encrypt?: boolean;
+  /**
+   * Fences this call's fill by the database's own order: resolves with the text of
+   * `pg_current_snapshot()`, read from the database the loader reads, before the loader
+   * runs (the engine awaits it first). An invalidation that lands during the load then
+   * no longer refuses the fill when the snapshot shows its commits visible (the load saw
+   * them), and the stored value keeps the snapshot, so the worker leaves it in place for
+   * commits it already holds. A rejection or undefined means no fence (as without it).
+   * The repository passes one; see docs/consistency.md.
+   */
+  readonly snapshot?: () => Promise<string | undefined>;
 }
 
 export interface EngineOptions {
@@ -132,6 +143,8 @@ export class CacheEngine {
   /** Encryption keys from the environment; null when there are none. */
   readonly #keyring: Keyring | null;
   readonly #flights = new Map<string, Promise<unknown>>();
+  /** Wake-ups of reads waiting for another process's fill, by key (see #awaitOthersFill). */
+  readonly #waiters = new Map<string, Set<() => void>>();
   readonly #refreshing = new Set<string>();
   /** Tag versions read from Redis and trusted while the bus is healthy (like the epoch). */
   readonly #trustedTags = new LRUCache<string, string>({ max: 50_000 });
@@ -203,8 +216,10 @@ export class CacheEngine {
             this.events.emit('l1-reset', reason);
           },
           onHealth: (healthy) => this.events.emit(healthy ? 'bus-up' : 'bus-down'),
+          onFilled: (key) => this.#wake(key),
         },
         config.bus,
+        this.keys.fillChannel(),
       );
     }
   }
@@ -610,6 +625,8 @@ export class CacheEngine {
     // (creating one invalidates nothing, so it need not wait for the lease).
     const settling = this.#versionsForFill(read);
     settling.catch(() => {});
+    // The fence's snapshot is read beside the lease (it must only precede the load).
+    const fence = this.#fenceSnapshot(options);
     let acquired: Awaited<ReturnType<L2Tier['acquire']>>;
     try {
       acquired = await this.#l2.acquire(redisKey, token, this.config.lease.ttlMs, replace, 'fill');
@@ -637,10 +654,73 @@ export class CacheEngine {
     try {
       versions = await settling;
     } catch {
-      void this.#l2.release(redisKey, lease).catch(() => {});
+      this.#release(key, lease);
       return this.#loadWithoutL2(key, loader, options, snapshot);
     }
-    return this.#loadAndFill(key, loader, options, snapshot, token, lease, read.epoch, versions);
+    const pg = await fence;
+    return this.#loadAndFill(
+      key,
+      loader,
+      options,
+      snapshot,
+      token,
+      lease,
+      read.epoch,
+      versions,
+      pg,
+    );
+  }
+
+  /** The fence snapshot of a call (`LoadOptions.snapshot`), compacted; '' for none. */
+  async #fenceSnapshot(options: LoadOptions): Promise<string> {
+    if (options.snapshot === undefined) return '';
+    try {
+      return compactSnapshot((await options.snapshot()) ?? '');
+    } catch {
+      return '';
+    }
+  }
+
+  /** Gives a lease back (in the background) and tells waiting processes. */
+  #release(key: string, lease: string): void {
+    void this.#l2.release(this.keys.entry(key), lease).then(
+      ({ waiters }) => waiters && this.#notifyFilled(key),
+      () => {},
+    );
+  }
+
+  /** Tells processes waiting for `key` to look again (they asked: the lease says so). */
+  #notifyFilled(key: string): void {
+    if (this.#bus === undefined) return;
+    void this.#l2.publish(this.keys.fillChannel(), key).catch(() => {});
+  }
+
+  /** Wakes this process's reads waiting for `key`. */
+  #wake(key: string): void {
+    const list = this.#waiters.get(key);
+    if (list === undefined) return;
+    this.#waiters.delete(key);
+    for (const wake of list) wake();
+  }
+
+  /** Resolves after `ms`, or earlier when a fill notice or invalidation of `key` arrives. */
+  #nextLook(key: string, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      let list = this.#waiters.get(key);
+      if (list === undefined) {
+        list = new Set();
+        this.#waiters.set(key, list);
+      }
+      const done = () => {
+        clearTimeout(timer);
+        const current = this.#waiters.get(key);
+        current?.delete(done);
+        if (current?.size === 0) this.#waiters.delete(key);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(0, ms));
+      list.add(done);
+    });
   }
 
   async #loadAndFill<T>(
@@ -652,6 +732,7 @@ export class CacheEngine {
     lease: string,
     epoch: string,
     versions: Record<string, string> | null,
+    fence = '',
   ): Promise<T> {
     const redisKey = this.keys.entry(key);
     const started = performance.now();
@@ -677,7 +758,7 @@ export class CacheEngine {
         if (derived.value !== value) sharedValue = share(derived.value);
         value = derived.value;
         if (!derived.fill) {
-          void this.#l2.release(redisKey, lease).catch(() => {});
+          this.#release(key, lease);
           return value;
         }
         versions = derived.versions;
@@ -685,12 +766,12 @@ export class CacheEngine {
       }
       const negativeTtl = options.negativeTtlMs ?? this.config.cache.negativeTtlMs;
       if (value === undefined && negativeTtl <= 0) {
-        void this.#l2.release(redisKey, lease).catch(() => {});
+        this.#release(key, lease);
         return value;
       }
       encoded = this.#codec.encode(key, value);
     } catch (error) {
-      void this.#l2.release(redisKey, lease).catch(() => {});
+      this.#release(key, lease);
       throw error;
     }
     // 6. Fill L2 only if our lease survived; L1 only if no invalidation arrived since the snapshot.
@@ -702,24 +783,27 @@ export class CacheEngine {
       epoch,
       versions,
       negative,
+      fence,
     );
     const encrypt = this.#encrypts(options);
     const payload = encrypt
       ? (this.#keyring as Keyring).seal(encoded.bytes, redisKey)
       : encoded.bytes;
     const entry = encodeEntry(token, meta, payload, encoded.compressed, encrypt);
-    let filled = false;
+    let filled: Awaited<ReturnType<L2Tier['fill']>>;
     try {
-      filled = await this.#l2.fill(redisKey, lease, entry, meta.staleUntil - meta.createdAt);
+      filled = await this.#l2.fill(redisKey, lease, entry, meta.staleUntil - meta.createdAt, fence);
     } catch {
       // Redis failed mid-fill: we cannot know whether it landed, so L1 stays out of it.
       return value;
     }
-    if (!filled) {
-      this.events.emit('fill-rejected', key, 'lease-lost');
+    if (filled.waiters) this.#notifyFilled(key);
+    if (filled.stored === null) {
+      this.events.emit('fill-rejected', key, fence === '' ? 'lease-lost' : 'not-proven');
       return value;
     }
     this.events.emit('fill', key);
+    if (filled.stored === 'fenced') this.events.emit('fill-fenced', key);
     this.#keepInL1(
       key,
       value,
@@ -792,9 +876,12 @@ export class CacheEngine {
     const started = Date.now();
     const deadline = started + this.config.lease.waitMs;
     let delay = 2;
+    // A fill notice (or the key's invalidation) wakes us; the timer is the fallback, rarer
+    // while the bus that carries the notices is up.
+    const longest = this.#bus?.healthy ? 100 : 25;
     while (Date.now() < deadline) {
-      await sleep(Math.min(delay, deadline - Date.now()));
-      delay = Math.min(delay * 2, 25);
+      await this.#nextLook(key, Math.min(delay, deadline - Date.now()));
+      delay = Math.min(delay * 2, longest);
       let buffer: Buffer | null;
       try {
         buffer = await this.#l2.get(redisKey);
@@ -802,7 +889,7 @@ export class CacheEngine {
         break;
       }
       const state = parseEntry(buffer);
-      if (state.kind === 'lease') continue;
+      if (state.kind === 'lease' || (state.kind === 'tombstone' && state.fenced)) continue;
       if (state.kind === 'empty' || state.kind === 'tombstone') {
         // The holder gave up or was invalidated: try to become the filler.
         this.events.emit('lease-wait', key, Date.now() - started, false);
@@ -910,10 +997,23 @@ export class CacheEngine {
     if (acquired.kind !== 'acquired') return;
     const lease = refreshValuePrefix(token);
     try {
-      const versions = await this.#versionsForFill(read);
-      await this.#loadAndFill(key, loader, options, snapshot, token, lease, read.epoch, versions);
+      const [versions, fence] = await Promise.all([
+        this.#versionsForFill(read),
+        this.#fenceSnapshot(options),
+      ]);
+      await this.#loadAndFill(
+        key,
+        loader,
+        options,
+        snapshot,
+        token,
+        lease,
+        read.epoch,
+        versions,
+        fence,
+      );
     } catch (error) {
-      void this.#l2.release(redisKey, lease).catch(() => {});
+      this.#release(key, lease);
       throw error;
     }
   }
@@ -1205,6 +1305,7 @@ export class CacheEngine {
     epoch: string,
     tags: Record<string, string> | null,
     negative: boolean,
+    snapshot = '',
   ) {
     const base = options.ttlMs ?? this.config.cache.ttlMs;
     const jitter = this.config.cache.jitter;
@@ -1219,6 +1320,7 @@ export class CacheEngine {
       epoch,
       tags,
       negative,
+      snapshot,
     };
   }
 
@@ -1244,6 +1346,8 @@ export class CacheEngine {
     if (message.epoch !== undefined) this.#epoch = message.epoch;
     for (const t of message.tags) this.#trustedTags.delete(t);
     this.#l1?.invalidate(message.keys, message.tags);
+    // A waiter's holder may have just lost its lease to this invalidation: look again.
+    for (const k of message.keys) this.#wake(k);
     this.events.emit('bus-invalidate', message.keys.length, message.tags.length);
   }
 

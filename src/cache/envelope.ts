@@ -3,16 +3,26 @@ import { randomBytes } from 'node:crypto';
 /**
  * The L2 value of a cache key is a small state machine, told apart by its first byte:
  *
- *   L<token>                 lease: one process is loading this key
+ *   L<token>[:<xids>][!]     lease: one process is loading this key
  *   D<token><envelope>       data, filled under lease <token>
  *   R<token><envelope>       data being refreshed under lease <token> (still served)
- *   T<lsn: 16 hex digits>    tombstone: invalidated at that LSN; blocks stale fills
+ *   T<lsn: 16 hex digits>[/L<token>@<ms>][:<xids>][!]
+ *                            tombstone: invalidated at that LSN; blocks stale fills,
+ *                            except the one of lease <token> (until <ms>) if its
+ *                            snapshot proves it saw the commits <xids>
+ *
+ * `!` marks a key other processes wait for. The fences (xids, snapshots) are described
+ * in src/cache/lua/lib/fence.lua and docs/consistency.md.
  *
  * The first 17 bytes (marker + token) identify one fill, so scripts can compare them
  * instead of whole values. The envelope is a fixed binary header then the payload:
  *
- *   u8 format (1) | u8 flags | f64 createdAt | f64 freshUntil | f64 staleUntil |
- *   u32 loadMs | str8 epoch | u16 tag count | (str16 tag, str8 version)* | payload
+ *   u8 format (2) | u8 flags | f64 createdAt | f64 freshUntil | f64 staleUntil |
+ *   u32 loadMs | str8 snapshot | str8 epoch | u16 tag count | (str16 tag, str8 version)* |
+ *   payload
+ *
+ * The snapshot (at byte 47, Lua's 48) is the `pg_current_snapshot()` the fill's load was
+ * fenced by, '' for none; format 1 (read, never written) has no snapshot field.
  *
  * Flags: 1 compressed, 2 negative (a cached "not found"), 4 encrypted (the payload is a
  * sealed box of the keyring, naming its key id; compression happens before encryption).
@@ -22,7 +32,9 @@ export const MARK_DATA = 0x44; // D
 export const MARK_REFRESHING = 0x52; // R
 export const MARK_TOMBSTONE = 0x54; // T
 export const PREFIX_LENGTH = 17;
-export const ENVELOPE_FORMAT = 1;
+export const ENVELOPE_FORMAT = 2;
+/** Longest snapshot an envelope holds (longer ones are narrowed: `compactSnapshot`). */
+export const MAX_SNAPSHOT_BYTES = 255;
 
 const FLAG_COMPRESSED = 1;
 const FLAG_NEGATIVE = 2;
@@ -39,6 +51,8 @@ export interface EnvelopeMeta {
   readonly tags: Readonly<Record<string, string>> | null;
   /** A cached "not found". */
   readonly negative: boolean;
+  /** The snapshot the load was fenced by (`compactSnapshot` text); '' for none. */
+  readonly snapshot?: string;
 }
 
 export interface Envelope extends EnvelopeMeta {
@@ -50,7 +64,12 @@ export interface Envelope extends EnvelopeMeta {
 export type EntryState =
   | { readonly kind: 'empty' }
   | { readonly kind: 'lease' }
-  | { readonly kind: 'tombstone'; readonly lsn: string }
+  | {
+      readonly kind: 'tombstone';
+      readonly lsn: string;
+      /** Fenced for a lease whose fill may still land: readers wait for it as for a lease. */
+      readonly fenced: boolean;
+    }
   | {
       readonly kind: 'data';
       readonly prefix: string;
@@ -100,11 +119,14 @@ export function encodeEntry(
   encrypted = false,
 ): Buffer {
   const epoch = Buffer.from(meta.epoch, 'utf8');
+  const snapshot = meta.snapshot ?? '';
+  if (snapshot.length > MAX_SNAPSHOT_BYTES) throw new RangeError('snapshot too long');
   const tagEntries = meta.tags ? Object.entries(meta.tags) : [];
   const tagBuffers = tagEntries.map(
     ([t, v]) => [Buffer.from(t, 'utf8'), Buffer.from(v, 'utf8')] as const,
   );
-  let size = PREFIX_LENGTH + FIXED_HEADER + 1 + epoch.length + 2 + payload.length;
+  let size =
+    PREFIX_LENGTH + FIXED_HEADER + 1 + snapshot.length + 1 + epoch.length + 2 + payload.length;
   for (const [t, v] of tagBuffers) size += 2 + t.length + 1 + v.length;
   const out = Buffer.allocUnsafe(size);
   out[0] = MARK_DATA;
@@ -119,6 +141,8 @@ export function encodeEntry(
   o = out.writeDoubleBE(meta.freshUntil, o);
   o = out.writeDoubleBE(meta.staleUntil, o);
   o = out.writeUInt32BE(Math.min(Math.max(0, Math.round(meta.loadMs)), 0xffffffff), o);
+  out[o++] = snapshot.length;
+  o += out.write(snapshot, o, 'latin1');
   if (epoch.length > 255) throw new RangeError('epoch too long');
   out[o++] = epoch.length;
   o += epoch.copy(out, o);
@@ -138,9 +162,13 @@ export function encodeEntry(
 export function parseEntry(value: Buffer | null): EntryState {
   if (value === null || value.length === 0) return EMPTY;
   const marker = value[0];
-  if (marker === MARK_LEASE && value.length === PREFIX_LENGTH) return LEASE;
-  if (marker === MARK_TOMBSTONE && value.length === PREFIX_LENGTH) {
-    return { kind: 'tombstone', lsn: value.toString('latin1', 1) };
+  if (marker === MARK_LEASE && isControl(value)) return LEASE;
+  if (marker === MARK_TOMBSTONE && isControl(value)) {
+    return {
+      kind: 'tombstone',
+      lsn: value.toString('latin1', 1, PREFIX_LENGTH),
+      fenced: value[PREFIX_LENGTH] === SLASH && fenceDeadline(value) > Date.now(),
+    };
   }
   const prefix = value.toString('latin1', 0, Math.min(PREFIX_LENGTH, value.length));
   if (
@@ -152,7 +180,7 @@ export function parseEntry(value: Buffer | null): EntryState {
   try {
     let o = PREFIX_LENGTH;
     const format = value[o++];
-    if (format !== ENVELOPE_FORMAT)
+    if (format !== ENVELOPE_FORMAT && format !== 1)
       return { kind: 'corrupt', prefix, reason: `unknown envelope format ${format}` };
     const flags = value[o++] as number;
     const createdAt = value.readDoubleBE(o);
@@ -160,6 +188,12 @@ export function parseEntry(value: Buffer | null): EntryState {
     const staleUntil = value.readDoubleBE(o + 16);
     const loadMs = value.readUInt32BE(o + 24);
     o += 28;
+    let snapshot = '';
+    if (format === 2) {
+      const snapshotLength = value[o++] as number;
+      snapshot = value.toString('latin1', o, o + snapshotLength);
+      o += snapshotLength;
+    }
     const epochLength = value[o++] as number;
     const epoch = value.toString('utf8', o, o + epochLength);
     o += epochLength;
@@ -192,6 +226,7 @@ export function parseEntry(value: Buffer | null): EntryState {
         loadMs,
         epoch,
         tags,
+        snapshot,
         negative: (flags & FLAG_NEGATIVE) !== 0,
         compressed: (flags & FLAG_COMPRESSED) !== 0,
         encrypted: (flags & FLAG_ENCRYPTED) !== 0,
@@ -205,4 +240,54 @@ export function parseEntry(value: Buffer | null): EntryState {
       reason: error instanceof Error ? error.message : String(error),
     };
   }
+}
+
+const SLASH = 0x2f;
+const AT = 0x40;
+
+/** A lease or tombstone: 17 bytes, then only the fence's ASCII suffix (`/`, `:`, `!`). */
+function isControl(value: Buffer): boolean {
+  if (value.length < PREFIX_LENGTH) return false;
+  if (value.length === PREFIX_LENGTH) return true;
+  const next = value[PREFIX_LENGTH];
+  return (next === SLASH || next === 0x3a || next === 0x21) && value.length < 512;
+}
+
+/** The fence deadline of a tombstone `T<lsn>/L<token>@<ms>...` (Redis clock, ms); 0 if none. */
+function fenceDeadline(value: Buffer): number {
+  const at = PREFIX_LENGTH + 1 + PREFIX_LENGTH;
+  if (value[at] !== AT) return 0;
+  let n = 0;
+  for (let i = at + 1; i < value.length; i++) {
+    const c = value[i] as number;
+    if (c < 0x30 || c > 0x39) break;
+    n = n * 10 + (c - 0x30);
+  }
+  return n;
+}
+
+const SNAPSHOT = /^(\d+):(\d+):([\d,]*)$/;
+
+/**
+ * A PostgreSQL snapshot (`pg_current_snapshot()` text, `xmin:xmax:xip,...`) that fits an
+ * envelope, or '' when the text is not one. A long one is narrowed to a snapshot that
+ * shows fewer transactions visible (xmax lowered to an in-progress id, the ids above it
+ * dropped): never more, so every proof made with it still holds.
+ */
+export function compactSnapshot(text: string, maxBytes = MAX_SNAPSHOT_BYTES): string {
+  const match = SNAPSHOT.exec(text);
+  if (match === null) return '';
+  if (text.length <= maxBytes) return text;
+  const xmin = match[1] as string;
+  const running = (match[3] as string)
+    .split(',')
+    .filter((x) => x !== '')
+    .map((x) => BigInt(x))
+    .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  // Keep the lowest k running ids and make the (k+1)-th the new xmax.
+  for (let k = running.length - 1; k >= 0; k--) {
+    const candidate = `${xmin}:${running[k]}:${running.slice(0, k).join(',')}`;
+    if (candidate.length <= maxBytes) return candidate;
+  }
+  return `${xmin}:${xmin}:`;
 }

@@ -109,18 +109,34 @@ export class L2Tier {
     });
   }
 
-  async fill(key: string, leasePrefix: string, value: Buffer, ttlMs: number): Promise<boolean> {
-    return (
-      (await this.#guard('fill', () =>
-        this.#redis.walcache_fill(key, leasePrefix, value, ttlMs),
-      )) === 1
+  /**
+   * Stores a loaded value if its lease holds, or if an invalidation fenced the lease and
+   * `snapshot` proves the load saw its commits (fill-1.lua). `stored`: 'lease' (the lease
+   * was intact), 'fenced' (stored over the fenced tombstone) or null (refused);
+   * `waiters`: other processes wait for the key.
+   */
+  async fill(
+    key: string,
+    leasePrefix: string,
+    value: Buffer,
+    ttlMs: number,
+    snapshot = '',
+  ): Promise<{ readonly stored: 'lease' | 'fenced' | null; readonly waiters: boolean }> {
+    const [code, waiters] = await this.#guard('fill', () =>
+      this.#redis.walcache_fill(key, leasePrefix, value, ttlMs, snapshot),
     );
+    return { stored: code === 1 ? 'lease' : code === 2 ? 'fenced' : null, waiters: waiters === 1 };
   }
 
-  async release(key: string, leasePrefix: string): Promise<boolean> {
-    return (
-      (await this.#guard('release', () => this.#redis.walcache_release(key, leasePrefix))) === 1
+  /** Gives a lease back; `waiters`: other processes wait for the key. */
+  async release(
+    key: string,
+    leasePrefix: string,
+  ): Promise<{ readonly released: boolean; readonly waiters: boolean }> {
+    const [released, waiters] = await this.#guard('release', () =>
+      this.#redis.walcache_release(key, leasePrefix),
     );
+    return { released: released === 1, waiters: waiters === 1 };
   }
 
   /** Tombstones keys in one pipeline; resolves when all are written. */

@@ -16,12 +16,19 @@ const sources = new Map<string, { name: string; numberOfKeys: number | undefined
 for (const file of SCRIPTS) {
   // `-n`: a variable number of keys, given as the first argument of the command.
   const [, name = file, keys = '1'] = /^(.*)-(\d+|n)$/.exec(file) ?? [];
-  const lua = readFileSync(new URL(`./lua/${file}.lua`, import.meta.url), 'utf8');
+  const lua = withIncludes(readFileSync(new URL(`./lua/${file}.lua`, import.meta.url), 'utf8'));
   sources.set(file, {
     name: `walcache_${name.replaceAll('-', '_')}${keys === 'n' ? '_n' : ''}`,
     numberOfKeys: keys === 'n' ? undefined : Number(keys),
     lua,
   });
+}
+
+/** Replaces each `--#include name` line with lua/lib/name.lua (shared functions). */
+function withIncludes(lua: string): string {
+  return lua.replace(/^--#include ([a-z-]+)$/gm, (_line, name: string) =>
+    readFileSync(new URL(`./lua/lib/${name}.lua`, import.meta.url), 'utf8'),
+  );
 }
 
 /** Commands as ioredis defines them (EVALSHA with EVAL fallback); Buffer variants end in `Buffer`. */
@@ -44,9 +51,15 @@ export interface ScriptCommands {
     replace: string,
     mode: 'fill' | 'refresh',
   ): Promise<[number, (number | Buffer)?]>;
-  walcache_fill(key: string, leasePrefix: string, value: Buffer, ttl: number): Promise<number>;
-  walcache_release(key: string, leasePrefix: string): Promise<number>;
-  walcache_tombstone(key: string, tombstone: string, ttl: number): Promise<number>;
+  walcache_fill(
+    key: string,
+    leasePrefix: string,
+    value: Buffer,
+    ttl: number,
+    snapshot: string,
+  ): Promise<[number, number]>;
+  walcache_release(key: string, leasePrefix: string): Promise<[number, number]>;
+  walcache_tombstone(key: string, tombstone: string, ttl: number, xids?: string): Promise<number>;
   walcache_delete_if(key: string, prefix: string): Promise<number>;
   walcache_init_version(key: string, fresh: string, ttlMs: number): Promise<string>;
 }

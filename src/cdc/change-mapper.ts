@@ -17,10 +17,30 @@ export interface Invalidation {
   readonly unknownTables: Map<string, number>;
   /** Changes that could not be mapped; their tables' reset tags were bumped instead. */
   readonly problems: Array<{ table: string; reason: string }>;
+  /**
+   * The ids of the committed transactions that changed each key (0: unknown), so the
+   * key's tombstone can fence fills that saw them (docs/consistency.md). A key absent
+   * here has no known transaction.
+   */
+  readonly xids: Map<string, number[]>;
 }
 
 export function emptyInvalidation(): Invalidation {
-  return { keys: new Set(), tags: new Set(), unknownTables: new Map(), problems: [] };
+  return {
+    keys: new Set(),
+    tags: new Set(),
+    unknownTables: new Map(),
+    problems: [],
+    xids: new Map(),
+  };
+}
+
+/** Adds `key`, changed by transaction `xid` (0: unknown). */
+function addKey(into: Invalidation, key: string, xid: number): void {
+  into.keys.add(key);
+  const list = into.xids.get(key);
+  if (list === undefined) into.xids.set(key, [xid]);
+  else if (list[list.length - 1] !== xid) list.push(xid);
 }
 
 /**
@@ -37,7 +57,7 @@ export function mapTransaction(
 ): Invalidation {
   for (const change of tx.changes) {
     try {
-      mapChange(change, model, into);
+      mapChange(change, model, into, tx.xid);
     } catch (error) {
       // A value no key can be built from (a config check would have refused its column:
       // the catalog changed since). The stream must not stop on it: reset the table.
@@ -66,7 +86,13 @@ export function mapTransaction(
   return into;
 }
 
-export function mapChange(change: ChangeEvent, model: ChangeModel, into: Invalidation): void {
+export function mapChange(
+  change: ChangeEvent,
+  model: ChangeModel,
+  into: Invalidation,
+  /** The transaction's id; 0 when unknown (a write not yet committed, a commit without one). */
+  xid = 0,
+): void {
   const table = `${change.schema}.${change.table}`;
   const tableModel = model.get(table);
   if (!tableModel) {
@@ -95,7 +121,7 @@ export function mapChange(change: ChangeEvent, model: ChangeModel, into: Invalid
   }
   for (const row of [change.oldRow, change.newRow]) {
     if (row === null) continue;
-    const missing = addRow(row, tableModel, into, change);
+    const missing = addRow(row, tableModel, into, change, xid);
     if (missing !== null) {
       into.tags.add(tableResetTag(table));
       into.problems.push({ table, reason: missing });
@@ -109,6 +135,7 @@ function addRow(
   model: TableModel,
   into: Invalidation,
   change: ChangeEvent,
+  xid: number,
 ): string | null {
   let problem: string | null = null;
   const isOld = row === change.oldRow;
@@ -139,9 +166,10 @@ function addRow(
       if (canonical === null) break;
       values.push(canonical);
     }
-    if (values.length === entity.keyColumns.length) into.keys.add(entityKey(entity.name, values));
+    if (values.length === entity.keyColumns.length)
+      addKey(into, entityKey(entity.name, values), xid);
     for (const column of entity.uniqueColumns)
-      addIfPresent(row, column, text, (v) => into.keys.add(uniqueKey(entity.name, column, v)));
+      addIfPresent(row, column, text, (v) => addKey(into, uniqueKey(entity.name, column, v), xid));
   }
   for (const column of model.tagColumns)
     addIfPresent(row, column, text, (v) => into.tags.add(columnTag(model.table, column, v)));

@@ -204,6 +204,11 @@ export class Keys {
     return `${this.prefix}:bus`;
   }
 
+  /** Fill notices: the key a process filled or gave up while others waited for it. */
+  fillChannel(): string {
+    return `${this.prefix}:fills`;
+  }
+
   /** Hash of the access-log counts of the bucket starting at `bucketStartMs`. */
   accessLogBucket(bucketStartMs: number): string {
     return `${this.prefix}:al:{${bucketStart(bucketStartMs)}}`;

@@ -18,8 +18,17 @@ export interface CacheEventMap {
   /** The loader ran; `filled` says whether L2 accepted the value. */
   load: [key: string, durationMs: number];
   fill: [key: string];
-  /** L2 refused a fill: the lease was lost to an invalidation (or expired). */
-  'fill-rejected': [key: string, reason: 'lease-lost' | 'invalidated-locally'];
+  /**
+   * L2 refused a fill: the lease was lost to an invalidation (or expired), or, for a
+   * fenced load (`LoadOptions.snapshot`), its snapshot did not prove it saw the commits
+   * that invalidated it (`not-proven`).
+   */
+  'fill-rejected': [key: string, reason: 'lease-lost' | 'not-proven' | 'invalidated-locally'];
+  /**
+   * A fill landed although invalidations arrived during its load: its snapshot proved the
+   * load saw their commits (also counted as a `fill`).
+   */
+  'fill-fenced': [key: string];
   /** Another process held the lease; we waited `waitedMs`; `gotValue` whether its fill came in time. */
   'lease-wait': [key: string, waitedMs: number, gotValue: boolean];
   /** A background refresh started (stale-while-revalidate or early refresh). */

@@ -47,6 +47,11 @@ export function collectEngineMetrics(
     help: 'Fills refused because the lease was lost (an invalidation won the race)',
     ...labels,
   });
+  const fenced = new Counter({
+    name: 'walcache_cache_fills_fenced_total',
+    help: 'Fills stored although invalidated during the load: the load snapshot proved the commits seen',
+    ...labels,
+  });
   const corrupt = new Counter({
     name: 'walcache_cache_corrupt_entries_total',
     help: 'L2 entries that could not be decoded',
@@ -150,6 +155,7 @@ export function collectEngineMetrics(
     coalesced: () => coalesced.inc(),
     fill: () => fills.inc(),
     'fill-rejected': () => rejected.inc(),
+    'fill-fenced': () => fenced.inc(),
     'corrupt-entry': () => corrupt.inc(),
     'decrypt-failed': () => decryptFailed.inc(),
     'l2-error': (operation: string) => l2Errors.labels(operation).inc(),

@@ -30,6 +30,8 @@ export interface RepositoryContext {
   readonly config: ResolvedConfig;
   readonly position: WorkerPosition;
   readonly sampler: AccessLogSampler | undefined;
+  /** The database's snapshot, fencing fills (`LoadOptions.snapshot`, SnapshotSource). */
+  readonly snapshot: () => Promise<string | undefined>;
   /** Pending write-behind records (opened on first use). */
   writeBehindStore(): WriteBehindStore;
   /** The table's columns, read once from the catalog. */
@@ -97,6 +99,9 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
       // could see the row older than a moment before. Write-behind entities skip L1.
       ...(model.writeBehind && { skipL1: true }),
       ...(model.encrypt && { encrypt: true }),
+      // Fills fenced by the database's snapshot: an invalidation of a commit the load
+      // already saw does not refuse them (docs/consistency.md).
+      snapshot: ctx.snapshot,
     });
   }
 
@@ -372,6 +377,12 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
     const batch = new BatchLoader<KeyPart[], T['row']>(unique.keys(), (list) =>
       this.#loadMany(list),
     );
+    // One fence snapshot for the whole call, so its loads are asked for together.
+    if (load.snapshot !== undefined) {
+      const read = load.snapshot;
+      let taken: Promise<string | undefined> | undefined;
+      load = { ...load, snapshot: () => (taken ??= read()) };
+    }
     return Promise.allSettled(
       [...unique].map(([key, parts]) =>
         this.#ctx.engine

@@ -36,6 +36,7 @@ import { buildEntityModels, type EntityModel } from './entity-model.js';
 import { EntityRepository, type RepositoryContext } from './entity-repository.js';
 import { type CacheableQuery, type CachedQueryOptions, QueryCache } from './query-cache.js';
 import { WorkerPosition, type WriteReceipt } from './read-your-writes.js';
+import { SnapshotSource } from './snapshot-source.js';
 import type { DynamicDb, DynamicTransaction, EntitiesOf, EntityTypesOf } from './types.js';
 import { PendingWriteOrder } from './write-behind-writes.js';
 import { EntityWriter, WriteSet } from './writes.js';
@@ -157,6 +158,7 @@ export class RepositoryCore<DB, C> {
       config: this.config,
       position: this.#position,
       sampler: this.accessLog,
+      snapshot: new SnapshotSource(this.db as DynamicDb).read,
       writeBehindStore: () => this.#writeBehindStore(),
       columns: (model) => this.#columns(model),
       typed: () => this.#typed(),

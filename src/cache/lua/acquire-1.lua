@@ -16,6 +16,7 @@
     {3, value}   data is there (someone filled it meanwhile): the value, so no second GET
     {0}          refresh mode only: the entry changed since it was read; nothing to do
 ]]
+--#include fence
 local key, token, ttl, replace, mode = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
 local value = redis.pcall('GET', key)
@@ -25,8 +26,9 @@ if type(value) == 'table' and value.err then
   redis.call('DEL', key)
   value = false
 end
+value = value or ''
 
-local marker = value and string.sub(value, 1, 1) or ''
+local marker = string.sub(value, 1, 1)
 
 if mode == 'refresh' then
   if marker == 'R' then return {2, redis.call('PTTL', key)} end
@@ -38,8 +40,25 @@ if mode == 'refresh' then
   return {0}
 end
 
-if marker == 'L' and string.len(value) == 17 then return {2, redis.call('PTTL', key)} end
+if marker == 'L' then
+  -- Held: mark that someone waits, so the filler tells the waiters when it is done.
+  if string.sub(value, -1) ~= '!' then redis.call('SET', key, value .. '!', 'KEEPTTL') end
+  return {2, redis.call('PTTL', key)}
+end
+local now = now_ms()
+local _, deadline = fenced_lease(value, now)
+if deadline then
+  -- Invalidated during a load whose fill may still land (fenced): wait for it too.
+  if string.sub(value, -1) ~= '!' then redis.call('SET', key, value .. '!', 'KEEPTTL') end
+  return {2, deadline - now}
+end
 if (marker == 'D' or marker == 'R') and string.sub(value, 1, 17) ~= replace then return {3, value} end
--- empty, tombstone, foreign bytes, or the stale/corrupt fill the caller named
-redis.call('SET', key, 'L' .. token, 'PX', ttl)
+-- empty, tombstone, foreign bytes, or the stale/corrupt fill the caller named. The lease
+-- inherits the xids of a tombstone: its fill must prove it saw those commits.
+local lease = 'L' .. token
+if marker == 'T' then
+  local xids = xids_of(value)
+  if xids ~= '' then lease = lease .. ':' .. xids end
+end
+redis.call('SET', key, lease, 'PX', ttl)
 return {1}

@@ -1,24 +1,19 @@
 --[[
   tombstone-n: tombstone-1 over a batch of keys, for the worker (one call instead of one
-  per key). Same rule per key: whatever is there becomes the tombstone, except a newer
-  tombstone, which is kept and has its TTL extended. Used on a standalone Redis only: on
-  Redis Cluster the worker sends tombstone-1 per key (keys of one call must share a slot).
+  per key), each key with the xids of its own commits. Used on a standalone Redis only:
+  on Redis Cluster the worker sends tombstone-1 per key (keys of one call must share a
+  slot).
 
-  KEYS[1..n]  entry keys
-  ARGV[1]     the tombstone: 'T' .. 16 hex digits of the LSN
-  ARGV[2]     TTL in milliseconds
+  KEYS[1..n]    entry keys
+  ARGV[1]       the tombstone: 'T' .. 16 hex digits of the LSN
+  ARGV[2]       TTL in milliseconds
+  ARGV[2 + i]   the xids of KEYS[i] (see tombstone-1); absent: unknown
 
-  Returns the number of keys written
+  Returns the number of keys written (kept data not counted)
 ]]
+--#include fence
 local written = 0
 for i = 1, #KEYS do
-  local current = redis.pcall('GET', KEYS[i])
-  if type(current) == 'string' and string.len(current) == 17 and string.sub(current, 1, 1) == 'T'
-      and current > ARGV[1] then
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
-  else
-    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
-    written = written + 1
-  end
+  if tombstone(KEYS[i], ARGV[1], ARGV[2], ARGV[2 + i] or '') == 1 then written = written + 1 end
 end
 return written

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { encodeEntry, parseEntry, tombstoneValue } from '../src/cache/envelope.js';
+import { compactSnapshot, encodeEntry, parseEntry, tombstoneValue } from '../src/cache/envelope.js';
 import { Codec } from '../src/codec/codec.js';
 
 describe('codec and envelope', () => {
@@ -63,6 +63,7 @@ describe('codec and envelope', () => {
       epoch: 'e1',
       tags: { t: 'v1' },
       negative: false,
+      snapshot: '100:104:101,102',
     };
     const entry = encodeEntry('0123456789abcdef', meta, bytes, false);
     const state = parseEntry(entry);
@@ -79,11 +80,46 @@ describe('codec and envelope', () => {
     assert.deepEqual(parseEntry(Buffer.from(tombstoneValue('16/B374D848'))), {
       kind: 'tombstone',
       lsn: '00000016b374d848',
+      fenced: false,
     });
+    // The fence's suffixes (docs/engine.md): inherited xids, waiters, a fenced tombstone.
+    assert.deepEqual(parseEntry(Buffer.from('L0123456789abcdef:7,9!')), { kind: 'lease' });
+    const fenced = `T00000016b374d848/L0123456789abcdef@${Date.now() + 60_000}:7!`;
+    assert.deepEqual(parseEntry(Buffer.from(fenced)), {
+      kind: 'tombstone',
+      lsn: '00000016b374d848',
+      fenced: true,
+    });
+    const expired = `T00000016b374d848/L0123456789abcdef@${Date.now() - 1}:7`;
+    assert.equal((parseEntry(Buffer.from(expired)) as { fenced: boolean }).fenced, false);
+    assert.equal(parseEntry(Buffer.from('L0123456789abcdefXYZ')).kind, 'corrupt', 'not a suffix');
     assert.equal(parseEntry(entry.subarray(0, 30)).kind, 'corrupt', 'truncated');
     assert.equal(parseEntry(Buffer.from('hello')).kind, 'corrupt', 'foreign');
     const wrongFormat = Buffer.from(entry);
     wrongFormat[17] = 9;
     assert.equal(parseEntry(wrongFormat).kind, 'corrupt', 'unknown format version');
+  });
+});
+
+describe('compactSnapshot', () => {
+  it('keeps a short snapshot, narrows a long one to fewer visible transactions, refuses foreign text', () => {
+    assert.equal(compactSnapshot('100:104:101,102'), '100:104:101,102');
+    assert.equal(compactSnapshot('100:100:'), '100:100:');
+    assert.equal(compactSnapshot('not a snapshot'), '');
+    assert.equal(compactSnapshot('1:2:3; DROP'), '');
+    const xip = Array.from({ length: 100 }, (_, i) => 1_000_000 + 2 * i);
+    const long = `999999:1000500:${xip.join(',')}`;
+    const short = compactSnapshot(long, 64);
+    assert.ok(short.length <= 64, short);
+    const [xmin, xmax, list] = short.split(':');
+    assert.equal(xmin, '999999');
+    // xmax lowered to a running id: everything from it up reads as not visible.
+    assert.ok(xip.includes(Number(xmax)), 'the new xmax was running');
+    const kept = (list ?? '').split(',').filter(Boolean).map(Number);
+    assert.deepEqual(
+      kept,
+      xip.filter((x) => x < Number(xmax)),
+      'every running id below it kept',
+    );
   });
 });

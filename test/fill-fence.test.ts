@@ -48,6 +48,7 @@ describe('fills fenced by PostgreSQL snapshots', () => {
       tombstoneValue(lsn),
       60_000,
       xids.join(','),
+      Date.now(),
     );
   const stored = async (engine: CacheEngine, key: string) =>
     (await raw.getBuffer(engine.keys.entry(key)))?.toString('latin1') ?? null;

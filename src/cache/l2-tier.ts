@@ -95,6 +95,7 @@ export class L2Tier {
         ttlMs,
         replacePrefix,
         mode,
+        Date.now(),
       );
       switch (code) {
         case 1:
@@ -123,7 +124,7 @@ export class L2Tier {
     snapshot = '',
   ): Promise<{ readonly stored: 'lease' | 'fenced' | null; readonly waiters: boolean }> {
     const [code, waiters] = await this.#guard('fill', () =>
-      this.#redis.walcache_fill(key, leasePrefix, value, ttlMs, snapshot),
+      this.#redis.walcache_fill(key, leasePrefix, value, ttlMs, snapshot, Date.now()),
     );
     return { stored: code === 1 ? 'lease' : code === 2 ? 'fenced' : null, waiters: waiters === 1 };
   }
@@ -134,7 +135,7 @@ export class L2Tier {
     leasePrefix: string,
   ): Promise<{ readonly released: boolean; readonly waiters: boolean }> {
     const [released, waiters] = await this.#guard('release', () =>
-      this.#redis.walcache_release(key, leasePrefix),
+      this.#redis.walcache_release(key, leasePrefix, Date.now()),
     );
     return { released: released === 1, waiters: waiters === 1 };
   }
@@ -144,13 +145,13 @@ export class L2Tier {
     if (keys.length === 0) return Promise.resolve();
     return this.#guard('tombstone', async () => {
       if (keys.length === 1) {
-        await this.#redis.walcache_tombstone(keys[0] as string, tombstone, ttlMs);
+        await this.#redis.walcache_tombstone(keys[0] as string, tombstone, ttlMs, '', Date.now());
         return;
       }
       const pipeline = this.#redis.pipeline() as unknown as ScriptCommands & {
         exec(): Promise<[Error | null, unknown][] | null>;
       };
-      for (const k of keys) pipeline.walcache_tombstone(k, tombstone, ttlMs);
+      for (const k of keys) pipeline.walcache_tombstone(k, tombstone, ttlMs, '', Date.now());
       throwFirst(await pipeline.exec());
     });
   }

@@ -43,6 +43,7 @@ export interface ScriptCommands {
     ttl: number,
     replace: string,
     mode: 'fill' | 'refresh',
+    now: number,
   ): Promise<[number, number?]>;
   walcache_acquireBuffer(
     key: string,
@@ -50,6 +51,7 @@ export interface ScriptCommands {
     ttl: number,
     replace: string,
     mode: 'fill' | 'refresh',
+    now: number,
   ): Promise<[number, (number | Buffer)?]>;
   walcache_fill(
     key: string,
@@ -57,9 +59,16 @@ export interface ScriptCommands {
     value: Buffer,
     ttl: number,
     snapshot: string,
+    now: number,
   ): Promise<[number, number]>;
-  walcache_release(key: string, leasePrefix: string): Promise<[number, number]>;
-  walcache_tombstone(key: string, tombstone: string, ttl: number, xids?: string): Promise<number>;
+  walcache_release(key: string, leasePrefix: string, now: number): Promise<[number, number]>;
+  walcache_tombstone(
+    key: string,
+    tombstone: string,
+    ttl: number,
+    xids?: string,
+    now?: number,
+  ): Promise<number>;
   walcache_delete_if(key: string, prefix: string): Promise<number>;
   walcache_init_version(key: string, fresh: string, ttlMs: number): Promise<string>;
 }

@@ -9,6 +9,7 @@
            stale or corrupt; only that exact fill may be replaced
   ARGV[4]  mode: 'fill' (take the key) or 'refresh' (mark the data as being
            refreshed and keep serving it)
+  ARGV[5]  the caller's clock, ms since the epoch (is a fenced tombstone still waited for)
 
   Returns
     {1}          lease taken
@@ -45,7 +46,7 @@ if marker == 'L' then
   if string.sub(value, -1) ~= '!' then redis.call('SET', key, value .. '!', 'KEEPTTL') end
   return {2, redis.call('PTTL', key)}
 end
-local now = now_ms()
+local now = tonumber(ARGV[5]) or 0
 local _, deadline = fenced_lease(value, now)
 if deadline then
   -- Invalidated during a load whose fill may still land (fenced): wait for it too.

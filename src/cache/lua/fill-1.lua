@@ -12,12 +12,14 @@
   ARGV[3]  TTL in milliseconds
   ARGV[4]  the filler's snapshot (pg_current_snapshot() text taken before the load), or
            '' for a load that has none: then only an intact lease is filled
+  ARGV[5]  the caller's clock, ms since the epoch
 
   Returns {code, waiters}: code 1 stored, 2 stored over a fenced tombstone, 0 refused;
   waiters 1 when other processes wait for this key (the caller tells them)
 ]]
 --#include fence
 local key, prefix, value, ttl, snapshot = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4] or ''
+local now = tonumber(ARGV[5]) or 0
 local current = redis.pcall('GET', key)
 if type(current) ~= 'string' then return {0, 0} end
 local waiters = has_waiters(current) and 1 or 0
@@ -31,7 +33,7 @@ if string.sub(current, 1, 17) == prefix then
   redis.call('SET', key, value, 'PX', ttl)
   return {1, waiters}
 end
-if snapshot ~= '' and fenced_lease(current, now_ms()) == prefix then
+if snapshot ~= '' and fenced_lease(current, now) == prefix then
   if all_visible(snapshot, xids_of(current)) then
     redis.call('SET', key, value, 'PX', ttl)
     return {2, waiters}

@@ -5,6 +5,7 @@
 
   KEYS[1]  the entry key
   ARGV[1]  the lease prefix: 'L' .. token or 'R' .. token
+  ARGV[2]  the caller's clock, ms since the epoch
 
   Returns {released, waiters}: released 1 when the lease (or its fence) was ours;
   waiters 1 when other processes wait for this key (the caller tells them)
@@ -21,7 +22,7 @@ if string.sub(current, 1, 17) == ARGV[1] then
   end
   return {1, waiters}
 end
-if fenced_lease(current, now_ms()) == ARGV[1] then
+if fenced_lease(current, tonumber(ARGV[2]) or 0) == ARGV[1] then
   redis.call('SET', KEYS[1], unfence(current), 'KEEPTTL')
   return {1, waiters}
 end

@@ -10,8 +10,9 @@
   ARGV[2]  TTL in milliseconds: longer than the worst invalidation lag
   ARGV[3]  the 32-bit xids of the commits, comma-separated; '' or absent when unknown
            (a local delete): then no fill in flight may land
+  ARGV[4]  the caller's clock, ms since the epoch (bounds how long a fence is waited for)
 
   Returns 1 written, 2 the data already held the commits (kept)
 ]]
 --#include fence
-return tombstone(KEYS[1], ARGV[1], ARGV[2], ARGV[3] or '')
+return tombstone(KEYS[1], ARGV[1], ARGV[2], ARGV[3] or '', tonumber(ARGV[4]) or 0)

@@ -16,18 +16,14 @@
     T<lsn>[/<lease>@<ms>][:<xids>][!]
                                    tombstone; /<lease>@<ms>: the 17-byte lease prefix
                                    (L<token>) that was in place, fenced until <ms> (its
-                                   expiry, Redis clock): that fill may still land if its
-                                   snapshot shows every xid visible
+                                   expiry by the invalidator's clock: a bound on how long
+                                   it is waited for, not a safety rule): that fill may
+                                   still land if its snapshot shows every xid visible
     D<token><envelope> / R<token><envelope>
                                    data; envelope format 2 holds the fill's snapshot at
                                    byte 48 (str8)
 ]]
 local MAX_XIDS = 16
-
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
 
 -- Every xid of `list` visible in `snapshot`? An empty or unreadable snapshot proves nothing.
 local function all_visible(snapshot, list)
@@ -110,9 +106,11 @@ end
   tombstone with the newest LSN, carrying the xids of the tombstones and lease it
   replaces; a lease in place stays fenced (its fill may land once its snapshot proves
   the commits seen) only when every commit is known.
+  `now`: the caller's clock in ms (scripts do not read Redis's clock: an ACL user need
+  not be allowed TIME, and clock skew only moves how long a fence is waited for).
   Returns 1 written, 2 the data was newer than the commits (kept).
 ]]
-local function tombstone(key, stone, ttl, xids)
+local function tombstone(key, stone, ttl, xids, now)
   local current = redis.pcall('GET', key)
   if type(current) ~= 'string' then current = '' end
   local marker = string.sub(current, 1, 1)
@@ -123,11 +121,11 @@ local function tombstone(key, stone, ttl, xids)
   local lsn, lease, deadline, inherited = stone, nil, 0, ''
   if marker == 'L' and string.len(current) >= 17 then
     local pttl = redis.call('PTTL', key)
-    if pttl > 0 then lease, deadline = string.sub(current, 1, 17), now_ms() + pttl end
+    if pttl > 0 then lease, deadline = string.sub(current, 1, 17), now + pttl end
     inherited = xids_of(current)
   elseif marker == 'T' and string.len(current) >= 17 then
     if string.sub(current, 1, 17) > stone then lsn = string.sub(current, 1, 17) end
-    lease, deadline = fenced_lease(current, now_ms())
+    lease, deadline = fenced_lease(current, now)
     inherited = xids_of(current)
   end
   local all, complete = merge_xids(inherited, xids)

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { compactSnapshot, encodeEntry, parseEntry, tombstoneValue } from '../src/cache/envelope.js';
+import { encodeEntry, parseEntry, tombstoneValue } from '../src/cache/envelope.js';
+import { compactSnapshot } from '../src/cache/snapshot.js';
 import { Codec } from '../src/codec/codec.js';
 
 describe('codec and envelope', () => {

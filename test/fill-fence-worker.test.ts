@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { InvalidationWorker } from '../src/cdc/worker.js';
-import { createRepository, defineConfig, resolveConfig } from '../src/index.js';
+import { createRepository, defineConfig, resolveConfig, tableTag } from '../src/index.js';
 import { REDIS_URL, Resources, uniquePrefix } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 import { countingDb, TEST_TABLES } from './repo-helpers.js';
@@ -71,6 +71,10 @@ describe('fill fence with the invalidation worker', () => {
     assert.match(entry1 ?? '', /^D/, 'the row loaded after the commit is still there');
     const entry2 = (await raw.get(repo.engine.keys.entry('users:2'))) ?? '';
     assert.match(entry2, new RegExp(`^T[0-9a-f]{16}:${xid2}$`), 'the tombstone names the commit');
+    // The table's tag was bumped for both commits of the group: its version names them.
+    const version =
+      (await raw.get(repo.engine.keys.tagVersion(tableTag(`${scope.schema}.users`)))) ?? '';
+    assert.match(version, new RegExp(`~(\\d+,)*${xid2}$`), version);
     const before = queries.length;
     assert.equal((await other.users.findById(1))?.name, 'renamed', 'another process hits L2');
     assert.equal(queries.length, before, 'without a query');

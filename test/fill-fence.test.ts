@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Redis } from 'ioredis';
 import { tombstoneValue } from '../src/cache/envelope.js';
+import { newVersion } from '../src/cache/l2-tier.js';
 import { defineScripts } from '../src/cache/scripts.js';
 import type { CacheEngine } from '../src/index.js';
 import { deferred, Resources, uniquePrefix } from './helpers.js';
@@ -208,6 +209,31 @@ describe('fills fenced by PostgreSQL snapshots', () => {
       );
       assert.deepEqual(seen.rejected, ['not-proven']);
       assert.equal(seen.fills, 1, 'once the commit is visible the fill lands');
+    } finally {
+      await writer.query('ROLLBACK').catch(() => {});
+      writer.release();
+    }
+  });
+
+  it('a tag version the worker bumped for a commit the load did not see refuses the fill', async () => {
+    const engine = await engineFor('fence-tag');
+    const seen = counting(engine);
+    const writer = await pg.pool.connect();
+    try {
+      await writer.query('BEGIN');
+      const { rows } = await writer.query<{ xid: string }>(
+        `UPDATE ${pg.schema}.items SET v = 'v1' WHERE id = 9 RETURNING pg_current_xact_id()::text AS xid`,
+      );
+      const xid = Number(BigInt(rows[0]?.xid as string) & 0xffffffffn);
+      // The worker's bump for that commit, decoded before the commit is visible.
+      await raw.set(engine.keys.tagVersion('items:id=9'), newVersion('', String(xid)));
+      const read = () =>
+        engine.getOrLoad('q:items-9', () => readRow(9), { tags: ['items:id=9'], snapshot });
+      assert.equal(await read(), 'v0');
+      await writer.query('COMMIT');
+      assert.equal(await read(), 'v1', 'the value before the commit was not cached');
+      assert.deepEqual(seen.rejected, ['not-proven']);
+      assert.equal(seen.fills, 1);
     } finally {
       await writer.query('ROLLBACK').catch(() => {});
       writer.release();

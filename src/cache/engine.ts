@@ -17,7 +17,6 @@ import { CacheEvents } from '../metrics/events.js';
 import { Bus, type BusMessage } from './bus.js';
 import { CircuitBreaker } from './circuit-breaker.js';
 import {
-  compactSnapshot,
   type EntryState,
   type Envelope,
   type EnvelopeMeta,
@@ -30,9 +29,10 @@ import {
 } from './envelope.js';
 import { type Heartbeat, parseHeartbeat } from './heartbeat.js';
 import { L1Tier } from './l1-tier.js';
-import { isBumpVersion, L2Tier, versionTime } from './l2-tier.js';
+import { isBumpVersion, L2Tier, versionTime, versionXids } from './l2-tier.js';
 import { createCacheRedis, waitReady } from './redis-connection.js';
 import { copyForCaller, forCaller, type SharedValue, share } from './shared-value.js';
+import { allVisible, compactSnapshot } from './snapshot.js';
 
 /** Per-call options of `getOrLoad`. Every one falls back to the config. */
 export interface LoadOptions {
@@ -671,6 +671,16 @@ export class CacheEngine {
     );
   }
 
+  /** Does `snapshot` show every commit the worker's versions in `versions` stand for? */
+  #versionsSeen(versions: Record<string, string> | null, snapshot: string): boolean {
+    if (versions === null) return true;
+    for (const tag in versions) {
+      const xids = versionXids(versions[tag] as string);
+      if (xids.length > 0 && !allVisible(snapshot, xids)) return false;
+    }
+    return true;
+  }
+
   /** The fence snapshot of a call (`LoadOptions.snapshot`), compacted; '' for none. */
   async #fenceSnapshot(options: LoadOptions): Promise<string> {
     if (options.snapshot === undefined) return '';
@@ -763,6 +773,13 @@ export class CacheEngine {
         }
         versions = derived.versions;
         snapshot = derived.snapshot;
+      }
+      if (fence !== '' && !this.#versionsSeen(versions, fence)) {
+        // A tag version read before the load stands for a commit the load did not see
+        // (decoded and bumped a moment before it became visible): do not store the value.
+        this.#release(key, lease);
+        this.events.emit('fill-rejected', key, 'not-proven');
+        return value;
       }
       const negativeTtl = options.negativeTtlMs ?? this.config.cache.negativeTtlMs;
       if (value === undefined && negativeTtl <= 0) {

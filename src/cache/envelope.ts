@@ -265,29 +265,3 @@ function fenceDeadline(value: Buffer): number {
   }
   return n;
 }
-
-const SNAPSHOT = /^(\d+):(\d+):([\d,]*)$/;
-
-/**
- * A PostgreSQL snapshot (`pg_current_snapshot()` text, `xmin:xmax:xip,...`) that fits an
- * envelope, or '' when the text is not one. A long one is narrowed to a snapshot that
- * shows fewer transactions visible (xmax lowered to an in-progress id, the ids above it
- * dropped): never more, so every proof made with it still holds.
- */
-export function compactSnapshot(text: string, maxBytes = MAX_SNAPSHOT_BYTES): string {
-  const match = SNAPSHOT.exec(text);
-  if (match === null) return '';
-  if (text.length <= maxBytes) return text;
-  const xmin = match[1] as string;
-  const running = (match[3] as string)
-    .split(',')
-    .filter((x) => x !== '')
-    .map((x) => BigInt(x))
-    .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-  // Keep the lowest k running ids and make the (k+1)-th the new xmax.
-  for (let k = running.length - 1; k >= 0; k--) {
-    const candidate = `${xmin}:${running[k]}:${running.slice(0, k).join(',')}`;
-    if (candidate.length <= maxBytes) return candidate;
-  }
-  return `${xmin}:${xmin}:`;
-}

@@ -201,9 +201,24 @@ export const INITIAL = 'i';
  * A version no other bump will produce: time, a process-random part and a counter;
  * `i` first for one made by `initVersion` (it stands for no invalidation).
  */
-export function newVersion(mark = ''): string {
+export function newVersion(mark = '', xids = ''): string {
   versionCounter = (versionCounter + 1) % 0x100000;
-  return `${mark}${Date.now().toString(36)}.${processTag}.${versionCounter.toString(36)}`;
+  const base = `${mark}${Date.now().toString(36)}.${processTag}.${versionCounter.toString(36)}`;
+  return xids === '' ? base : `${base}~${xids}`;
+}
+
+/**
+ * The ids of the commits a version was bumped for (the worker's `~<xids>` suffix, see
+ * docs/consistency.md), or an empty list when it names none.
+ */
+export function versionXids(version: string): number[] {
+  const tilde = version.indexOf('~');
+  if (tilde < 0) return [];
+  return version
+    .slice(tilde + 1)
+    .split(',')
+    .map(Number)
+    .filter((x) => Number.isInteger(x) && x > 0);
 }
 const processTag = newToken().slice(0, 6);
 

@@ -23,6 +23,8 @@ export interface Invalidation {
    * here has no known transaction.
    */
   readonly xids: Map<string, number[]>;
+  /** The same for tags: a bumped version names the commits it stands for. */
+  readonly tagXids: Map<string, number[]>;
 }
 
 export function emptyInvalidation(): Invalidation {
@@ -32,15 +34,26 @@ export function emptyInvalidation(): Invalidation {
     unknownTables: new Map(),
     problems: [],
     xids: new Map(),
+    tagXids: new Map(),
   };
 }
 
 /** Adds `key`, changed by transaction `xid` (0: unknown). */
 function addKey(into: Invalidation, key: string, xid: number): void {
   into.keys.add(key);
-  const list = into.xids.get(key);
-  if (list === undefined) into.xids.set(key, [xid]);
-  else if (list[list.length - 1] !== xid) list.push(xid);
+  noteXid(into.xids, key, xid);
+}
+
+/** Adds `tag`, bumped for transaction `xid` (0: unknown). */
+function addTag(into: Invalidation, tag: string, xid: number): void {
+  into.tags.add(tag);
+  noteXid(into.tagXids, tag, xid);
+}
+
+function noteXid(map: Map<string, number[]>, name: string, xid: number): void {
+  const list = map.get(name);
+  if (list === undefined) map.set(name, [xid]);
+  else if (list[list.length - 1] !== xid && list.length <= 16) list.push(xid);
 }
 
 /**
@@ -63,16 +76,16 @@ export function mapTransaction(
       // the catalog changed since). The stream must not stop on it: reset the table.
       const table = `${change.schema}.${change.table}`;
       if (!model.has(table)) continue;
-      into.tags.add(tableTag(table));
-      into.tags.add(tableResetTag(table));
+      addTag(into, tableTag(table), tx.xid);
+      addTag(into, tableResetTag(table), tx.xid);
       into.problems.push({ table, reason: `unmappable change: ${(error as Error).message}` });
     }
   }
   // ALTER TABLE may rewrite every value with no row change in the WAL: reset the table.
   for (const message of tx.messages) {
     if (message.prefix !== DDL_MESSAGE_PREFIX || !model.has(message.content)) continue;
-    into.tags.add(tableTag(message.content));
-    into.tags.add(tableResetTag(message.content));
+    addTag(into, tableTag(message.content), tx.xid);
+    addTag(into, tableResetTag(message.content), tx.xid);
   }
   for (const table of tx.collapsedTables) {
     const tableModel = model.get(table);
@@ -80,8 +93,8 @@ export function mapTransaction(
       into.unknownTables.set(table, (into.unknownTables.get(table) ?? 0) + 1);
       continue;
     }
-    into.tags.add(tableTag(table));
-    into.tags.add(tableResetTag(table));
+    addTag(into, tableTag(table), tx.xid);
+    addTag(into, tableResetTag(table), tx.xid);
   }
   return into;
 }
@@ -99,9 +112,9 @@ export function mapChange(
     into.unknownTables.set(table, (into.unknownTables.get(table) ?? 0) + 1);
     return;
   }
-  into.tags.add(tableTag(table));
+  addTag(into, tableTag(table), xid);
   if (change.op === 'T') {
-    into.tags.add(tableResetTag(table));
+    addTag(into, tableResetTag(table), xid);
     return;
   }
   if (change.op !== 'I' && tableModel.oldNeeded.size > 0) {
@@ -110,7 +123,7 @@ export function mapChange(
     const old = change.oldRow;
     for (const column of tableModel.oldNeeded) {
       if (old === null || old[column] === undefined) {
-        into.tags.add(tableResetTag(table));
+        addTag(into, tableResetTag(table), xid);
         into.problems.push({
           table,
           reason: `${change.op === 'U' ? 'UPDATE' : 'DELETE'} without the old value of \`${column}\` (is REPLICA IDENTITY still FULL?)`,
@@ -123,7 +136,7 @@ export function mapChange(
     if (row === null) continue;
     const missing = addRow(row, tableModel, into, change, xid);
     if (missing !== null) {
-      into.tags.add(tableResetTag(table));
+      addTag(into, tableResetTag(table), xid);
       into.problems.push({ table, reason: missing });
     }
   }
@@ -172,7 +185,7 @@ function addRow(
       addIfPresent(row, column, text, (v) => addKey(into, uniqueKey(entity.name, column, v), xid));
   }
   for (const column of model.tagColumns)
-    addIfPresent(row, column, text, (v) => into.tags.add(columnTag(model.table, column, v)));
+    addIfPresent(row, column, text, (v) => addTag(into, columnTag(model.table, column, v), xid));
   return problem;
 }
 

@@ -22,8 +22,9 @@ const MAX_FENCE_XIDS = 16;
  * tombstones keep the newest LSN, a tag bumped twice is still bumped.
  */
 /**
- * The xids argument of a key's tombstone: its transactions' ids, or '' when one is unknown
- * (0) or there are too many to fence by (then no fill in flight may land).
+ * The xids of a key's tombstone or a tag's version: its transactions' ids, or '' when one
+ * is unknown (0) or there are too many to fence by (a tombstone then refuses every fill
+ * in flight; a version then proves nothing, as before fences).
  */
 function xidList(xids: readonly number[] | undefined): string {
   if (xids === undefined || xids.length === 0 || xids.length > MAX_FENCE_XIDS) return '';
@@ -102,7 +103,12 @@ export class Invalidator {
       if (batch.length > 0) send();
     }
     for (const tag of invalidation.tags)
-      pipeline.set(this.#keys.tagVersion(tag), newVersion(), 'PX', this.#tagTtlMs);
+      pipeline.set(
+        this.#keys.tagVersion(tag),
+        newVersion('', xidList(invalidation.tagXids.get(tag))),
+        'PX',
+        this.#tagTtlMs,
+      );
     let epoch: string | undefined;
     if (bumpEpoch) {
       epoch = newVersion();

@@ -56,6 +56,7 @@ export class QueryCache {
   readonly #encryptedTables: ReadonlySet<string>;
   readonly #position: WorkerPosition;
   readonly #sampler: AccessLogSampler | undefined;
+  readonly #snapshot: (() => Promise<string | undefined>) | undefined;
   readonly #plans = new LRUCache<string, Plan>({ max: 50_000 });
   readonly #prepared = new Set<string>();
 
@@ -66,8 +67,11 @@ export class QueryCache {
     entities: ReadonlyMap<string, EntityModel>;
     position: WorkerPosition;
     sampler: AccessLogSampler | undefined;
+    /** The database's snapshot, fencing fills (`LoadOptions.snapshot`). */
+    snapshot?: () => Promise<string | undefined>;
   }) {
     this.#engine = options.engine;
+    this.#snapshot = options.snapshot;
     this.#model = options.model;
     this.#config = options.config;
     this.#position = options.position;
@@ -161,7 +165,11 @@ export class QueryCache {
       return rows;
     };
     const load: LoadOptions = loadOptions(
-      plan.encrypt ? { tags: plan.tags, encrypt: true } : { tags: plan.tags },
+      {
+        tags: plan.tags,
+        ...(plan.encrypt && { encrypt: true }),
+        ...(this.#snapshot !== undefined && { snapshot: this.#snapshot }),
+      },
       options,
     );
     if (options.readYourWrites !== undefined) {

@@ -152,13 +152,14 @@ export class RepositoryCore<DB, C> {
       sampleRate > 0
         ? new AccessLogSampler(this.engine.redis, this.engine.keys, this.config.accessLog)
         : undefined;
+    const snapshots = new SnapshotSource(this.db as DynamicDb);
     const ctx: RepositoryContext = {
       engine: this.engine,
       db: this.db as DynamicDb,
       config: this.config,
       position: this.#position,
       sampler: this.accessLog,
-      snapshot: new SnapshotSource(this.db as DynamicDb).read,
+      snapshot: snapshots.read,
       writeBehindStore: () => this.#writeBehindStore(),
       columns: (model) => this.#columns(model),
       typed: () => this.#typed(),
@@ -184,6 +185,7 @@ export class RepositoryCore<DB, C> {
       entities: this.#entities,
       position: this.#position,
       sampler: this.accessLog,
+      snapshot: snapshots.read,
     });
   }
 

@@ -173,6 +173,17 @@ export function rowKey(model: EntityModel, parts: readonly KeyPart[]): string {
   return entityKey(model.name, parts);
 }
 
+/**
+ * The cache key of a row pg returned: its key values in their canonical text, as an id
+ * naming the row is (a numeric key pg returns as `2.50` is the entry `prices:2.5`).
+ */
+export function rowKeyOf(model: EntityModel, row: Readonly<Record<string, unknown>>): string {
+  return entityKey(
+    model.name,
+    model.keyColumns.map((c) => canonical(model, c, row[c])),
+  );
+}
+
 /** The cache key of a row found by a unique column. */
 export function uniqueRowKey(model: EntityModel, column: string, value: unknown): string {
   if (!model.uniqueColumns.includes(column))

@@ -12,6 +12,7 @@ import {
   type KeyPart,
   keyParts,
   rowKey,
+  rowKeyOf,
   stripDenied,
   uniqueRowKey,
   whereKey,
@@ -456,7 +457,10 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
     return row === undefined ? undefined : (stripDenied(this.#model, row) as T['row']);
   }
 
-  /** Loads rows by key in as few queries as `maxBatch` allows; returns them by cache key. */
+  /**
+   * Loads rows by key in as few queries as `maxBatch` allows; returns them by cache key
+   * (the canonical text of the row's key values, as the ids asked are named).
+   */
   async #loadMany(list: readonly KeyPart[][]): Promise<Map<string, T['row']>> {
     const out = new Map<string, T['row']>();
     const columns = this.#model.keyColumns;
@@ -471,11 +475,7 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
             )})`;
       const rows = (await this.#from().where(where).execute()) as AnyRow[];
       for (const row of rows) {
-        const key = rowKey(
-          this.#model,
-          columns.map((c) => row[c] as KeyPart),
-        );
-        out.set(key, stripDenied(this.#model, row) as T['row']);
+        out.set(rowKeyOf(this.#model, row), stripDenied(this.#model, row) as T['row']);
       }
     }
     return out;

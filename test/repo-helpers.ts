@@ -45,12 +45,14 @@ export const TEST_TABLES = `
   ALTER TABLE orders REPLICA IDENTITY FULL;
   CREATE TABLE audit (id int PRIMARY KEY, note text);`;
 
-/** A Kysely on its own pool that counts the statements it runs. */
+/** A Kysely on its own pool that counts the statements it runs (`failed`: those that failed). */
 export function countingDb(schema: string): {
   db: Kysely<TestDB>;
   queries: Array<{ sql: string; parameters: readonly unknown[] }>;
+  failed: Array<{ sql: string; parameters: readonly unknown[] }>;
 } {
   const queries: Array<{ sql: string; parameters: readonly unknown[] }> = [];
+  const failed: Array<{ sql: string; parameters: readonly unknown[] }> = [];
   const pool = new pg.Pool({
     ...pgConfig(DATABASE_URL),
     max: 4,
@@ -60,11 +62,11 @@ export function countingDb(schema: string): {
   const db = new Kysely<TestDB>({
     dialect: new PostgresDialect({ pool }),
     log: (event) => {
-      if (event.level === 'query')
-        queries.push({ sql: event.query.sql, parameters: event.query.parameters });
+      const query = { sql: event.query.sql, parameters: event.query.parameters };
+      (event.level === 'query' ? queries : failed).push(query);
     },
   });
-  return { db, queries };
+  return { db, queries, failed };
 }
 
 /**

@@ -184,6 +184,19 @@ export function rowKeyOf(model: EntityModel, row: Readonly<Record<string, unknow
   );
 }
 
+/**
+ * Whether a row pg returns names the same entry as the id that found it, for these
+ * columns: each has a kind with a canonical text (read from the catalog, not `opaque`).
+ * Loads of many ids in one query match rows back to ids that way.
+ */
+export function matchedByText(model: EntityModel, columns: readonly string[]): boolean {
+  for (const column of columns) {
+    const kind = model.kinds.get(column);
+    if (kind === undefined || kind === 'opaque' || typeof kind === 'object') return false;
+  }
+  return true;
+}
+
 /** The cache key of a row found by a unique column. */
 export function uniqueRowKey(model: EntityModel, column: string, value: unknown): string {
   if (!model.uniqueColumns.includes(column))

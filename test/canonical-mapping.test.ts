@@ -142,6 +142,16 @@ describe('canonical keys and tags: readers and the worker agree', () => {
       );
   });
 
+  it('findMany matches the rows it loads to their ids by canonical text (numeric 2.50 is 2.5)', async () => {
+    await scope.q(`INSERT INTO $schema.prices VALUES (2.50, 'two'), (3.000, 'three')`);
+    const many = await repo.prices.findMany(['2.5', 3, '02.50'] as never[]);
+    assert.deepEqual(many.missing, [], 'the rows pg returns as 2.50 and 3.000 are found');
+    assert.deepEqual(
+      many.rows.map((r) => (r as { label: string } | undefined)?.label),
+      ['two', 'three', 'two'],
+    );
+  });
+
   it('ids a column of that type cannot hold are refused before any cache or database work', async () => {
     for (const id of ['4x2', '', '99999999999', '1.5', 'NaN'])
       await assert.rejects(repo.accounts.findById(id as never), InvalidKeyError, `int id ${id}`);

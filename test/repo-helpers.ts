@@ -45,12 +45,17 @@ export const TEST_TABLES = `
   ALTER TABLE orders REPLICA IDENTITY FULL;
   CREATE TABLE audit (id int PRIMARY KEY, note text);`;
 
-/** A Kysely on its own pool that counts the statements it runs (the fill fence's snapshot reads aside). */
+/**
+ * A Kysely on its own pool that counts the statements it runs (`failed`: those that
+ * failed), the fill fence's snapshot reads aside.
+ */
 export function countingDb(schema: string): {
   db: Kysely<TestDB>;
   queries: Array<{ sql: string; parameters: readonly unknown[] }>;
+  failed: Array<{ sql: string; parameters: readonly unknown[] }>;
 } {
   const queries: Array<{ sql: string; parameters: readonly unknown[] }> = [];
+  const failed: Array<{ sql: string; parameters: readonly unknown[] }> = [];
   const pool = new pg.Pool({
     ...pgConfig(DATABASE_URL),
     max: 4,
@@ -61,11 +66,12 @@ export function countingDb(schema: string): {
     dialect: new PostgresDialect({ pool }),
     log: (event) => {
       // The fill fence's snapshot reads (SnapshotSource) are not loads: not counted.
-      if (event.level === 'query' && !event.query.sql.includes('pg_current_snapshot()'))
-        queries.push({ sql: event.query.sql, parameters: event.query.parameters });
+      if (event.query.sql.includes('pg_current_snapshot()')) return;
+      const query = { sql: event.query.sql, parameters: event.query.parameters };
+      (event.level === 'query' ? queries : failed).push(query);
     },
   });
-  return { db, queries };
+  return { db, queries, failed };
 }
 
 /**

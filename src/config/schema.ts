@@ -214,8 +214,15 @@ export const repositorySchema = z
   .object({
     /** Longest a `readYourWrites` read waits for the worker before reading the database directly. @default 2000 */
     readYourWritesTimeoutMs: ms().default(2_000),
-    /** Most ids one `findMany` SQL query asks for; more are split into several queries. @default 5000 */
+    /** Most ids one `findMany` (or coalesced misses') SQL query asks for; more are split into several queries. @default 5000 */
     maxBatch: positiveInt().default(5_000),
+    /**
+     * Misses of `findById` (and of `findBy`, per column) asked in one turn of the event
+     * loop load with one `= any($1)` query per entity instead of one query each (at most
+     * `maxBatch` ids a query); each fill keeps its own lease. Off: one query per miss.
+     * @default true
+     */
+    coalesceMisses: z.boolean().default(true),
   })
   .strict();
 

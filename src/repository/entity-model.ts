@@ -173,6 +173,30 @@ export function rowKey(model: EntityModel, parts: readonly KeyPart[]): string {
   return entityKey(model.name, parts);
 }
 
+/**
+ * The cache key of a row pg returned: its key values in their canonical text, as an id
+ * naming the row is (a numeric key pg returns as `2.50` is the entry `prices:2.5`).
+ */
+export function rowKeyOf(model: EntityModel, row: Readonly<Record<string, unknown>>): string {
+  return entityKey(
+    model.name,
+    model.keyColumns.map((c) => canonical(model, c, row[c])),
+  );
+}
+
+/**
+ * Whether a row pg returns names the same entry as the id that found it, for these
+ * columns: each has a kind with a canonical text (read from the catalog, not `opaque`).
+ * Loads of many ids in one query match rows back to ids that way.
+ */
+export function matchedByText(model: EntityModel, columns: readonly string[]): boolean {
+  for (const column of columns) {
+    const kind = model.kinds.get(column);
+    if (kind === undefined || kind === 'opaque' || typeof kind === 'object') return false;
+  }
+  return true;
+}
+
 /** The cache key of a row found by a unique column. */
 export function uniqueRowKey(model: EntityModel, column: string, value: unknown): string {
   if (!model.uniqueColumns.includes(column))

@@ -11,7 +11,9 @@ import {
   type EntityModel,
   type KeyPart,
   keyParts,
+  matchedByText,
   rowKey,
+  rowKeyOf,
   stripDenied,
   uniqueRowKey,
   whereKey,
@@ -81,6 +83,11 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
   readonly #defaults: LoadOptions;
   /** The table's columns, once read (write-behind patches are checked against them). */
   #columns: ReadonlySet<string> | undefined;
+  /** The misses of `findById` asked in one turn of the event loop, loaded by one query. */
+  // Typed without T: the repository's row type stays covariant.
+  readonly #byKey: BatchLoader<readonly KeyPart[], unknown> | undefined;
+  /** The same for `findBy`, one batcher per unique column. */
+  readonly #byUnique = new Map<string, BatchLoader<unknown, unknown>>();
 
   constructor(model: EntityModel, ctx: RepositoryContext) {
     this.name = model.name;
@@ -103,6 +110,11 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
       // already saw does not refuse them (docs/consistency.md).
       snapshot: ctx.snapshot,
     });
+    if (ctx.config.repository.coalesceMisses)
+      this.#byKey = BatchLoader.perTick<readonly KeyPart[], unknown>(
+        (list) => this.#loadMany(list),
+        this.#maxBatch(),
+      );
   }
 
   /** The cache key of a row: `users:42`. */
@@ -129,7 +141,7 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
     const key = rowKey(this.#model, parts);
     this.#ctx.sampler?.record(this.name, key);
     if (this.#model.writeBehind) return this.#readWithPending(key, parts, options);
-    return this.#read(key, () => this.#loadOne(parts), options);
+    return this.#read(key, () => this.#loadById(key, parts), options);
   }
 
   /**
@@ -153,7 +165,7 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
     }
     this.#ctx.sampler?.record(this.name, key);
     if (this.#model.writeBehind) return this.#findByWithPending(key, column, value, options);
-    return this.#read(key, () => this.#loadBy(column, value), options);
+    return this.#read(key, () => this.#loadByUnique(key, column, value), options);
   }
 
   /**
@@ -410,7 +422,7 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
     options: ReadOptions | undefined,
   ): Promise<T['row'] | undefined> {
     const [patch] = await this.#pending([key]);
-    const row = await this.#read(key, () => this.#loadOne(parts), options);
+    const row = await this.#read(key, () => this.#loadById(key, parts), options);
     return overlay(row, patch);
   }
 
@@ -436,7 +448,7 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
   ): Promise<T['row'] | undefined> {
     // Unique columns are not written behind: the unique lookup finds the row's id, and
     // the row is then read as findById reads it.
-    const found = await this.#read(key, () => this.#loadBy(column, value), options);
+    const found = await this.#read(key, () => this.#loadByUnique(key, column, value), options);
     if (found === undefined) return undefined;
     const parts = this.#model.keyColumns.map(
       (c) => (found as Record<string, unknown>)[c] as KeyPart,
@@ -453,6 +465,37 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
       .selectAll();
   }
 
+  #maxBatch(): number {
+    return this.#ctx.config.repository.maxBatch;
+  }
+
+  /**
+   * The loader of a `findById` miss: joins the misses asked in the same turn of the event
+   * loop (`repository.coalesceMisses`), each caller matched to its row by the canonical
+   * text of the key. Keys of a type with no canonical text (or not read from the catalog
+   * yet) cannot be matched that way and load alone.
+   */
+  #loadById(key: string, parts: readonly KeyPart[]): Promise<T['row'] | undefined> {
+    if (this.#byKey === undefined || !matchedByText(this.#model, this.#model.keyColumns))
+      return this.#loadOne(parts);
+    return this.#byKey.load(key, parts) as Promise<T['row'] | undefined>;
+  }
+
+  /** The loader of a `findBy` miss: batched per unique column as `#loadById` is. */
+  #loadByUnique(key: string, column: string, value: unknown): Promise<T['row'] | undefined> {
+    if (!this.#ctx.config.repository.coalesceMisses || !matchedByText(this.#model, [column]))
+      return this.#loadBy(column, value);
+    let batch = this.#byUnique.get(column);
+    if (batch === undefined) {
+      batch = BatchLoader.perTick<unknown, unknown>(
+        (values) => this.#loadManyBy(column, values),
+        this.#maxBatch(),
+      );
+      this.#byUnique.set(column, batch);
+    }
+    return batch.load(key, value) as Promise<T['row'] | undefined>;
+  }
+
   async #loadOne(parts: readonly KeyPart[]): Promise<T['row'] | undefined> {
     const row = (await whereKey(this.#from(), this.#model, parts).executeTakeFirst()) as
       | AnyRow
@@ -467,11 +510,31 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
     return row === undefined ? undefined : (stripDenied(this.#model, row) as T['row']);
   }
 
-  /** Loads rows by key in as few queries as `maxBatch` allows; returns them by cache key. */
-  async #loadMany(list: readonly KeyPart[][]): Promise<Map<string, T['row']>> {
+  /**
+   * Loads the rows whose unique `column` has one of these values (one query; the batch
+   * of `#loadByUnique` holds at most `maxBatch`), by the cache key each value names.
+   */
+  async #loadManyBy(column: string, values: readonly unknown[]): Promise<Map<string, T['row']>> {
+    const out = new Map<string, T['row']>();
+    const rows = (await this.#from()
+      .where(sql<boolean>`${sql.ref(column)} = any(${values})`)
+      .execute()) as AnyRow[];
+    for (const row of rows) {
+      const key = uniqueRowKey(this.#model, column, row[column]);
+      // A column declared unique but not so in the database: one row, as `limit 1` takes.
+      if (!out.has(key)) out.set(key, stripDenied(this.#model, row) as T['row']);
+    }
+    return out;
+  }
+
+  /**
+   * Loads rows by key in as few queries as `maxBatch` allows; returns them by cache key
+   * (the canonical text of the row's key values, as the ids asked are named).
+   */
+  async #loadMany(list: ReadonlyArray<readonly KeyPart[]>): Promise<Map<string, T['row']>> {
     const out = new Map<string, T['row']>();
     const columns = this.#model.keyColumns;
-    const max = this.#ctx.config.repository.maxBatch;
+    const max = this.#maxBatch();
     for (let start = 0; start < list.length; start += max) {
       const chunk = list.slice(start, start + max);
       const where =
@@ -482,11 +545,7 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
             )})`;
       const rows = (await this.#from().where(where).execute()) as AnyRow[];
       for (const row of rows) {
-        const key = rowKey(
-          this.#model,
-          columns.map((c) => row[c] as KeyPart),
-        );
-        out.set(key, stripDenied(this.#model, row) as T['row']);
+        out.set(rowKeyOf(this.#model, row), stripDenied(this.#model, row) as T['row']);
       }
     }
     return out;

@@ -321,3 +321,32 @@ describe('fills fenced by PostgreSQL snapshots', () => {
     );
   });
 });
+
+describe('loads in flight and invalidations', () => {
+  const res = new Resources();
+  after(() => res.close());
+
+  it('a read that begins after an invalidation arrived does not join a load that began before it', async () => {
+    const prefix = uniquePrefix('flight-detach');
+    const a = await res.readyEngine(prefix, { cache: { earlyRefreshBeta: 0 } });
+    const b = await res.readyEngine(prefix, { cache: { earlyRefreshBeta: 0 } });
+    const release = deferred();
+    const loading = deferred();
+    const first = a.getOrLoad('rows:1', async () => {
+      loading.resolve(); // it holds the lease and has read the row
+      await release.promise;
+      return 'before the write';
+    });
+    await loading.promise;
+    // Joined before the invalidation: it may take the load in flight.
+    const early = a.getOrLoad('rows:1', () => assert.fail('joins the first load'));
+    const heard = new Promise<void>((resolve) => a.events.once('bus-invalidate', () => resolve()));
+    await b.delete('rows:1'); // a write elsewhere, and its invalidation on the bus
+    await heard;
+    const late = a.getOrLoad('rows:1', () => 'after the write');
+    release.resolve();
+    assert.equal(await first, 'before the write');
+    assert.equal(await early, 'before the write');
+    assert.equal(await late, 'after the write', 'a read after the invalidation loads anew');
+  });
+});

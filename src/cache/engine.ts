@@ -213,6 +213,7 @@ export class CacheEngine {
             this.#epochGeneration++;
             this.#trustedTags.clear();
             this.#l1?.clear();
+            this.#flights.clear(); // every load in flight may predate what was missed
             this.events.emit('l1-reset', reason);
           },
           onHealth: (healthy) => this.events.emit(healthy ? 'bus-up' : 'bus-down'),
@@ -319,8 +320,10 @@ export class CacheEngine {
       // The value is read-only; only byte arrays (which cannot be) are copied per caller.
       return (running as Promise<T>).then(forCaller);
     }
-    let flight = this.#fly(flightKey, key, loader, options);
+    const slot: FlightSlot = { flight: undefined };
+    let flight = this.#fly(flightKey, key, loader, options, slot);
     if (this.#lastGood !== undefined) flight = this.#withGrace(key, flight, this.#lastGood);
+    slot.flight = flight;
     this.#flights.set(flightKey, flight);
     return flight;
   }
@@ -495,6 +498,7 @@ export class CacheEngine {
     const list = typeof keys === 'string' ? [keys] : [...keys];
     for (const k of list) assertLogicalKey(k);
     this.#l1?.invalidate(list, []);
+    this.#detachFlights(list);
     await this.#l2.tombstone(
       list.map((k) => this.keys.entry(k)),
       tombstoneValue(0n),
@@ -532,6 +536,7 @@ export class CacheEngine {
   async bumpEpoch(): Promise<string> {
     this.#assertOpen();
     this.#l1?.clear();
+    this.#flights.clear();
     await this.#l2.bumpVersions([this.keys.epoch()], 0);
     this.#epoch = undefined;
     const epoch = await this.#currentEpoch();
@@ -565,17 +570,36 @@ export class CacheEngine {
 
   // --- the read path -------------------------------------------------------------
 
-  /** One flight: resolves the key, then leaves the single-flight map (no extra promise layer). */
+  /**
+   * One flight: resolves the key, then leaves the single-flight map (no extra promise
+   * layer), unless an invalidation already detached it (`#detachFlights`) and a newer
+   * flight holds the place.
+   */
   async #fly<T>(
     flightKey: string,
     key: string,
     loader: () => Promise<T> | T,
     options: LoadOptions,
+    slot: FlightSlot,
   ): Promise<T> {
     try {
       return await this.#resolve(key, loader, options);
     } finally {
-      this.#flights.delete(flightKey);
+      if (this.#flights.get(flightKey) === slot.flight) this.#flights.delete(flightKey);
+    }
+  }
+
+  /**
+   * An invalidation of `keys` arrived: loads in flight for them may have read the rows
+   * before it, so reads that begin from now on do not join them (they load anew); the
+   * reads that joined earlier, which began before the invalidation, still take them.
+   */
+  #detachFlights(keys: readonly string[]): void {
+    if (this.#flights.size === 0) return;
+    for (const key of keys) {
+      this.#flights.delete(key);
+      this.#flights.delete(`\0fresh\0${key}`);
+      this.#flights.delete(`\0verify\0${key}`);
     }
   }
 
@@ -1363,6 +1387,7 @@ export class CacheEngine {
     if (message.epoch !== undefined) this.#epoch = message.epoch;
     for (const t of message.tags) this.#trustedTags.delete(t);
     this.#l1?.invalidate(message.keys, message.tags);
+    this.#detachFlights(message.keys);
     // A waiter's holder may have just lost its lease to this invalidation: look again.
     for (const k of message.keys) this.#wake(k);
     this.events.emit('bus-invalidate', message.keys.length, message.tags.length);
@@ -1371,6 +1396,11 @@ export class CacheEngine {
   #assertOpen(): void {
     if (this.#closing) throw new ClosedError('CacheEngine');
   }
+}
+
+/** Where a flight finds its own promise (set right after it starts). */
+interface FlightSlot {
+  flight: Promise<unknown> | undefined;
 }
 
 function isResolved(config: EngineOptions['config']): config is ResolvedConfig {

@@ -6,8 +6,8 @@
  *   node --import tsx bench/contention.ts        (npm run bench:contention)
  *
  * Data: schema `walcache_bench_contention` (BENCH_CONTENTION_SCHEMA; dropped and
- * recreated at the start, dropped at the end, with its replication slot of the same
- * name), table `hot` (id int primary key, version bigint, payload text of 200 bytes),
+ * recreated at the start, dropped at the end, with its wal2json replication slot of the
+ * same name, made at the start), table `hot` (id int primary key, version bigint, payload text of 200 bytes),
  * BENCH_CONTENTION_ROWS rows (200).
  *
  * Processes (every one forked through bench/children.ts, so each ends on every way out,
@@ -72,6 +72,7 @@ import type { ChildProcess } from 'node:child_process';
 import { loadavg } from 'node:os';
 import { Redis } from 'ioredis';
 import pg from 'pg';
+import { createSlot } from '../src/cdc/slot.js';
 import { pgConfig } from '../src/config/database.js';
 import { call, type Envelope, once, round } from './cdc-common.js';
 import { forkChild, stopChild } from './children.js';
@@ -205,6 +206,14 @@ async function setupDatabase(): Promise<void> {
     [ROWS],
   );
   await admin.query(`VACUUM ANALYZE ${SCHEMA}.hot`);
+}
+
+/**
+ * The slot is made here, while the children start, not by the first worker: creating one
+ * waits for every transaction running on the server to end (a shared server has some).
+ */
+async function setupSlot(): Promise<void> {
+  await createSlot(admin, SLOT, 'wal2json');
 }
 
 async function dbVersions(): Promise<number[]> {
@@ -440,7 +449,8 @@ async function main(): Promise<Record<string, unknown>> {
   );
   await deleteRedisKeys(`${KEY_PREFIX}*`);
   await setupDatabase();
-  const forked = await Promise.all([
+  const [, ...forked] = await Promise.all([
+    setupSlot(),
     fork('./contention-worker.ts'),
     fork('./contention-writer.ts'),
     ...Array.from({ length: maxProcesses }, () => fork('./contention-app.ts')),
@@ -448,17 +458,20 @@ async function main(): Promise<Record<string, unknown>> {
   worker = forked[0] as ChildProcess;
   writer = forked[1] as ChildProcess;
   apps.push(...forked.slice(2));
+  log(`setup: ${fmt((performance.now() - startedAt) / 1000, 1)} s`);
 
   const results: RoundResult[] = [];
   for (const [si, setting] of SETTINGS.entries()) {
     for (let r = 0; r < ROUNDS; r++) {
       const order = CONTENDERS.map((_, i) => CONTENDERS[(i + r + si) % CONTENDERS.length]);
       for (const name of order as ContenderName[]) {
+        const t = performance.now();
         const res = await runRound(setting, name, r);
         results.push(res);
         const ev = res.events;
         log(
           `  ${setting.name} round ${r + 1} ${name.padEnd(10)} ${fmt(res.readsPerS).padStart(9)} reads/s  ` +
+            `(${fmt((performance.now() - t) / 1000, 1)} s in all) ` +
             `p50 ${fmt(res.p50, 3)} ms  p99 ${fmt(res.p99, 2)} ms  writes ${fmt(res.writesPerS)}/s  ` +
             `loads ${fmt(res.loads)}` +
             (res.stale !== null ? `  stale after settle ${res.stale}` : '') +

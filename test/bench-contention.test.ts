@@ -17,7 +17,9 @@ import { alive, descendants } from './proc-helpers.js';
 const SETTINGS = ['p2_d0', 'p1_d5'];
 const CHILDREN = ['contention-app.ts', 'contention-writer.ts', 'contention-worker.ts'];
 
-describe('bench:contention', () => {
+// The two runs are independent (own schema, slot and key prefix): run side by side, as
+// most of each one's time is starting its child processes.
+describe('bench:contention', { concurrency: true }, () => {
   const scope = new PgScope('benchct'); // its pool only: the bench makes its own schema
   const schemas: string[] = [];
   const newSchema = () => {

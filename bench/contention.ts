@@ -566,6 +566,12 @@ async function main(): Promise<Record<string, unknown>> {
       [`${s}_walcache_lease_waits_gave_up`]: gaveUp,
       [`${s}_bentocache_loads`]: sum('bentocache', (x) => x.loads),
       [`${s}_walcache_events`]: events,
+      [`${s}_reads_s_rounds`]: Object.fromEntries(
+        CONTENDERS.map((name) => [
+          name,
+          [...of(name)].sort((a, b) => a.round - b.round).map((x) => Math.round(x.readsPerS)),
+        ]),
+      ),
       [`${s}_vs_bentocache_rounds`]: vsBento.all.map((x) => round(x, 3)),
       [`${s}_vs_direct_rounds`]: vsDirect.all.map((x) => round(x, 3)),
       [`${s}_errors`]: {

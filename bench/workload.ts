@@ -1,6 +1,7 @@
 /**
- * Workload benchmark: a read-heavy Zipf workload against walcache, direct Kysely and
- * bentocache, with the invalidation worker running and writes made through plain SQL.
+ * Workload benchmark: a read-heavy Zipf workload against walcache, direct Kysely,
+ * bentocache and cache-manager, with the invalidation worker running and writes made
+ * through plain SQL; cold start and steady state measured apart.
  *
  *   node --import tsx bench/workload.ts        (npm run bench:workload)
  *
@@ -24,6 +25,10 @@
  *   TTL 60 s, getOrSet for both reads; after each write the invalidation a bentocache
  *   user writes by hand: a rename deletes the user's row key and aggregate key, an order
  *   insert the user's aggregate key (deleteMany/delete: L1, L2 and the bus).
+ * - cache-manager 7: the two tiers its docs describe, a Keyv over cacheable's
+ *   CacheableMemory (LRU of 10,000, TTL 60 s) in front of a Keyv over @keyv/redis, `wrap`
+ *   for both reads; the same hand-written deletes as bentocache (`mdel`/`del`, every
+ *   store; it has no bus, and needs none in one process).
  * - walcache: `repo.users.findById` and `repo.cached(aggregate)` (tags narrowed to
  *   users:id=X and orders:user_id=X); no invalidation in the service: the
  *   InvalidationWorker runs in a child process (bench/workload-worker.ts), so its CPU
@@ -32,27 +37,41 @@
  * Rounds: BENCH_WORKLOAD_ROUNDS rounds (default 3), each running every contender once,
  * the order rotated per round. Per contender round: the orders inserted by earlier rounds
  * are deleted (every round starts from the seeded data), the caches start empty (a fresh
- * Redis key prefix and fresh cache instances), then BENCH_WORKLOAD_WARMUP_S seconds of
- * unmeasured warm-up (default 6) and BENCH_WORKLOAD_SECONDS measured seconds (default 8)
- * of the same continuing operation stream. The worker runs only during walcache rounds
- * (started with the round's prefix, caught up on the backlog before the warm-up), so the
- * baselines never pay for it. Figures are medians over rounds; the ratios are medians
- * of the per-round ratios.
+ * Redis key prefix and fresh cache instances), and one continuing operation stream runs
+ * through two measured windows:
+ * - cold start: the first BENCH_WORKLOAD_COLD_S seconds (default 6; the old
+ *   BENCH_WORKLOAD_WARMUP_S is read too) from empty caches;
+ * - steady state: BENCH_WORKLOAD_SECONDS measured seconds (default 8), from when the
+ *   steady rule holds, and never before the cold window ends. The rule, the same for
+ *   every contender: each second, the share of reads served without a database load over
+ *   that second (1 - loads/reads: loader or factory runs, counted alike for every cache)
+ *   is taken; the hit rate has stopped rising when the least-squares slope of the last
+ *   BENCH_WORKLOAD_STEADY_WINDOWS (5) of them is under BENCH_WORKLOAD_STEADY_SLOPE (0.5)
+ *   points per second. A slope, not the change between two windows: one window's share
+ *   has ~0.7 points of sampling noise at this load. If the rule has not held
+ *   BENCH_WORKLOAD_STEADY_MAX_WAIT_S (30) seconds after the cold window, the steady window
+ *   starts then, and the round is listed in `steady_rule_not_met`. Direct Kysely's share
+ *   is always 0: its steady window starts once the cold window is over.
+ * The worker runs only during walcache rounds (started with the round's prefix, caught up
+ * on the backlog before the round), so the baselines never pay for it. Figures are
+ * medians over rounds; the ratios are medians of the per-round ratios.
  *
  * Hit rate: reads answered from a cache tier / reads (walcache: engine 'hit' events,
- * bentocache: 'cache:hit' events); db loads: loader/factory runs per read.
+ * bentocache: 'cache:hit' events; cache-manager names no tier: 1 - loads/reads); db
+ * loads: loader/factory runs per read.
  *
  * stale_after_settle: after the last walcache round's writes stop, the slot's
  * confirmed_flush_lsn is awaited up to pg_current_wal_lsn() taken after the last write
  * (plus 100 ms for the bus message to reach this process); then every user id written in
  * the walcache rounds and the 1,000 hottest ids are read through walcache (findById and
- * the cached aggregate) and compared with the database. The same for bentocache after its
- * last round (bentocache_stale_after_settle).
+ * the cached aggregate) and compared with the database. The same for bentocache and
+ * cache-manager after their last rounds (bentocache_stale_after_settle,
+ * cache_manager_stale_after_settle).
  *
  * Also: the hit-path cost of access-log sampling, `await repo.users.findById(hotId)` on an
  * L1 hit with sampleRate 0 vs 0.01 (two repositories, one prefix), in palindromic rounds.
  *
- * CPU: per measured window, cores used by this process, the worker child, redis-server,
+ * CPU: per measured window (cold and steady), cores used by this process, the worker child, redis-server,
  * all postgres processes, and the rest of the machine (from /proc; Linux only). A round
  * where the rest took more than 0.3 cores (another job on the shared machine) is flagged
  * (`disturbed_rounds`); medians over rounds and interleaving absorb one such round.
@@ -60,7 +79,12 @@
  * Needs PostgreSQL with wal2json (wal_level logical) at DATABASE_URL and Redis at
  * REDIS_URL. Drops its schema and slot and deletes its Redis keys at the end, also on
  * failure and Ctrl-C. Human-readable lines first; the last line of stdout is one JSON
- * object.
+ * object: steady_vs_kysely, steady_vs_bentocache, steady_vs_cache_manager, cold_vs_kysely,
+ * cold_vs_bentocache, cold_vs_cache_manager (and their _rounds); per contender (walcache,
+ * kysely, bentocache, cache_manager) and window (steady, cold) `<window>_<contender>_`
+ * ops_per_s, p50_ms, p99_ms, read_p99_ms, hit_rate, db_loads_per_read (l1_share for
+ * walcache and bentocache); stale_after_settle, bentocache_stale_after_settle,
+ * cache_manager_stale_after_settle; steady_from_s, steady_rule_not_met; goals.
  */
 import type { ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -68,7 +92,11 @@ import { loadavg } from 'node:os';
 import { hrtime } from 'node:process';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import KeyvRedis from '@keyv/redis';
+import { type Cache as CacheManager, createCache } from 'cache-manager';
+import { CacheableMemory } from 'cacheable';
 import { Redis } from 'ioredis';
+import { Keyv } from 'keyv';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { pgConfig } from '../src/config/database.js';
@@ -92,15 +120,24 @@ import {
 const ROWS = Number(process.env.BENCH_WORKLOAD_ROWS ?? 100_000);
 const ORDERS_PER_USER = 5;
 const ROUNDS = Math.max(1, Number(process.env.BENCH_WORKLOAD_ROUNDS ?? 3));
+/** The steady window, measured once the steady rule holds. */
 const MEASURE_MS = 1000 * Number(process.env.BENCH_WORKLOAD_SECONDS ?? 8);
-const WARMUP_MS = 1000 * Number(process.env.BENCH_WORKLOAD_WARMUP_S ?? 6);
+/** The cold window: the first seconds from empty caches (BENCH_WORKLOAD_WARMUP_S: its old name). */
+const COLD_MS =
+  1000 * Number(process.env.BENCH_WORKLOAD_COLD_S ?? process.env.BENCH_WORKLOAD_WARMUP_S ?? 6);
+/** The steady rule: the hit rate's least-squares slope over this many 1 s windows... */
+const STEADY_WINDOWS = Math.max(2, Number(process.env.BENCH_WORKLOAD_STEADY_WINDOWS ?? 5));
+/** ...is under this many points per second. */
+const STEADY_SLOPE = Number(process.env.BENCH_WORKLOAD_STEADY_SLOPE ?? 0.5);
+/** The steady window starts this long after the cold window at the latest (flagged). */
+const STEADY_MAX_WAIT_MS = 1000 * Number(process.env.BENCH_WORKLOAD_STEADY_MAX_WAIT_S ?? 30);
 const CONCURRENCY = Number(process.env.BENCH_WORKLOAD_CONCURRENCY ?? 32);
 const POOL_SIZE = Number(process.env.BENCH_WORKLOAD_POOL ?? 10);
 const ZIPF_S = 1.0;
 const TTL_MS = 60_000;
 /** A round where other processes took more than this many cores is flagged as disturbed. */
 const DISTURBED_CORES = 0.3;
-const L1_MAX = 10_000; // walcache's default l1.maxEntries; bentocache gets the same
+const L1_MAX = 10_000; // walcache's default l1.maxEntries; bentocache and cache-manager get the same
 const HOT_CHECK = 1_000; // hottest ids always included in the stale check
 const SEQ_LEN = 1 << 21; // operations in the precomputed sequence (wraps around)
 const SEED = 0x5eed_2026;
@@ -112,9 +149,11 @@ const OP_READ_AGG = 1;
 const OP_RENAME = 2;
 const OP_INSERT_ORDER = 3;
 
-type Name = 'walcache' | 'kysely' | 'bentocache';
-const ALL_CONTENDERS: readonly Name[] = ['walcache', 'kysely', 'bentocache'];
-/** BENCH_WORKLOAD_ONLY=walcache,kysely: a subset (for profiling; ratios need all three). */
+type Name = 'walcache' | 'kysely' | 'bentocache' | 'cache-manager';
+const ALL_CONTENDERS: readonly Name[] = ['walcache', 'kysely', 'bentocache', 'cache-manager'];
+/** A contender's name in JSON keys: cache_manager. */
+const jsonName = (name: Name) => name.replace('-', '_');
+/** BENCH_WORKLOAD_ONLY=walcache,kysely: a subset (for profiling; ratios need all four). */
 const CONTENDERS: readonly Name[] = process.env.BENCH_WORKLOAD_ONLY
   ? ALL_CONTENDERS.filter((n) => (process.env.BENCH_WORKLOAD_ONLY as string).split(',').includes(n))
   : ALL_CONTENDERS;
@@ -472,6 +511,68 @@ class BentoContender implements Contender {
   }
 }
 
+/**
+ * cache-manager 7 as its docs set up two tiers: a Keyv over cacheable's CacheableMemory
+ * (LRU of 10,000, TTL 60 s) in front of a Keyv over @keyv/redis, `wrap` for reads (it
+ * coalesces concurrent calls per key in the process). No bus: one process here, so the
+ * hand-written deletes (`del`/`mdel`: every store) reach its only L1.
+ */
+class CacheManagerContender implements Contender {
+  readonly name = 'cache-manager' as const;
+  readonly counters = zeroCounters();
+  readonly tally = new Map<string, number>();
+  readonly prefix: string;
+  readonly #cache: CacheManager;
+
+  constructor(prefix: string) {
+    this.prefix = prefix;
+    const redis = new KeyvRedis(REDIS_URL);
+    redis.on('error', () => {});
+    this.#cache = createCache({
+      ttl: TTL_MS,
+      stores: [
+        new Keyv({ store: new CacheableMemory({ ttl: TTL_MS, lruSize: L1_MAX }) }),
+        new Keyv({ store: redis, namespace: prefix }),
+      ],
+    });
+  }
+
+  async ready(): Promise<void> {
+    await this.#cache.wrap('ready', async () => 1);
+    await this.#cache.del('ready');
+  }
+
+  readUser(id: number): Promise<unknown> {
+    return this.#cache.wrap(`user:${id}`, () => {
+      this.counters.loads++;
+      return userQuery(id).executeTakeFirst();
+    });
+  }
+
+  readAggregate(id: number): Promise<unknown> {
+    return this.#cache.wrap(`user-agg:${id}`, () => {
+      this.counters.loads++;
+      return aggregateQuery(id).execute();
+    });
+  }
+
+  /** The hand-written invalidation: the row and the aggregate show the name. */
+  async rename(id: number, seq: number): Promise<void> {
+    await rename(id, seq);
+    await this.#cache.mdel([`user:${id}`, `user-agg:${id}`]);
+  }
+
+  /** The hand-written invalidation: only the aggregate counts orders. */
+  async insertOrder(id: number, seq: number): Promise<void> {
+    await insertOrder(id, seq);
+    await this.#cache.del(`user-agg:${id}`);
+  }
+
+  async close(): Promise<void> {
+    await this.#cache.disconnect().catch(() => {});
+  }
+}
+
 function newRepository(prefix: string, sampleRate = 0.01) {
   return createRepository({ db, config: benchConfig(prefix, sampleRate) });
 }
@@ -646,9 +747,8 @@ function cpuShares(a: CpuSnapshot, b: CpuSnapshot): CpuShares {
 
 // --- the driver -----------------------------------------------------------------------------
 
-interface RoundResult {
-  name: Name;
-  round: number;
+/** What one measured window (cold or steady) of a contender round counted. */
+interface WindowResult {
   ops: number;
   opsPerS: number;
   reads: number;
@@ -659,26 +759,147 @@ interface RoundResult {
   readP99: number;
   writeP50: number;
   writeP99: number;
+  /**
+   * Reads answered from a cache tier / reads (walcache: engine `hit` events, bentocache:
+   * `cache:hit`); cache-manager reports no tier, so its is `loadFreeRate`.
+   */
   hitRate: number;
+  /** 1 - db loads / reads: the rate the steady rule watches, the same for every contender. */
+  loadFreeRate: number;
   l1Share: number;
   loadsPerRead: number;
-  errors: number;
-  firstError: string;
   cpu: CpuShares;
   events: Record<string, number>;
 }
 
-const latency = new Float64Array(4_000_000);
-const readLatency = new Float64Array(4_000_000);
-const writeLatency = new Float64Array(1_000_000);
+interface RoundResult {
+  name: Name;
+  round: number;
+  cold: WindowResult;
+  steady: WindowResult;
+  /** Seconds from the round's start (empty caches) to the steady window's start. */
+  steadyAtS: number;
+  /** false: the rule did not hold within STEADY_MAX_WAIT_MS after the cold window. */
+  steadyReached: boolean;
+  errors: number;
+  firstError: string;
+}
+
+/** Latencies of one window's operations (fixed buffers, reused every round). */
+class Latencies {
+  readonly all = new Float64Array(1 << 21);
+  readonly reads = new Float64Array(1 << 21);
+  readonly writes = new Float64Array(1 << 19);
+  n = 0;
+  nr = 0;
+  nw = 0;
+
+  reset(): void {
+    this.n = 0;
+    this.nr = 0;
+    this.nw = 0;
+  }
+
+  add(dt: number, read: boolean): void {
+    if (this.n < this.all.length) this.all[this.n] = dt;
+    this.n++;
+    if (read) {
+      if (this.nr < this.reads.length) this.reads[this.nr] = dt;
+      this.nr++;
+    } else {
+      if (this.nw < this.writes.length) this.writes[this.nw] = dt;
+      this.nw++;
+    }
+  }
+}
+
+const coldLatency = new Latencies();
+const steadyLatency = new Latencies();
 
 function sortedPrefix(a: Float64Array, n: number): number[] {
   return Array.from(a.subarray(0, Math.min(n, a.length)).sort());
 }
 
+/** Counters, events and CPU at one instant, to subtract. */
+interface Mark {
+  at: number;
+  counters: Counters;
+  tally: Map<string, number>;
+  cpu: CpuSnapshot;
+}
+
+function mark(c: Contender): Mark {
+  return {
+    at: performance.now(),
+    counters: { ...c.counters },
+    tally: new Map(c.tally),
+    cpu: cpuSnapshot(),
+  };
+}
+
+function windowResult(c: Contender, lat: Latencies, from: Mark, to: Mark): WindowResult {
+  const seconds = (to.at - from.at) / 1000;
+  const d = {
+    l1: to.counters.l1 - from.counters.l1,
+    l2: to.counters.l2 - from.counters.l2,
+    loads: to.counters.loads - from.counters.loads,
+  };
+  const all = sortedPrefix(lat.all, lat.n);
+  const reads = sortedPrefix(lat.reads, lat.nr);
+  const writes = sortedPrefix(lat.writes, lat.nw);
+  const hits = d.l1 + d.l2;
+  const loadFreeRate = c.name === 'kysely' ? 0 : Math.max(0, 1 - d.loads / Math.max(1, lat.nr));
+  const events: Record<string, number> = {};
+  for (const [k, v] of to.tally)
+    if (v - (from.tally.get(k) ?? 0) > 0) events[k] = v - (from.tally.get(k) ?? 0);
+  return {
+    ops: lat.n,
+    opsPerS: lat.n / seconds,
+    reads: lat.nr,
+    writes: lat.nw,
+    p50: quantile(all, 0.5),
+    p99: quantile(all, 0.99),
+    readP50: quantile(reads, 0.5),
+    readP99: quantile(reads, 0.99),
+    writeP50: quantile(writes, 0.5),
+    writeP99: quantile(writes, 0.99),
+    hitRate:
+      c.name === 'kysely'
+        ? 0
+        : c.name === 'cache-manager'
+          ? loadFreeRate
+          : hits / Math.max(1, lat.nr),
+    loadFreeRate,
+    l1Share: hits > 0 ? d.l1 / hits : 0,
+    loadsPerRead: d.loads / Math.max(1, lat.nr),
+    cpu: cpuShares(from.cpu, to.cpu),
+    events,
+  };
+}
+
+/** Least-squares slope of `ys` (one per second), in units per second. */
+function slope(ys: readonly number[]): number {
+  const n = ys.length;
+  const mx = (n - 1) / 2;
+  const my = ys.reduce((a, y) => a + y, 0) / n;
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < n; i++) {
+    num += (i - mx) * ((ys[i] as number) - my);
+    den += (i - mx) ** 2;
+  }
+  return num / den;
+}
+
 /**
- * CONCURRENCY loops take the next operation of the sequence until the end of the
- * measured window; operations started inside the window are measured.
+ * CONCURRENCY loops take the next operation of the sequence, from empty caches:
+ * - the cold window: operations started in the first COLD_MS;
+ * - then, every second, the share of reads served without a db load over that second;
+ *   once the least-squares slope of the last STEADY_WINDOWS of them is under
+ *   STEADY_SLOPE points per second (the hit rate stopped rising), and the cold window is
+ *   over, the steady window starts: operations started in the next MEASURE_MS. If the
+ *   rule does not hold within STEADY_MAX_WAIT_MS after the cold window, the steady
+ *   window starts then (flagged).
  */
 async function drive(
   c: Contender,
@@ -688,23 +909,45 @@ async function drive(
   written: Set<number>,
 ): Promise<RoundResult> {
   let cursor = offset;
-  const t0 = performance.now();
-  const measureFrom = t0 + WARMUP_MS;
-  const measureTo = measureFrom + MEASURE_MS;
-  let n = 0;
-  let nr = 0;
-  let nw = 0;
+  coldLatency.reset();
+  steadyLatency.reset();
+  const start = mark(c);
+  const t0 = start.at;
+  const coldEnd = t0 + COLD_MS;
+  let steadyFrom = Number.POSITIVE_INFINITY;
+  let steadyTo = Number.POSITIVE_INFINITY;
+  let steadyReached = false;
+  let coldMark: Mark | null = null;
+  let steadyMark: Mark | null = null;
+  let endMark: Mark | null = null;
+  let readsDone = 0;
   let errors = 0;
   let firstError = '';
-  let counted = false;
-  let cpuStart: CpuSnapshot | null = null;
-  let cpuEnd: CpuSnapshot | null = null;
-  const startTimer = setTimeout(() => {
-    cpuStart = cpuSnapshot();
-  }, WARMUP_MS);
-  const endTimer = setTimeout(() => {
-    cpuEnd = cpuSnapshot();
-  }, WARMUP_MS + MEASURE_MS);
+  // The steady rule, checked every second.
+  const rates: number[] = [];
+  let last = { at: t0, reads: 0, loads: c.counters.loads };
+  const coldTimer = setTimeout(() => {
+    coldMark = mark(c);
+  }, COLD_MS);
+  const ticker = setInterval(() => {
+    const now = performance.now();
+    const reads = readsDone - last.reads;
+    const loads = c.counters.loads - last.loads;
+    last = { at: now, reads: readsDone, loads: c.counters.loads };
+    rates.push(c.name === 'kysely' || reads === 0 ? 0 : 100 * Math.max(0, 1 - loads / reads));
+    if (steadyFrom !== Number.POSITIVE_INFINITY || now < coldEnd) return;
+    const flat =
+      rates.length >= STEADY_WINDOWS && slope(rates.slice(-STEADY_WINDOWS)) < STEADY_SLOPE;
+    if (flat || now >= coldEnd + STEADY_MAX_WAIT_MS) {
+      steadyReached = flat;
+      steadyMark = mark(c);
+      steadyFrom = steadyMark.at;
+      steadyTo = steadyFrom + MEASURE_MS;
+      setTimeout(() => {
+        endMark = mark(c);
+      }, MEASURE_MS);
+    }
+  }, 1_000);
   const { kinds, ids } = w;
   const loop = async () => {
     for (;;) {
@@ -712,14 +955,9 @@ async function drive(
       const i = seq & (SEQ_LEN - 1);
       const kind = kinds[i] as number;
       const id = ids[i] as number;
-      const start = performance.now();
-      if (start >= measureTo) return;
-      if (!counted && start >= measureFrom) {
-        counted = true;
-        // Counters restart at the window (the listeners keep counting into them).
-        Object.assign(c.counters, zeroCounters());
-        c.tally.clear();
-      }
+      const begun = performance.now();
+      if (begun >= steadyTo) return;
+      const read = kind <= OP_READ_AGG;
       try {
         if (kind === OP_READ_USER) await c.readUser(id);
         else if (kind === OP_READ_AGG) await c.readAggregate(id);
@@ -731,52 +969,27 @@ async function drive(
       } catch (error) {
         if (errors++ === 0) firstError = error instanceof Error ? error.message : String(error);
       }
-      if (start >= measureFrom) {
-        const dt = performance.now() - start;
-        if (n < latency.length) latency[n] = dt;
-        n++;
-        if (kind <= OP_READ_AGG) {
-          if (nr < readLatency.length) readLatency[nr] = dt;
-          nr++;
-        } else {
-          if (nw < writeLatency.length) writeLatency[nw] = dt;
-          nw++;
-        }
-      }
+      if (read) readsDone++;
+      const dt = performance.now() - begun;
+      if (begun < coldEnd) coldLatency.add(dt, read);
+      else if (begun >= steadyFrom) steadyLatency.add(dt, read);
     }
   };
   const loops: Promise<void>[] = [];
   for (let k = 0; k < CONCURRENCY; k++) loops.push(loop());
   await Promise.all(loops);
-  clearTimeout(startTimer);
-  clearTimeout(endTimer);
-  const counters = { ...c.counters };
-  const endSnap: CpuSnapshot = cpuEnd ?? cpuSnapshot();
-  const startSnap: CpuSnapshot = cpuStart ?? endSnap;
-  const all = sortedPrefix(latency, n);
-  const reads = sortedPrefix(readLatency, nr);
-  const writes = sortedPrefix(writeLatency, nw);
-  const hits = counters.l1 + counters.l2;
+  clearTimeout(coldTimer);
+  clearInterval(ticker);
+  const end: Mark = endMark ?? mark(c);
   return {
     name: c.name,
     round: roundNo,
-    ops: n,
-    opsPerS: n / (MEASURE_MS / 1000),
-    reads: nr,
-    writes: nw,
-    p50: quantile(all, 0.5),
-    p99: quantile(all, 0.99),
-    readP50: quantile(reads, 0.5),
-    readP99: quantile(reads, 0.99),
-    writeP50: quantile(writes, 0.5),
-    writeP99: quantile(writes, 0.99),
-    hitRate: c.name === 'kysely' ? 0 : hits / Math.max(1, nr),
-    l1Share: hits > 0 ? counters.l1 / hits : 0,
-    loadsPerRead: counters.loads / Math.max(1, nr),
+    cold: windowResult(c, coldLatency, start, coldMark ?? end),
+    steady: windowResult(c, steadyLatency, steadyMark ?? end, end),
+    steadyAtS: (steadyFrom - t0) / 1000,
+    steadyReached,
     errors,
     firstError,
-    cpu: cpuShares(startSnap, endSnap),
-    events: Object.fromEntries(c.tally),
   };
 }
 
@@ -808,8 +1021,12 @@ interface StaleReport {
   examples: string[];
 }
 
+/** Reads a contender answered from its cache so far (cache-manager: reads without a load). */
+const cachedSoFar = (c: Contender, reads: number) =>
+  c.name === 'cache-manager' ? reads - c.counters.loads : c.counters.l1 + c.counters.l2;
+
 async function staleCheck(c: Contender, ids: readonly number[]): Promise<StaleReport> {
-  const before = c.counters.l1 + c.counters.l2;
+  const before = cachedSoFar(c, 0);
   let staleUsers = 0;
   let staleAggregates = 0;
   const examples: string[] = [];
@@ -839,7 +1056,7 @@ async function staleCheck(c: Contender, ids: readonly number[]): Promise<StaleRe
     stale: staleUsers + staleAggregates,
     staleUsers,
     staleAggregates,
-    cachedReads: c.counters.l1 + c.counters.l2 - before,
+    cachedReads: cachedSoFar(c, 2 * ids.length) - before,
     examples,
   };
 }
@@ -984,7 +1201,7 @@ async function main(): Promise<Record<string, unknown>> {
   const loadStart = loadavg()[0] ?? 0;
   log(
     `walcache workload bench: node ${process.version}, ${ROWS} users × ${ORDERS_PER_USER} orders, ` +
-      `Zipf s=${ZIPF_S}, 95 % reads, ${ROUNDS} rounds × (${WARMUP_MS / 1000} s warm-up + ${MEASURE_MS / 1000} s) per contender, ` +
+      `Zipf s=${ZIPF_S}, 95 % reads, ${ROUNDS} rounds × (${COLD_MS / 1000} s cold + steady rule + ${MEASURE_MS / 1000} s steady) per contender, ` +
       `${CONCURRENCY} in flight, pool ${POOL_SIZE}, load avg ${loadStart.toFixed(2)}`,
   );
 
@@ -1018,13 +1235,8 @@ async function main(): Promise<Record<string, unknown>> {
 
   // --- rounds ---------------------------------------------------------------------------
   const results: RoundResult[] = [];
-  const written: Record<Name, Set<number>> = {
-    walcache: new Set(),
-    kysely: new Set(),
-    bentocache: new Set(),
-  };
-  let walcacheStale: StaleReport | null = null;
-  let bentoStale: StaleReport | null = null;
+  const written = new Map<Name, Set<number>>(ALL_CONTENDERS.map((n) => [n, new Set<number>()]));
+  const stale = new Map<Name, StaleReport>();
   let settleMs = Number.NaN;
   const workerApplied: Array<{ rows: number; groups: number; lagP50: number; lagP99: number }> = [];
   let workerErrors = 0;
@@ -1055,14 +1267,20 @@ async function main(): Promise<Record<string, unknown>> {
         openContenders.add(bc);
         await bc.ready();
         c = bc;
+      } else if (name === 'cache-manager') {
+        const cm = new CacheManagerContender(prefix);
+        openContenders.add(cm);
+        await cm.ready();
+        c = cm;
       } else {
         c = new KyselyContender();
         openContenders.add(c);
       }
       gc();
-      const result = await drive(c, wl, offset, r, written[name]);
+      const result = await drive(c, wl, offset, r, written.get(name) as Set<number>);
       results.push(result);
       const lastOfKind = r === ROUNDS - 1;
+      const ids = () => [...new Set([...(written.get(name) as Set<number>), ...hottest])];
       if (name === 'walcache') {
         const stats = await call(w, { type: 'stats', reset: true });
         const lags = percentiles(stats.lags as number[]);
@@ -1077,30 +1295,31 @@ async function main(): Promise<Record<string, unknown>> {
           const target = await currentLsn();
           settleMs = await waitConfirmed(target, 30_000);
           await sleep(100); // the worker's bus message reaching this process
-          const ids = [...new Set([...written.walcache, ...hottest])];
-          walcacheStale = await staleCheck(c, ids);
+          stale.set(name, await staleCheck(c, ids()));
         }
         await call(w, { type: 'stop' }, 30_000);
-      } else if (name === 'bentocache' && lastOfKind) {
-        await sleep(100); // its bus messages (deletes published by this process itself)
-        const ids = [...new Set([...written.bentocache, ...hottest])];
-        bentoStale = await staleCheck(c, ids);
+      } else if (name !== 'kysely' && lastOfKind) {
+        await sleep(100); // bentocache's bus messages (deletes published by this process itself)
+        stale.set(name, await staleCheck(c, ids()));
       }
       await c.close();
       openContenders.delete(c);
       await deleteRedisKeys(`${prefix}*`);
+      const line = (label: string, x: WindowResult) =>
+        `${label} ${fmt(x.opsPerS).padStart(8)} ops/s  p50 ${fmt(x.p50, 2)} ms  p99 ${fmt(x.p99, 2)} ms  ` +
+        `hit ${name === 'kysely' ? '  -  ' : `${fmt(100 * x.hitRate, 1)} %`}  ` +
+        `cpu: bench ${fmt(x.cpu.bench, 2)} worker ${fmt(x.cpu.worker, 2)} pg ${fmt(x.cpu.postgres, 2)} redis ${fmt(x.cpu.redis, 2)} other ${fmt(x.cpu.other, 2)} (machine ${fmt(x.cpu.machine, 2)})` +
+        (x.cpu.other > DISTURBED_CORES ? '  [disturbed: other processes]' : '') +
+        (Object.keys(x.events).length > 0
+          ? `\n        events: ${Object.entries(x.events)
+              .map(([k, v]) => `${k} ${v}`)
+              .join(', ')}`
+          : '');
       log(
-        `  round ${r + 1} ${name.padEnd(10)} ${fmt(result.opsPerS).padStart(8)} ops/s  ` +
-          `p50 ${fmt(result.p50, 2)} ms  p99 ${fmt(result.p99, 2)} ms  ` +
-          `hit ${name === 'kysely' ? '  -  ' : `${fmt(100 * result.hitRate, 1)} %`}  ` +
-          `cpu: bench ${fmt(result.cpu.bench, 2)} worker ${fmt(result.cpu.worker, 2)} pg ${fmt(result.cpu.postgres, 2)} redis ${fmt(result.cpu.redis, 2)} other ${fmt(result.cpu.other, 2)} (machine ${fmt(result.cpu.machine, 2)})` +
-          (result.cpu.other > DISTURBED_CORES ? '  [disturbed: other processes]' : '') +
-          (result.errors > 0 ? `  ERRORS ${result.errors}: ${result.firstError}` : '') +
-          (Object.keys(result.events).length > 0
-            ? `\n      events: ${Object.entries(result.events)
-                .map(([k, v]) => `${k} ${v}`)
-                .join(', ')}`
-            : ''),
+        `  round ${r + 1} ${name.padEnd(13)} ${line('cold  ', result.cold)}\n` +
+          `  ${' '.repeat(String(r + 1).length + 20)} ${line('steady', result.steady)}\n` +
+          `  ${' '.repeat(String(r + 1).length + 20)} steady from ${fmt(result.steadyAtS, 1)} s${result.steadyReached ? '' : ' (rule not met: time limit)'}` +
+          (result.errors > 0 ? `  ERRORS ${result.errors}: ${result.firstError}` : ''),
       );
     }
   }
@@ -1110,31 +1329,27 @@ async function main(): Promise<Record<string, unknown>> {
 
   // --- summary --------------------------------------------------------------------------
   const of = (name: Name) => results.filter((x) => x.name === name);
-  const med = (name: Name, f: (x: RoundResult) => number) => median(of(name).map(f));
-  const pairedRatio = (a: Name, b: Name) => {
+  type Phase = 'cold' | 'steady';
+  const med = (name: Name, phase: Phase, f: (x: WindowResult) => number) =>
+    median(of(name).map((x) => f(x[phase])));
+  const pairedRatio = (phase: Phase, a: Name, b: Name) => {
     const ratios: number[] = [];
     for (let r = 0; r < ROUNDS; r++) {
       const x = results.find((y) => y.name === a && y.round === r);
       const y = results.find((z) => z.name === b && z.round === r);
-      if (x && y) ratios.push(x.opsPerS / y.opsPerS);
+      if (x && y) ratios.push(x[phase].opsPerS / y[phase].opsPerS);
     }
     return { median: median(ratios), all: ratios };
   };
-  const vsKysely = pairedRatio('walcache', 'kysely');
-  const vsBento = pairedRatio('walcache', 'bentocache');
-  const cpuMed = (name: Name): CpuShares => ({
-    machine: med(name, (x) => x.cpu.machine),
-    bench: med(name, (x) => x.cpu.bench),
-    worker: med(name, (x) => x.cpu.worker),
-    redis: med(name, (x) => x.cpu.redis),
-    postgres: med(name, (x) => x.cpu.postgres),
-    other: med(name, (x) => x.cpu.other),
+  const cpuMed = (name: Name, phase: Phase): CpuShares => ({
+    machine: med(name, phase, (x) => x.cpu.machine),
+    bench: med(name, phase, (x) => x.cpu.bench),
+    worker: med(name, phase, (x) => x.cpu.worker),
+    redis: med(name, phase, (x) => x.cpu.redis),
+    postgres: med(name, phase, (x) => x.cpu.postgres),
+    other: med(name, phase, (x) => x.cpu.other),
   });
 
-  log('');
-  log(
-    `medians over ${ROUNDS} rounds (${MEASURE_MS / 1000} s measured each, ${CONCURRENCY} in flight, pool ${POOL_SIZE}; latency per operation, writes included):`,
-  );
   const header = [
     'contender',
     'ops/s',
@@ -1153,76 +1368,102 @@ async function main(): Promise<Record<string, unknown>> {
     'redis',
     'other',
   ];
-  const rows = CONTENDERS.map((name) => {
-    const cpu = cpuMed(name);
-    return [
-      name,
-      fmt(med(name, (x) => x.opsPerS)),
-      fmt(
-        med(name, (x) => x.p50),
-        3,
-      ),
-      fmt(
-        med(name, (x) => x.p99),
-        2,
-      ),
-      fmt(
-        med(name, (x) => x.readP50),
-        3,
-      ),
-      fmt(
-        med(name, (x) => x.readP99),
-        2,
-      ),
-      fmt(
-        med(name, (x) => x.writeP50),
-        2,
-      ),
-      fmt(
-        med(name, (x) => x.writeP99),
-        2,
-      ),
-      name === 'kysely' ? '-' : `${fmt(100 * med(name, (x) => x.hitRate), 1)} %`,
-      name === 'kysely' ? '-' : `${fmt(100 * med(name, (x) => x.l1Share), 1)} %`,
-      fmt(
-        med(name, (x) => x.loadsPerRead),
-        3,
-      ),
-      fmt(cpu.bench, 2),
-      fmt(cpu.worker, 2),
-      fmt(cpu.postgres, 2),
-      fmt(cpu.redis, 2),
-      fmt(cpu.other, 2),
-    ];
-  });
-  const widths = header.map((h, i) =>
-    Math.max(h.length, ...rows.map((r) => (r[i] as string).length)),
-  );
-  const line = (cells: string[]) =>
-    `  ${cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i] as number) : cell.padStart(widths[i] as number))).join('  ')}`;
-  log(line(header));
-  for (const r of rows) log(line(r));
+  const table = (phase: Phase) => {
+    const rows = CONTENDERS.map((name) => {
+      const cpu = cpuMed(name, phase);
+      const m = (f: (x: WindowResult) => number) => med(name, phase, f);
+      return [
+        name,
+        fmt(m((x) => x.opsPerS)),
+        fmt(
+          m((x) => x.p50),
+          3,
+        ),
+        fmt(
+          m((x) => x.p99),
+          2,
+        ),
+        fmt(
+          m((x) => x.readP50),
+          3,
+        ),
+        fmt(
+          m((x) => x.readP99),
+          2,
+        ),
+        fmt(
+          m((x) => x.writeP50),
+          2,
+        ),
+        fmt(
+          m((x) => x.writeP99),
+          2,
+        ),
+        name === 'kysely' ? '-' : `${fmt(100 * m((x) => x.hitRate), 1)} %`,
+        name === 'kysely' || name === 'cache-manager'
+          ? '-'
+          : `${fmt(100 * m((x) => x.l1Share), 1)} %`,
+        fmt(
+          m((x) => x.loadsPerRead),
+          3,
+        ),
+        fmt(cpu.bench, 2),
+        fmt(cpu.worker, 2),
+        fmt(cpu.postgres, 2),
+        fmt(cpu.redis, 2),
+        fmt(cpu.other, 2),
+      ];
+    });
+    const widths = header.map((h, i) =>
+      Math.max(h.length, ...rows.map((r) => (r[i] as string).length)),
+    );
+    const line = (cells: string[]) =>
+      `  ${cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i] as number) : cell.padStart(widths[i] as number))).join('  ')}`;
+    log(line(header));
+    for (const r of rows) log(line(r));
+  };
+
+  const ratios = {
+    steady_vs_kysely: pairedRatio('steady', 'walcache', 'kysely'),
+    steady_vs_bentocache: pairedRatio('steady', 'walcache', 'bentocache'),
+    steady_vs_cache_manager: pairedRatio('steady', 'walcache', 'cache-manager'),
+    cold_vs_kysely: pairedRatio('cold', 'walcache', 'kysely'),
+    cold_vs_bentocache: pairedRatio('cold', 'walcache', 'bentocache'),
+    cold_vs_cache_manager: pairedRatio('cold', 'walcache', 'cache-manager'),
+  };
   log('');
   log(
-    `vs_kysely ${fmt(vsKysely.median, 2)}× (per round ${vsKysely.all.map((x) => fmt(x, 2)).join(', ')}; goal ≥ 5), ` +
-      `vs_bentocache ${fmt(vsBento.median, 2)}× (per round ${vsBento.all.map((x) => fmt(x, 2)).join(', ')}; goal ≥ 1.5)`,
+    `cold start: the first ${COLD_MS / 1000} s from empty caches; medians over ${ROUNDS} rounds (${CONCURRENCY} in flight, pool ${POOL_SIZE}; latency per operation, writes included):`,
   );
+  table('cold');
+  log('');
+  log(
+    `steady state: ${MEASURE_MS / 1000} s from when the share of reads served without a db load, per 1 s window, ` +
+      `rose less than ${STEADY_SLOPE} points/s over the last ${STEADY_WINDOWS} windows (least squares), at most ${STEADY_MAX_WAIT_MS / 1000} s after the cold window:`,
+  );
+  table('steady');
+  log(
+    `  steady from (s after the start, median): ${CONTENDERS.map((n) => `${n} ${fmt(median(of(n).map((x) => x.steadyAtS)), 1)}`).join(', ')}` +
+      (results.some((x) => !x.steadyReached)
+        ? `; rule not met in time: ${results
+            .filter((x) => !x.steadyReached)
+            .map((x) => `r${x.round + 1} ${x.name}`)
+            .join(', ')}`
+        : ''),
+  );
+  log('');
+  for (const [key, v] of Object.entries(ratios))
+    log(`${key} ${fmt(v.median, 2)}× (per round ${v.all.map((x) => fmt(x, 2)).join(', ')})`);
   const wa = workerApplied;
   log(
     `worker (walcache rounds): ${wa.map((x) => `${fmt(x.rows)} rows in ${fmt(x.groups)} groups, commit→applied p50 ${fmt(x.lagP50, 1)} / p99 ${fmt(x.lagP99, 1)} ms`).join('; ')}; errors ${workerErrors}; start + catch-up ≤ ${fmt(workerCatchUpMs)} ms`,
   );
-  if (walcacheStale)
+  for (const [name, report] of stale)
     log(
-      `stale after settle, walcache: ${walcacheStale.stale} of ${fmt(walcacheStale.checkedIds)} ids × 2 reads ` +
-        `(${walcacheStale.cachedReads} answered by the cache; users ${walcacheStale.staleUsers}, aggregates ${walcacheStale.staleAggregates}); ` +
-        `worker confirmed the last write after ${fmt(settleMs)} ms` +
-        (walcacheStale.examples.length ? `\n    ${walcacheStale.examples.join('\n    ')}` : ''),
-    );
-  if (bentoStale)
-    log(
-      `stale after settle, bentocache: ${bentoStale.stale} of ${fmt(bentoStale.checkedIds)} ids × 2 reads ` +
-        `(${bentoStale.cachedReads} answered by the cache; users ${bentoStale.staleUsers}, aggregates ${bentoStale.staleAggregates})` +
-        (bentoStale.examples.length ? `\n    ${bentoStale.examples.join('\n    ')}` : ''),
+      `stale after settle, ${name}: ${report.stale} of ${fmt(report.checkedIds)} ids × 2 reads ` +
+        `(${report.cachedReads} answered by the cache; users ${report.staleUsers}, aggregates ${report.staleAggregates})` +
+        (name === 'walcache' ? `; worker confirmed the last write after ${fmt(settleMs)} ms` : '') +
+        (report.examples.length ? `\n    ${report.examples.join('\n    ')}` : ''),
     );
   const offNs = median(sampling.off);
   const onNs = median(sampling.on);
@@ -1231,105 +1472,104 @@ async function main(): Promise<Record<string, unknown>> {
       `sampleRate 0.01 ${fmt(onNs)} ns/op (per round off ${sampling.off.map((x) => fmt(x)).join('/')}, on ${sampling.on.map((x) => fmt(x)).join('/')})`,
   );
 
-  const walOps = med('walcache', (x) => x.opsPerS);
-  const kyOps = med('kysely', (x) => x.opsPerS);
-  const beOps = med('bentocache', (x) => x.opsPerS);
-  const walP99 = med('walcache', (x) => x.p99);
-  const kyP99 = med('kysely', (x) => x.p99);
-  const beP99 = med('bentocache', (x) => x.p99);
+  const perContender: Record<string, number | null> = {};
+  for (const phase of ['steady', 'cold'] as const)
+    for (const name of CONTENDERS) {
+      const k = `${phase}_${jsonName(name)}`;
+      perContender[`${k}_ops_per_s`] = Math.round(med(name, phase, (x) => x.opsPerS));
+      perContender[`${k}_p50_ms`] = round(
+        med(name, phase, (x) => x.p50),
+        3,
+      );
+      perContender[`${k}_p99_ms`] = round(
+        med(name, phase, (x) => x.p99),
+        2,
+      );
+      perContender[`${k}_read_p99_ms`] = round(
+        med(name, phase, (x) => x.readP99),
+        2,
+      );
+      perContender[`${k}_hit_rate`] =
+        name === 'kysely'
+          ? null
+          : round(
+              med(name, phase, (x) => x.hitRate),
+              4,
+            );
+      perContender[`${k}_db_loads_per_read`] = round(
+        med(name, phase, (x) => x.loadsPerRead),
+        4,
+      );
+      if (name === 'walcache' || name === 'bentocache')
+        perContender[`${k}_l1_share`] = round(
+          med(name, phase, (x) => x.l1Share),
+          3,
+        );
+    }
+  const steadyP99 = (name: Name) => med(name, 'steady', (x) => x.p99);
   const errors = Object.fromEntries(
-    CONTENDERS.map((n) => [n, of(n).reduce((a, x) => a + x.errors, 0)]),
+    CONTENDERS.map((n) => [jsonName(n), of(n).reduce((a, x) => a + x.errors, 0)]),
   );
   const cpu = Object.fromEntries(
-    CONTENDERS.map((n) => {
-      const s = cpuMed(n);
-      return [n, Object.fromEntries(Object.entries(s).map(([k, v]) => [k, round(v, 2)]))];
-    }),
+    (['steady', 'cold'] as const).map((phase) => [
+      phase,
+      Object.fromEntries(
+        CONTENDERS.map((n) => {
+          const s = cpuMed(n, phase);
+          return [
+            jsonName(n),
+            Object.fromEntries(Object.entries(s).map(([k, v]) => [k, round(v, 2)])),
+          ];
+        }),
+      ),
+    ]),
   );
+  const walStale = stale.get('walcache');
+  const vsKysely = ratios.steady_vs_kysely.median;
+  const vsBento = ratios.steady_vs_bentocache.median;
   return {
-    walcache_ops_per_s: Math.round(walOps),
-    kysely_ops_per_s: Math.round(kyOps),
-    bentocache_ops_per_s: Math.round(beOps),
-    vs_kysely: round(vsKysely.median, 2),
-    vs_bentocache: round(vsBento.median, 2),
-    walcache_p50_ms: round(
-      med('walcache', (x) => x.p50),
-      3,
-    ),
-    kysely_p50_ms: round(
-      med('kysely', (x) => x.p50),
-      3,
-    ),
-    bentocache_p50_ms: round(
-      med('bentocache', (x) => x.p50),
-      3,
-    ),
-    walcache_p99_ms: round(walP99, 2),
-    kysely_p99_ms: round(kyP99, 2),
-    bentocache_p99_ms: round(beP99, 2),
-    walcache_read_p99_ms: round(
-      med('walcache', (x) => x.readP99),
-      2,
-    ),
-    kysely_read_p99_ms: round(
-      med('kysely', (x) => x.readP99),
-      2,
-    ),
-    bentocache_read_p99_ms: round(
-      med('bentocache', (x) => x.readP99),
-      2,
-    ),
-    hit_rate: round(
-      med('walcache', (x) => x.hitRate),
-      4,
-    ),
-    bentocache_hit_rate: round(
-      med('bentocache', (x) => x.hitRate),
-      4,
-    ),
-    walcache_db_loads_per_read: round(
-      med('walcache', (x) => x.loadsPerRead),
-      4,
-    ),
-    bentocache_db_loads_per_read: round(
-      med('bentocache', (x) => x.loadsPerRead),
-      4,
-    ),
-    walcache_l1_share: round(
-      med('walcache', (x) => x.l1Share),
-      3,
-    ),
-    bentocache_l1_share: round(
-      med('bentocache', (x) => x.l1Share),
-      3,
-    ),
-    stale_after_settle: walcacheStale?.stale ?? null,
-    stale_checked_ids: walcacheStale?.checkedIds ?? null,
-    stale_check_cached_reads: walcacheStale?.cachedReads ?? null,
+    ...Object.fromEntries(Object.entries(ratios).map(([k, v]) => [k, round(v.median, 2)])),
+    ...perContender,
+    stale_after_settle: walStale?.stale ?? null,
+    stale_checked_ids: walStale?.checkedIds ?? null,
+    stale_check_cached_reads: walStale?.cachedReads ?? null,
     settle_ms: round(settleMs, 0),
-    bentocache_stale_after_settle: bentoStale?.stale ?? null,
+    bentocache_stale_after_settle: stale.get('bentocache')?.stale ?? null,
+    cache_manager_stale_after_settle: stale.get('cache-manager')?.stale ?? null,
+    steady_from_s: Object.fromEntries(
+      CONTENDERS.map((n) => [jsonName(n), round(median(of(n).map((x) => x.steadyAtS)), 1)]),
+    ),
+    steady_rule_not_met: results
+      .filter((x) => !x.steadyReached)
+      .map((x) => `r${x.round + 1} ${x.name}`),
     findbyid_hit_ns_sampling_off: Math.round(offNs),
     findbyid_hit_ns_sampling_001: Math.round(onNs),
-    vs_kysely_rounds: vsKysely.all.map((x) => round(x, 2)),
-    vs_bentocache_rounds: vsBento.all.map((x) => round(x, 2)),
+    ...Object.fromEntries(
+      Object.entries(ratios).map(([k, v]) => [`${k}_rounds`, v.all.map((x) => round(x, 2))]),
+    ),
     cpu_cores: cpu,
     worker_lag_p99_ms: round(median(workerApplied.map((x) => x.lagP99)), 1),
     worker_errors: workerErrors,
-    disturbed_rounds: results
-      .filter((x) => x.cpu.other > DISTURBED_CORES)
-      .map((x) => `r${x.round + 1} ${x.name}`),
+    disturbed_rounds: results.flatMap((x) =>
+      (['cold', 'steady'] as const)
+        .filter((phase) => x[phase].cpu.other > DISTURBED_CORES)
+        .map((phase) => `r${x.round + 1} ${x.name} ${phase}`),
+    ),
     errors,
     goals: {
-      vs_kysely_ge_5: vsKysely.median >= 5,
-      vs_bentocache_ge_1_5: vsBento.median >= 1.5,
-      p99_lowest: walP99 < kyP99 && walP99 < beP99,
-      stale_after_settle_0: walcacheStale?.stale === 0,
+      steady_vs_kysely_ge_5: vsKysely >= 5,
+      steady_vs_bentocache_ge_1_5: vsBento >= 1.5,
+      steady_p99_lowest: CONTENDERS.every(
+        (n) => n === 'walcache' || steadyP99('walcache') < steadyP99(n),
+      ),
+      stale_after_settle_0: walStale?.stale === 0,
     },
     rounds: ROUNDS,
     warmup_policy:
-      'empty caches per contender round (fresh prefix), then warm-up of the same operation stream',
+      'empty caches per contender round (fresh prefix); cold = the first seconds; steady = after the steady rule',
+    steady_rule: `least-squares slope of the per-second share of reads without a db load over the last ${STEADY_WINDOWS} windows < ${STEADY_SLOPE} points/s, not before the cold window ends, at most ${STEADY_MAX_WAIT_MS / 1000} s after it`,
+    cold_s: COLD_MS / 1000,
     measure_s: MEASURE_MS / 1000,
-    warmup_s: WARMUP_MS / 1000,
     concurrency: CONCURRENCY,
     pool: POOL_SIZE,
     rows: ROWS,

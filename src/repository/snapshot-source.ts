@@ -8,23 +8,36 @@ import type { DynamicDb } from './types.js';
  * after it, so a load sent once the answer is in sees it (docs/consistency.md).
  *
  * One query in flight per repository: a read that asks while one is running takes its
- * answer. That is safe (the answer still arrives before the asker's load is sent) and
- * keeps the cost at one small query per round trip of misses, not one per miss. A failure
- * answers undefined: the fill is then unfenced, as without a snapshot.
+ * answer, and one that asks within `reuseMs` of the last answer takes that one at once.
+ * Both are safe: any snapshot that arrived before a load is sent is older than the load's
+ * own, so what it shows visible the load saw. An older snapshot only proves less (a fill
+ * invalidated by a commit younger than it is refused, as without a fence), so `reuseMs`
+ * stays well below the worker's lag from a commit to its tombstone. A failure answers
+ * undefined: the fill is then unfenced, as without a snapshot.
  */
 export class SnapshotSource {
   readonly #db: DynamicDb;
+  readonly #reuseMs: number;
   #inFlight: Promise<string | undefined> | undefined;
+  #last: { readonly snapshot: string; readonly at: number } | undefined;
 
-  constructor(db: DynamicDb) {
+  constructor(db: DynamicDb, reuseMs = 2) {
     this.#db = db;
+    this.#reuseMs = reuseMs;
   }
 
   readonly read = (): Promise<string | undefined> => {
+    const last = this.#last;
+    if (last !== undefined && performance.now() - last.at <= this.#reuseMs)
+      return Promise.resolve(last.snapshot);
     this.#inFlight ??= sql<{ snapshot: string }>`select pg_current_snapshot()::text as snapshot`
       .execute(this.#db)
       .then(
-        (result) => result.rows[0]?.snapshot,
+        (result) => {
+          const snapshot = result.rows[0]?.snapshot;
+          if (snapshot !== undefined) this.#last = { snapshot, at: performance.now() };
+          return snapshot;
+        },
         () => undefined,
       )
       .finally(() => {

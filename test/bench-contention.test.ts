@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { after, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import { deleteByPrefix, REDIS_URL, ROOT, sleep, waitFor } from './helpers.js';
+import { REDIS_URL, ROOT, sleep, waitFor } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 import { alive, descendants } from './proc-helpers.js';
 
@@ -37,7 +37,19 @@ describe('bench:contention', { concurrency: true }, () => {
         )
         .catch(() => {});
       await scope.pool.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => {});
-      await deleteByPrefix(redis, `wcbench-ct-${schema}`).catch(() => {});
+      // The bench deletes its keys (`wcbench-ct-<schema>-<round>:...`) unless it was killed.
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(
+          cursor,
+          'MATCH',
+          `wcbench-ct-${schema}*`,
+          'COUNT',
+          1000,
+        );
+        cursor = next;
+        if (keys.length > 0) await redis.unlink(...keys);
+      } while (cursor !== '0');
     }
     redis.disconnect();
     await scope.pool.end();

@@ -88,7 +88,13 @@ export function call<T extends Envelope = Envelope>(
     }, timeoutMs);
     child.on('message', onMessage);
     child.on('exit', onExit);
-    child.send({ ...message, rid });
+    // With a callback, a closed channel (the child is exiting: a cleanup raced this call)
+    // rejects the call instead of emitting an 'error' that would crash the bench.
+    child.send({ ...message, rid }, (error) => {
+      if (!error) return;
+      cleanup();
+      reject(error);
+    });
   });
 }
 

@@ -465,6 +465,7 @@ async function main(): Promise<Record<string, unknown>> {
     for (let r = 0; r < ROUNDS; r++) {
       const order = CONTENDERS.map((_, i) => CONTENDERS[(i + r + si) % CONTENDERS.length]);
       for (const name of order as ContenderName[]) {
+        if (cleaning) throw new Error('interrupted');
         const t = performance.now();
         const res = await runRound(setting, name, r);
         results.push(res);

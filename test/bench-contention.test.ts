@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { after, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import { deleteByPrefix, REDIS_URL, ROOT, sleep, waitFor } from './helpers.js';
+import { REDIS_URL, ROOT, sleep, waitFor } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 import { alive, descendants } from './proc-helpers.js';
 
@@ -37,7 +37,19 @@ describe('bench:contention', { concurrency: true }, () => {
         )
         .catch(() => {});
       await scope.pool.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => {});
-      await deleteByPrefix(redis, `wcbench-ct-${schema}`).catch(() => {});
+      // The bench deletes its keys (`wcbench-ct-<schema>-<round>:...`) unless it was killed.
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(
+          cursor,
+          'MATCH',
+          `wcbench-ct-${schema}*`,
+          'COUNT',
+          1000,
+        );
+        cursor = next;
+        if (keys.length > 0) await redis.unlink(...keys);
+      } while (cursor !== '0');
     }
     redis.disconnect();
     await scope.pool.end();
@@ -110,27 +122,28 @@ describe('bench:contention', { concurrency: true }, () => {
     assert.equal(await slotRows(schema), 0, 'the slot is dropped');
   });
 
-  it('a SIGTERM mid-run ends every child and drops the slot', { timeout: 90_000 }, async () => {
+  it('a SIGTERM mid-run ends every child and drops the slot', { timeout: 120_000 }, async () => {
     const schema = newSchema();
     const bench = run(
       schema,
       { BENCH_CONTENTION_SECONDS: '60', BENCH_CONTENTION_SETTINGS: 'p1_d0' },
-      'ignore',
+      'pipe',
     );
+    let out = '';
+    bench.stdout?.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+    });
     const exited = new Promise((resolve) => bench.on('exit', resolve));
     const pid = bench.pid as number;
     try {
-      // Mid-round: the app process reading, the writer writing, the worker on the slot.
-      let started: number[] = [];
-      await waitFor(
-        'apps, writer and worker running, the slot active',
-        async () => {
-          started = CHILDREN.flatMap((name) => descendants(pid, name));
-          return started.length === 3 && (await slotRows(schema, true)) === 1;
-        },
-        60_000,
-      );
-      await sleep(1_000);
+      // The bench prints `setup:` once its children are ready and its slot made; two
+      // seconds later the first round is under way (the worker starting on the slot, the
+      // app process and the writer opening or running).
+      await waitFor('the bench set up', () => /^setup:/m.test(out), 90_000);
+      const started = CHILDREN.flatMap((name) => descendants(pid, name));
+      assert.equal(started.length, 3, 'an app process, the writer and the worker');
+      assert.equal(await slotRows(schema), 1, 'the slot is made');
+      await sleep(2_000);
       bench.kill('SIGTERM');
       assert.equal(await exited, 130);
       await waitFor('every child gone', () => started.every((p) => !alive(p)), 20_000);

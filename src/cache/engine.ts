@@ -666,7 +666,8 @@ export class CacheEngine {
     if (epoch === undefined) return undefined;
     // The generation snapshot comes first: any invalidation after it drops our L1 fill.
     const snapshot = this.#snapshot(key, null, options);
-    return this.#l2.get(this.keys.entry(key)).then(
+    return this.#l2.getThen(
+      this.keys.entry(key),
       (buffer) => {
         let value: unknown;
         try {

@@ -124,6 +124,8 @@ type Verdict =
   | { readonly kind: 'invalid' };
 
 const INVALID: Verdict = { kind: 'invalid' };
+/** The options of a call that passes none (one object, not one per call). */
+const NO_OPTIONS: LoadOptions = Object.freeze({});
 /** `#untaggedHit`: the entry goes the ordinary way. */
 const NOT_IN_PLACE = Symbol('not in place');
 /** `#flyOn`: the GET failed. */
@@ -300,7 +302,11 @@ export class CacheEngine {
    * @example
    * const user = await cache.getOrLoad('users:42', () => findUser(42), { ttlMs: 30_000 });
    */
-  getOrLoad<T>(key: string, loader: () => Promise<T> | T, options: LoadOptions = {}): Promise<T> {
+  getOrLoad<T>(
+    key: string,
+    loader: () => Promise<T> | T,
+    options: LoadOptions = NO_OPTIONS,
+  ): Promise<T> {
     if (this.#closing) return Promise.reject(new ClosedError('CacheEngine'));
     assertLogicalKey(key);
     if (options.encrypt === true && this.#keyring === null) throw this.#noKeys();

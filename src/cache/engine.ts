@@ -17,11 +17,13 @@ import { CacheEvents } from '../metrics/events.js';
 import { Bus, type BusMessage } from './bus.js';
 import { CircuitBreaker } from './circuit-breaker.js';
 import {
+  AT_CREATED_AT,
   AT_FLAGS,
   AT_FRESH_UNTIL,
   AT_LOAD_MS,
   AT_STALE_UNTIL,
   compactSnapshot,
+  dataPrefix,
   type EntryState,
   type Envelope,
   type EnvelopeMeta,
@@ -32,6 +34,7 @@ import {
   leaseValue,
   MARK_REFRESHING,
   newToken,
+  PREFIX_LENGTH,
   parseEntry,
   refreshValuePrefix,
   tombstoneValue,
@@ -95,6 +98,14 @@ export interface LoadOptions {
    * The repository passes one; see docs/consistency.md.
    */
   readonly snapshot?: () => Promise<string | undefined>;
+  /**
+   * Sliding expiration: a fresh hit on an entry with less than half of `ttlMs` left
+   * extends it to now + `ttlMs`, never past `maxAgeMs` after it was loaded (then it is
+   * reloaded as usual). In L1 at once, in L2 in the background (only while it holds the
+   * same fill). Invalidation is unaffected; negative entries do not slide.
+   * `maxAgeMs` must be at least the TTL.
+   */
+  readonly sliding?: { readonly maxAgeMs: number };
 }
 
 export interface EngineOptions {
@@ -310,6 +321,10 @@ export class CacheEngine {
     if (this.#closing) return Promise.reject(new ClosedError('CacheEngine'));
     assertLogicalKey(key);
     if (options.encrypt === true && this.#keyring === null) throw this.#noKeys();
+    if (options.sliding !== undefined) {
+      const bad = this.#badSliding(options);
+      if (bad !== undefined) return Promise.reject(bad);
+    }
     if (options.maxStalenessMs !== undefined)
       return this.#boundedRead(key, loader, options, options.maxStalenessMs);
     // 1. L1: synchronous, fresh or inside its grace period.
@@ -319,7 +334,19 @@ export class CacheEngine {
         const now = Date.now();
         if (now < entry.freshUntil) {
           this.events.emit('hit', 'l1', key);
-          if (this.#refreshEarly(now, entry.freshUntil, entry.loadMs))
+          const slid =
+            options.sliding !== undefined &&
+            !entry.negative &&
+            this.#slide(
+              key,
+              options,
+              now,
+              entry.createdAt,
+              entry.freshUntil,
+              entry.staleUntil,
+              entry.fill,
+            );
+          if (!slid && this.#refreshEarly(now, entry.freshUntil, entry.loadMs))
             this.#refreshInBackground(key, loader, options, 'early');
         } else {
           this.events.emit('stale-served', 'l1', key);
@@ -504,7 +531,7 @@ export class CacheEngine {
       // L1 holds what other processes would decode, read-only; the caller keeps its object.
       const copy = this.#codec.decode(bytes, compressed);
       const snapshot = this.#l1?.snapshot(key, tagList) ?? 0;
-      this.#keepInL1(key, copy, meta, tagList, share(copy), snapshot);
+      this.#keepInL1(key, copy, meta, tagList, share(copy), snapshot, dataPrefix(token));
     }
   }
 
@@ -635,7 +662,8 @@ export class CacheEngine {
         const stale = verdict.kind === 'stale' || verdict.kind === 'refreshing';
         this.events.emit(stale ? 'stale-served' : 'hit', 'l2', key);
         this.#storeL1(key, read.state, verdict, snapshot);
-        if (verdict.kind === 'stale' || verdict.kind === 'early')
+        const slid = !stale && options.sliding !== undefined && this.#slideRead(key, options, read);
+        if (verdict.kind === 'stale' || (verdict.kind === 'early' && !slid))
           this.#refreshInBackground(key, loader, options, verdict.kind);
         return verdict.value as T;
       }
@@ -740,21 +768,29 @@ export class CacheEngine {
     }
     const freshUntil = entry.readDoubleBE(AT_FRESH_UNTIL);
     const loadMs = entry.readUInt32BE(AT_LOAD_MS);
+    const createdAt = entry.readDoubleBE(AT_CREATED_AT);
     const refreshing = entry[0] === MARK_REFRESHING;
     const stale = now >= freshUntil;
+    // The fill's identity, for sliding expiration only (a string per hit otherwise).
+    const sliding = options.sliding !== undefined && !stale && !negative && !refreshing;
+    const fill = sliding ? entry.toString('latin1', 0, PREFIX_LENGTH) : '';
     this.events.emit(stale ? 'stale-served' : 'hit', 'l2', key);
     if (this.l1Active)
       this.#keepInL1(
         key,
         value,
-        { freshUntil, staleUntil, loadMs, negative },
+        { createdAt, freshUntil, staleUntil, loadMs, negative },
         null,
         sharedValue,
         snapshot,
+        fill,
       );
     if (refreshing) return value;
     if (stale) this.#refreshInBackground(key, loader, options, 'stale');
-    else if (this.#refreshEarly(now, freshUntil, loadMs))
+    else if (
+      !(sliding && this.#slide(key, options, now, createdAt, freshUntil, staleUntil, fill)) &&
+      this.#refreshEarly(now, freshUntil, loadMs)
+    )
       this.#refreshInBackground(key, loader, options, 'early');
     return value;
   }
@@ -986,6 +1022,7 @@ export class CacheEngine {
       versions ? Object.keys(versions) : null,
       sharedValue,
       snapshot,
+      dataPrefix(token),
     );
     return value;
   }
@@ -1193,6 +1230,80 @@ export class CacheEngine {
     }
   }
 
+  // --- sliding expiration ---------------------------------------------------------
+
+  /**
+   * `LoadOptions.sliding` on a fresh hit of the entry loaded at `createdAt`, fresh until
+   * `freshUntil`: once less than half the TTL is left, moves it to now + TTL (at most
+   * createdAt + maxAgeMs), keeping its stale-while-revalidate grace. L1's copy of the same
+   * fill is replaced at once (its L1 lifetime unchanged); L2's is touched in the background
+   * (touch-1.lua), only while it still holds `fill` (its first 17 bytes; '' for none).
+   * True when it moved the entry.
+   */
+  #slide(
+    key: string,
+    options: LoadOptions,
+    now: number,
+    createdAt: number,
+    freshUntil: number,
+    staleUntil: number,
+    fill: string,
+  ): boolean {
+    const ttl = options.ttlMs ?? this.config.cache.ttlMs;
+    if (freshUntil - now >= ttl / 2) return false;
+    const maxAgeMs = (options.sliding as { maxAgeMs: number }).maxAgeMs;
+    const nextFresh = Math.min(now + ttl, createdAt + maxAgeMs);
+    if (nextFresh <= freshUntil) return false;
+    const nextStale = staleUntil + (nextFresh - freshUntil);
+    const held = this.l1Active ? (this.#l1 as L1Tier).get(key) : undefined;
+    if (held !== undefined && held.createdAt === createdAt && held.fill === fill)
+      (this.#l1 as L1Tier).replace(key, held, {
+        ...held,
+        freshUntil: nextFresh,
+        staleUntil: nextStale,
+      });
+    if (fill !== '')
+      this.#l2
+        .touch(this.keys.entry(key), fill, nextFresh, nextStale, nextStale - now)
+        .catch((error: unknown) => this.events.emit('slide-failed', key, error));
+    this.events.emit('slide', key, nextFresh);
+    return true;
+  }
+
+  /** `#slide` for a fresh hit read from L2 on the ordinary path (not a refreshing entry). */
+  #slideRead(key: string, options: LoadOptions, read: L2Read): boolean {
+    const { state } = read;
+    if (state.kind !== 'data' || state.refreshing || state.envelope.negative) return false;
+    const e = state.envelope;
+    return this.#slide(
+      key,
+      options,
+      Date.now(),
+      e.createdAt,
+      e.freshUntil,
+      e.staleUntil,
+      state.prefix,
+    );
+  }
+
+  /** What is wrong with a call's `sliding` option, if anything. */
+  #badSliding(options: LoadOptions): ConfigError | undefined {
+    const { sliding } = options;
+    if (sliding === null || typeof sliding !== 'object')
+      return new ConfigError('sliding', sliding, 'expected { maxAgeMs }');
+    const { maxAgeMs } = sliding;
+    if (typeof maxAgeMs !== 'number' || !Number.isFinite(maxAgeMs) || maxAgeMs <= 0)
+      return new ConfigError('sliding.maxAgeMs', maxAgeMs, 'must be a positive number of ms');
+    const ttl = options.ttlMs ?? this.config.cache.ttlMs;
+    if (maxAgeMs < ttl)
+      return new ConfigError(
+        'sliding.maxAgeMs',
+        maxAgeMs,
+        `must be at least the TTL (${ttl} ms): an entry lives that long anyway`,
+      );
+    return undefined;
+  }
+
   // --- helpers -------------------------------------------------------------------
 
   /** `verify`: trust no epoch or tag version held in memory (see `LoadOptions.verifyTags`). */
@@ -1397,7 +1508,7 @@ export class CacheEngine {
     if (state.kind !== 'data' || verdict.kind === 'invalid') return;
     const e: Envelope = state.envelope;
     const tags = e.tags ? Object.keys(e.tags) : null;
-    this.#keepInL1(key, verdict.value, e, tags, verdict.shared, snapshot);
+    this.#keepInL1(key, verdict.value, e, tags, verdict.shared, snapshot, state.prefix);
   }
 
   /**
@@ -1408,13 +1519,14 @@ export class CacheEngine {
   #keepInL1(
     key: string,
     value: unknown,
-    meta: Pick<EnvelopeMeta, 'freshUntil' | 'staleUntil' | 'loadMs' | 'negative'>,
+    meta: Pick<EnvelopeMeta, 'createdAt' | 'freshUntil' | 'staleUntil' | 'loadMs' | 'negative'>,
     tags: readonly string[] | null,
     sharedValue: SharedValue,
     snapshot: number,
+    fill = '',
   ): void {
     if (!this.l1Active) return;
-    const { freshUntil, staleUntil, loadMs, negative } = meta;
+    const { createdAt, freshUntil, staleUntil, loadMs, negative } = meta;
     const { copyOnRead } = sharedValue;
     (this.#l1 as L1Tier).set(
       key,
@@ -1426,6 +1538,8 @@ export class CacheEngine {
         loadMs,
         tags,
         negative,
+        createdAt,
+        fill,
       },
       sharedValue.bytes,
       snapshot,

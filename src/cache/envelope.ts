@@ -104,6 +104,11 @@ export function leaseValue(token: string): string {
   return `L${token}`;
 }
 
+/** The first 17 bytes of the entry a fill under `token` stores (what identifies it). */
+export function dataPrefix(token: string): string {
+  return `D${token}`;
+}
+
 export function refreshValuePrefix(token: string): string {
   return `R${token}`;
 }

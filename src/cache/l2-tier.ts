@@ -188,6 +188,26 @@ export class L2Tier {
     );
   }
 
+  /**
+   * Sliding expiration: moves an entry's freshUntil and staleUntil, and its key's expiry
+   * to `staleUntil`, only if it still holds the fill `prefix` and only forward (touch-1.lua).
+   */
+  async touch(
+    key: string,
+    prefix: string,
+    freshUntil: number,
+    staleUntil: number,
+    ttlMs: number,
+  ): Promise<boolean> {
+    const times = Buffer.allocUnsafe(16);
+    times.writeDoubleBE(freshUntil, 0);
+    times.writeDoubleBE(staleUntil, 8);
+    const ttl = Math.max(1, Math.ceil(ttlMs));
+    return (
+      (await this.#guard('touch', () => this.#redis.walcache_touch(key, prefix, times, ttl))) === 1
+    );
+  }
+
   set(key: string, value: Buffer, ttlMs: number): Promise<void> {
     return this.#guard('set', async () => {
       await this.#redis.set(key, value, 'PX', ttlMs);

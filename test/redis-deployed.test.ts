@@ -59,7 +59,7 @@ describe('Redis as deployed', () => {
     let legacy: PrivateRedis;
     before(async () => {
       const needed =
-        '-@all +get +set +del +exists +pexpire +pttl +incr +eval +evalsha +publish +subscribe +unsubscribe +scan +multi +exec +hget +hset +hsetnx +hincrby +hgetall +sadd +srem +smembers +rename +renamenx +rpush +llen +lrange +zadd +zcard +zrem +zrange +info +ping +client|setname';
+        '-@all +get +set +del +exists +pexpire +pttl +getrange +setrange +incr +eval +evalsha +publish +subscribe +unsubscribe +scan +multi +exec +hget +hset +hsetnx +hincrby +hgetall +sadd +srem +smembers +rename +renamenx +rpush +llen +lrange +zadd +zcard +zrem +zrange +info +ping +client|setname';
       acl = await startRedis(
         (dir, port) => ['--port', String(port), '--aclfile', `${dir}/users.acl`],
         {

@@ -17,15 +17,27 @@ import { CacheEvents } from '../metrics/events.js';
 import { Bus, type BusMessage } from './bus.js';
 import { CircuitBreaker } from './circuit-breaker.js';
 import {
+  AT_CREATED_AT,
+  AT_FLAGS,
+  AT_FRESH_UNTIL,
+  AT_LOAD_MS,
+  AT_STALE_UNTIL,
+  dataPrefix,
   type EntryState,
   type Envelope,
   type EnvelopeMeta,
   encodeEntry,
+  FLAG_COMPRESSED,
+  FLAG_ENCRYPTED,
+  FLAG_NEGATIVE,
   leaseValue,
+  MARK_REFRESHING,
   newToken,
+  PREFIX_LENGTH,
   parseEntry,
   refreshValuePrefix,
   tombstoneValue,
+  untaggedPayloadAt,
 } from './envelope.js';
 import { type Heartbeat, parseHeartbeat } from './heartbeat.js';
 import { L1Tier } from './l1-tier.js';
@@ -86,6 +98,14 @@ export interface LoadOptions {
    * The repository passes one; see docs/consistency.md.
    */
   readonly snapshot?: () => Promise<string | undefined>;
+  /**
+   * Sliding expiration: a fresh hit on an entry with less than half of `ttlMs` left
+   * extends it to now + `ttlMs`, never past `maxAgeMs` after it was loaded (then it is
+   * reloaded as usual). In L1 at once, in L2 in the background (only while it holds the
+   * same fill). Invalidation is unaffected; negative entries do not slide.
+   * `maxAgeMs` must be at least the TTL.
+   */
+  readonly sliding?: { readonly maxAgeMs: number };
 }
 
 export interface EngineOptions {
@@ -115,6 +135,12 @@ type Verdict =
   | { readonly kind: 'invalid' };
 
 const INVALID: Verdict = { kind: 'invalid' };
+/** The options of a call that passes none (one object, not one per call). */
+const NO_OPTIONS: LoadOptions = Object.freeze({});
+/** `#untaggedHit`: the entry goes the ordinary way. */
+const NOT_IN_PLACE = Symbol('not in place');
+/** `#flyOn`: the GET failed. */
+const L2_FAILED = Symbol('L2 failed');
 /** Largest clock difference between processes that derived tags (`tagsOf`) tolerate. */
 const CLOCK_SKEW_MS = 1_000;
 const RESOLVED = Symbol('resolved');
@@ -155,6 +181,9 @@ export class CacheEngine {
   /** Lifetime of a tag version key this engine creates or bumps (`tagVersionTtlMs`). */
   readonly #tagTtlMs: number;
   #epoch: string | undefined;
+  /** The UTF-8 bytes of an epoch (`#untaggedHit` compares them in place). */
+  #epochText: string | undefined;
+  #epochBytes: Buffer = Buffer.alloc(0);
   /** Moves on every bus reset, so an epoch read that straddles one is not kept. */
   #epochGeneration = 0;
   #closing: Promise<void> | undefined;
@@ -285,10 +314,18 @@ export class CacheEngine {
    * @example
    * const user = await cache.getOrLoad('users:42', () => findUser(42), { ttlMs: 30_000 });
    */
-  getOrLoad<T>(key: string, loader: () => Promise<T> | T, options: LoadOptions = {}): Promise<T> {
+  getOrLoad<T>(
+    key: string,
+    loader: () => Promise<T> | T,
+    options: LoadOptions = NO_OPTIONS,
+  ): Promise<T> {
     if (this.#closing) return Promise.reject(new ClosedError('CacheEngine'));
     assertLogicalKey(key);
     if (options.encrypt === true && this.#keyring === null) throw this.#noKeys();
+    if (options.sliding !== undefined) {
+      const bad = this.#badSliding(options);
+      if (bad !== undefined) return Promise.reject(bad);
+    }
     if (options.maxStalenessMs !== undefined)
       return this.#boundedRead(key, loader, options, options.maxStalenessMs);
     // 1. L1: synchronous, fresh or inside its grace period.
@@ -298,7 +335,19 @@ export class CacheEngine {
         const now = Date.now();
         if (now < entry.freshUntil) {
           this.events.emit('hit', 'l1', key);
-          if (this.#refreshEarly(now, entry.freshUntil, entry.loadMs))
+          const slid =
+            options.sliding !== undefined &&
+            !entry.negative &&
+            this.#slide(
+              key,
+              options,
+              now,
+              entry.createdAt,
+              entry.freshUntil,
+              entry.staleUntil,
+              entry.fill,
+            );
+          if (!slid && this.#refreshEarly(now, entry.freshUntil, entry.loadMs))
             this.#refreshInBackground(key, loader, options, 'early');
         } else {
           this.events.emit('stale-served', 'l1', key);
@@ -321,7 +370,9 @@ export class CacheEngine {
       return (running as Promise<T>).then(forCaller);
     }
     const slot: FlightSlot = { flight: undefined };
-    let flight = this.#fly(flightKey, key, loader, options, slot);
+    let flight =
+      this.#untaggedFlight(flightKey, key, loader, options, slot) ??
+      this.#fly(flightKey, key, loader, options, slot);
     if (this.#lastGood !== undefined) flight = this.#withGrace(key, flight, this.#lastGood);
     slot.flight = flight;
     this.#flights.set(flightKey, flight);
@@ -483,7 +534,7 @@ export class CacheEngine {
       // L1 holds what other processes would decode, read-only; the caller keeps its object.
       const copy = this.#codec.decode(bytes, compressed);
       const snapshot = this.#l1?.snapshot(key, tagList) ?? 0;
-      this.#keepInL1(key, copy, meta, tagList, share(copy), snapshot);
+      this.#keepInL1(key, copy, meta, tagList, share(copy), snapshot, dataPrefix(token));
     }
   }
 
@@ -585,8 +636,13 @@ export class CacheEngine {
     try {
       return await this.#resolve(key, loader, options);
     } finally {
-      if (this.#flights.get(flightKey) === slot.flight) this.#flights.delete(flightKey);
+      this.#leave(flightKey, slot);
     }
+  }
+
+  /** A flight ends: it leaves the single-flight map, unless a newer one took its place. */
+  #leave(flightKey: string, slot: FlightSlot): void {
+    if (this.#flights.get(flightKey) === slot.flight) this.#flights.delete(flightKey);
   }
 
   /**
@@ -615,6 +671,17 @@ export class CacheEngine {
     } catch {
       return this.#loadWithoutL2(key, loader, options, snapshot);
     }
+    return this.#afterRead(key, loader, options, snapshot, read);
+  }
+
+  /** A hit, or a miss that loads: what a read does once L2 answered. */
+  #afterRead<T>(
+    key: string,
+    loader: () => Promise<T> | T,
+    options: LoadOptions,
+    snapshot: number,
+    read: L2Read,
+  ): T | Promise<T> {
     let replace = '';
     if (read.state.kind === 'data' || read.state.kind === 'corrupt') {
       const verdict = options.forceFresh
@@ -624,7 +691,8 @@ export class CacheEngine {
         const stale = verdict.kind === 'stale' || verdict.kind === 'refreshing';
         this.events.emit(stale ? 'stale-served' : 'hit', 'l2', key);
         this.#storeL1(key, read.state, verdict, snapshot);
-        if (verdict.kind === 'stale' || verdict.kind === 'early')
+        const slid = !stale && options.sliding !== undefined && this.#slideRead(key, options, read);
+        if (verdict.kind === 'stale' || (verdict.kind === 'early' && !slid))
           this.#refreshInBackground(key, loader, options, verdict.kind);
         return verdict.value as T;
       }
@@ -633,6 +701,156 @@ export class CacheEngine {
     // 4. Miss: take the lease (or find another process's) and load.
     this.events.emit('miss', key);
     return this.#fill(key, loader, options, snapshot, replace, read);
+  }
+
+  // --- the untagged L2 hit (the common read; measured by bench:hitpath) -----------
+
+  /**
+   * The common read as one GET and one callback, no async layer: a call that names no
+   * tags, trusts the epoch in memory (the bus is healthy), and is neither `forceFresh`
+   * nor `verifyTags`. An untagged entry of that epoch is judged in place
+   * (`#untaggedHit`); anything else goes on along the ordinary path (`#flyOn`) with the
+   * value read. Undefined when the call is not one of these.
+   */
+  #untaggedFlight<T>(
+    flightKey: string,
+    key: string,
+    loader: () => Promise<T> | T,
+    options: LoadOptions,
+    slot: FlightSlot,
+  ): Promise<T> | undefined {
+    const { tags } = options;
+    if (
+      options.forceFresh ||
+      options.verifyTags ||
+      (tags !== undefined && !(Array.isArray(tags) && tags.length === 0))
+    )
+      return undefined;
+    const epoch = this.#trustedEpoch();
+    if (epoch === undefined) return undefined;
+    // The generation snapshot comes first: any invalidation after it drops our L1 fill.
+    const snapshot = this.#snapshot(key, null, options);
+    return this.#l2.getThen(
+      this.keys.entry(key),
+      (buffer) => {
+        let value: unknown;
+        try {
+          value = this.#untaggedHit(key, buffer, epoch, loader, options, snapshot);
+        } catch (error) {
+          this.#leave(flightKey, slot);
+          throw error;
+        }
+        if (value === NOT_IN_PLACE)
+          return this.#flyOn(flightKey, slot, key, loader, options, snapshot, buffer, epoch);
+        this.#leave(flightKey, slot);
+        return value as T;
+      },
+      () => this.#flyOn(flightKey, slot, key, loader, options, snapshot, L2_FAILED, epoch),
+    );
+  }
+
+  /**
+   * An untagged entry of the trusted epoch, judged as `#judge` would, read in place; the
+   * value served (events, L1, refresh as `#afterRead`). NOT_IN_PLACE for any other entry,
+   * and for one this path leaves to `#judge` to report: expired, not decrypting, not
+   * decoding, in the clear where encryption is required.
+   */
+  #untaggedHit<T>(
+    key: string,
+    buffer: Buffer | null,
+    epoch: string,
+    loader: () => Promise<T> | T,
+    options: LoadOptions,
+    snapshot: number,
+  ): unknown {
+    if (epoch !== this.#epochText) {
+      this.#epochText = epoch;
+      this.#epochBytes = Buffer.from(epoch, 'utf8');
+    }
+    const at = untaggedPayloadAt(buffer, this.#epochBytes);
+    if (at < 0) return NOT_IN_PLACE;
+    const entry = buffer as Buffer;
+    const now = Date.now();
+    const staleUntil = entry.readDoubleBE(AT_STALE_UNTIL);
+    if (now >= staleUntil) return NOT_IN_PLACE;
+    const flags = entry[AT_FLAGS] as number;
+    let payload = entry;
+    let start = at;
+    if ((flags & FLAG_ENCRYPTED) !== 0) {
+      if (this.#keyring === null) return NOT_IN_PLACE;
+      try {
+        payload = this.#keyring.open(entry.subarray(at), this.keys.entry(key));
+      } catch {
+        return NOT_IN_PLACE;
+      }
+      start = 0;
+    } else if (this.#encrypts(options)) return NOT_IN_PLACE;
+    const negative = (flags & FLAG_NEGATIVE) !== 0;
+    let value: unknown;
+    let sharedValue: SharedValue;
+    try {
+      value = negative
+        ? undefined
+        : this.#codec.decodeAt(payload, start, (flags & FLAG_COMPRESSED) !== 0);
+      sharedValue = share(value);
+    } catch {
+      return NOT_IN_PLACE;
+    }
+    const freshUntil = entry.readDoubleBE(AT_FRESH_UNTIL);
+    const loadMs = entry.readUInt32BE(AT_LOAD_MS);
+    const createdAt = entry.readDoubleBE(AT_CREATED_AT);
+    const refreshing = entry[0] === MARK_REFRESHING;
+    const stale = now >= freshUntil;
+    // The fill's identity, for sliding expiration only (a string per hit otherwise).
+    const sliding = options.sliding !== undefined && !stale && !negative && !refreshing;
+    const fill = sliding ? entry.toString('latin1', 0, PREFIX_LENGTH) : '';
+    this.events.emit(stale ? 'stale-served' : 'hit', 'l2', key);
+    if (this.l1Active)
+      this.#keepInL1(
+        key,
+        value,
+        { createdAt, freshUntil, staleUntil, loadMs, negative },
+        null,
+        sharedValue,
+        snapshot,
+        fill,
+      );
+    if (refreshing) return value;
+    if (stale) this.#refreshInBackground(key, loader, options, 'stale');
+    else if (
+      !(sliding && this.#slide(key, options, now, createdAt, freshUntil, staleUntil, fill)) &&
+      this.#refreshEarly(now, freshUntil, loadMs)
+    )
+      this.#refreshInBackground(key, loader, options, 'early');
+    return value;
+  }
+
+  /** The rest of an untagged flight, on the ordinary path, from the value it read. */
+  async #flyOn<T>(
+    flightKey: string,
+    slot: FlightSlot,
+    key: string,
+    loader: () => Promise<T> | T,
+    options: LoadOptions,
+    snapshot: number,
+    buffer: Buffer | null | typeof L2_FAILED,
+    epoch: string,
+  ): Promise<T> {
+    try {
+      let read: L2Read;
+      try {
+        if (buffer === L2_FAILED) throw buffer;
+        const state = parseEntry(buffer);
+        const versions = new Map<string, string | null>();
+        await this.#addEntryTagVersions(state, versions);
+        read = { state, versions, epoch };
+      } catch {
+        return await this.#loadWithoutL2(key, loader, options, snapshot);
+      }
+      return await this.#afterRead(key, loader, options, snapshot, read);
+    } finally {
+      this.#leave(flightKey, slot);
+    }
   }
 
   async #fill<T>(
@@ -852,6 +1070,7 @@ export class CacheEngine {
       versions ? Object.keys(versions) : null,
       sharedValue,
       snapshot,
+      dataPrefix(token),
     );
     return value;
   }
@@ -1059,6 +1278,80 @@ export class CacheEngine {
     }
   }
 
+  // --- sliding expiration ---------------------------------------------------------
+
+  /**
+   * `LoadOptions.sliding` on a fresh hit of the entry loaded at `createdAt`, fresh until
+   * `freshUntil`: once less than half the TTL is left, moves it to now + TTL (at most
+   * createdAt + maxAgeMs), keeping its stale-while-revalidate grace. L1's copy of the same
+   * fill is replaced at once (its L1 lifetime unchanged); L2's is touched in the background
+   * (touch-1.lua), only while it still holds `fill` (its first 17 bytes; '' for none).
+   * True when it moved the entry.
+   */
+  #slide(
+    key: string,
+    options: LoadOptions,
+    now: number,
+    createdAt: number,
+    freshUntil: number,
+    staleUntil: number,
+    fill: string,
+  ): boolean {
+    const ttl = options.ttlMs ?? this.config.cache.ttlMs;
+    if (freshUntil - now >= ttl / 2) return false;
+    const maxAgeMs = (options.sliding as { maxAgeMs: number }).maxAgeMs;
+    const nextFresh = Math.min(now + ttl, createdAt + maxAgeMs);
+    if (nextFresh <= freshUntil) return false;
+    const nextStale = staleUntil + (nextFresh - freshUntil);
+    const held = this.l1Active ? (this.#l1 as L1Tier).get(key) : undefined;
+    if (held !== undefined && held.createdAt === createdAt && held.fill === fill)
+      (this.#l1 as L1Tier).replace(key, held, {
+        ...held,
+        freshUntil: nextFresh,
+        staleUntil: nextStale,
+      });
+    if (fill !== '')
+      this.#l2
+        .touch(this.keys.entry(key), fill, nextFresh, nextStale, nextStale - now)
+        .catch((error: unknown) => this.events.emit('slide-failed', key, error));
+    this.events.emit('slide', key, nextFresh);
+    return true;
+  }
+
+  /** `#slide` for a fresh hit read from L2 on the ordinary path (not a refreshing entry). */
+  #slideRead(key: string, options: LoadOptions, read: L2Read): boolean {
+    const { state } = read;
+    if (state.kind !== 'data' || state.refreshing || state.envelope.negative) return false;
+    const e = state.envelope;
+    return this.#slide(
+      key,
+      options,
+      Date.now(),
+      e.createdAt,
+      e.freshUntil,
+      e.staleUntil,
+      state.prefix,
+    );
+  }
+
+  /** What is wrong with a call's `sliding` option, if anything. */
+  #badSliding(options: LoadOptions): ConfigError | undefined {
+    const { sliding } = options;
+    if (sliding === null || typeof sliding !== 'object')
+      return new ConfigError('sliding', sliding, 'expected { maxAgeMs }');
+    const { maxAgeMs } = sliding;
+    if (typeof maxAgeMs !== 'number' || !Number.isFinite(maxAgeMs) || maxAgeMs <= 0)
+      return new ConfigError('sliding.maxAgeMs', maxAgeMs, 'must be a positive number of ms');
+    const ttl = options.ttlMs ?? this.config.cache.ttlMs;
+    if (maxAgeMs < ttl)
+      return new ConfigError(
+        'sliding.maxAgeMs',
+        maxAgeMs,
+        `must be at least the TTL (${ttl} ms): an entry lives that long anyway`,
+      );
+    return undefined;
+  }
+
   // --- helpers -------------------------------------------------------------------
 
   /** `verify`: trust no epoch or tag version held in memory (see `LoadOptions.verifyTags`). */
@@ -1263,7 +1556,7 @@ export class CacheEngine {
     if (state.kind !== 'data' || verdict.kind === 'invalid') return;
     const e: Envelope = state.envelope;
     const tags = e.tags ? Object.keys(e.tags) : null;
-    this.#keepInL1(key, verdict.value, e, tags, verdict.shared, snapshot);
+    this.#keepInL1(key, verdict.value, e, tags, verdict.shared, snapshot, state.prefix);
   }
 
   /**
@@ -1274,13 +1567,14 @@ export class CacheEngine {
   #keepInL1(
     key: string,
     value: unknown,
-    meta: Pick<EnvelopeMeta, 'freshUntil' | 'staleUntil' | 'loadMs' | 'negative'>,
+    meta: Pick<EnvelopeMeta, 'createdAt' | 'freshUntil' | 'staleUntil' | 'loadMs' | 'negative'>,
     tags: readonly string[] | null,
     sharedValue: SharedValue,
     snapshot: number,
+    fill = '',
   ): void {
     if (!this.l1Active) return;
-    const { freshUntil, staleUntil, loadMs, negative } = meta;
+    const { createdAt, freshUntil, staleUntil, loadMs, negative } = meta;
     const { copyOnRead } = sharedValue;
     (this.#l1 as L1Tier).set(
       key,
@@ -1292,6 +1586,8 @@ export class CacheEngine {
         loadMs,
         tags,
         negative,
+        createdAt,
+        fill,
       },
       sharedValue.bytes,
       snapshot,

@@ -36,10 +36,24 @@ export const ENVELOPE_FORMAT = 2;
 /** Longest snapshot an envelope holds (longer ones are narrowed: `compactSnapshot`). */
 export const MAX_SNAPSHOT_BYTES = 255;
 
-const FLAG_COMPRESSED = 1;
-const FLAG_NEGATIVE = 2;
-const FLAG_ENCRYPTED = 4;
+export const FLAG_COMPRESSED = 1;
+export const FLAG_NEGATIVE = 2;
+export const FLAG_ENCRYPTED = 4;
 const FIXED_HEADER = 1 + 1 + 8 + 8 + 8 + 4;
+
+/**
+ * Byte offsets of the fixed header of a data entry, the same in both formats: for reads
+ * in place (`untaggedPayloadAt`) and for scripts that rewrite the times (touch-1.lua;
+ * Lua positions are one more).
+ */
+export const AT_FORMAT = PREFIX_LENGTH;
+export const AT_FLAGS = PREFIX_LENGTH + 1;
+export const AT_CREATED_AT = PREFIX_LENGTH + 2;
+export const AT_FRESH_UNTIL = PREFIX_LENGTH + 10;
+export const AT_STALE_UNTIL = PREFIX_LENGTH + 18;
+export const AT_LOAD_MS = PREFIX_LENGTH + 26;
+/** Format 2's `str8 snapshot` (the variable part of the header starts here). */
+export const AT_SNAPSHOT = PREFIX_LENGTH + 30;
 
 export interface EnvelopeMeta {
   readonly createdAt: number;
@@ -88,6 +102,11 @@ export function newToken(): string {
 
 export function leaseValue(token: string): string {
   return `L${token}`;
+}
+
+/** The first 17 bytes of the entry a fill under `token` stores (what identifies it). */
+export function dataPrefix(token: string): string {
+  return `D${token}`;
 }
 
 export function refreshValuePrefix(token: string): string {
@@ -240,6 +259,34 @@ export function parseEntry(value: Buffer | null): EntryState {
       reason: error instanceof Error ? error.message : String(error),
     };
   }
+}
+
+/**
+ * The hit path's read of an L2 value, in place (no string, no object): where the payload
+ * of a format-2 data entry (`D` or `R`) without tags, filled under `epoch` (its UTF-8
+ * bytes), starts; -1 for anything else: another state, tags, another epoch, format 1, or a
+ * header `parseEntry` would not take as it is. Read those with `parseEntry`, which tells
+ * them apart. The times, flags and marker are then read at the `AT_*` offsets.
+ */
+export function untaggedPayloadAt(value: Buffer | null, epoch: Uint8Array): number {
+  if (value === null) return -1;
+  const length = value.length;
+  const marker = value[0];
+  if (
+    (marker !== MARK_DATA && marker !== MARK_REFRESHING) ||
+    length < AT_SNAPSHOT + 4 ||
+    value[AT_FORMAT] !== ENVELOPE_FORMAT
+  )
+    return -1;
+  let o = AT_SNAPSHOT + 1 + (value[AT_SNAPSHOT] as number);
+  const epochLength = epoch.length;
+  if (value[o] !== epochLength || o + 1 + epochLength + 2 > length) return -1;
+  o++;
+  for (let i = 0; i < epochLength; i++) if (value[o + i] !== epoch[i]) return -1;
+  o += epochLength;
+  if (value[o] !== 0 || value[o + 1] !== 0) return -1;
+  if (!(value.readDoubleBE(AT_FRESH_UNTIL) <= value.readDoubleBE(AT_STALE_UNTIL))) return -1;
+  return o + 2;
 }
 
 const SLASH = 0x2f;

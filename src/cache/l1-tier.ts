@@ -11,6 +11,10 @@ export interface L1Entry {
   readonly loadMs: number;
   readonly tags: readonly string[] | null;
   readonly negative: boolean;
+  /** When the value was loaded (ms since epoch): sliding expiration counts its age from it. */
+  readonly createdAt: number;
+  /** The first 17 bytes of the L2 entry it came from or went to (`D<token>`); '' for none. */
+  readonly fill: string;
 }
 
 const GENERATION_SLOTS = 4096; // power of two
@@ -107,6 +111,19 @@ export class L1Tier {
         this.#indexed++;
       }
     }
+    return true;
+  }
+
+  /**
+   * Puts `next` (the same value, other times) in place of `entry`, keeping its L1
+   * lifetime and its size; false when L1 no longer holds `entry` (dropped, invalidated or
+   * replaced since it was read). For sliding expiration.
+   */
+  replace(key: string, entry: L1Entry, next: L1Entry): boolean {
+    if (this.#lru.peek(key) !== entry) return false;
+    const size = this.#lru.info(key)?.size;
+    if (size === undefined) return false;
+    this.#lru.set(key, next, { size, noUpdateTTL: true, noDisposeOnSet: true });
     return true;
   }
 

@@ -41,6 +41,33 @@ export class L2Tier {
     return this.#redis.getBuffer(key).then(this.#getDone, this.#getFailed);
   }
 
+  /**
+   * `get`, handing what it read to `next` in the same callback (one promise fewer: the L2
+   * hit path). A failure goes to `failed` as `get` would reject with it.
+   */
+  getThen<R>(
+    key: string,
+    next: (value: Buffer | null) => R | PromiseLike<R>,
+    failed: (error: unknown) => R | PromiseLike<R>,
+  ): Promise<R> {
+    if (!this.#breaker.allow()) return this.get(key).then(next, failed);
+    return this.#redis.getBuffer(key).then(
+      (value) => {
+        this.#breaker.success();
+        return next(value);
+      },
+      (error: unknown) => {
+        let value: Buffer;
+        try {
+          value = this.#getFailed(error);
+        } catch (unavailable) {
+          return failed(unavailable);
+        }
+        return next(value);
+      },
+    );
+  }
+
   readonly #getDone = (value: Buffer | null): Buffer | null => {
     this.#breaker.success();
     return value;
@@ -159,6 +186,26 @@ export class L2Tier {
   async deleteIf(key: string, prefix: string): Promise<boolean> {
     return (
       (await this.#guard('delete-if', () => this.#redis.walcache_delete_if(key, prefix))) === 1
+    );
+  }
+
+  /**
+   * Sliding expiration: moves an entry's freshUntil and staleUntil, and its key's expiry
+   * to `staleUntil`, only if it still holds the fill `prefix` and only forward (touch-1.lua).
+   */
+  async touch(
+    key: string,
+    prefix: string,
+    freshUntil: number,
+    staleUntil: number,
+    ttlMs: number,
+  ): Promise<boolean> {
+    const times = Buffer.allocUnsafe(16);
+    times.writeDoubleBE(freshUntil, 0);
+    times.writeDoubleBE(staleUntil, 8);
+    const ttl = Math.max(1, Math.ceil(ttlMs));
+    return (
+      (await this.#guard('touch', () => this.#redis.walcache_touch(key, prefix, times, ttl))) === 1
     );
   }
 

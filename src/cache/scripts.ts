@@ -10,6 +10,7 @@ const SCRIPTS = [
   'tombstone-n',
   'delete-if-1',
   'init-version-1',
+  'touch-1',
 ] as const;
 
 const sources = new Map<string, { name: string; numberOfKeys: number | undefined; lua: string }>();
@@ -71,6 +72,7 @@ export interface ScriptCommands {
   ): Promise<number>;
   walcache_delete_if(key: string, prefix: string): Promise<number>;
   walcache_init_version(key: string, fresh: string, ttlMs: number): Promise<string>;
+  walcache_touch(key: string, prefix: string, times: Buffer, ttlMs: number): Promise<number>;
 }
 
 export function defineScripts(client: Redis): Redis & ScriptCommands {

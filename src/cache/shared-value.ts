@@ -24,8 +24,6 @@ export interface SharedValue {
 }
 
 const MAX_DEPTH = 64;
-/** A character beyond Latin-1: V8 then stores the string two bytes per character. */
-const TWO_BYTE = /[^\x20-\xff\t\n\r]/;
 
 function refuse(this: unknown): never {
   throw new TypeError(
@@ -67,7 +65,7 @@ export function forCaller<T>(value: T): T {
 function visit(value: unknown, walk: { bytes: number; byteArrays: boolean }, depth: number): void {
   switch (typeof value) {
     case 'string':
-      walk.bytes += 16 + (TWO_BYTE.test(value) ? 2 : 1) * value.length;
+      walk.bytes += 16 + charBytes(value) * value.length;
       return;
     case 'number':
       walk.bytes += 8;
@@ -81,6 +79,33 @@ function visit(value: unknown, walk: { bytes: number; byteArrays: boolean }, dep
       return;
   }
   if (value === null) return;
+  // Plain arrays and objects first (nearly every value), without the class checks.
+  if (Array.isArray(value)) {
+    if (Object.isFrozen(value) || depth > MAX_DEPTH) return;
+    Object.freeze(value);
+    walk.bytes += 32 + 8 * value.length;
+    for (let i = 0; i < value.length; i++) visit(value[i], walk, depth + 1);
+    return;
+  }
+  if (Object.getPrototypeOf(value) !== Object.prototype) {
+    visitOther(value, walk, depth);
+    return;
+  }
+  if (Object.isFrozen(value) || depth > MAX_DEPTH) return;
+  Object.freeze(value);
+  const record = value as Record<string, unknown>;
+  walk.bytes += 32;
+  for (const key in record) {
+    walk.bytes += 16;
+    visit(record[key], walk, depth + 1);
+  }
+}
+
+function visitOther(
+  value: object,
+  walk: { bytes: number; byteArrays: boolean },
+  depth: number,
+): void {
   if (ArrayBuffer.isView(value)) {
     walk.bytes += 96 + value.byteLength;
     walk.byteArrays = true;
@@ -111,17 +136,28 @@ function visit(value: unknown, walk: { bytes: number; byteArrays: boolean }, dep
     return;
   }
   Object.freeze(value);
-  if (Array.isArray(value)) {
-    walk.bytes += 32 + 8 * value.length;
-    for (const element of value) visit(element, walk, depth + 1);
-    return;
-  }
   const record = value as Record<string, unknown>;
   walk.bytes += 32;
   for (const key in record) {
     walk.bytes += 16;
     visit(record[key], walk, depth + 1);
   }
+}
+
+/** A character beyond Latin-1 (V8 then stores the string two bytes per character). */
+const TWO_BYTE = /[^\x20-\xff\t\n\r]/;
+
+/**
+ * Bytes per character of a string as estimated: 2 when it matches TWO_BYTE, else 1.
+ * Short strings (nearly all) are scanned by a loop, cheaper than the regular expression.
+ */
+function charBytes(s: string): number {
+  if (s.length > 64) return TWO_BYTE.test(s) ? 2 : 1;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 0xff || (c < 0x20 && c !== 0x09 && c !== 0x0a && c !== 0x0d)) return 2;
+  }
+  return 1;
 }
 
 /**

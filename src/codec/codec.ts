@@ -74,10 +74,21 @@ export class Codec {
    * @throws whatever msgpackr or zlib throw on bad bytes; callers map that to a corrupt entry.
    */
   decode(bytes: Uint8Array, compressed: boolean): unknown {
-    if (bytes.length > this.#maxBytes)
-      throw new RangeError(`payload of ${bytes.length} bytes is over cache.maxValueBytes`);
-    const plain = compressed ? inflateRawSync(bytes, { maxOutputLength: this.#maxBytes }) : bytes;
-    return this.#unpackr.unpack(plain);
+    return this.decodeAt(bytes, 0, compressed);
+  }
+
+  /** `decode` of the payload at `bytes[start..]`, without a view of it (the L2 hit path). */
+  decodeAt(bytes: Uint8Array, start: number, compressed: boolean): unknown {
+    const length = bytes.length - start;
+    if (length > this.#maxBytes)
+      throw new RangeError(`payload of ${length} bytes is over cache.maxValueBytes`);
+    if (compressed) {
+      const view = start === 0 ? bytes : bytes.subarray(start);
+      return this.#unpackr.unpack(inflateRawSync(view, { maxOutputLength: this.#maxBytes }));
+    }
+    return start === 0
+      ? this.#unpackr.unpack(bytes)
+      : this.#unpackr.unpack(bytes, { start, end: bytes.length });
   }
 }
 

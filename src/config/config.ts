@@ -57,6 +57,15 @@ export function resolveConfig(
       `must be below lease.ttlMs (${parsed.lease.ttlMs})`,
     );
   }
+  for (const [name, entity] of Object.entries(parsed.entities)) {
+    const ttlMs = entity.ttlMs ?? parsed.cache.ttlMs;
+    if (entity.sliding !== undefined && entity.sliding.maxAgeMs < ttlMs)
+      throw new ConfigError(
+        `entities.${name}.sliding.maxAgeMs`,
+        entity.sliding.maxAgeMs,
+        `must be at least the entity's TTL (${ttlMs} ms): an entry lives that long anyway`,
+      );
+  }
   const redisUrl = parsed.redis.url as string; // filled in from the environment above
   assertTls('redis.tls', redisUrl, parsed.redis.tls);
   if (parsed.jobs.redisTls !== undefined)
@@ -65,12 +74,16 @@ export function resolveConfig(
 }
 
 /**
- * The longest an entry may live: the longest TTL (the cache's or an entity's), with
- * jitter, plus the stale-while-revalidate grace. A worker away longer than this bumps
- * the epoch at start; tag versions live a multiple of it.
+ * The longest an entry may live: the longest TTL (the cache's or an entity's; an
+ * entity's `sliding.maxAgeMs` when it slides), with jitter, plus the stale-while-revalidate
+ * grace. A worker away longer than this bumps the epoch at start; tag versions live a
+ * multiple of it.
  */
 export function maxEntryLifetimeMs(config: ResolvedConfig): number {
-  const ttls = [config.cache.ttlMs, ...Object.values(config.entities).map((e) => e.ttlMs ?? 0)];
+  const ttls = [
+    config.cache.ttlMs,
+    ...Object.values(config.entities).map((e) => e.sliding?.maxAgeMs ?? e.ttlMs ?? 0),
+  ];
   return Math.max(...ttls) * (1 + config.cache.jitter) + config.cache.staleWhileRevalidateMs;
 }
 

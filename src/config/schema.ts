@@ -143,6 +143,14 @@ const tableName = () =>
       'a table name, optionally schema-qualified',
     );
 
+/** Sliding expiration of an entity's entries (`entities.<name>.sliding`). */
+export const slidingSchema = z
+  .object({
+    /** Longest an entry lives after it was loaded, however often it is read (ms). */
+    maxAgeMs: positiveInt(),
+  })
+  .strict();
+
 export const entitySchema = z
   .object({
     /** The table the entity reads. */
@@ -151,6 +159,13 @@ export const entitySchema = z
     key: z.union([identifier(), z.array(identifier()).min(1)]),
     /** Fresh lifetime of this entity's entries. @default cache.ttlMs */
     ttlMs: positiveInt().optional(),
+    /**
+     * Sliding expiration: a read that finds an entry with less than half its TTL left
+     * extends it to now + TTL, never past `maxAgeMs` after it was loaded (a hot row is
+     * still reloaded that often). Invalidation is unaffected. At least the entity's TTL.
+     * @default none (entries expire their TTL after they were loaded)
+     */
+    sliding: slidingSchema.optional(),
     /** Secondary unique columns, each readable with `findBy`; cached under `<entity>:by:<column>:<value>`. */
     unique: z.array(identifier()).default([]),
     /** Columns never cached (never reach Redis), e.g. `password_hash`. */

@@ -31,6 +31,13 @@ export interface CacheEventMap {
   'fill-fenced': [key: string];
   /** Another process held the lease; we waited `waitedMs`; `gotValue` whether its fill came in time. */
   'lease-wait': [key: string, waitedMs: number, gotValue: boolean];
+  /**
+   * Sliding expiration (`LoadOptions.sliding`): a hit moved the entry's freshness to
+   * `freshUntil` (ms since epoch), in L1 and (in the background) in L2.
+   */
+  slide: [key: string, freshUntil: number];
+  /** The L2 side of a slide failed (Redis): the entry keeps its L2 expiry; nothing else. */
+  'slide-failed': [key: string, error: unknown];
   /** A background refresh started (stale-while-revalidate or early refresh). */
   refresh: [key: string, reason: 'stale' | 'early'];
   /** An L2 value could not be decoded; it was treated as a miss and removed. */

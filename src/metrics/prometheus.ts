@@ -52,6 +52,16 @@ export function collectEngineMetrics(
     help: 'Fills stored although invalidated during the load: the load snapshot proved the commits seen',
     ...labels,
   });
+  const slides = new Counter({
+    name: 'walcache_cache_slides_total',
+    help: 'Hits that extended an entry (sliding expiration)',
+    ...labels,
+  });
+  const slideFailed = new Counter({
+    name: 'walcache_cache_slide_failed_total',
+    help: 'Sliding extensions that Redis did not take (the L2 entry keeps its expiry)',
+    ...labels,
+  });
   const corrupt = new Counter({
     name: 'walcache_cache_corrupt_entries_total',
     help: 'L2 entries that could not be decoded',
@@ -156,6 +166,8 @@ export function collectEngineMetrics(
     fill: () => fills.inc(),
     'fill-rejected': () => rejected.inc(),
     'fill-fenced': () => fenced.inc(),
+    slide: () => slides.inc(),
+    'slide-failed': () => slideFailed.inc(),
     'corrupt-entry': () => corrupt.inc(),
     'decrypt-failed': () => decryptFailed.inc(),
     'l2-error': (operation: string) => l2Errors.labels(operation).inc(),

@@ -19,6 +19,8 @@ export const CACHE_REDIS_COMMANDS: ReadonlyArray<readonly [command: string, used
   ['exists', 'scripts, access-log flush'],
   ['pexpire', 'scripts'],
   ['pttl', 'scripts'],
+  ['getrange', 'sliding expiration (touch script)'],
+  ['setrange', 'sliding expiration (touch script)'],
   ['incr', 'write-behind scripts'],
   ['eval', 'scripts (first run)'],
   ['evalsha', 'scripts'],
@@ -110,6 +112,8 @@ export async function probeAcl(
   await call('exists', probe);
   await call('pexpire', probe, 10_000);
   await call('pttl', probe);
+  await call('getrange', probe, 0, 16);
+  await call('setrange', probe, 0, 'w');
   await call('incr', missing);
   await call('del', missing);
   await call('eval', 'return 0', 1, probe);

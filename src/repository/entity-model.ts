@@ -16,6 +16,8 @@ export interface EntityModel {
   readonly uniqueColumns: readonly string[];
   readonly deny: readonly string[];
   readonly ttlMs: number | undefined;
+  /** Sliding expiration (`entities.<name>.sliding`); undefined when entries do not slide. */
+  readonly sliding: { readonly maxAgeMs: number } | undefined;
   /** The tag every entry of the entity depends on besides its key (TRUNCATE and other resets). */
   readonly resetTag: string;
   readonly tagsOf: ((row: Record<string, unknown>) => readonly string[]) | undefined;
@@ -87,6 +89,7 @@ export function buildEntityModels(
       uniqueColumns: [...entity.unique],
       deny: [...entity.deny],
       ttlMs: entity.ttlMs,
+      sliding: entity.sliding,
       resetTag: tableResetTag(table),
       tagsOf: entity.tags as EntityModel['tagsOf'],
       writeBehind: entity.writeBehind,

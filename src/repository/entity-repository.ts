@@ -99,6 +99,7 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
     this.#ctx = ctx;
     this.#defaults = Object.freeze({
       ...(model.ttlMs !== undefined && { ttlMs: model.ttlMs }),
+      ...(model.sliding !== undefined && { sliding: model.sliding }),
       tags: Object.freeze([model.resetTag]),
       ...(model.tagsOf !== undefined && { tagsOf: model.tagsOf }),
       // A flushed write clears its pending record right after tombstoning the row's L2

@@ -12,7 +12,7 @@ import { tombstoneValue } from '../src/cache/envelope.js';
 import { newVersion } from '../src/cache/l2-tier.js';
 import { defineScripts } from '../src/cache/scripts.js';
 import type { CacheEngine } from '../src/index.js';
-import { deferred, Resources, uniquePrefix } from './helpers.js';
+import { deferred, Resources, startRedis, uniquePrefix } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 
 describe('fills fenced by PostgreSQL snapshots', () => {
@@ -348,5 +348,40 @@ describe('loads in flight and invalidations', () => {
     assert.equal(await first, 'before the write');
     assert.equal(await early, 'before the write');
     assert.equal(await late, 'after the write', 'a read after the invalidation loads anew');
+  });
+});
+
+describe('a read after an invalidation', () => {
+  const res = new Resources();
+  let server: Awaited<ReturnType<typeof startRedis>> | undefined;
+  after(async () => {
+    await res.close();
+    server?.process.kill('SIGKILL');
+  });
+
+  it('goes straight to the lease: no GET that would only find the tombstone', async () => {
+    server = await startRedis();
+    const prefix = uniquePrefix('after-invalidation');
+    const config = { cache: { earlyRefreshBeta: 0 }, redis: { url: server.url } };
+    const a = await res.readyEngine(prefix, config);
+    const b = await res.readyEngine(prefix, config);
+    const tags = ['rows'];
+    assert.equal(await a.getOrLoad('rows:1', () => 'v1', { tags }), 'v1');
+    // Another row of the tag: its version (created by the first fill) is now read, trusted.
+    assert.equal(await a.getOrLoad('rows:2', () => 'w1', { tags }), 'w1');
+    const heard = new Promise<void>((resolve) => a.events.once('bus-invalidate', () => resolve()));
+    await b.delete('rows:1');
+    await heard;
+    const admin = res.redis(server.url);
+    const gets = async () => {
+      const info = await admin.info('commandstats');
+      return Number(/cmdstat_get:calls=(\d+)/.exec(info)?.[1] ?? 0);
+    };
+    const before = await gets();
+    assert.equal(await a.getOrLoad('rows:1', () => 'v2', { tags }), 'v2');
+    // GET counts the scripts' own GETs too: the lease script's and the fill script's.
+    assert.equal(await gets(), before + 2, 'no GET of its own (the lease script, then the fill)');
+    // The next read after that is an ordinary one: L1 holds it.
+    assert.equal(await a.getOrLoad('rows:1', () => assert.fail('cached'), { tags }), 'v2');
   });
 });

@@ -135,6 +135,7 @@ type Verdict =
   | { readonly kind: 'invalid' };
 
 const INVALID: Verdict = { kind: 'invalid' };
+const EMPTY_STATE: EntryState = { kind: 'empty' };
 /** The options of a call that passes none (one object, not one per call). */
 const NO_OPTIONS: LoadOptions = Object.freeze({});
 /** `#untaggedHit`: the entry goes the ordinary way. */
@@ -169,6 +170,13 @@ export class CacheEngine {
   /** Encryption keys from the environment; null when there are none. */
   readonly #keyring: Keyring | null;
   readonly #flights = new Map<string, Promise<unknown>>();
+  /**
+   * Keys this process saw invalidated (a bus message, a local delete) and has not read
+   * since: their L2 entry is most likely a tombstone, so the next read goes straight to
+   * the lease script (which answers with the data if someone filled it meanwhile),
+   * saving the GET that would only find the tombstone.
+   */
+  readonly #invalidated = new LRUCache<string, true>({ max: 10_000 });
   /** Wake-ups of reads waiting for another process's fill, by key (see #awaitOthersFill). */
   readonly #waiters = new Map<string, Set<() => void>>();
   readonly #refreshing = new Set<string>();
@@ -550,6 +558,7 @@ export class CacheEngine {
     for (const k of list) assertLogicalKey(k);
     this.#l1?.invalidate(list, []);
     this.#detachFlights(list);
+    for (const k of list) this.#invalidated.set(k, true);
     await this.#l2.tombstone(
       list.map((k) => this.keys.entry(k)),
       tombstoneValue(0n),
@@ -664,6 +673,13 @@ export class CacheEngine {
     const tagList = tags.length > 0 ? tags : null;
     // The generation snapshot comes first: any invalidation after it drops our L1 fill.
     const snapshot = this.#snapshot(key, tagList, options);
+    if (!options.forceFresh && !options.verifyTags && this.#invalidated.delete(key)) {
+      const known = this.#readFromMemory(tagList);
+      if (known !== undefined) {
+        this.events.emit('miss', key);
+        return this.#fill(key, loader, options, snapshot, '', known);
+      }
+    }
     // 3. L2: the entry, the versions of its tags and the epoch, in one round trip.
     let read: L2Read;
     try {
@@ -1394,6 +1410,18 @@ export class CacheEngine {
     return { state, versions, epoch };
   }
 
+  /**
+   * An L2 read of a key known to be invalidated, from memory alone: no entry, the trusted
+   * epoch and tag versions. Undefined when one of them is not trusted (then L2 is read).
+   */
+  #readFromMemory(tags: readonly string[] | null): L2Read | undefined {
+    const epoch = this.#trustedEpoch();
+    if (epoch === undefined) return undefined;
+    const versions = new Map<string, string | null>();
+    if (tags !== null && this.#collectTrusted(tags, versions).length > 0) return undefined;
+    return { state: EMPTY_STATE, versions, epoch };
+  }
+
   /** Re-reads versions for a value that arrived later (another process's fill). */
   async #readAgain(
     key: string,
@@ -1684,6 +1712,7 @@ export class CacheEngine {
     for (const t of message.tags) this.#trustedTags.delete(t);
     this.#l1?.invalidate(message.keys, message.tags);
     this.#detachFlights(message.keys);
+    for (const k of message.keys) this.#invalidated.set(k, true);
     // A waiter's holder may have just lost its lease to this invalidation: look again.
     for (const k of message.keys) this.#wake(k);
     this.events.emit('bus-invalidate', message.keys.length, message.tags.length);

@@ -50,7 +50,8 @@ export class L2Tier {
     next: (value: Buffer | null) => R | PromiseLike<R>,
     failed: (error: unknown) => R | PromiseLike<R>,
   ): Promise<R> {
-    if (!this.#breaker.allow()) return this.get(key).then(next, failed);
+    if (!this.#breaker.allow())
+      return Promise.resolve(new RedisUnavailableError('get')).then(failed);
     return this.#redis.getBuffer(key).then(
       (value) => {
         this.#breaker.success();

@@ -4,15 +4,18 @@
  * processes and one with a loader delay, to stay well under a minute on a busy machine:
  * most of the time goes to starting the five child processes), and a SIGTERM mid-run
  * leaves no app process, writer, worker or slot behind.
+ *
+ * Runs with the serial tests: its two benches start a dozen processes, and beside the
+ * parallel suite they starved the other bench tests' children of CPU.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { after, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import { REDIS_URL, ROOT, sleep, waitFor } from './helpers.js';
-import { PgScope } from './pg-helpers.js';
-import { alive, descendants } from './proc-helpers.js';
+import { REDIS_URL, ROOT, sleep, waitFor } from '../helpers.js';
+import { PgScope } from '../pg-helpers.js';
+import { alive, descendants } from '../proc-helpers.js';
 
 const SETTINGS = ['p2_d0', 'p1_d5'];
 const CHILDREN = ['contention-app.ts', 'contention-writer.ts', 'contention-worker.ts'];

@@ -68,6 +68,7 @@ import {
   sleep,
 } from './cdc-common.js';
 import { forkChild, stopChild } from './children.js';
+import { currentLsn, dropSlot } from './slot.js';
 
 // --- parameters -------------------------------------------------------------------
 
@@ -101,11 +102,6 @@ const describeLag = (p: Percentiles) =>
 
 // --- database helpers -------------------------------------------------------------
 
-async function currentLsn(pool: pg.Pool): Promise<string> {
-  return (await pool.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]
-    ?.lsn as string;
-}
-
 /** UPDATEs every row once, TX_ROWS rows per (autocommitted) statement. */
 async function runUpdates(pool: pg.Pool): Promise<{ ms: number; endLsn: string }> {
   const t = now();
@@ -116,29 +112,6 @@ async function runUpdates(pool: pg.Pool): Promise<{ ms: number; endLsn: string }
     ]);
   }
   return { ms: now() - t, endLsn: await currentLsn(pool) };
-}
-
-/** Drops a slot once its walsender has gone (terminating it after 3 s). */
-async function dropSlot(pool: pg.Pool, slot: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const { rows } = await pool.query<{ active_pid: number | null }>(
-      'SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1',
-      [slot],
-    );
-    const row = rows[0];
-    if (!row) return;
-    if (row.active_pid === null) {
-      try {
-        await pool.query('SELECT pg_drop_replication_slot($1)', [slot]);
-        return;
-      } catch {
-        // became active again meanwhile: retry
-      }
-    } else if (i >= 60) {
-      await pool.query('SELECT pg_terminate_backend($1)', [row.active_pid]).catch(() => {});
-    }
-    await sleep(50);
-  }
 }
 
 // --- (a) raw stream -----------------------------------------------------------------
@@ -312,7 +285,7 @@ async function cleanDatabase(): Promise<void> {
     const pool = new pg.Pool({ ...pgConfig(DATABASE_URL), max: 1 });
     pool.on('error', () => {});
     try {
-      for (const slot of Object.values(SLOTS)) await dropSlot(pool, slot);
+      for (const slot of Object.values(SLOTS)) await dropSlot(pool, slot, 100);
       await pool.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
       return;
     } catch (error) {
@@ -390,20 +363,20 @@ async function main(): Promise<Record<string, unknown>> {
 
     // --- (a) raw stream ----------------------------------------------------------------
     const raw = await readRaw(SLOTS.raw, 'json');
-    await dropSlot(admin, SLOTS.raw);
+    await dropSlot(admin, SLOTS.raw, 100);
     const rawRate = (raw.rows / raw.ms) * 1000;
     log(
       `(a) raw stream, library JSON.parse: ${fmt(raw.rows)} rows (${fmt(raw.messages)} messages) in ${fmt(raw.ms)} ms from the first message = ${fmt(rawRate)} rows/s (${fmt(raw.msFromSubscribe)} ms from subscribe)`,
     );
     const rawBuf = await readRaw(SLOTS.rawBuffer, 'buffer');
-    await dropSlot(admin, SLOTS.rawBuffer);
+    await dropSlot(admin, SLOTS.rawBuffer, 100);
     const rawBufRate = (rawBuf.rows / rawBuf.ms) * 1000;
     log(
       `(a') raw stream, Buffer (no parse): ${fmt(rawBuf.rows)} rows in ${fmt(rawBuf.ms)} ms = ${fmt(rawBufRate)} rows/s, ${fmt(rawBuf.bytes / MB, 1)} MB of wal2json (${fmt(rawBuf.msFromSubscribe)} ms from subscribe)`,
     );
 
     const dec = await readDecoded(SLOTS.decode);
-    await dropSlot(admin, SLOTS.decode);
+    await dropSlot(admin, SLOTS.decode, 100);
     const decRate = (dec.rows / dec.ms) * 1000;
     log(
       `(c) diagnostic, the worker's stream + decode + assemble + map, no Redis: ${fmt(dec.rows)} rows in ${fmt(dec.ms)} ms = ${fmt(decRate)} rows/s`,

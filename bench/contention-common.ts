@@ -15,6 +15,7 @@ import type {
   QueryResult,
 } from 'kysely';
 import { defineConfig } from '../src/index.js';
+import { sleep } from './cdc-common.js';
 
 export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://127.0.0.1:5432/test';
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -51,9 +52,7 @@ export function contentionConfig(prefix: string) {
 /** bentocache's key of a hot row (the app processes read it, the writer deletes it). */
 export const bentoKey = (id: number) => `hot:${id}`;
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
-}
+export { sleep };
 
 /** mulberry32: a small seeded PRNG, uniform in [0, 1). */
 export function prng(seed: number): () => number {

@@ -85,6 +85,7 @@ import {
   SLOT,
   sleep,
 } from './contention-common.js';
+import { currentLsn, dropSlot, waitConfirmed } from './slot.js';
 import { quantile } from './stats.js';
 
 const env = (name: string, fallback: number) => {
@@ -145,47 +146,9 @@ const admin = new pg.Pool({ ...pgConfig(DATABASE_URL), max: 2, application_name:
 admin.on('error', () => {});
 admin.on('connect', (client) => client.on('error', () => {}));
 
-async function currentLsn(): Promise<string> {
-  return (await admin.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]
-    ?.lsn as string;
-}
-
-/** Waits until the slot has confirmed `lsn`; returns the ms waited. */
-async function waitConfirmed(lsn: string, timeoutMs = 60_000): Promise<number> {
-  const started = performance.now();
-  for (;;) {
-    const { rows } = await admin.query<{ ok: boolean }>(
-      'SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2',
-      [lsn, SLOT],
-    );
-    if (rows[0]?.ok) return performance.now() - started;
-    if (performance.now() - started > timeoutMs)
-      throw new Error(`the worker did not confirm ${lsn} within ${timeoutMs} ms`);
-    await sleep(10);
-  }
-}
-
-/** Drops the slot once its walsender has gone (terminating it after 3 s). */
-async function dropSlot(p: pg.Pool): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const { rows } = await p.query<{ active_pid: number | null }>(
-      'SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1',
-      [SLOT],
-    );
-    const row = rows[0];
-    if (!row) return;
-    if (row.active_pid === null) {
-      try {
-        await p.query('SELECT pg_drop_replication_slot($1)', [SLOT]);
-        return;
-      } catch {
-        // became active again meanwhile: retry
-      }
-    } else if (i >= 60) {
-      await p.query('SELECT pg_terminate_backend($1)', [row.active_pid]).catch(() => {});
-    }
-    await sleep(50);
-  }
+async function waitWorker(lsn: string, timeoutMs = 60_000): Promise<void> {
+  if ((await waitConfirmed(admin, SLOT, lsn, timeoutMs)) < 0)
+    throw new Error(`the worker did not confirm ${lsn} within ${timeoutMs} ms`);
 }
 
 async function setupDatabase(): Promise<void> {
@@ -195,7 +158,7 @@ async function setupDatabase(): Promise<void> {
   );
   if (rows[0]?.active_pid != null)
     throw new Error(`slot ${SLOT} is in use (pid ${rows[0].active_pid}): is another run going?`);
-  await dropSlot(admin);
+  await dropSlot(admin, SLOT);
   await admin.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
   await admin.query(`CREATE SCHEMA ${SCHEMA}`);
   await admin.query(
@@ -296,7 +259,7 @@ async function runRound(
   try {
     if (name === 'walcache') {
       await call(worker as ChildProcess, { type: 'start', prefix }, 60_000);
-      await waitConfirmed(await currentLsn());
+      await waitWorker(await currentLsn(admin));
       await call(worker as ChildProcess, { type: 'stats', reset: true });
     }
     await Promise.all([
@@ -346,7 +309,7 @@ async function runRound(
     let settleMs = 0;
     if (name !== 'direct') {
       const t = performance.now();
-      if (name === 'walcache') await waitConfirmed(await currentLsn(), 30_000);
+      if (name === 'walcache') await waitWorker(await currentLsn(admin), 30_000);
       settleMs = performance.now() - t;
       await sleep(100); // the bus message reaching every app process
       const truth = await dbVersions();
@@ -407,7 +370,7 @@ function cleanup(): Promise<void> {
     const deadline = performance.now() + 30_000;
     for (;;) {
       try {
-        await dropSlot(admin);
+        await dropSlot(admin, SLOT);
         await admin.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
         break;
       } catch (error) {

@@ -104,6 +104,7 @@ import { createRepository } from '../src/index.js';
 import { type BentoBaseline, bentocacheBaseline } from './bentocache-baseline.js';
 import { call, once, percentiles, round, sleep } from './cdc-common.js';
 import { forkChild, stopChild } from './children.js';
+import { currentLsn, dropSlot, waitConfirmed } from './slot.js';
 import { quantile } from './stats.js';
 import {
   benchConfig,
@@ -257,48 +258,6 @@ const pool = new pg.Pool({
 pool.on('error', () => {});
 const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 
-async function currentLsn(): Promise<string> {
-  return (await admin.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]
-    ?.lsn as string;
-}
-
-/** Waits until the slot has confirmed `lsn`; returns the ms waited, or -1 on timeout. */
-async function waitConfirmed(lsn: string, timeoutMs: number): Promise<number> {
-  const started = performance.now();
-  for (;;) {
-    const { rows } = await admin.query<{ ok: boolean }>(
-      `SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2`,
-      [lsn, SLOT],
-    );
-    if (rows[0]?.ok) return performance.now() - started;
-    if (performance.now() - started > timeoutMs) return -1;
-    await sleep(10);
-  }
-}
-
-/** Drops the slot once its walsender has gone (terminating it after 3 s). */
-async function dropSlot(p: pg.Pool): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const { rows } = await p.query<{ active_pid: number | null }>(
-      'SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1',
-      [SLOT],
-    );
-    const row = rows[0];
-    if (!row) return;
-    if (row.active_pid === null) {
-      try {
-        await p.query('SELECT pg_drop_replication_slot($1)', [SLOT]);
-        return;
-      } catch {
-        // became active again meanwhile: retry
-      }
-    } else if (i >= 60) {
-      await p.query('SELECT pg_terminate_backend($1)', [row.active_pid]).catch(() => {});
-    }
-    await sleep(50);
-  }
-}
-
 let seededMaxOrderId = '0';
 
 async function setupDatabase(): Promise<number> {
@@ -309,7 +268,7 @@ async function setupDatabase(): Promise<number> {
   );
   if (rows[0]?.active_pid != null)
     throw new Error(`slot ${SLOT} is in use (pid ${rows[0].active_pid}): is another run going?`);
-  await dropSlot(admin);
+  await dropSlot(admin, SLOT);
   await admin.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
   await admin.query(`CREATE SCHEMA ${SCHEMA}`);
   await admin.query(
@@ -1156,7 +1115,7 @@ function cleanup(): Promise<void> {
       const p = new pg.Pool({ ...pgConfig(DATABASE_URL), max: 1 });
       p.on('error', () => {});
       try {
-        await dropSlot(p);
+        await dropSlot(p, SLOT);
         await p.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
         break;
       } catch (error) {
@@ -1254,7 +1213,7 @@ async function main(): Promise<Record<string, unknown>> {
         // (the other rounds' writes, the reset) before the cache is created.
         const t = performance.now();
         await call(w, { type: 'start', prefix }, 60_000);
-        const caughtUp = await waitConfirmed(await currentLsn(), 60_000);
+        const caughtUp = await waitConfirmed(admin, SLOT, await currentLsn(admin), 60_000);
         if (caughtUp < 0) throw new Error('the worker did not catch up within 60 s');
         workerCatchUpMs = Math.max(workerCatchUpMs, performance.now() - t);
         await call(w, { type: 'stats', reset: true });
@@ -1292,8 +1251,8 @@ async function main(): Promise<Record<string, unknown>> {
         });
         workerErrors = Number(stats.errors);
         if (lastOfKind) {
-          const target = await currentLsn();
-          settleMs = await waitConfirmed(target, 30_000);
+          const target = await currentLsn(admin);
+          settleMs = await waitConfirmed(admin, SLOT, target, 30_000);
           await sleep(100); // the worker's bus message reaching this process
           stale.set(name, await staleCheck(c, ids()));
         }

@@ -47,7 +47,7 @@ async function init(message: Envelope): Promise<Envelope> {
     l1: { ttlMs: 600_000, maxEntries: 100_000 },
   });
   // Our own client, so we can reach the bus connection the engine duplicates from it.
-  const redis = createCacheRedis(config.redis, `walcache:${config.prefix}:observer`);
+  const redis = createCacheRedis(config.redis, `walcache:${config.prefix}:observer`) as Redis;
   client = redis;
   const duplicate = redis.duplicate.bind(redis);
   let engineSub: Redis | null = null;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import {
   CacheEngine,
   ConfigError,
@@ -23,7 +23,7 @@ import { makeCerts, type PrivateRedis, startRedis, type TestCerts } from './redi
 describe('Redis as deployed', () => {
   const prefix = uniquePrefix('deployed');
   const engines: CacheEngine[] = [];
-  const clients: Redis[] = [];
+  const clients: Array<Redis | Cluster> = [];
   after(async () => {
     await Promise.all(engines.map((e) => e.close()));
     for (const c of clients) c.disconnect();

@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
+import type { BusConnection } from './bus-connection.js';
 
 /** One invalidation broadcast. `seq` counts per source, so a receiver can see a gap. */
 export interface BusMessage {
@@ -36,7 +36,7 @@ export interface BusHandlers {
  */
 export class Bus {
   readonly runId: string;
-  readonly #sub: Redis;
+  readonly #sub: BusConnection;
   readonly #channel: string;
   readonly #fillChannel: string | undefined;
   readonly #handlers: BusHandlers;
@@ -59,7 +59,7 @@ export class Bus {
   readonly #pingTimeoutMs: number;
 
   constructor(
-    subscriber: Redis,
+    subscriber: BusConnection,
     channel: string,
     runId: string,
     handlers: BusHandlers,
@@ -86,15 +86,13 @@ export class Bus {
       this.#liveness = setInterval(() => void this.#ping(), liveness.pingIntervalMs);
       this.#liveness.unref();
     }
-    subscriber.on('messageBuffer', (ch: Buffer, payload: Buffer) => {
-      const name = ch.toString();
+    subscriber.on('message', (name, payload) => {
       if (name === this.#channel) this.#receive(payload);
       else if (name === this.#fillChannel) this.#handlers.onFilled?.(payload.toString('utf8'));
     });
     subscriber.on('ready', () => void this.#subscribe());
-    subscriber.on('close', () => this.#down());
-    subscriber.on('end', () => this.#down());
-    if (subscriber.status === 'ready') void this.#subscribe();
+    subscriber.on('down', () => this.#down());
+    if (subscriber.isReady) void this.#subscribe();
   }
 
   get healthy(): boolean {
@@ -149,8 +147,9 @@ export class Bus {
   async #subscribe(): Promise<void> {
     if (this.#closed) return;
     try {
-      if (this.#fillChannel === undefined) await this.#sub.subscribe(this.#channel);
-      else await this.#sub.subscribe(this.#channel, this.#fillChannel);
+      await this.#sub.subscribe(
+        this.#fillChannel === undefined ? [this.#channel] : [this.#channel, this.#fillChannel],
+      );
     } catch {
       return; // the connection dropped again; 'ready' brings us back here
     }

@@ -1,5 +1,4 @@
 import { performance } from 'node:perf_hooks';
-import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import { Codec } from '../codec/codec.js';
 import { Keyring, OpenError } from '../codec/keyring.js';
@@ -15,6 +14,7 @@ import {
 import { assertLogicalKey, Keys } from '../keys/keys.js';
 import { CacheEvents } from '../metrics/events.js';
 import { Bus, type BusMessage } from './bus.js';
+import { type BusConnection, openBusConnection } from './bus-connection.js';
 import { CircuitBreaker } from './circuit-breaker.js';
 import {
   AT_CREATED_AT,
@@ -42,6 +42,7 @@ import {
 import { type Heartbeat, parseHeartbeat } from './heartbeat.js';
 import { L1Tier } from './l1-tier.js';
 import { isBumpVersion, L2Tier, versionTime, versionXids } from './l2-tier.js';
+import { isCluster, type RedisClient } from './redis-client.js';
 import { createCacheRedis, waitReady } from './redis-connection.js';
 import { copyForCaller, forCaller, type SharedValue, share } from './shared-value.js';
 import { allVisible, compactSnapshot } from './snapshot.js';
@@ -112,7 +113,7 @@ export interface EngineOptions {
   /** Config input, validated here; or an already resolved config. */
   readonly config?: WalcacheConfigInput | ResolvedConfig;
   /** Share a Redis client instead of connecting to `config.redis.url`. The engine never closes it. */
-  readonly redis?: Redis;
+  readonly redis?: RedisClient;
   /** Where the encryption keys are read (`config.encryption.keysEnv`). @default process.env */
   readonly env?: NodeJS.ProcessEnv;
 }
@@ -159,9 +160,11 @@ export class CacheEngine {
   readonly config: ResolvedConfig;
   readonly events = new CacheEvents();
   readonly keys: Keys;
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #ownsRedis: boolean;
-  readonly #subscriber: Redis | undefined;
+  readonly #subscriber: BusConnection | undefined;
+  /** On a Redis Cluster: the bus uses sharded pub/sub. */
+  readonly #sharded: boolean;
   readonly #l1: L1Tier | undefined;
   readonly #l2: L2Tier;
   readonly #bus: Bus | undefined;
@@ -213,6 +216,7 @@ export class CacheEngine {
       );
     this.#ownsRedis = options.redis === undefined;
     this.#redis = options.redis ?? createCacheRedis(config.redis, `walcache:${config.prefix}`);
+    this.#sharded = isCluster(this.#redis);
     this.#breaker = new CircuitBreaker(config.breaker, (state) => {
       if (state === 'open') this.events.emit('breaker-open');
       if (state === 'closed') this.events.emit('breaker-close');
@@ -229,16 +233,10 @@ export class CacheEngine {
     if (config.bus.enabled) {
       // A subscribed connection can run nothing else, so the bus gets its own. It may
       // queue commands while offline: the bus reports health from connection events.
-      this.#subscriber = this.#redis.duplicate({
-        connectionName: `walcache:${config.prefix}:bus`,
-        enableOfflineQueue: true,
-        enableAutoPipelining: false,
-        commandTimeout: undefined,
-      });
-      this.#subscriber.on('error', () => {});
+      this.#subscriber = openBusConnection(this.#redis, `walcache:${config.prefix}:bus`);
       this.#bus = new Bus(
         this.#subscriber,
-        this.keys.busChannel(),
+        this.keys.busChannel(this.#sharded),
         newToken(),
         {
           onInvalidate: (message) => this.#applyBusMessage(message),
@@ -257,7 +255,7 @@ export class CacheEngine {
           onFilled: (key) => this.#wake(key),
         },
         config.bus,
-        this.keys.fillChannel(),
+        this.keys.fillChannel(this.#sharded),
       );
     }
   }
@@ -426,7 +424,7 @@ export class CacheEngine {
    * The engine's Redis connection, for walcache components that share it (the access-log
    * sampler, jobs). Do not close it; `close()` does.
    */
-  get redis(): Redis {
+  get redis(): RedisClient {
     return this.#redis;
   }
 
@@ -608,17 +606,16 @@ export class CacheEngine {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#bus?.close();
-      const quit = async (client: Redis | undefined) => {
-        if (!client) return;
+      await this.#subscriber?.close();
+      if (this.#ownsRedis) {
+        const client = this.#redis;
         try {
           if (client.status === 'ready') await client.quit();
           else client.disconnect();
         } catch {
           client.disconnect();
         }
-      };
-      await quit(this.#subscriber);
-      if (this.#ownsRedis) await quit(this.#redis);
+      }
       this.#l1?.clear();
     })();
     return this.#closing;
@@ -960,7 +957,7 @@ export class CacheEngine {
   /** Tells processes waiting for `key` to look again (they asked: the lease says so). */
   #notifyFilled(key: string): void {
     if (this.#bus === undefined) return;
-    void this.#l2.publish(this.keys.fillChannel(), key).catch(() => {});
+    void this.#l2.publish(this.keys.fillChannel(this.#sharded), key).catch(() => {});
   }
 
   /** Wakes this process's reads waiting for `key`. */
@@ -1699,7 +1696,10 @@ export class CacheEngine {
   async #publish(keys: readonly string[], tags: readonly string[], epoch?: string): Promise<void> {
     if (!this.#bus) return;
     try {
-      await this.#l2.publish(this.keys.busChannel(), this.#bus.message(keys, tags, epoch));
+      await this.#l2.publish(
+        this.keys.busChannel(this.#sharded),
+        this.#bus.message(keys, tags, epoch),
+      );
     } catch (error) {
       throw error instanceof RedisUnavailableError
         ? error

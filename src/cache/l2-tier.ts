@@ -1,7 +1,8 @@
-import type { Redis } from 'ioredis';
 import { RedisUnavailableError } from '../errors/errors.js';
+import { publishOn } from './bus-connection.js';
 import type { CircuitBreaker } from './circuit-breaker.js';
 import { newToken } from './envelope.js';
+import { type AnyPipeline, execByNode, type RedisClient } from './redis-client.js';
 import { defineScripts, type ScriptCommands } from './scripts.js';
 
 export type AcquireResult =
@@ -16,12 +17,12 @@ export type AcquireResult =
  * RedisUnavailableError instead of waiting for a timeout.
  */
 export class L2Tier {
-  readonly #redis: Redis & ScriptCommands;
+  readonly #redis: RedisClient & ScriptCommands;
   readonly #breaker: CircuitBreaker;
   readonly #onError: (operation: string, error: unknown) => void;
 
   constructor(
-    redis: Redis,
+    redis: RedisClient,
     breaker: CircuitBreaker,
     onError: (operation: string, error: unknown) => void,
   ) {
@@ -100,12 +101,18 @@ export class L2Tier {
   bumpVersions(keys: readonly string[], ttlMs: number): Promise<void> {
     if (keys.length === 0) return Promise.resolve();
     return this.#guard('bump-versions', async () => {
-      const pipeline = this.#redis.pipeline();
-      for (const k of keys) {
-        if (ttlMs > 0) pipeline.set(k, newVersion(), 'PX', ttlMs);
-        else pipeline.set(k, newVersion());
-      }
-      throwFirst(await pipeline.exec());
+      throwFirst(
+        await execByNode(
+          this.#redis,
+          keys.map((key) => ({
+            key,
+            add: (p) => {
+              if (ttlMs > 0) p.set(key, newVersion(), 'PX', ttlMs);
+              else p.set(key, newVersion());
+            },
+          })),
+        ),
+      );
     });
   }
 
@@ -176,11 +183,23 @@ export class L2Tier {
         await this.#redis.walcache_tombstone(keys[0] as string, tombstone, ttlMs, '', Date.now());
         return;
       }
-      const pipeline = this.#redis.pipeline() as unknown as ScriptCommands & {
-        exec(): Promise<[Error | null, unknown][] | null>;
-      };
-      for (const k of keys) pipeline.walcache_tombstone(k, tombstone, ttlMs, '', Date.now());
-      throwFirst(await pipeline.exec());
+      const now = Date.now();
+      throwFirst(
+        await execByNode(
+          this.#redis,
+          keys.map((key) => ({
+            key,
+            add: (p: AnyPipeline) =>
+              (p as AnyPipeline & ScriptCommands).walcache_tombstone(
+                key,
+                tombstone,
+                ttlMs,
+                '',
+                now,
+              ),
+          })),
+        ),
+      );
     });
   }
 
@@ -218,7 +237,7 @@ export class L2Tier {
 
   publish(channel: string, message: string): Promise<void> {
     return this.#guard('publish', async () => {
-      await this.#redis.publish(channel, message);
+      await publishOn(this.#redis, channel, message);
     });
   }
 

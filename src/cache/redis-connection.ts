@@ -1,5 +1,5 @@
-import { Redis, type RedisOptions } from 'ioredis';
-import { endpointOptions, type RedisEndpoint } from './redis-endpoint.js';
+import { type ClientOptions, createRedisClient, type RedisClient } from './redis-client.js';
+import type { RedisEndpoint } from './redis-endpoint.js';
 
 /** The cache's connection: where (`RedisEndpoint`: URL, ACL user, TLS) and how. */
 export interface CacheRedisOptions extends RedisEndpoint {
@@ -13,10 +13,8 @@ export interface CacheRedisOptions extends RedisEndpoint {
  * errors at once), a per-command timeout, one attempt per request. The circuit breaker
  * above it decides when to stop trying; ioredis keeps reconnecting in the background.
  */
-export function createCacheRedis(options: CacheRedisOptions, name: string): Redis {
-  const endpoint = endpointOptions(options);
-  const redisOptions: RedisOptions = {
-    ...endpoint.options,
+export function createCacheRedis(options: CacheRedisOptions, name: string): RedisClient {
+  const clientOptions: ClientOptions = {
     connectionName: name,
     enableOfflineQueue: false,
     commandTimeout: options.commandTimeoutMs,
@@ -26,7 +24,7 @@ export function createCacheRedis(options: CacheRedisOptions, name: string): Redi
     retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2_000),
     lazyConnect: false,
   };
-  const client = new Redis(endpoint.url, redisOptions);
+  const client = createRedisClient(options, clientOptions);
   // ioredis emits 'error' on every failed reconnect; the breaker and the bus report
   // availability, so an unhandled 'error' must not crash the process.
   client.on('error', () => {});
@@ -34,7 +32,7 @@ export function createCacheRedis(options: CacheRedisOptions, name: string): Redi
 }
 
 /** Waits until a client is ready, or the timeout passes. Resolves true when ready. */
-export function waitReady(client: Redis, timeoutMs: number): Promise<boolean> {
+export function waitReady(client: RedisClient, timeoutMs: number): Promise<boolean> {
   if (client.status === 'ready') return Promise.resolve(true);
   return new Promise((resolve) => {
     const done = (ok: boolean) => {

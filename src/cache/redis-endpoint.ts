@@ -11,27 +11,68 @@ import { ConfigError } from '../errors/errors.js';
  */
 export interface RedisEndpoint {
   readonly url: string;
+  /** A Redis Cluster: `url` is then only its first seed. */
+  readonly cluster?: ClusterTopology | undefined;
+  /** A Sentinel-managed Redis: `url` is then only its first sentinel. */
+  readonly sentinel?: SentinelTopology | undefined;
   readonly username?: string | undefined;
   readonly password?: string | undefined;
   readonly tls?: TlsOptions | undefined;
 }
 
 export type TlsOptions = NonNullable<ResolvedConfig['redis']['tls']>;
+export type ClusterTopology = NonNullable<ResolvedConfig['redis']['cluster']>;
+export type SentinelTopology = NonNullable<ResolvedConfig['redis']['sentinel']>;
 
 /** The cache's Redis (`redis.*`). */
 export function cacheEndpoint(config: ResolvedConfig): RedisEndpoint {
-  const { url, username, password, tls } = config.redis;
-  return { url, username, password, tls };
+  const { url, cluster, sentinel, username, password, tls } = config.redis;
+  return { url, cluster, sentinel, username, password, tls };
 }
 
-/** The job queues' Redis: `jobs.redisUrl` (with `jobs.redisTls`), else the cache's. */
+/**
+ * The job queues' Redis: `jobs.redisUrl`, `jobs.redisCluster` or `jobs.redisSentinel`
+ * (with `jobs.redisTls`), else the cache's.
+ */
 export function queuesEndpoint(config: ResolvedConfig): RedisEndpoint {
-  const { redisUrl, redisTls } = config.jobs;
-  if (redisUrl === undefined) {
+  const { redisUrl, redisCluster, redisSentinel, redisTls } = config.jobs;
+  if (redisUrl === undefined && redisCluster === undefined && redisSentinel === undefined) {
     const cache = cacheEndpoint(config);
     return redisTls === undefined ? cache : { ...cache, tls: redisTls };
   }
-  return { url: redisUrl, tls: redisTls };
+  const seed = redisCluster?.nodes[0] ?? redisSentinel?.sentinels[0];
+  const url = redisUrl ?? seedUrl(seed ?? '127.0.0.1:6379', redisTls !== undefined);
+  return { url, cluster: redisCluster, sentinel: redisSentinel, tls: redisTls };
+}
+
+/** `host:port` as a URL (`rediss://` under TLS); a URL as it is. */
+export function seedUrl(node: string, tls: boolean): string {
+  if (/^rediss?:\/\//i.test(node)) return node;
+  return `${tls ? 'rediss' : 'redis'}://${node}`;
+}
+
+/** `{ host, port }` of a node address (`host:port` or a URL). */
+export function nodeHostPort(node: string): { host: string; port: number } {
+  const url = new URL(seedUrl(node, false));
+  return { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port || 6379) };
+}
+
+/** How an endpoint reads in messages, without credentials: `127.0.0.1:6379`, `cluster 10.0.0.5:6379,…`. */
+export function describeEndpoint(endpoint: RedisEndpoint): string {
+  const hosts = (nodes: readonly string[]) =>
+    nodes.map((n) => {
+      const { host, port } = nodeHostPort(n);
+      return `${host}:${port}`;
+    });
+  if (endpoint.cluster) return `cluster ${hosts(endpoint.cluster.nodes).join(',')}`;
+  if (endpoint.sentinel)
+    return `sentinel master "${endpoint.sentinel.name}" via ${hosts(endpoint.sentinel.sentinels).join(',')}`;
+  try {
+    const u = new URL(endpoint.url);
+    return `${u.hostname}:${u.port || '6379'}${u.pathname.length > 1 ? u.pathname : ''}`;
+  } catch {
+    return '(unparsable URL)';
+  }
 }
 
 /**

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis-client.js';
 
 /** The Lua scripts of the L2 state machine; each file's header documents KEYS, ARGV and returns. */
 const SCRIPTS = [
@@ -75,10 +75,10 @@ export interface ScriptCommands {
   walcache_touch(key: string, prefix: string, times: Buffer, ttlMs: number): Promise<number>;
 }
 
-export function defineScripts(client: Redis): Redis & ScriptCommands {
+export function defineScripts<C extends RedisClient>(client: C): C & ScriptCommands {
   for (const { name, numberOfKeys, lua } of sources.values()) {
     if (!(name in client))
       client.defineCommand(name, numberOfKeys === undefined ? { lua } : { numberOfKeys, lua });
   }
-  return client as Redis & ScriptCommands;
+  return client as C & ScriptCommands;
 }

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { formatLsn, lsnToBigInt } from '../cache/envelope.js';
 import type { Heartbeat } from '../cache/heartbeat.js';
-import { cacheEndpoint, endpointOptions } from '../cache/redis-endpoint.js';
+import { createRedisClient, type RedisClient } from '../cache/redis-client.js';
+import { cacheEndpoint } from '../cache/redis-endpoint.js';
 import { applyCatalog, checkModel, quoteTable } from '../catalog/model-check.js';
 import { poolQuery, readCatalog, unpublishedTables } from '../catalog/table-catalog.js';
 import { maxEntryLifetimeMs, type ResolvedConfig, tagVersionTtlMs } from '../config/config.js';
@@ -96,7 +96,7 @@ export class InvalidationWorker {
   readonly #config: ResolvedConfig;
   readonly #model: ChangeModel;
   readonly #pool: pg.Pool;
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #invalidator: Invalidator;
   readonly #keys: Keys;
   readonly #log: Logger | undefined;
@@ -140,9 +140,7 @@ export class InvalidationWorker {
       application_name: 'walcache-worker-control',
     });
     this.#pool.on('error', (error) => this.#log?.warn({ err: error }, 'postgres pool error'));
-    const endpoint = endpointOptions(cacheEndpoint(this.#config));
-    this.#redis = new Redis(endpoint.url, {
-      ...endpoint.options,
+    this.#redis = createRedisClient(cacheEndpoint(this.#config), {
       connectionName: `walcache:${this.#config.prefix}:worker`,
       maxRetriesPerRequest: 1,
       commandTimeout: 5_000,

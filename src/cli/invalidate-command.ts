@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import pg from 'pg';
 import { CacheEngine } from '../cache/engine.js';
 import { parseEntry } from '../cache/envelope.js';
+import { getMany, scanKeys } from '../cache/redis-client.js';
 import { poolQuery, readCatalog, type TableCatalog } from '../catalog/table-catalog.js';
 import { qualify } from '../cdc/table-model.js';
 import type { ResolvedConfig } from '../config/config.js';
@@ -125,23 +126,13 @@ const PATTERN = /^[A-Za-z0-9_.:*?-]+$/;
 async function matchingEntries(engine: CacheEngine, pattern: string): Promise<string[]> {
   const base = engine.keys.entry('');
   const found: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, batch] = await engine.redis.scan(
-      cursor,
-      'MATCH',
-      `${base}${pattern}`,
-      'COUNT',
-      1000,
-    );
-    cursor = next;
-    if (batch.length === 0) continue;
-    const values = await Promise.all(batch.map((k) => engine.redis.getBuffer(k)));
+  for await (const batch of scanKeys(engine.redis, `${base}${pattern}`, 1000)) {
+    const values = await getMany(engine.redis, batch);
     batch.forEach((k, i) => {
       if (parseEntry(values[i] ?? null).kind === 'data') found.push(k.slice(base.length));
     });
-  } while (cursor !== '0');
-  return found.sort();
+  }
+  return [...new Set(found)].sort();
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { z } from 'zod';
-import { assertTls } from '../cache/redis-endpoint.js';
+import { assertTls, seedUrl } from '../cache/redis-endpoint.js';
 import { ConfigError } from '../errors/errors.js';
-import { configSchema, type WalcacheConfigInput } from './schema.js';
+import { configSchema, NODE_ADDRESS, type WalcacheConfigInput } from './schema.js';
 import { suggestOption } from './suggest.js';
 
 type Parsed = z.output<typeof configSchema>;
@@ -39,7 +39,7 @@ export function resolveConfig(
     ...input,
     prefix: input.prefix ?? env.WALCACHE_PREFIX ?? 'walcache',
     databaseUrl: input.databaseUrl ?? env.DATABASE_URL ?? DEFAULT_DATABASE_URL,
-    redis: { ...input.redis, url: input.redis?.url ?? env.REDIS_URL ?? DEFAULT_REDIS_URL },
+    redis: withTopology(input.redis, env),
   };
   const result = configSchema.safeParse(withEnv);
   if (!result.success) {
@@ -66,11 +66,64 @@ export function resolveConfig(
         `must be at least the entity's TTL (${ttlMs} ms): an entry lives that long anyway`,
       );
   }
+  const jobsTopologies = [
+    parsed.jobs.redisUrl && 'jobs.redisUrl',
+    parsed.jobs.redisCluster && 'jobs.redisCluster',
+    parsed.jobs.redisSentinel && 'jobs.redisSentinel',
+  ].filter((o): o is string => typeof o === 'string');
+  if (jobsTopologies.length > 1)
+    throw new ConfigError(
+      jobsTopologies[1] as string,
+      '(set)',
+      `give one of jobs.redisUrl, jobs.redisCluster and jobs.redisSentinel (also set: ${jobsTopologies[0]})`,
+    );
   const redisUrl = parsed.redis.url as string; // filled in from the environment above
   assertTls('redis.tls', redisUrl, parsed.redis.tls);
   if (parsed.jobs.redisTls !== undefined)
     assertTls('jobs.redisTls', parsed.jobs.redisUrl ?? redisUrl, parsed.jobs.redisTls);
   return deepFreeze(parsed) as ResolvedConfig;
+}
+
+type RedisInput = WalcacheConfigInput['redis'];
+
+/**
+ * `redis` with its topology settled: one of `url`, `cluster` and `sentinel` given, or
+ * else the environment's (`REDIS_CLUSTER_NODES`, comma-separated, or `REDIS_URL`), else
+ * the local default. `url` is always filled: for a cluster or sentinel set-up it names the
+ * first seed (messages and ACL user parsing use it; connections use the topology).
+ */
+function withTopology(input: RedisInput, env: NodeJS.ProcessEnv): RedisInput & { url: string } {
+  const given = [
+    input?.url !== undefined && 'redis.url',
+    input?.cluster !== undefined && 'redis.cluster',
+    input?.sentinel !== undefined && 'redis.sentinel',
+  ].filter((o): o is string => typeof o === 'string');
+  if (given.length > 1)
+    throw new ConfigError(
+      given[1] as string,
+      '(set)',
+      `give one of redis.url, redis.cluster and redis.sentinel (also set: ${given[0]})`,
+    );
+  const redis = { ...input };
+  const envNodes = env.REDIS_CLUSTER_NODES?.trim();
+  if (given.length === 0 && envNodes) {
+    if (env.REDIS_URL)
+      throw new ConfigError(
+        'REDIS_CLUSTER_NODES',
+        envNodes,
+        'REDIS_URL is set too: a cache uses one Redis set-up, unset one of them',
+      );
+    redis.cluster = { nodes: envNodes.split(',').map((n) => n.trim()) };
+  }
+  const seed = redis.cluster?.nodes?.[0] ?? redis.sentinel?.sentinels?.[0];
+  const url =
+    redis.url ??
+    (typeof seed === 'string' && NODE_ADDRESS.test(seed)
+      ? seedUrl(seed, redis.tls !== undefined)
+      : undefined) ??
+    env.REDIS_URL ??
+    DEFAULT_REDIS_URL;
+  return { ...redis, url };
 }
 
 /**

@@ -23,6 +23,33 @@ export const tlsSchema = z
   })
   .strict();
 
+/** A Redis node: `host:port`, or a `redis://` / `rediss://` URL of one. */
+export const NODE_ADDRESS = /^(rediss?:\/\/)?(\[[0-9A-Fa-f:.]+\]|[^\s/:@]+):\d{1,5}\/?$/;
+const nodeAddress = () =>
+  z.string().regex(NODE_ADDRESS, 'a node address like "10.0.0.5:6379" or "redis://10.0.0.5:6379"');
+
+/** A Redis Cluster, found from any of its nodes (ioredis discovers the rest). */
+export const clusterSchema = z
+  .object({
+    /** Seed nodes: one reachable node is enough, list a few. Credentials and TLS come from the enclosing options. */
+    nodes: z.array(nodeAddress()).min(1),
+  })
+  .strict();
+
+/** A Redis watched by Sentinel: the master is asked of the sentinels, and followed on failover. */
+export const sentinelSchema = z
+  .object({
+    /** The sentinels: `host:port` each. */
+    sentinels: z.array(nodeAddress()).min(1),
+    /** The monitored master's name (`sentinel monitor <name> …`). */
+    name: z.string().min(1),
+    /** ACL user of the sentinels, when they have one (the data nodes use `username`). */
+    sentinelUsername: z.string().min(1).optional(),
+    /** Password of the sentinels (`requirepass` in sentinel.conf). */
+    sentinelPassword: z.string().min(1).optional(),
+  })
+  .strict();
+
 export const redisSchema = z
   .object({
     /**
@@ -31,6 +58,13 @@ export const redisSchema = z
      * @default process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
      */
     url: z.string().url().optional(),
+    /**
+     * A Redis Cluster instead of one server (`url`): `{ nodes: ['10.0.0.5:6379', …] }`.
+     * docs/redis-cluster.md. @default process.env.REDIS_CLUSTER_NODES (comma-separated), when set
+     */
+    cluster: clusterSchema.optional(),
+    /** A Sentinel-managed Redis instead of one server (`url`). docs/redis-cluster.md. */
+    sentinel: sentinelSchema.optional(),
     /** ACL user, instead of the URL's (docs/security.md lists what it must be allowed). */
     username: z.string().min(1).optional(),
     /** Password of the ACL user (or of `requirepass`), instead of the URL's. */
@@ -288,6 +322,10 @@ export const jobsSchema = z
      * point it at another server in production. @default redis.url
      */
     redisUrl: z.string().url().optional(),
+    /** The queues on a Redis Cluster instead (`{ nodes }`; queuePrefix keeps them in one slot). */
+    redisCluster: clusterSchema.optional(),
+    /** The queues on a Sentinel-managed Redis instead. */
+    redisSentinel: sentinelSchema.optional(),
     /**
      * TLS options of the queues' Redis (`rediss://`). @default redis.tls when the queues
      * use the cache's Redis (no `redisUrl`); none otherwise

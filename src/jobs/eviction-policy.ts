@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import { masters, type RedisClient } from '../cache/redis-client.js';
 import { redactUrl } from '../config/database.js';
 import { EvictionPolicyError } from '../errors/errors.js';
 
@@ -24,9 +24,15 @@ export function mayEvictWriteBehind(policy: string | null): boolean {
 }
 
 /** The server's `maxmemory-policy` from INFO (readable where CONFIG is renamed away). */
-export async function readEvictionPolicy(redis: Redis): Promise<string | null> {
-  const text = await redis.info('memory');
-  return /^maxmemory_policy:(.*)$/m.exec(text)?.[1]?.trim() ?? null;
+export async function readEvictionPolicy(redis: RedisClient): Promise<string | null> {
+  // A cluster: every master holds some of the state, so the one that may evict decides.
+  const policies = await Promise.all(
+    masters(redis).map(async (node) => {
+      const text = await node.info('memory');
+      return /^maxmemory_policy:(.*)$/m.exec(text)?.[1]?.trim() ?? null;
+    }),
+  );
+  return policies.find((p) => mayEvictWriteBehind(p)) ?? policies[0] ?? null;
 }
 
 /**
@@ -34,7 +40,7 @@ export async function readEvictionPolicy(redis: Redis): Promise<string | null> {
  *
  * @throws {EvictionPolicyError} naming the server, its policy and the fix.
  */
-export async function assertKeepsWriteBehind(redis: Redis, url: string): Promise<void> {
+export async function assertKeepsWriteBehind(redis: RedisClient, url: string): Promise<void> {
   const policy = await readEvictionPolicy(redis);
   if (mayEvictWriteBehind(policy))
     throw new EvictionPolicyError(redactUrl(url), policy, EVICTION_POLICY_FIX);

@@ -1,6 +1,6 @@
 import { type JobsOptions, Queue } from 'bullmq';
-import { Redis, type RedisOptions } from 'ioredis';
-import { endpointOptions, queuesEndpoint } from '../cache/redis-endpoint.js';
+import { createRedisClient, type RedisClient } from '../cache/redis-client.js';
+import { describeEndpoint, queuesEndpoint } from '../cache/redis-endpoint.js';
 import type { ResolvedConfig } from '../config/config.js';
 
 /**
@@ -62,18 +62,18 @@ export function queueRedisUrl(config: ResolvedConfig): string {
  * No ioredis `keyPrefix` (BullMQ refuses it; `queuePrefix` namespaces the keys).
  * The caller closes the client (`disconnect()`).
  */
-export function queueConnection(config: ResolvedConfig, options: { blocking: boolean }): Redis {
-  const endpoint = endpointOptions(queuesEndpoint(config));
-  const redisOptions: RedisOptions = {
-    ...endpoint.options,
+export function queueConnection(
+  config: ResolvedConfig,
+  options: { blocking: boolean },
+): RedisClient {
+  const client = createRedisClient(queuesEndpoint(config), {
     connectionName: `walcache:${config.prefix}:jobs${options.blocking ? ':worker' : ''}`,
     maxRetriesPerRequest: options.blocking ? null : 1,
     enableOfflineQueue: true,
     lazyConnect: true,
     connectTimeout: config.redis.connectTimeoutMs,
     retryStrategy: (attempt) => Math.min(100 * 2 ** Math.min(attempt, 5), 3_000),
-  };
-  const client = new Redis(endpoint.url, redisOptions);
+  });
   // Reconnect errors are reported by BullMQ (the Worker's 'error' event) and by the
   // commands that fail; an unhandled 'error' must not crash the process.
   client.on('error', () => {});
@@ -90,18 +90,9 @@ export async function queuesReady(config: ResolvedConfig, queues: WalcacheQueues
     await Promise.all([...queues.byName.values()].map((q) => q.waitUntilReady()));
   } catch (error) {
     throw new Error(
-      `Cannot reach the Redis of the job queues at ${redisAddress(queueRedisUrl(config))} (jobs.redisUrl, else redis.url): ${error instanceof Error ? error.message : String(error)}`,
+      `Cannot reach the Redis of the job queues at ${describeEndpoint(queuesEndpoint(config))} (jobs.redisUrl, jobs.redisCluster or jobs.redisSentinel, else redis.*): ${error instanceof Error ? error.message : String(error)}`,
       { cause: error },
     );
-  }
-}
-
-function redisAddress(url: string): string {
-  try {
-    const u = new URL(url);
-    return `${u.hostname}:${u.port || '6379'}${u.pathname.length > 1 ? u.pathname : ''}`;
-  } catch {
-    return '(unparsable URL)';
   }
 }
 
@@ -146,7 +137,7 @@ export function accessLogJobOptions(): JobsOptions {
  * client, shared by the three and left open by `close`), with `queuePrefix(config)` and each queue's default job
  * options.
  */
-export function createQueues(config: ResolvedConfig, connection: Redis): WalcacheQueues {
+export function createQueues(config: ResolvedConfig, connection: RedisClient): WalcacheQueues {
   const prefix = queuePrefix(config);
   const warm: Queue<WarmJobData> = new Queue(WARM_QUEUE, {
     connection,

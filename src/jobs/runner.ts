@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { CacheEngine } from '../cache/engine.js';
+import type { RedisClient } from '../cache/redis-client.js';
 import { DEFAULT_WALCACHE_SCHEMA } from '../cdc/migrations.js';
 import { type ResolvedConfig, resolveConfig } from '../config/config.js';
 import { pgConfig } from '../config/database.js';
@@ -104,8 +104,8 @@ export class JobsRunner {
   #store: WriteBehindStore | undefined;
   // biome-ignore lint/suspicious/noExplicitAny: entities are named by the config at run time
   #repo: RepositoryCore<any, any> | undefined;
-  #client: Redis | undefined;
-  #workerClient: Redis | undefined;
+  #client: RedisClient | undefined;
+  #workerClient: RedisClient | undefined;
   #queues: WalcacheQueues | undefined;
   #workers: Worker[] = [];
   #starting: Promise<void> | undefined;
@@ -602,7 +602,7 @@ export function writeBehindEntities(config: ResolvedConfig): string[] {
 }
 
 /** Runs `fn` holding `SET key token NX PX`; waits for another holder, releases only its own token. */
-async function withLock<T>(redis: Redis, key: string, fn: () => Promise<T>): Promise<T> {
+async function withLock<T>(redis: RedisClient, key: string, fn: () => Promise<T>): Promise<T> {
   const token = randomBytes(12).toString('hex');
   const deadline = Date.now() + SCHEDULER_LOCK_WAIT_MS;
   while ((await redis.set(key, token, 'PX', SCHEDULER_LOCK_TTL_MS, 'NX')) !== 'OK') {

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../cache/redis-client.js';
 
 /** The write-behind Lua scripts (src/jobs/lua); each file's header documents KEYS, ARGV and returns. */
 const SCRIPTS = {
@@ -35,10 +35,10 @@ export interface WriteBehindCommands {
   ): Promise<number>;
 }
 
-export function defineWriteBehindScripts(client: Redis): Redis & WriteBehindCommands {
+export function defineWriteBehindScripts(client: RedisClient): RedisClient & WriteBehindCommands {
   for (const { name, numberOfKeys, lua } of sources) {
     if (!(name in client))
       client.defineCommand(name, numberOfKeys === undefined ? { lua } : { numberOfKeys, lua });
   }
-  return client as Redis & WriteBehindCommands;
+  return client as RedisClient & WriteBehindCommands;
 }

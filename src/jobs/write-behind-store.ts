@@ -1,5 +1,6 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../cache/redis-client.js';
 import { createCacheRedis, waitReady } from '../cache/redis-connection.js';
+import { queuesEndpoint } from '../cache/redis-endpoint.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { RedisUnavailableError } from '../errors/errors.js';
 import { Keys } from '../keys/keys.js';
@@ -66,7 +67,7 @@ const READ_SLICE = 1_000;
  */
 export class WriteBehindStore {
   readonly keys: Keys;
-  readonly #redis: Redis & WriteBehindCommands;
+  readonly #redis: RedisClient & WriteBehindCommands;
   readonly #url: string;
   readonly #codec: WriteBehindCodec;
   readonly #connectTimeoutMs: number;
@@ -91,7 +92,7 @@ export class WriteBehindStore {
     this.#url = queueRedisUrl(config);
     this.#connectTimeoutMs = config.redis.connectTimeoutMs;
     const redis = createCacheRedis(
-      { ...config.redis, url: this.#url, commandTimeoutMs: COMMAND_TIMEOUT_MS },
+      { ...config.redis, ...queuesEndpoint(config), commandTimeoutMs: COMMAND_TIMEOUT_MS },
       `walcache:${config.prefix}:write-behind`,
     );
     redis.on('ready', () => {
@@ -376,6 +377,6 @@ export class WriteBehindStore {
       this.#connecting = undefined;
     });
     if (!(await this.#connecting))
-      throw new RedisUnavailableError('writeBehind (no connection to the jobs Redis)');
+      throw new RedisUnavailableError('writeBehind (no connection to the jobs RedisClient)');
   }
 }

@@ -8,7 +8,8 @@ import { InvalidKeyError } from '../errors/errors.js';
  *   <prefix>:t:<tag>        tag version
  *   <prefix>:epoch          global cache epoch
  *   <prefix>:hb             worker heartbeat
- *   <prefix>:bus            pub/sub channel for L1 coherence
+ *   <prefix>:bus            pub/sub channel for L1 coherence (on a Redis Cluster the
+ *                           shard channel <prefix>:{<prefix>:bus}, and :fills after it)
  *   <prefix>:al:{<start>}   access-log counts of the time bucket starting at <start> (ms),
  *                           a hash of `<entity>\0<key>` -> hits
  *   <prefix>:al:{<start>}:flushing
@@ -200,13 +201,17 @@ export class Keys {
     return `${this.prefix}:hb`;
   }
 
-  busChannel(): string {
-    return `${this.prefix}:bus`;
+  /**
+   * The bus channel. On a Redis Cluster (`sharded`) it is a shard channel named with a
+   * hash tag, so it and the fill channel share one slot (one SSUBSCRIBE, one node).
+   */
+  busChannel(sharded = false): string {
+    return sharded ? `${this.prefix}:{${this.prefix}:bus}` : `${this.prefix}:bus`;
   }
 
   /** Fill notices: the key a process filled or gave up while others waited for it. */
-  fillChannel(): string {
-    return `${this.prefix}:fills`;
+  fillChannel(sharded = false): string {
+    return sharded ? `${this.prefix}:{${this.prefix}:bus}:fills` : `${this.prefix}:fills`;
   }
 
   /** Hash of the access-log counts of the bucket starting at `bucketStartMs`. */

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
 import pg from 'pg';
 import { CacheEngine } from '../cache/engine.js';
 import { parseHeartbeat } from '../cache/heartbeat.js';
+import { createRedisClient, isCluster, masters, type RedisClient } from '../cache/redis-client.js';
 import {
   cacheEndpoint,
-  endpointOptions,
+  describeEndpoint,
   endpointUser,
   queuesEndpoint,
   type RedisEndpoint,
@@ -464,8 +464,10 @@ async function redisChecks(
 ): Promise<void> {
   const cacheUrl = config.redis.url;
   const queuesUrl = queueRedisUrl(config);
-  const clients: Redis[] = [];
-  const open = async (endpoint: RedisEndpoint, role: string): Promise<Redis> => {
+  const cacheWhere = whereIs(cacheEndpoint(config));
+  const queuesWhere = whereIs(queuesEndpoint(config));
+  const clients: RedisClient[] = [];
+  const open = async (endpoint: RedisEndpoint, role: string): Promise<RedisClient> => {
     const client = openRedis(
       endpoint,
       `walcache:${config.prefix}:doctor:${role}`,
@@ -480,7 +482,7 @@ async function redisChecks(
     const writeBehind = Object.entries(config.entities)
       .filter(([, e]) => e.writeBehind)
       .map(([name]) => name);
-    let cache: Redis | undefined;
+    let cache: RedisClient | undefined;
     let cacheInfo: RedisInfo | undefined;
     await check(
       checks,
@@ -489,13 +491,14 @@ async function redisChecks(
       async () => {
         cache = await open(cacheEndpoint(config), 'cache');
         cacheInfo = await readRedisInfo(cache);
-        return ok(
-          'redis',
-          `Redis ${cacheInfo.version ?? ''} reachable at ${redactUrl(cacheUrl)} (cache)`,
-        );
+        return ok('redis', `Redis ${cacheInfo.version ?? ''} reachable at ${cacheWhere} (cache)`);
       },
-      (message) => `cannot reach the cache Redis at ${redactUrl(cacheUrl)}: ${message}`,
+      (message) => `cannot reach the cache Redis at ${cacheWhere}: ${message}`,
     );
+    if (cache !== undefined) {
+      const client = cache;
+      await check(checks, 'redis-topology', 'see the Redis error', () => topologyCheck(client));
+    }
 
     if (cacheInfo) {
       const info = cacheInfo;
@@ -536,10 +539,10 @@ async function redisChecks(
           queuesInfo = await readRedisInfo(queues);
           return ok(
             'queues-redis',
-            `Redis ${queuesInfo.version ?? ''} reachable at ${redactUrl(queuesUrl)} (job queues)`,
+            `Redis ${queuesInfo.version ?? ''} reachable at ${queuesWhere} (job queues)`,
           );
         },
-        (message) => `cannot reach the job queues' Redis at ${redactUrl(queuesUrl)}: ${message}`,
+        (message) => `cannot reach the job queues' Redis at ${queuesWhere}: ${message}`,
       );
     }
     if (queuesInfo) checks.push(...queuesRoleChecks(queuesInfo, writeBehind));
@@ -719,8 +722,61 @@ async function writeBehindChecks(
   }
 }
 
-async function readRedisInfo(client: Redis): Promise<RedisInfo> {
-  const text = await client.info();
+/** Where an endpoint is, for messages: its redacted URL, or its topology. */
+function whereIs(endpoint: RedisEndpoint): string {
+  return endpoint.cluster || endpoint.sentinel
+    ? describeEndpoint(endpoint)
+    : redactUrl(endpoint.url);
+}
+
+/**
+ * What the client found: one server, a Sentinel-managed master, or a cluster (its state,
+ * masters, replicas per master, slots served). A cluster that is not `ok`, or a master
+ * without a replica, is a warning: a failover would lose that shard's entries.
+ */
+async function topologyCheck(client: RedisClient): Promise<DoctorCheck> {
+  if (!isCluster(client)) {
+    const role = /^role:(.*)$/m.exec(await client.info('replication'))?.[1]?.trim();
+    const sentinel = client.options.sentinels ? `sentinel master "${client.options.name}"` : '';
+    const where = `${client.options.host ?? '?'}:${client.options.port ?? '?'}`;
+    return ok(
+      'redis-topology',
+      `${sentinel ? `${sentinel} at ${where}` : `one server`} (role ${role ?? 'unknown'})`,
+    );
+  }
+  const info = String(await client.cluster('INFO'));
+  const field = (name: string) => new RegExp(`^${name}:(.*)$`, 'm').exec(info)?.[1]?.trim();
+  const nodes = String(await client.cluster('NODES'))
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => l.split(' '));
+  const primaries = nodes.filter((n) => n[2]?.includes('master') && !n[2]?.includes('fail'));
+  const replicasOf = (id: string) =>
+    nodes.filter((n) => n[3] === id && !n[2]?.includes('fail')).length;
+  const bare = primaries.filter((n) => replicasOf(n[0] ?? '') === 0).map((n) => n[1]);
+  const state = field('cluster_state');
+  const slots = field('cluster_slots_ok');
+  const detail = `cluster ${state ?? '?'}: ${primaries.length} masters, ${nodes.length - primaries.length} other nodes, ${slots ?? '?'}/16384 slots ok`;
+  if (state !== 'ok')
+    return {
+      name: 'redis-topology',
+      status: 'fail',
+      detail,
+      fix: 'redis-cli --cluster check <node>: some slots are not served',
+    };
+  if (bare.length > 0)
+    return {
+      name: 'redis-topology',
+      status: 'warn',
+      detail: `${detail}; no replica for ${bare.join(', ')}`,
+      fix: 'add a replica per master (redis-cli --cluster add-node --cluster-slave)',
+    };
+  return ok('redis-topology', `${detail}, each master replicated`);
+}
+
+/** INFO of a server; of a cluster, its first master's (the settings are per node). */
+async function readRedisInfo(client: RedisClient): Promise<RedisInfo> {
+  const text = await (masters(client)[0] ?? client).info();
   const field = (name: string) => new RegExp(`^${name}:(.*)$`, 'm').exec(text)?.[1]?.trim();
   return {
     runId: field('run_id'),
@@ -743,10 +799,8 @@ export function openRedis(
   name: string,
   connectTimeoutMs: number,
   retry: boolean,
-): Redis {
-  const { url, options } = endpointOptions(endpoint);
-  const client = new Redis(url, {
-    ...options,
+): RedisClient {
+  const client = createRedisClient(endpoint, {
     connectionName: name,
     lazyConnect: true,
     connectTimeout: connectTimeoutMs,
@@ -760,18 +814,20 @@ export function openRedis(
   // ioredis reports the cause (ECONNREFUSED, auth) as an event and rejects commands with
   // "Connection is closed.": keep the cause for the error message.
   client.on('error', (error: Error) => lastErrors.set(client, error));
+  // A cluster reports a seed it could not reach this way.
+  client.on('node error', (error: Error) => lastErrors.set(client, error));
   return client;
 }
 
-const lastErrors = new WeakMap<Redis, Error>();
+const lastErrors = new WeakMap<RedisClient, Error>();
 
 /** The last connection error of a client from `openRedis`. */
-export function lastRedisError(client: Redis): Error | undefined {
+export function lastRedisError(client: RedisClient): Error | undefined {
   return lastErrors.get(client);
 }
 
 /** Connects a client from `openRedis`; a failure throws the cause, not "Connection is closed". */
-export async function connectRedis(client: Redis): Promise<void> {
+export async function connectRedis(client: RedisClient): Promise<void> {
   try {
     await client.connect();
   } catch (error) {
@@ -783,7 +839,7 @@ export async function connectRedis(client: Redis): Promise<void> {
  * An engine over a client the caller owns, without L1 or the bus (no subscription): for
  * reading the cache's own keys (the worker's heartbeat). `close()` leaves the client open.
  */
-export function detachedEngine(config: ResolvedConfig, redis: Redis): CacheEngine {
+export function detachedEngine(config: ResolvedConfig, redis: RedisClient): CacheEngine {
   return new CacheEngine({
     // It reads write-behind state, never an entry: it needs no encryption keys.
     config: {

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import { isCluster, type RedisClient } from '../cache/redis-client.js';
 import type { ResolvedConfig } from '../config/config.js';
 import type { Keys } from '../keys/keys.js';
 
@@ -26,6 +26,10 @@ export const CACHE_REDIS_COMMANDS: ReadonlyArray<readonly [command: string, used
   ['evalsha', 'scripts'],
   ['publish', 'the L1 bus'],
   ['subscribe', 'the L1 bus'],
+  ['spublish', 'the L1 bus on a Redis Cluster'],
+  ['ssubscribe', 'the L1 bus on a Redis Cluster'],
+  ['ping', 'the L1 bus (liveness)'],
+  ['cluster|slots', 'Redis Cluster clients (the slot map)'],
   ['scan', 'operators, doctor'],
   ['multi', 'access log'],
   ['exec', 'access log'],
@@ -52,7 +56,7 @@ export const CACHE_REDIS_COMMANDS: ReadonlyArray<readonly [command: string, used
 /** The ACL rule that gives `user` what walcache needs under `prefix` (and nothing else). */
 export function recommendedAcl(user: string, prefix: string): string {
   const commands = CACHE_REDIS_COMMANDS.map(([c]) => `+${c}`).join(' ');
-  return `ACL SETUSER ${user} on resetkeys resetchannels ~${prefix}:* &${prefix}:* -@all ${commands} +unsubscribe +client|setname`;
+  return `ACL SETUSER ${user} on resetkeys resetchannels ~${prefix}:* &${prefix}:* -@all ${commands} +unsubscribe +sunsubscribe +client|setname`;
 }
 
 export interface AclResult {
@@ -67,8 +71,8 @@ export interface AclResult {
  * is a second connection (a subscribed one can run nothing else), closed here.
  */
 export async function probeAcl(
-  client: Redis,
-  subscriber: Redis,
+  client: RedisClient,
+  subscriber: RedisClient,
   keys: Keys,
   config: ResolvedConfig,
 ): Promise<AclResult> {
@@ -121,11 +125,7 @@ export async function probeAcl(
   // A message every bus reader takes for an empty invalidation from a new publisher.
   await run(
     'publish',
-    () =>
-      client.publish(
-        keys.busChannel(),
-        JSON.stringify({ src: `doctor-${Date.now()}`, kind: 'engine', seq: 1, keys: [], tags: [] }),
-      ),
+    () => client.publish(keys.busChannel(), emptyMessage()),
     `the bus channel (${keys.busChannel()})`,
   );
   await run(
@@ -140,6 +140,15 @@ export async function probeAcl(
     },
     `the bus channel (${keys.busChannel()})`,
   );
+  // The bus of a cluster: a shard channel (SPUBLISH; SSUBSCRIBE is checked with the bus).
+  const shard = keys.busChannel(true);
+  await run(
+    'spublish',
+    () => (isCluster(client) ? client.spublish(shard, '{}') : client.call('spublish', shard, '{}')),
+    `the bus channel (${shard})`,
+  );
+  await call('ping');
+  await call('cluster', 'slots');
   await call('scan', 0, 'MATCH', `${config.prefix}:*`, 'COUNT', 10);
   await run('multi', () => client.multi().exists(probe).exec(), underPrefix);
   for (const command of ['hget', 'hgetall', 'smembers', 'llen', 'zcard'])
@@ -164,4 +173,15 @@ export async function probeAcl(
     ? [...patterns].filter((p) => p === underPrefix || p.startsWith('the bus'))
     : [...patterns];
   return { commands: [...commands], patterns: shown };
+}
+
+/** A message every bus reader takes for an empty invalidation from a new publisher. */
+function emptyMessage(): string {
+  return JSON.stringify({
+    src: `doctor-${Date.now()}`,
+    kind: 'engine',
+    seq: 1,
+    keys: [],
+    tags: [],
+  });
 }

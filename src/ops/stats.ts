@@ -1,7 +1,7 @@
-import type { Redis } from 'ioredis';
 import pg from 'pg';
 import type { CacheEngine } from '../cache/engine.js';
 import { parseHeartbeat } from '../cache/heartbeat.js';
+import type { RedisClient } from '../cache/redis-client.js';
 import { cacheEndpoint } from '../cache/redis-endpoint.js';
 import { assertSlotName, readSlot } from '../cdc/slot.js';
 import type { ResolvedConfig } from '../config/config.js';
@@ -90,7 +90,7 @@ export function openStats(config: ResolvedConfig, options: StatsOptions = {}): S
     idleTimeoutMillis: 0,
   });
   pool.on('error', () => {});
-  const redis: Redis = openRedis(
+  const redis: RedisClient = openRedis(
     cacheEndpoint(config),
     `walcache:${config.prefix}:stats`,
     config.redis.connectTimeoutMs,
@@ -100,7 +100,7 @@ export function openStats(config: ResolvedConfig, options: StatsOptions = {}): S
   const writeBehind = Object.entries(config.entities)
     .filter(([, e]) => e.writeBehind)
     .map(([name]) => name);
-  let queues: { connection: Redis; queues: WalcacheQueues } | undefined;
+  let queues: { connection: RedisClient; queues: WalcacheQueues } | undefined;
   let queueError: Error | undefined;
   let store: WriteBehindStore | undefined;
   let closing: Promise<void> | undefined;

@@ -2,6 +2,7 @@ import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { type EntryState, lsnToBigInt, PREFIX_LENGTH, parseEntry } from '../cache/envelope.js';
 import { parseHeartbeat } from '../cache/heartbeat.js';
+import { getMany, scanKeys } from '../cache/redis-client.js';
 import { cacheEndpoint } from '../cache/redis-endpoint.js';
 import { Codec } from '../codec/codec.js';
 import type { ResolvedConfig } from '../config/config.js';
@@ -215,8 +216,8 @@ export async function verify(
     if (Date.now() >= envelope.staleUntil) return 'expired';
     const tags = envelope.tags === null ? [] : Object.keys(envelope.tags);
     const [epoch, ...versions] = await fromRedis('read of the epoch and tag versions', () =>
-      redis.mget(keys.epoch(), ...tags.map((t) => keys.tagVersion(t))),
-    );
+      getMany(redis, [keys.epoch(), ...tags.map((t) => keys.tagVersion(t))]),
+    ).then((values) => values.map((v) => v?.toString('utf8') ?? null));
     if (epoch !== envelope.epoch) return 'invalidated';
     for (let i = 0; i < tags.length; i++)
       if (versions[i] !== envelope.tags?.[tags[i] as string]) return 'invalidated';
@@ -243,12 +244,11 @@ export async function verify(
     const match =
       options.entity === undefined ? `${base}*` : `${keys.entry(encodeKeyPart(options.entity))}:*`;
     const sampled: Array<{ redisKey: string; target: Target; key: string }> = [];
-    let cursor = '0';
-    do {
-      const [next, batch] = await fromRedis('SCAN', () =>
-        redis.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT),
-      );
-      cursor = next;
+    const scan = scanKeys(redis, match, SCAN_COUNT);
+    while (sampled.length < sample) {
+      const next = await fromRedis('SCAN', () => scan.next());
+      if (next.done) break;
+      const batch = next.value;
       for (const redisKey of batch) {
         if (sampled.length >= sample) break;
         const key = logicalKey(redisKey.slice(base.length));
@@ -261,7 +261,8 @@ export async function verify(
         else if (target === null) skipped.foreign++;
         else sampled.push({ redisKey, target, key });
       }
-    } while (cursor !== '0' && sampled.length < sample);
+    }
+    await scan.return(undefined);
 
     // 2. Compare each entry a read would serve with its row.
     let checked = 0;
@@ -269,7 +270,10 @@ export async function verify(
     for (let start = 0; start < sampled.length; start += CHUNK) {
       const chunk = sampled.slice(start, start + CHUNK);
       const raws = await fromRedis('GET of entries', () =>
-        redis.mgetBuffer(...chunk.map((s) => s.redisKey)),
+        getMany(
+          redis,
+          chunk.map((s) => s.redisKey),
+        ),
       );
       await Promise.all(
         chunk.map(async ({ redisKey, target, key }, i) => {

@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis';
 import { type Kysely, sql } from 'kysely';
+import type { RedisClient } from '../cache/redis-client.js';
 import { DEFAULT_WALCACHE_SCHEMA } from '../cdc/migrations.js';
 import { ConfigError, RedisUnavailableError, SetupError } from '../errors/errors.js';
 import { type Keys, MAX_KEY_LENGTH } from '../keys/keys.js';
@@ -17,7 +17,7 @@ import { type Keys, MAX_KEY_LENGTH } from '../keys/keys.js';
 
 /** The sampler's settings: `ResolvedConfig['accessLog']` fits as is. */
 export interface AccessLogOptions {
-  /** Fraction of `record` calls counted, 0 to 1. 0 disables the sampler (no timer, no Redis). */
+  /** Fraction of `record` calls counted, 0 to 1. 0 disables the sampler (no timer, no RedisClient). */
   readonly sampleRate: number;
   /** How often counts are pushed to Redis. */
   readonly flushIntervalMs: number;
@@ -87,7 +87,7 @@ function noop(): void {}
  * repository key is and the flush would skip).
  */
 export class AccessLogSampler {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #keys: Keys;
   readonly #rate: number;
   readonly #bucketMs: number;
@@ -118,7 +118,7 @@ export class AccessLogSampler {
    * @throws {ConfigError} on a rate outside [0, 1] or a non-positive interval or bucket.
    */
   constructor(
-    redis: Redis,
+    redis: RedisClient,
     keys: Keys,
     options: AccessLogOptions,
     random: () => number = Math.random,
@@ -343,7 +343,7 @@ function throwFirst(results: Array<[Error | null, unknown]> | null): void {
 
 /** Options of `flushAccessLog`. */
 export interface FlushAccessLogOptions {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly keys: Keys;
   // biome-ignore lint/suspicious/noExplicitAny: walcache's own table, whatever the app's schema
   readonly db: Kysely<any>;
@@ -434,7 +434,7 @@ async function call<T>(operation: string, command: Promise<T>): Promise<T> {
 }
 
 /** RENAMENX live -> flushing; false when there is no live hash (or a copy already exists). */
-async function renamed(redis: Redis, live: string, flushing: string): Promise<boolean> {
+async function renamed(redis: RedisClient, live: string, flushing: string): Promise<boolean> {
   try {
     return (await redis.renamenx(live, flushing)) === 1;
   } catch (error) {

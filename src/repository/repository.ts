@@ -1,7 +1,7 @@
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { CompiledQuery, type Kysely, sql, type Transaction } from 'kysely';
 import { CacheEngine } from '../cache/engine.js';
+import type { RedisClient } from '../cache/redis-client.js';
 import {
   applyCatalog,
   checkModel,
@@ -115,7 +115,7 @@ export class RepositoryCore<DB, C> {
   #writeBehind: WriteBehindStore | undefined;
   readonly #writtenBehind = new Set<string>();
   readonly #tableColumns = new Map<string, Promise<ReadonlySet<string>>>();
-  #flushQueue: { queue: Queue<FlushJobData>; connection: Redis } | undefined;
+  #flushQueue: { queue: Queue<FlushJobData>; connection: RedisClient } | undefined;
   readonly #lastTrigger = new Map<string, number>();
   #catalog: Promise<void> | undefined;
   #catalogRead = false;

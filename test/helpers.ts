@@ -2,10 +2,43 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { Redis } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { CacheEngine, type EngineOptions, type WalcacheConfigInput } from '../src/index.js';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+/**
+ * `WALCACHE_TEST_REDIS=cluster` runs the suite against the local Redis Cluster
+ * (scripts/redis-cluster.sh; seeds from `REDIS_CLUSTER_NODES`) instead of the standalone
+ * server: `REDIS_CONFIG` and `testRedis()` point there. Tests that start a private
+ * redis-server keep it.
+ */
+export const ON_CLUSTER = process.env.WALCACHE_TEST_REDIS === 'cluster';
+export const CLUSTER_NODES = (
+  process.env.REDIS_CLUSTER_NODES ?? '127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002'
+).split(',');
+
+/** The `redis` config of the Redis under test. */
+export const REDIS_CONFIG: { url: string } | { cluster: { nodes: string[] } } = ON_CLUSTER
+  ? { cluster: { nodes: CLUSTER_NODES } }
+  : { url: REDIS_URL };
+
+/** A plain client of the Redis under test (a `Cluster` under `WALCACHE_TEST_REDIS=cluster`). */
+export function testRedis(options: RedisOptions = {}): Redis | Cluster {
+  if (!ON_CLUSTER) return new Redis(REDIS_URL, options);
+  return new Cluster(
+    CLUSTER_NODES.map((n) => {
+      const [host, port] = n.split(':');
+      return { host: host as string, port: Number(port) };
+    }),
+    { redisOptions: options, scaleReads: 'master' },
+  );
+}
+
+/** Each master of a client (the client itself when it is one server). */
+export function mastersOf(client: Redis | Cluster): Redis[] {
+  return client instanceof Cluster ? client.nodes('master') : [client];
+}
 
 /** A prefix no other test uses, so tests can run in any order and in parallel. */
 export function uniquePrefix(name: string): string {
@@ -15,7 +48,7 @@ export function uniquePrefix(name: string): string {
 /** Tracks what a test opened and closes it all. */
 export class Resources {
   readonly #engines: CacheEngine[] = [];
-  readonly #clients: Redis[] = [];
+  readonly #clients: Array<Redis | Cluster> = [];
   readonly #prefixes = new Set<string>();
 
   engine(
@@ -26,7 +59,7 @@ export class Resources {
     this.#prefixes.add(prefix);
     const engine = new CacheEngine({
       ...options,
-      config: { ...config, prefix, redis: { url: REDIS_URL, ...config.redis } },
+      config: { ...config, prefix, redis: { ...REDIS_CONFIG, ...config.redis } },
     });
     this.#engines.push(engine);
     return engine;
@@ -44,15 +77,19 @@ export class Resources {
     return engine;
   }
 
-  redis(url = REDIS_URL): Redis {
-    const client = new Redis(url, { maxRetriesPerRequest: 1 });
+  /** A client of the Redis under test, or of `url`; disconnected at close. */
+  redis(url?: string): Redis | Cluster {
+    const client =
+      url === undefined
+        ? testRedis({ maxRetriesPerRequest: 1 })
+        : new Redis(url, { maxRetriesPerRequest: 1 });
     this.#clients.push(client);
     return client;
   }
 
   async close(): Promise<void> {
     await Promise.all(this.#engines.map((e) => e.close()));
-    const admin = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+    const admin = testRedis({ maxRetriesPerRequest: 1 });
     try {
       for (const prefix of this.#prefixes) await deleteByPrefix(admin, prefix);
     } finally {
@@ -63,28 +100,49 @@ export class Resources {
 }
 
 /** Every string value under the prefix, as stored (entries, tag versions...), read back raw. */
-export async function storedUnder(redis: Redis, prefix: string): Promise<Array<[string, Buffer]>> {
+export async function storedUnder(
+  redis: Redis | Cluster,
+  prefix: string,
+): Promise<Array<[string, Buffer]>> {
   const found: Array<[string, Buffer]> = [];
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    for (const k of keys) {
-      if ((await redis.type(k)) !== 'string') continue;
-      const value = await redis.getBuffer(k);
-      if (value !== null) found.push([k, value]);
-    }
-  } while (cursor !== '0');
+  for (const node of await readyMasters(redis)) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+      cursor = next;
+      for (const k of keys) {
+        if ((await node.type(k)) !== 'string') continue;
+        const value = await node.getBuffer(k);
+        if (value !== null) found.push([k, value]);
+      }
+    } while (cursor !== '0');
+  }
   return found;
 }
 
-export async function deleteByPrefix(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await redis.unlink(...keys);
-  } while (cursor !== '0');
+export async function deleteByPrefix(redis: Redis | Cluster, prefix: string): Promise<void> {
+  for (const node of await readyMasters(redis)) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+      cursor = next;
+      // One UNLINK per key: on a cluster node, a multi-key UNLINK must stay in one slot.
+      await Promise.all(keys.map((k) => node.unlink(k)));
+    } while (cursor !== '0');
+  }
+}
+
+/** The masters of a client, once a cluster client knows them. */
+async function readyMasters(redis: Redis | Cluster): Promise<Redis[]> {
+  if (redis instanceof Cluster && redis.status !== 'ready')
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the test cluster is not ready')), 10_000);
+      redis.once('ready', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  return mastersOf(redis);
 }
 
 export interface Deferred<T = void> {

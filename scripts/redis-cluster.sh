@@ -81,6 +81,7 @@ rcli() {
   printf '%s\n' "${out//$'\r'/}"
 }
 is_up() { [[ $(rcli "$1" PING || true) == PONG ]]; }
+answers() { [[ -n $(rcli "$1" PING || true) ]]; } # PONG, or an error such as NOAUTH or LOADING
 # field NAME TEXT: the value of "NAME:value" in INFO / CLUSTER INFO output.
 field() {
   local re="(^|"$'\n'")$1:([^"$'\n'"]*)"
@@ -116,27 +117,32 @@ check_cluster_enabled() {
   [[ "$v" == 1 ]] || die "127.0.0.1:$p answers PING but is not a cluster-enabled redis (cluster_enabled:${v:-?}); free the port or set REDIS_CLUSTER_PORT_BASE"
 }
 
-# Shut down every node that answers, then make sure their processes are gone.
-shutdown_nodes() {
-  local p i pid
-  for p in "${PORTS[@]}"; do
-    if is_up "$p"; then rcli "$p" SHUTDOWN NOSAVE NOW >/dev/null || true; fi
-  done
-  for p in "${PORTS[@]}"; do
+# shutdown_one PORT: SHUTDOWN the node; if it still answers after 5 s (or answers only with an
+# error, e.g. NOAUTH), kill -9 the process named in its pid file when that is our redis-server.
+shutdown_one() {
+  local p=$1 i pid out pidfile="$DATA_DIR/$1/redis.pid"
+  answers "$p" || return 0
+  out=$(rcli "$p" SHUTDOWN NOSAVE NOW || true)
+  if [[ -z "$out" ]]; then
     for ((i = 0; i < 50; i++)); do
-      is_up "$p" || break
+      answers "$p" || return 0
       sleep 0.1
     done
-    if is_up "$p"; then
-      # Still answering after 5 s: kill the process named in its pid file, if it is ours.
-      pid=$(as_root cat "$DATA_DIR/$p/redis.pid" 2>/dev/null || true)
-      if [[ "$pid" =~ ^[0-9]+$ ]] && as_root grep -qa "redis-server.*:$p" "/proc/$pid/cmdline" 2>/dev/null; then
-        as_root kill -9 "$pid" || true
-        sleep 0.3
-      fi
-      is_up "$p" && die "redis cluster node 127.0.0.1:$p does not shut down"
-    fi
-  done
+  fi
+  pid=$(as_root cat "$pidfile" 2>/dev/null || true)
+  if [[ "$pid" =~ ^[0-9]+$ ]] && as_root grep -qa "^redis-server 127.0.0.1:$p\b" "/proc/$pid/cmdline" 2>/dev/null; then
+    as_root kill -9 "$pid" || true
+    for ((i = 0; i < 20; i++)); do
+      answers "$p" || break
+      sleep 0.1
+    done
+  fi
+  if answers "$p"; then die "127.0.0.1:$p does not shut down (${out:-no reply}) and $pidfile names no redis-server of ours"; fi
+}
+
+shutdown_nodes() {
+  local p
+  for p in "${PORTS[@]}"; do shutdown_one "$p"; done
 }
 
 # healthy: 0 when the cluster is healthy, else 1 with the first problem in REASON.
@@ -192,9 +198,10 @@ healthy() {
   return 0
 }
 
+# wait_healthy SECONDS
 wait_healthy() {
-  local secs=$1 i
-  for ((i = 0; i < secs * 5; i++)); do
+  local deadline=$((SECONDS + $1))
+  while ((SECONDS < deadline)); do
     healthy && return 0
     sleep 0.2
   done
@@ -254,7 +261,9 @@ cmd_status() {
 
 cmd_stop() {
   local p up=()
-  for p in "${PORTS[@]}"; do is_up "$p" && up+=("$p"); done
+  for p in "${PORTS[@]}"; do
+    if answers "$p"; then up+=("$p"); fi
+  done
   if ((${#up[@]} == 0)); then
     say ok "redis cluster nodes on $RANGE not running"
     return
@@ -271,6 +280,8 @@ cmd_start() {
   fi
   was="$REASON"
   for p in "${PORTS[@]}"; do
+    # A node of ours that answers PING with an error (NOAUTH, LOADING...) is restarted.
+    if ! is_up "$p" && answers "$p"; then shutdown_one "$p"; fi
     if ! is_up "$p"; then
       start_node "$p"
       started+=("$p")

@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
 # Prepare the local services walcache's tests need, on a Debian machine:
 #   PostgreSQL (wal_level=logical, wal2json installed and allowed, enough slots/senders,
-#   a test role with REPLICATION, database `test`, loopback pg_hba lines) and Redis.
+#   a test role with REPLICATION, database `test`, loopback pg_hba lines), a standalone Redis,
+#   a Redis Cluster (scripts/redis-cluster.sh) and a Redis Sentinel set-up (scripts/redis-sentinel.sh).
+#
+# Ports (all on 127.0.0.1):
+#   5432            PostgreSQL                                        PGPORT
+#   6379            Redis, standalone (also ::1)                      REDIS_PORT
+#   7000-7005       Redis Cluster: 3 masters + 3 replicas             REDIS_CLUSTER_PORT_BASE
+#                   (cluster bus 17000-17005; node timeout 2 s)
+#   6390, 6391      Redis master + replica watched by the sentinels   REDIS_SENTINEL_PORT_BASE
+#                   (6391 is the master after a failover, and so on)
+#   26390-26392     Redis Sentinels, master name "walcache", quorum 2, down-after 1 s
 #
 # Idempotent: a second run changes nothing, does not restart Postgres and takes ~1 s.
 # Each step prints one line: "ok" (already so) or "changed" (this run fixed it).
@@ -13,6 +23,9 @@
 #   PG_MAJOR, PG_CLUSTER Debian cluster to manage        (default: newest in /etc/postgresql, main)
 #   PG_ADMIN_HOST        socket dir for admin sessions   (default: /var/run/postgresql)
 #   REDIS_PORT           Redis port on 127.0.0.1         (default: 6379)
+#   REDIS_CLUSTER=0      skip the Redis Cluster          (default: 1)
+#   REDIS_SENTINEL=0     skip the Redis Sentinel set-up  (default: 1)
+#   REDIS_CLUSTER_PORT_BASE / REDIS_SENTINEL_PORT_BASE  (default: 7000 / 6390, see above)
 #   MIN_REPLICATION_SLOTS / MIN_WAL_SENDERS              (default: 20 each)
 set -euo pipefail
 
@@ -46,7 +59,7 @@ This script needs root (or sudo) to:
   - start/restart the cluster with pg_ctlcluster,
   - run psql as the 'postgres' OS user (ALTER SYSTEM, CREATE ROLE, CREATE DATABASE),
   - append loopback lines to pg_hba.conf,
-  - start redis-server (data in /var/lib/redis, log in /var/log/redis).
+  - start redis-server (data in /var/lib/redis and /var/lib/redis-walcache, logs in /var/log/redis).
 Re-run it as root:  sudo bash scripts/services.sh
 EOF
   exit 1
@@ -268,4 +281,17 @@ else
   done
   [[ $(redis_ping) == PONG ]] || die "redis did not answer PING on 127.0.0.1:$REDIS_PORT (see /var/log/redis/ci.log)"
   say changed "redis started on 127.0.0.1:$REDIS_PORT"
+fi
+
+# --- 9. Redis Cluster and Redis Sentinel (each script prints its own ok/changed line) -------
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+if [[ "${REDIS_CLUSTER:-1}" == 0 ]]; then
+  say skipped "redis cluster (REDIS_CLUSTER=0)"
+else
+  bash "$SCRIPT_DIR/redis-cluster.sh" start
+fi
+if [[ "${REDIS_SENTINEL:-1}" == 0 ]]; then
+  say skipped "redis sentinel (REDIS_SENTINEL=0)"
+else
+  bash "$SCRIPT_DIR/redis-sentinel.sh" start
 fi

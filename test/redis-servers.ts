@@ -10,6 +10,8 @@ export interface PrivateRedis {
   readonly dir: string;
   /** Stops the server (SIGTERM, then SIGKILL) and removes its directory. Idempotent. */
   stop(): Promise<void>;
+  /** Sends a signal (SIGKILL a master, SIGSTOP a lagging replica, SIGCONT it). */
+  signal(signal: NodeJS.Signals): void;
 }
 
 /**
@@ -53,6 +55,9 @@ export async function startRedis(
   return {
     port,
     dir,
+    signal: (signal) => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    },
     stop: () => {
       stopping ??= stop(child).finally(() => rmSync(dir, { recursive: true, force: true }));
       return stopping;
@@ -62,6 +67,7 @@ export async function startRedis(
 
 function stop(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  child.kill('SIGCONT'); // a stopped server cannot act on SIGTERM
   return new Promise((resolve) => {
     const kill = setTimeout(() => child.kill('SIGKILL'), 3_000);
     child.once('exit', () => {

@@ -19,7 +19,12 @@ export type ClientOptions = Omit<
  * on a cluster they apply to each node's connection, and the queueing and retry settings
  * to the cluster too.
  */
-export function createRedisClient(endpoint: RedisEndpoint, options: ClientOptions): RedisClient {
+export function createRedisClient(
+  endpoint: RedisEndpoint,
+  options: ClientOptions,
+  /** Cluster settings of this use (the cache fails fast: fewer, quicker redirections). */
+  clusterOverrides: Partial<ClusterOptions> = {},
+): RedisClient {
   const { url, options: auth } = endpointOptions(endpoint);
   if (endpoint.cluster !== undefined) {
     const { retryStrategy, enableOfflineQueue, enableAutoPipelining, lazyConnect, ...node } =
@@ -35,6 +40,7 @@ export function createRedisClient(endpoint: RedisEndpoint, options: ClientOption
       ...(enableOfflineQueue !== undefined && { enableOfflineQueue }),
       ...(enableAutoPipelining !== undefined && { enableAutoPipelining }),
       ...(lazyConnect !== undefined && { lazyConnect }),
+      ...clusterOverrides,
     };
     return new Cluster(endpoint.cluster.nodes.map(nodeHostPort), clusterOptions);
   }
@@ -109,6 +115,9 @@ export async function execByNode(
       } catch (error) {
         replies = indexes.map(() => [error as Error, null]);
       }
+      // A node that failed may be gone (a failover): grouping by a stale slot table would
+      // send every retry there, so ask the cluster for the current one.
+      if (replies.some(([error]) => error !== null)) client.refreshSlotsCache();
       for (const [j, i] of indexes.entries()) results[i] = replies[j] ?? [null, null];
     }),
   );

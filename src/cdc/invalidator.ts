@@ -12,6 +12,7 @@ import {
 } from '../cache/redis-client.js';
 import { defineScripts, type ScriptCommands } from '../cache/scripts.js';
 import type { Keys } from '../keys/keys.js';
+import { ShardMarks } from './shard-marks.js';
 import type { Invalidation } from './change-mapper.js';
 
 /** Above this many keys a bus message tells every process to drop its whole L1 instead. */
@@ -43,6 +44,8 @@ export class Invalidator {
   readonly runId: string;
   readonly #redis: RedisClient & ScriptCommands;
   readonly #keys: Keys;
+  /** On a cluster: a mark per master, to see one that lost acknowledged writes. */
+  readonly #marks: ShardMarks | undefined;
   readonly #tombstoneTtlMs: number;
   readonly #tagTtlMs: number;
   #seq = 0;
@@ -57,6 +60,7 @@ export class Invalidator {
   ) {
     this.#redis = defineScripts(redis);
     this.#keys = keys;
+    this.#marks = isCluster(redis) ? new ShardMarks(redis, keys) : undefined;
     this.runId = runId;
     this.#tombstoneTtlMs = tombstoneTtlMs;
     this.#tagTtlMs = tagTtlMs;
@@ -157,7 +161,10 @@ export class Invalidator {
     // A cluster: the tombstones and versions first, one pipeline per master at once; then,
     // once every master has them, the heartbeat and the bus message. In one round trip a
     // reader told by the bus could read a key whose master had not yet written it.
-    for (const [error] of await execByNode(this.#redis, writes)) if (error) throw error;
+    const marks = this.#marks?.commands(writes, heartbeat.lsn) ?? [];
+    const replies = await execByNode(this.#redis, [...writes, ...marks]);
+    this.#marks?.settle(marks, replies.slice(writes.length), heartbeat.lsn);
+    for (const [error] of replies) if (error) throw error;
     const [replaced] = await Promise.all([
       this.#redis.set(this.#keys.heartbeat(), beat(), 'GET'),
       publishOn(this.#redis, channel, JSON.stringify(message)),
@@ -174,6 +181,16 @@ export class Invalidator {
     return parseHeartbeat(
       await this.#redis.set(this.#keys.heartbeat(), JSON.stringify(value), 'GET'),
     );
+  }
+
+  /**
+   * On a cluster: why a master lost acknowledged invalidations, seen in the replies of the
+   * last groups applied, or (`read`) by reading every master's mark now. Null on one
+   * server (the heartbeat tells) and when none did.
+   */
+  async shardLoss(read: boolean): Promise<string | null> {
+    if (this.#marks === undefined) return null;
+    return read ? this.#marks.check() : this.#marks.takeLoss();
   }
 
   async readHeartbeat(): Promise<Heartbeat | null> {

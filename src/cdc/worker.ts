@@ -502,7 +502,9 @@ export class InvalidationWorker {
       stream,
     );
     if (applied === null) return; // the stream died meanwhile: not acknowledged, it will be replayed
-    const lost = this.#rollbackReason(applied.previous, acknowledged);
+    const lost =
+      this.#rollbackReason(applied.previous, acknowledged) ??
+      (await this.#invalidator.shardLoss(false));
     if (lost !== null) {
       // Before this group is acknowledged: the entries Redis revived must become misses.
       this.#log?.error(
@@ -668,7 +670,8 @@ export class InvalidationWorker {
       // Captured first: a group writes the heartbeat before the position advances.
       const acknowledged = this.#appliedLsn;
       const beat = await this.#invalidator.readHeartbeat();
-      const reason = this.#rollbackReason(beat, acknowledged);
+      const reason =
+        this.#rollbackReason(beat, acknowledged) ?? (await this.#invalidator.shardLoss(true));
       if (reason === null) return;
       this.#log?.error(
         { reason, heartbeat: beat?.lsn ?? null, acknowledged: this.#appliedLsn },

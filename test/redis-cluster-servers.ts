@@ -1,0 +1,145 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { Redis } from 'ioredis';
+import { freePort, waitFor } from './helpers.js';
+import { type PrivateRedis, startRedis } from './redis-servers.js';
+
+const run = promisify(execFile);
+
+/** A Redis Cluster of the test's own: masters with one replica each, on loopback ports. */
+export interface PrivateCluster {
+  /** `host:port` of every node, masters first as created. */
+  readonly nodes: readonly string[];
+  /** The node serving `key`'s slot now, and its replica. */
+  ownerOf(key: string): Promise<{ master: PrivateRedis; replica: PrivateRedis | undefined }>;
+  /** The node serving the port. */
+  node(port: number): PrivateRedis;
+  /** Waits until every slot is served, the cluster says ok on every live node, and every replica is in sync. */
+  settled(timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `masters` × 2 redis-servers in cluster mode (node timeout `nodeTimeoutMs`, so a
+ * killed master is replaced in a few seconds) and joins them with
+ * `redis-cli --cluster create … --cluster-replicas 1`.
+ */
+export async function startCluster(masters = 3, nodeTimeoutMs = 1_000): Promise<PrivateCluster> {
+  const servers: PrivateRedis[] = [];
+  try {
+    for (let i = 0; i < masters * 2; i++) {
+      const busPort = await freePort();
+      servers.push(
+        await startRedis((_dir, port) => [
+          '--port',
+          String(port),
+          '--cluster-enabled',
+          'yes',
+          '--cluster-port',
+          String(busPort),
+          '--cluster-config-file',
+          'nodes.conf',
+          '--cluster-node-timeout',
+          String(nodeTimeoutMs),
+          // Replicas sync at once (the default waits 5 s for more of them).
+          '--repl-diskless-sync-delay',
+          '0',
+        ]),
+      );
+    }
+    await run('redis-cli', [
+      '--cluster',
+      'create',
+      ...servers.map((s) => `127.0.0.1:${s.port}`),
+      '--cluster-replicas',
+      '1',
+      '--cluster-yes',
+    ]);
+  } catch (error) {
+    await Promise.all(servers.map((s) => s.stop()));
+    throw error;
+  }
+  const byPort = new Map(servers.map((s) => [s.port, s]));
+  const live = () => servers.filter((s) => !stopped.has(s.port));
+  const stopped = new Set<number>();
+  const ask = async <T>(port: number, fn: (r: Redis) => Promise<T>): Promise<T> => {
+    const r = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0 });
+    r.on('error', () => {});
+    try {
+      await r.connect();
+      return await fn(r);
+    } finally {
+      r.disconnect();
+    }
+  };
+  const cluster: PrivateCluster = {
+    nodes: servers.map((s) => `127.0.0.1:${s.port}`),
+    node: (port) => {
+      const s = byPort.get(port);
+      if (s === undefined) throw new Error(`no node on ${port}`);
+      return s;
+    },
+    ownerOf: async (key) => {
+      for (const s of live()) {
+        try {
+          const slot = await ask(s.port, (r) => r.cluster('KEYSLOT', key));
+          const nodes = String(await ask(s.port, (r) => r.cluster('NODES')))
+            .trim()
+            .split('\n')
+            .map((l) => l.split(' '));
+          const master = nodes.find(
+            (n) =>
+              n[2]?.includes('master') &&
+              !n[2]?.includes('fail') &&
+              n.slice(8).some((range) => {
+                const [lo, hi = lo] = range.split('-').map(Number);
+                return lo !== undefined && hi !== undefined && slot >= lo && slot <= hi;
+              }),
+          );
+          const replica = nodes.find((n) => n[3] === master?.[0]);
+          const portOf = (n: string[] | undefined) => Number(n?.[1]?.split('@')[0]?.split(':')[1]);
+          return {
+            master: cluster.node(portOf(master)),
+            replica: replica === undefined ? undefined : cluster.node(portOf(replica)),
+          };
+        } catch {
+          // that node is down: ask another
+        }
+      }
+      throw new Error('no live cluster node answers');
+    },
+    settled: (timeoutMs = 20_000) =>
+      waitFor(
+        'the cluster to settle',
+        async () => {
+          for (const s of live()) {
+            try {
+              const info = String(await ask(s.port, (r) => r.cluster('INFO')));
+              if (!/cluster_state:ok/.test(info) || !/cluster_slots_ok:16384/.test(info))
+                return false;
+              // A replica counts once it is in sync with its master.
+              const role = (await ask(s.port, (r) => r.role())) as unknown[];
+              if (role[0] === 'slave' && role[3] !== 'connected') return false;
+            } catch {
+              return false;
+            }
+          }
+          return true;
+        },
+        timeoutMs,
+      ),
+    stop: async () => {
+      await Promise.all(servers.map((s) => s.stop()));
+    },
+  };
+  // A SIGKILLed node is stopped for good: settled() asks only the others.
+  for (const s of servers) {
+    const signal = s.signal;
+    (s as { signal: PrivateRedis['signal'] }).signal = (sig) => {
+      if (sig === 'SIGKILL') stopped.add(s.port);
+      signal(sig);
+    };
+  }
+  await cluster.settled();
+  return cluster;
+}

@@ -75,7 +75,7 @@ export class ShardMarks {
   async check(): Promise<string | null> {
     const keys = [...this.#written.keys()];
     const values = await Promise.all(keys.map((k) => this.#cluster.get(k)));
-    keys.forEach((key, i) => this.#compare(key, values[i] ?? null));
+    for (const [i, key] of keys.entries()) this.#compare(key, values[i] ?? null);
     return this.takeLoss();
   }
 

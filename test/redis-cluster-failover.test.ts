@@ -8,7 +8,13 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { InvalidationWorker } from '../src/cdc/worker.js';
-import { createRepository, defineConfig, resolveConfig } from '../src/index.js';
+import {
+  createRepository,
+  defineConfig,
+  RedisUnavailableError,
+  resolveConfig,
+  WriteBehindStore,
+} from '../src/index.js';
 import { sleep, uniquePrefix, waitFor } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 import { type PrivateCluster, startCluster } from './redis-cluster-servers.js';
@@ -195,5 +201,71 @@ describe('Redis Cluster failover', () => {
     console.log(
       `# failover under load: ${reads} reads, ${written} writes, slowest read ${longest.toFixed(0)} ms`,
     );
+  });
+});
+
+describe('Redis Cluster failover and write-behind', () => {
+  const prefix = uniquePrefix('clwb');
+  let cluster: PrivateCluster;
+  const stores: WriteBehindStore[] = [];
+  const clients: Redis[] = [];
+
+  before(async () => {
+    cluster = await startCluster(3, 1_000);
+  });
+  after(async () => {
+    for (const store of stores) await store.close().catch(() => {});
+    for (const client of clients) client.disconnect();
+    await cluster?.stop();
+  });
+
+  const newStore = async () => {
+    const store = new WriteBehindStore(
+      resolveConfig({
+        prefix,
+        redis: { cluster: { nodes: [...cluster.nodes] } },
+        writeBehind: { replicaTimeoutMs: 500 },
+        entities: { counters: { table: 'counters', key: 'id', writeBehind: true } },
+      }),
+    );
+    stores.push(store);
+    await store.ready();
+    return store;
+  };
+
+  it('a write is acknowledged only once a replica holds it: none acknowledged is lost when its master dies', async () => {
+    const store = await newStore();
+    const owner = await cluster.ownerOf(store.keys.writeBehindQueue('counters'));
+    const replica = owner.replica;
+    assert.ok(replica, 'the master has a replica');
+    await store.put('counters', '1', { value: 1 });
+    const acknowledged = new Set(['1']);
+    replica.signal('SIGSTOP');
+    let refused: unknown;
+    try {
+      const master = new Redis(owner.master.port, '127.0.0.1', { maxRetriesPerRequest: 1 });
+      clients.push(master);
+      await master.call('CLIENT', 'KILL', 'TYPE', 'replica');
+      // The replica is cut off: this write cannot reach it.
+      await store.put('counters', '2', { value: 2 }).then(
+        () => acknowledged.add('2'),
+        (error: unknown) => {
+          refused = error;
+        },
+      );
+    } finally {
+      owner.master.signal('SIGKILL');
+      replica.signal('SIGCONT');
+    }
+    const promoted = new Redis(replica.port, '127.0.0.1', { maxRetriesPerRequest: 1 });
+    clients.push(promoted);
+    await promoted.cluster('FAILOVER', 'TAKEOVER');
+    await cluster.settled();
+    const after = await newStore();
+    const found = await after.read('counters', ['1', '2']);
+    for (const [i, key] of ['1', '2'].entries())
+      if (acknowledged.has(key)) assert.ok(found[i], `acknowledged write ${key} survived`);
+    assert.ok(refused instanceof RedisUnavailableError, 'the unreplicated write was refused');
+    assert.match(String((refused as Error).cause), /replica/);
   });
 });

@@ -287,6 +287,15 @@ export const writeBehindSchema = z
     maxAttempts: positiveInt().default(5),
     /** First retry delay of a failed flush job; doubles each attempt. @default 200 */
     backoffMs: positiveInt().default(200),
+    /**
+     * Replicas that must hold a write before it is acknowledged (Redis `WAIT`): a failover
+     * to an asynchronous replica then cannot lose an acknowledged write. A write the
+     * replicas do not confirm within `replicaTimeoutMs` is refused (E_REDIS_UNAVAILABLE)
+     * and may be retried. @default 1 on a cluster or Sentinel set-up, 0 on one server
+     */
+    replicas: z.number().int().min(0).max(16).optional(),
+    /** How long a write waits for its replicas. @default 1000 */
+    replicaTimeoutMs: positiveInt().default(1_000),
   })
   .strict();
 

@@ -1,4 +1,4 @@
-import type { RedisClient } from '../cache/redis-client.js';
+import type { AnyPipeline, RedisClient } from '../cache/redis-client.js';
 import { createCacheRedis, waitReady } from '../cache/redis-connection.js';
 import { queuesEndpoint } from '../cache/redis-endpoint.js';
 import type { ResolvedConfig } from '../config/config.js';
@@ -68,6 +68,9 @@ const READ_SLICE = 1_000;
 export class WriteBehindStore {
   readonly keys: Keys;
   readonly #redis: RedisClient & WriteBehindCommands;
+  /** Replicas a write must reach before it is acknowledged (`writeBehind.replicas`). */
+  readonly #replicas: number;
+  readonly #replicaTimeoutMs: number;
   readonly #url: string;
   readonly #codec: WriteBehindCodec;
   readonly #connectTimeoutMs: number;
@@ -100,6 +103,10 @@ export class WriteBehindStore {
       this.#safe = false;
     });
     this.#redis = defineWriteBehindScripts(redis);
+    const endpoint = queuesEndpoint(config);
+    this.#replicas =
+      config.writeBehind.replicas ?? (endpoint.cluster || endpoint.sentinel ? 1 : 0);
+    this.#replicaTimeoutMs = config.writeBehind.replicaTimeoutMs;
     this.#codec = new WriteBehindCodec(config.cache);
   }
 
@@ -158,7 +165,25 @@ export class WriteBehindStore {
     const args: Array<string | Buffer> = [String(Date.now())];
     for (const p of batch) args.push(p.key, p.patch);
     try {
-      const [first, pending] = await this.#redis.walcache_wb_put(keys.length, ...keys, ...args);
+      let reply: number[];
+      if (this.#replicas === 0) {
+        reply = await this.#redis.walcache_wb_put(keys.length, ...keys, ...args);
+      } else {
+        // WAIT on the connection (the node) that ran the script, in the same round trip.
+        const pipeline = this.#redis.pipeline() as AnyPipeline & WriteBehindCommands;
+        pipeline.walcache_wb_put(keys.length, ...keys, ...args);
+        pipeline.wait(this.#replicas, this.#replicaTimeoutMs);
+        const [[putError, put] = [null, null], [waitError, acked] = [null, 0]] =
+          (await pipeline.exec()) ?? [];
+        if (putError) throw putError;
+        if (waitError) throw waitError;
+        reply = put as number[];
+        if (Number(acked) < this.#replicas)
+          throw new Error(
+            `the write reached ${acked} of the ${this.#replicas} replica(s) writeBehind.replicas asks for within ${this.#replicaTimeoutMs} ms (it may still be flushed; retrying it is safe)`,
+          );
+      }
+      const [first, pending] = reply;
       for (const [i, p] of batch.entries())
         p.resolve({ seq: Number(first) + i, pending: Number(pending) });
     } catch (error) {

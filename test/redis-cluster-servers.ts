@@ -143,3 +143,104 @@ export async function startCluster(masters = 3, nodeTimeoutMs = 1_000): Promise<
   await cluster.settled();
   return cluster;
 }
+
+/** A Sentinel-managed Redis of the test's own: a master, its replica, three sentinels. */
+export interface PrivateSentinel {
+  readonly name: string;
+  /** `host:port` of the sentinels. */
+  readonly sentinels: readonly string[];
+  readonly master: PrivateRedis;
+  readonly replica: PrivateRedis;
+  /** The master's port as the sentinels name it now. */
+  currentMasterPort(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a master, a replica of it and three sentinels watching it (quorum 2, down after
+ * `downAfterMs`), and waits until every sentinel sees the replica and the others.
+ */
+export async function startSentinel(downAfterMs = 1_000): Promise<PrivateSentinel> {
+  const name = 'walcache-test';
+  const started: PrivateRedis[] = [];
+  try {
+    const master = await startRedis((_dir, port) => [
+      '--port',
+      String(port),
+      '--repl-diskless-sync-delay',
+      '0',
+    ]);
+    started.push(master);
+    const replica = await startRedis((_dir, port) => [
+      '--port',
+      String(port),
+      '--replicaof',
+      '127.0.0.1',
+      String(master.port),
+    ]);
+    started.push(replica);
+    for (let i = 0; i < 3; i++) {
+      const sentinel = await startRedis(
+        (dir, port) => [`${dir}/sentinel.conf`, '--sentinel', '--port', String(port)],
+        {
+          'sentinel.conf': [
+            `sentinel monitor ${name} 127.0.0.1 ${master.port} 2`,
+            `sentinel down-after-milliseconds ${name} ${downAfterMs}`,
+            `sentinel failover-timeout ${name} 5000`,
+            `sentinel parallel-syncs ${name} 1`,
+            '',
+          ].join('\n'),
+        },
+      );
+      started.push(sentinel);
+    }
+    const sentinels = started.slice(2);
+    const ask = async <T>(port: number, fn: (r: Redis) => Promise<T>): Promise<T> => {
+      const r = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0 });
+      r.on('error', () => {});
+      try {
+        await r.connect();
+        return await fn(r);
+      } finally {
+        r.disconnect();
+      }
+    };
+    await waitFor(
+      'the sentinels to see the replica and each other',
+      async () => {
+        for (const s of sentinels) {
+          const info = (await ask(s.port, (r) => r.call('SENTINEL', 'MASTER', name))) as string[];
+          const field = (f: string) => info[info.indexOf(f) + 1];
+          if (field('num-slaves') !== '1' || field('num-other-sentinels') !== '2') return false;
+        }
+        return true;
+      },
+      20_000,
+    );
+    return {
+      name,
+      sentinels: sentinels.map((s) => `127.0.0.1:${s.port}`),
+      master,
+      replica,
+      currentMasterPort: async () => {
+        for (const s of sentinels) {
+          try {
+            const addr = (await ask(s.port, (r) =>
+              r.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', name),
+            )) as string[];
+            return Number(addr[1]);
+          } catch {
+            // that sentinel is down: ask another
+          }
+        }
+        throw new Error('no sentinel answers');
+      },
+      stop: async () => {
+        await Promise.all(started.map((s) => s.stop()));
+      },
+    };
+  } catch (error) {
+    await Promise.all(started.map((s) => s.stop()));
+    throw error;
+  }
+}

@@ -25,20 +25,25 @@ export async function startRedis(
   const dir = mkdtempSync(join(tmpdir(), 'walcache-redis-'));
   for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
   const port = await freePort();
+  const extra = args(dir, port);
+  // A config file (sentinel.conf) must come first on redis-server's command line.
+  const file = extra[0] !== undefined && !extra[0].startsWith('--') ? extra.splice(0, 1) : [];
   const child = spawn(
     'redis-server',
-    ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...args(dir, port)],
+    [...file, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extra],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let output = '';
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`redis-server did not start:\n${output}`)),
-      10_000,
-    );
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+      reject(new Error(`redis-server did not start:\n${output}`));
+    }, 10_000);
     const onData = (chunk: Buffer) => {
       output += chunk;
-      if (output.includes('Ready to accept connections')) {
+      // A server says it is ready; a sentinel, that it monitors its master.
+      if (/Ready to accept connections|\+monitor master/.test(output)) {
         clearTimeout(timer);
         resolve();
       }

@@ -104,8 +104,7 @@ export class WriteBehindStore {
     });
     this.#redis = defineWriteBehindScripts(redis);
     const endpoint = queuesEndpoint(config);
-    this.#replicas =
-      config.writeBehind.replicas ?? (endpoint.cluster || endpoint.sentinel ? 1 : 0);
+    this.#replicas = config.writeBehind.replicas ?? (endpoint.cluster || endpoint.sentinel ? 1 : 0);
     this.#replicaTimeoutMs = config.writeBehind.replicaTimeoutMs;
     this.#codec = new WriteBehindCodec(config.cache);
   }

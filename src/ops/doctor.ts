@@ -600,7 +600,7 @@ async function redisChecks(
         name: 'redis-acl',
         status: 'fail',
         detail: `Redis user ${user} ${parts.join('; ')}: walcache needs them on ${config.prefix}:*`,
-        fix: recommendedAcl(user, config.prefix),
+        fix: recommendedAcl(user, config.prefix, isCluster(redis)),
       };
     });
     await check(checks, 'worker', `start walcache worker --slot ${slot}`, async () => {
@@ -738,7 +738,8 @@ async function topologyCheck(client: RedisClient): Promise<DoctorCheck> {
   if (!isCluster(client)) {
     const role = /^role:(.*)$/m.exec(await client.info('replication'))?.[1]?.trim();
     const sentinel = client.options.sentinels ? `sentinel master "${client.options.name}"` : '';
-    const where = `${client.options.host ?? '?'}:${client.options.port ?? '?'}`;
+    // Behind Sentinel the options hold no address: the connection knows the master's.
+    const where = `${client.stream?.remoteAddress ?? client.options.host ?? '?'}:${client.stream?.remotePort ?? client.options.port ?? '?'}`;
     return ok(
       'redis-topology',
       `${sentinel ? `${sentinel} at ${where}` : `one server`} (role ${role ?? 'unknown'})`,

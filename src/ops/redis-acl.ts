@@ -26,10 +26,7 @@ export const CACHE_REDIS_COMMANDS: ReadonlyArray<readonly [command: string, used
   ['evalsha', 'scripts'],
   ['publish', 'the L1 bus'],
   ['subscribe', 'the L1 bus'],
-  ['spublish', 'the L1 bus on a Redis Cluster'],
-  ['ssubscribe', 'the L1 bus on a Redis Cluster'],
   ['ping', 'the L1 bus (liveness)'],
-  ['cluster|slots', 'Redis Cluster clients (the slot map)'],
   ['scan', 'operators, doctor'],
   ['multi', 'access log'],
   ['exec', 'access log'],
@@ -53,10 +50,21 @@ export const CACHE_REDIS_COMMANDS: ReadonlyArray<readonly [command: string, used
   ['info', 'doctor, stats'],
 ];
 
+/** What a Redis Cluster needs besides (on every node of it). */
+export const CLUSTER_REDIS_COMMANDS: ReadonlyArray<readonly [command: string, usedBy: string]> = [
+  ['spublish', 'the L1 bus (sharded pub/sub)'],
+  ['ssubscribe', 'the L1 bus (sharded pub/sub)'],
+  ['cluster|slots', 'the client (the slot map)'],
+  ['wait', 'write-behind (writeBehind.replicas)'],
+];
+
 /** The ACL rule that gives `user` what walcache needs under `prefix` (and nothing else). */
-export function recommendedAcl(user: string, prefix: string): string {
-  const commands = CACHE_REDIS_COMMANDS.map(([c]) => `+${c}`).join(' ');
-  return `ACL SETUSER ${user} on resetkeys resetchannels ~${prefix}:* &${prefix}:* -@all ${commands} +unsubscribe +sunsubscribe +client|setname`;
+export function recommendedAcl(user: string, prefix: string, cluster = false): string {
+  const commands = [...CACHE_REDIS_COMMANDS, ...(cluster ? CLUSTER_REDIS_COMMANDS : [])]
+    .map(([c]) => `+${c}`)
+    .join(' ');
+  const unsubscribe = cluster ? '+unsubscribe +sunsubscribe' : '+unsubscribe';
+  return `ACL SETUSER ${user} on resetkeys resetchannels ~${prefix}:* &${prefix}:* -@all ${commands} ${unsubscribe} +client|setname`;
 }
 
 export interface AclResult {
@@ -140,15 +148,18 @@ export async function probeAcl(
     },
     `the bus channel (${keys.busChannel()})`,
   );
-  // The bus of a cluster: a shard channel (SPUBLISH; SSUBSCRIBE is checked with the bus).
-  const shard = keys.busChannel(true);
-  await run(
-    'spublish',
-    () => (isCluster(client) ? client.spublish(shard, '{}') : client.call('spublish', shard, '{}')),
-    `the bus channel (${shard})`,
-  );
   await call('ping');
-  await call('cluster', 'slots');
+  if (isCluster(client)) {
+    // The bus of a cluster: a shard channel.
+    const shard = keys.busChannel(true);
+    await run(
+      'spublish',
+      () => client.spublish(shard, emptyMessage()),
+      `the bus channel (${shard})`,
+    );
+    await call('cluster', 'slots');
+    await call('wait', 0, 1);
+  }
   await call('scan', 0, 'MATCH', `${config.prefix}:*`, 'COUNT', 10);
   await run('multi', () => client.multi().exists(probe).exec(), underPrefix);
   for (const command of ['hget', 'hgetall', 'smembers', 'llen', 'zcard'])

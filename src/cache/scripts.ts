@@ -8,6 +8,7 @@ const SCRIPTS = [
   'release-1',
   'tombstone-1',
   'tombstone-n',
+  'tombstone-node-1',
   'delete-if-1',
   'init-version-1',
   'touch-1',
@@ -34,6 +35,7 @@ function withIncludes(lua: string): string {
 
 /** Commands as ioredis defines them (EVALSHA with EVAL fallback); Buffer variants end in `Buffer`. */
 export interface ScriptCommands {
+  walcache_tombstone_node(firstKey: string, ...args: Array<string | number>): Promise<number>;
   walcache_tombstone_n(
     numberOfKeys: number,
     ...keysThenArgs: Array<string | number>

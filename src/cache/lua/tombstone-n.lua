@@ -1,8 +1,8 @@
 --[[
   tombstone-n: tombstone-1 over a batch of keys, for the worker (one call instead of one
   per key), each key with the xids of its own commits. Used on a standalone Redis only:
-  on Redis Cluster the worker sends tombstone-1 per key (keys of one call must share a
-  slot).
+  on Redis Cluster the worker sends tombstone-node-1 per node (keys of one call must
+  share a slot unless the script says otherwise).
 
   KEYS[1..n]    entry keys
   ARGV[1]       the tombstone: 'T' .. 16 hex digits of the LSN

@@ -11,7 +11,8 @@
  * 2. Worker apply: the worker's Invalidator applying groups of 200 keys and 2 tags
  *    (tombstones, tag bumps, heartbeat, bus message; on the cluster a tombstone batch per
  *    master, one pipeline per master with the masters' rollback marks, then the heartbeat
- *    and the bus message), 8 groups in flight. Server CPU counts the replicas' share (the
+ *    and the bus message), one group at a time as the worker applies them
+ *    (BENCH_GROUPS_IN_FLIGHT to change). Server CPU counts the replicas' share (the
  *    cluster has one per master; the standalone server has none). Rows/s, client CPU per row,
  *    servers' CPU per row.
  * 3. Bus fan-out: 5,000 bus messages to S subscriber connections (S = 1 and 8, standing for
@@ -33,7 +34,8 @@
  * REDIS_CLUSTER_NODES). Deletes its keys at the end, also on failure; opens no child
  * process. The last line of stdout is one JSON object.
  *
- * Environment: BENCH_ROUNDS (default 5), REDIS_URL, REDIS_CLUSTER_NODES.
+ * Environment: BENCH_ROUNDS (default 5), BENCH_GROUPS_IN_FLIGHT (default 1), REDIS_URL,
+ * REDIS_CLUSTER_NODES.
  */
 import { Cluster, Redis } from 'ioredis';
 import { masters, type RedisClient } from '../src/cache/redis-client.js';
@@ -53,7 +55,7 @@ const READS = 40_000;
 const IN_FLIGHT = 64;
 const GROUPS = 150;
 const GROUP_KEYS = 200;
-const GROUPS_IN_FLIGHT = 8;
+const GROUPS_IN_FLIGHT = Number(process.env.BENCH_GROUPS_IN_FLIGHT ?? 1);
 const MESSAGES = 5_000;
 const PREFIX = `bench-cluster-${process.pid}`;
 
@@ -350,7 +352,9 @@ async function main(): Promise<void> {
     report.hit_scaling_ratio = sig(hitScaling, 3);
     console.log(`   cluster / standalone reads/s (one client process): ${sig(hitScaling, 3)}`);
 
-    console.log('\n2. Worker apply (groups of 200 keys + 2 tags, 8 in flight)');
+    console.log(
+      `\n2. Worker apply (groups of ${GROUP_KEYS} keys + 2 tags, ${GROUPS_IN_FLIGHT} in flight)`,
+    );
     for (const t of TOPOLOGIES) {
       const r = applyRuns[t];
       const line = {

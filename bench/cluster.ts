@@ -6,8 +6,8 @@
  *
  * 1. Hit path: an engine with L1 off (every read an L2 hit), 64 reads in flight over
  *    10,000 pre-filled keys, on the standalone server and on the cluster. Reported: reads/s
- *    of one client process, its CPU per read, and the servers' CPU per read (INFO
- *    commandstats, summed over the masters: what bounds a shard, which is single-threaded).
+ *    of one client process, its CPU per read, and the servers' CPU per read (summed over
+ *    the nodes: what bounds a shard, which is single-threaded).
  * 2. Worker apply: the worker's Invalidator applying groups of 200 keys and 2 tags
  *    (tombstones, tag bumps, heartbeat, bus message; on the cluster a tombstone batch per
  *    master, one pipeline per master with the masters' rollback marks, then the heartbeat

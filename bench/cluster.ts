@@ -133,6 +133,50 @@ async function measure(
   return { ms, clientUs: c.user + c.system, serverUs: Math.max(0, (s1 - s0) * 1e6 - idle * ms) };
 }
 
+/** A measurement per operation: operations/s, client and server CPU µs per operation. */
+interface PerOp {
+  readonly perS: number;
+  readonly clientUs: number;
+  readonly serverUs: number;
+}
+
+function perOp(m: { ms: number; clientUs: number; serverUs: number }, ops: number): PerOp {
+  return { perS: (ops / m.ms) * 1000, clientUs: m.clientUs / ops, serverUs: m.serverUs / ops };
+}
+
+/**
+ * Prints and records one part: per topology the medians of its rounds, then the median of
+ * the per-round ratios cluster / standalone.
+ */
+function reportPart(
+  report: Record<string, unknown>,
+  key: string,
+  unit: string,
+  runs: Record<Topology, PerOp[]>,
+): void {
+  const med = (xs: number[]) => summarize(xs).median;
+  for (const t of TOPOLOGIES) {
+    const r = runs[t];
+    const line = {
+      [`${unit}s_per_s`]: sig(med(r.map((x) => x.perS))),
+      [`client_us_per_${unit}`]: sig(med(r.map((x) => x.clientUs)), 3),
+      [`server_us_per_${unit}`]: sig(med(r.map((x) => x.serverUs)), 3),
+    };
+    report[`${key}_${t}`] = line;
+    console.log(
+      `   ${t.padEnd(10)} ${line[`${unit}s_per_s`]} ${unit}s/s; client ${line[`client_us_per_${unit}`]} µs CPU/${unit}; servers ${line[`server_us_per_${unit}`]} µs CPU/${unit}`,
+    );
+  }
+  const scaling = med(
+    pairedRatios(
+      runs.cluster.map((x) => x.perS),
+      runs.standalone.map((x) => x.perS),
+    ),
+  );
+  report[`${key}_scaling_ratio`] = sig(scaling, 3);
+  console.log(`   cluster / standalone ${unit}s/s (one client process): ${sig(scaling, 3)}`);
+}
+
 async function deleteAll(c: RedisClient): Promise<void> {
   for (const node of masters(c)) {
     let cursor = '0';
@@ -159,11 +203,7 @@ async function hitPath(engine: CacheEngine, nodes: readonly Redis[]) {
     };
     await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
   });
-  return {
-    readsPerS: (READS / m.ms) * 1000,
-    clientUsPerRead: m.clientUs / READS,
-    serverUsPerRead: m.serverUs / READS,
-  };
+  return perOp(m, READS);
 }
 
 // --- 2. worker apply ------------------------------------------------------------------
@@ -188,12 +228,7 @@ async function apply(invalidator: Invalidator, nodes: readonly Redis[], round: n
     };
     await Promise.all(Array.from({ length: GROUPS_IN_FLIGHT }, worker));
   });
-  const rows = GROUPS * GROUP_KEYS;
-  return {
-    rowsPerS: (rows / m.ms) * 1000,
-    clientUsPerRow: m.clientUs / rows,
-    serverUsPerRow: m.serverUs / rows,
-  };
+  return perOp(m, GROUPS * GROUP_KEYS);
 }
 
 // --- 3. bus fan-out -------------------------------------------------------------------
@@ -309,14 +344,8 @@ async function main(): Promise<void> {
         60_000,
       ),
     };
-    const hitRuns: Record<Topology, Array<Awaited<ReturnType<typeof hitPath>>>> = {
-      standalone: [],
-      cluster: [],
-    };
-    const applyRuns: Record<Topology, Array<Awaited<ReturnType<typeof apply>>>> = {
-      standalone: [],
-      cluster: [],
-    };
+    const hitRuns: Record<Topology, PerOp[]> = { standalone: [], cluster: [] };
+    const applyRuns: Record<Topology, PerOp[]> = { standalone: [], cluster: [] };
     console.log(
       `bench:cluster: standalone ${REDIS_URL} vs a cluster of ${clusterMasters} masters (${nodes.cluster.length} nodes); ${ROUNDS} rounds`,
     );
@@ -331,50 +360,11 @@ async function main(): Promise<void> {
     const med = (xs: number[]) => summarize(xs).median;
     const report: Record<string, unknown> = { rounds: ROUNDS, masters: clusterMasters };
     console.log('\n1. L2 hit path (L1 off, 64 in flight)');
-    for (const t of TOPOLOGIES) {
-      const r = hitRuns[t];
-      const line = {
-        reads_per_s: sig(med(r.map((x) => x.readsPerS))),
-        client_us_per_read: sig(med(r.map((x) => x.clientUsPerRead)), 3),
-        server_us_per_read: sig(med(r.map((x) => x.serverUsPerRead)), 3),
-      };
-      report[`hit_${t}`] = line;
-      console.log(
-        `   ${t.padEnd(10)} ${line.reads_per_s} reads/s; client ${line.client_us_per_read} µs CPU/read; servers ${line.server_us_per_read} µs CPU/read`,
-      );
-    }
-    const hitScaling = med(
-      pairedRatios(
-        hitRuns.cluster.map((x) => x.readsPerS),
-        hitRuns.standalone.map((x) => x.readsPerS),
-      ),
-    );
-    report.hit_scaling_ratio = sig(hitScaling, 3);
-    console.log(`   cluster / standalone reads/s (one client process): ${sig(hitScaling, 3)}`);
-
+    reportPart(report, 'hit', 'read', hitRuns);
     console.log(
       `\n2. Worker apply (groups of ${GROUP_KEYS} keys + 2 tags, ${GROUPS_IN_FLIGHT} in flight)`,
     );
-    for (const t of TOPOLOGIES) {
-      const r = applyRuns[t];
-      const line = {
-        rows_per_s: sig(med(r.map((x) => x.rowsPerS))),
-        client_us_per_row: sig(med(r.map((x) => x.clientUsPerRow)), 3),
-        server_us_per_row: sig(med(r.map((x) => x.serverUsPerRow)), 3),
-      };
-      report[`apply_${t}`] = line;
-      console.log(
-        `   ${t.padEnd(10)} ${line.rows_per_s} rows/s; client ${line.client_us_per_row} µs CPU/row; servers ${line.server_us_per_row} µs CPU/row`,
-      );
-    }
-    const applyScaling = med(
-      pairedRatios(
-        applyRuns.cluster.map((x) => x.rowsPerS),
-        applyRuns.standalone.map((x) => x.rowsPerS),
-      ),
-    );
-    report.apply_scaling_ratio = sig(applyScaling, 3);
-    console.log(`   cluster / standalone rows/s: ${sig(applyScaling, 3)}`);
+    reportPart(report, 'apply', 'row', applyRuns);
 
     console.log(`\n3. Bus fan-out (${MESSAGES} messages; servers' CPU per message)`);
     const fan: Record<string, number> = {};

@@ -50,53 +50,10 @@ DATA_DIR="$STATE_DIR/sentinel"
 LOG_DIR=/var/log/redis
 DESC="redis sentinel \"$NAME\" (data 127.0.0.1:${DATA[0]},${DATA[1]}; sentinels ${SENT[0]}-${SENT[2]})"
 
-say() { printf '  %-8s %s\n' "$1" "$2"; }
-die() {
-  printf 'redis-sentinel.sh: ERROR: %s\n' "$*" >&2
-  exit 1
-}
-
-usage() { echo "usage: $0 [start|stop|status]" >&2; exit 2; }
-ACTION="${1:-start}"
-case "$ACTION" in start | stop | status) ;; *) usage ;; esac
-(($# <= 1)) || usage
-
-for cmd in redis-server redis-cli timeout flock; do
-  command -v "$cmd" >/dev/null 2>&1 || die "$cmd not found (apt-get install redis-server coreutils util-linux)"
-done
-
-# --- privileges -----------------------------------------------------------------------
-if [[ $(id -u) -eq 0 ]]; then
-  SUDO=()
-elif command -v sudo >/dev/null 2>&1; then
-  SUDO=(sudo)
-else
-  die "not running as root and sudo is not installed; needed to create $DATA_DIR and start redis-server.
-Re-run it as root:  sudo bash scripts/redis-sentinel.sh $ACTION"
-fi
-as_root() { "${SUDO[@]}" "$@"; }
-
-# One start/stop at a time (services.sh in two terminals, parallel CI steps).
-as_root mkdir -p "$DATA_DIR" "$LOG_DIR"
-[[ -e "$STATE_DIR/sentinel.lock" ]] || as_root touch "$STATE_DIR/sentinel.lock"
-exec 9<"$STATE_DIR/sentinel.lock"
-flock -w 120 9 || die "another redis-sentinel.sh holds $STATE_DIR/sentinel.lock for 120 s"
-
-# --- helpers ---------------------------------------------------------------------------
-# redis-cli on one instance: raw output without \r; fails when it does not answer.
-rcli() {
-  local p=$1 out
-  shift
-  out=$(timeout 3 redis-cli -h 127.0.0.1 -p "$p" "$@" 2>/dev/null) || return 1
-  printf '%s\n' "${out//$'\r'/}"
-}
-is_up() { [[ $(rcli "$1" PING || true) == PONG ]]; }
-answers() { [[ -n $(rcli "$1" PING || true) ]]; } # PONG, or an error such as NOAUTH or LOADING
-# field NAME TEXT: the value of "NAME:value" in INFO output.
-field() {
-  local re="(^|"$'\n'")$1:([^"$'\n'"]*)"
-  if [[ $2 =~ $re ]]; then printf '%s\n' "${BASH_REMATCH[2]}"; fi
-}
+SCRIPT=redis-sentinel.sh
+LOCK=sentinel.lock
+# shellcheck source=scripts/lib/redis-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/redis-common.sh"
 other() { if [[ $1 == "${DATA[0]}" ]]; then echo "${DATA[1]}"; else echo "${DATA[0]}"; fi; }
 is_data_port() { [[ $1 == "${DATA[0]}" || $1 == "${DATA[1]}" ]]; }
 

@@ -6,6 +6,18 @@ import { type PrivateRedis, startRedis } from './redis-servers.js';
 
 const run = promisify(execFile);
 
+/** One command on one node, over a connection of its own (closed after). */
+async function ask<T>(port: number, fn: (r: Redis) => Promise<T>): Promise<T> {
+  const r = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0 });
+  r.on('error', () => {});
+  try {
+    await r.connect();
+    return await fn(r);
+  } finally {
+    r.disconnect();
+  }
+}
+
 /** A Redis Cluster of the test's own: masters with one replica each, on loopback ports. */
 export interface PrivateCluster {
   /** `host:port` of every node, masters first as created. */
@@ -62,16 +74,6 @@ export async function startCluster(masters = 3, nodeTimeoutMs = 1_000): Promise<
   const byPort = new Map(servers.map((s) => [s.port, s]));
   const live = () => servers.filter((s) => !stopped.has(s.port));
   const stopped = new Set<number>();
-  const ask = async <T>(port: number, fn: (r: Redis) => Promise<T>): Promise<T> => {
-    const r = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0 });
-    r.on('error', () => {});
-    try {
-      await r.connect();
-      return await fn(r);
-    } finally {
-      r.disconnect();
-    }
-  };
   const cluster: PrivateCluster = {
     nodes: servers.map((s) => `127.0.0.1:${s.port}`),
     node: (port) => {
@@ -195,16 +197,6 @@ export async function startSentinel(downAfterMs = 1_000): Promise<PrivateSentine
       started.push(sentinel);
     }
     const sentinels = started.slice(2);
-    const ask = async <T>(port: number, fn: (r: Redis) => Promise<T>): Promise<T> => {
-      const r = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0 });
-      r.on('error', () => {});
-      try {
-        await r.connect();
-        return await fn(r);
-      } finally {
-        r.disconnect();
-      }
-    };
     await waitFor(
       'the sentinels to see the replica and each other',
       async () => {

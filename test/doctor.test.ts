@@ -13,7 +13,15 @@ import {
   type WalcacheConfigInput,
 } from '../src/index.js';
 import { allowListFix, parsePluginList } from '../src/ops/doctor.js';
-import { freePort, REDIS_URL, Resources, runCli, startRedis, uniquePrefix } from './helpers.js';
+import {
+  freePort,
+  REDIS_CONFIG,
+  Resources,
+  readyMasters,
+  runCli,
+  startRedis,
+  uniquePrefix,
+} from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 
 const cli = runCli;
@@ -57,7 +65,7 @@ describe('walcache doctor', () => {
   const goodInput: WalcacheConfigInput = {
     prefix: goodPrefix,
     databaseUrl: DATABASE_URL,
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     defaultSchema: good.schema,
     entities: {
       users: { table: 'users', key: 'id' },
@@ -68,7 +76,7 @@ describe('walcache doctor', () => {
   const badInput: WalcacheConfigInput = {
     prefix: badPrefix,
     databaseUrl: DATABASE_URL,
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     defaultSchema: bad.schema,
     entities: {
       items: { table: 'items', key: 'id' },
@@ -94,8 +102,11 @@ describe('walcache doctor', () => {
       walcacheSchema: good.schema,
     });
     assert.ok(report.ok, JSON.stringify(report.steps));
-    const redis = res.redis();
-    appendonly = (await redis.config('GET', 'appendonly'))[1] === 'yes';
+    // Every master's (each keeps its own slots' entries).
+    const answers = await Promise.all(
+      (await readyMasters(res.redis())).map((node) => node.config('GET', 'appendonly')),
+    );
+    appendonly = answers.every((answer) => answer[1] === 'yes');
   });
 
   after(async () => {

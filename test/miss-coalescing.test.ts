@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Kysely } from 'kysely';
 import { createRepository, defineConfig } from '../src/index.js';
-import { REDIS_URL, Resources, uniquePrefix } from './helpers.js';
+import { REDIS_CONFIG, Resources, uniquePrefix } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 import { countingDb, SelectGate, TEST_TABLES, type TestDB } from './repo-helpers.js';
 
@@ -29,7 +29,7 @@ describe('concurrent misses of one entity are coalesced into one query', () => {
     const db = counted.db as unknown as Kysely<CoalesceDB>;
     const config = defineConfig({
       prefix: res.track(uniquePrefix(name)),
-      redis: { url: REDIS_URL },
+      redis: REDIS_CONFIG,
       defaultSchema: scope.schema,
       cache: { earlyRefreshBeta: 0 },
       accessLog: { sampleRate: 0 },

@@ -15,7 +15,7 @@ import {
   UnknownEntityError,
   uniqueKey,
 } from '../src/index.js';
-import { REDIS_URL, Resources, storedUnder, uniquePrefix } from './helpers.js';
+import { REDIS_CONFIG, Resources, storedUnder, uniquePrefix } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 import { countingDb, TEST_TABLES } from './repo-helpers.js';
 
@@ -26,7 +26,7 @@ describe('repository reads and writes (no worker)', () => {
   const { db, queries } = countingDb(scope.schema);
   const config = defineConfig({
     prefix,
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     defaultSchema: scope.schema,
     cache: { earlyRefreshBeta: 0 },
     accessLog: { sampleRate: 0 },

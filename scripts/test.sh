@@ -49,6 +49,8 @@ if [ "${WALCACHE_TEST_REDIS:-}" = cluster ]; then
     echo "test.sh: the Redis Cluster at $seed is not healthy (start it: bash scripts/redis-cluster.sh)" >&2
     exit 1
   fi
+else
+  unset REDIS_CLUSTER_NODES # standalone: a cluster in the shell's environment would win over REDIS_URL
 fi
 
 run() { node --import tsx --test --test-timeout=180000 "$@"; }

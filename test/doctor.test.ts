@@ -23,6 +23,7 @@ import {
   uniquePrefix,
 } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
+import { startCluster } from './redis-servers.js';
 
 const cli = runCli;
 
@@ -333,6 +334,29 @@ describe('walcache doctor', () => {
       assert.equal(find(report, 'queues-eviction').status, 'warn', show(report));
     } finally {
       server.process.kill('SIGKILL');
+    }
+  });
+
+  it('a cluster is judged by every master: one without appendonly, one that may evict', async () => {
+    // Master 0 persists but evicts, master 1 keeps keys but does not persist: whichever
+    // one INFO was read from, only both together show the two failures.
+    const cluster = await startCluster(2, (i) =>
+      i === 0
+        ? ['--appendonly', 'yes', '--maxmemory-policy', 'allkeys-lru']
+        : ['--appendonly', 'no', '--maxmemory-policy', 'noeviction'],
+    );
+    try {
+      const prefix = uniquePrefix('doctorcluster');
+      const input = writeBehindInput(prefix, { redis: { cluster: { nodes: cluster.nodes } } });
+      const report = await doctor({ config: resolveConfig(input), slot: goodSlot });
+      const persistence = find(report, 'queues-persistence');
+      assert.equal(persistence.status, 'fail', show(report));
+      assert.match(persistence.detail, /appendonly no/);
+      const eviction = find(report, 'queues-eviction');
+      assert.equal(eviction.status, 'fail', show(report));
+      assert.match(eviction.detail, /allkeys-lru/);
+    } finally {
+      await cluster.stop();
     }
   });
 

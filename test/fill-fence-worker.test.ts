@@ -40,6 +40,9 @@ describe('fill fence with the invalidation worker', () => {
     await startWorker();
     await repo.ready();
     await other.ready();
+    // Redis too: a read before the connection is up loads without the cache.
+    assert.ok(await repo.engine.ready());
+    assert.ok(await other.engine.ready());
   });
   after(async () => {
     await worker?.stop();

@@ -67,8 +67,9 @@ export interface AclResult {
 }
 
 /**
- * Runs every command of `CACHE_REDIS_COMMANDS` once as the connected user. `subscriber`
- * is a second connection (a subscribed one can run nothing else), closed here.
+ * Runs every command of `CACHE_REDIS_COMMANDS` that the client's topology uses once, as
+ * the connected user (SPUBLISH and CLUSTER SLOTS on a cluster only). `subscriber` is a
+ * second connection (a subscribed one can run nothing else), closed here.
  */
 export async function probeAcl(
   client: RedisClient,
@@ -140,15 +141,15 @@ export async function probeAcl(
     },
     `the bus channel (${keys.busChannel()})`,
   );
-  // The bus of a cluster: a shard channel (SPUBLISH; SSUBSCRIBE is checked with the bus).
-  const shard = keys.busChannel(true);
-  await run(
-    'spublish',
-    () => (isCluster(client) ? client.spublish(shard, '{}') : client.call('spublish', shard, '{}')),
-    `the bus channel (${shard})`,
-  );
+  // The bus of a cluster: a shard channel (SPUBLISH; SSUBSCRIBE is checked with the bus),
+  // and the slot map. One server or a Sentinel-managed one never runs them: a user
+  // without them is not refused there.
+  if (isCluster(client)) {
+    const shard = keys.busChannel(true);
+    await run('spublish', () => client.spublish(shard, '{}'), `the bus channel (${shard})`);
+    await call('cluster', 'slots');
+  }
   await call('ping');
-  await call('cluster', 'slots');
   await call('scan', 0, 'MATCH', `${config.prefix}:*`, 'COUNT', 10);
   await run('multi', () => client.multi().exists(probe).exec(), underPrefix);
   for (const command of ['hget', 'hgetall', 'smembers', 'llen', 'zcard'])

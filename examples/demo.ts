@@ -31,7 +31,7 @@
  * schema, slot and publication (and key prefix), for a second demo beside the first.
  */
 import type { AddressInfo } from 'node:net';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { type ColumnType, Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import {
@@ -75,6 +75,8 @@ const USAGE = 'usage: npm start [-- --duration <seconds>] [--drop-slot]';
 const FIX = 'run: npm run setup   (or: docker compose up -d)';
 
 const DATABASE_URL = process.env.DATABASE_URL ?? DEFAULT_DATABASE_URL;
+/** A Redis Cluster's seed nodes (`host:port,...`), else one Redis at REDIS_URL (the config reads both the same way). */
+const CLUSTER_NODES = process.env.REDIS_CLUSTER_NODES?.trim() || undefined;
 const REDIS_URL = process.env.REDIS_URL ?? DEFAULT_REDIS_URL;
 
 const ACTIVITY_SQL = `
@@ -98,7 +100,7 @@ ON CONFLICT DO NOTHING;`;
 
 /** The demo's config: the service's entities plus a write-behind entity. Shared by the worker and the runner. */
 function demoConfig() {
-  const base = serviceConfig({ schema: SCHEMA, prefix: PREFIX, redisUrl: REDIS_URL });
+  const base = serviceConfig({ schema: SCHEMA, prefix: PREFIX });
   return defineConfig({
     ...base,
     databaseUrl: DATABASE_URL,
@@ -213,12 +215,18 @@ function zipf(n: number, s = 1.1): () => number {
 class PreflightError extends Error {}
 
 async function preflightRedis(): Promise<void> {
-  const redis = new Redis(REDIS_URL, {
-    lazyConnect: true,
-    maxRetriesPerRequest: 0,
-    connectTimeout: 2_000,
-    retryStrategy: () => null,
-  });
+  const options = { maxRetriesPerRequest: 0, connectTimeout: 2_000 };
+  const redis =
+    CLUSTER_NODES === undefined
+      ? new Redis(REDIS_URL, { ...options, lazyConnect: true, retryStrategy: () => null })
+      : new Cluster(
+          CLUSTER_NODES.split(',').map((node) => {
+            const at = node.trim().lastIndexOf(':');
+            return { host: node.trim().slice(0, at), port: Number(node.trim().slice(at + 1)) };
+          }),
+          { lazyConnect: true, redisOptions: options, clusterRetryStrategy: () => null },
+        );
+  const where = CLUSTER_NODES === undefined ? REDIS_URL : `the cluster ${CLUSTER_NODES}`;
   redis.on('error', () => {});
   try {
     await redis.connect();
@@ -226,7 +234,7 @@ async function preflightRedis(): Promise<void> {
   } catch (error) {
     const why = message(error);
     throw new PreflightError(
-      `Redis is not reachable at ${REDIS_URL}${why === 'Connection is closed.' ? '' : ` (${why})`}`,
+      `Redis is not reachable at ${where}${why === 'Connection is closed.' ? '' : ` (${why})`}`,
     );
   } finally {
     redis.disconnect();
@@ -375,7 +383,7 @@ async function run(
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   const repo = createRepository({
     db,
-    config: serviceConfig({ schema: SCHEMA, prefix: PREFIX, redisUrl: REDIS_URL }),
+    config: serviceConfig({ schema: SCHEMA, prefix: PREFIX }),
   });
   closers.add('the repository', () => repo.close());
   repo.engine.events.on('hit', (tier) => {

@@ -8,7 +8,7 @@
  *   GET /users/:id/stats    the user with its order count and total (a cached aggregate)
  *   PUT /users/:id/name     { "name": "..." }: renames the user; answers the new row and ETag
  *
- * Run it (Postgres and Redis from DATABASE_URL and REDIS_URL):
+ * Run it (Postgres and Redis from DATABASE_URL and REDIS_URL, or REDIS_CLUSTER_NODES):
  *
  *   node --import tsx examples/http-service.ts
  *   curl -i localhost:3000/users/1
@@ -27,7 +27,6 @@ import pg from 'pg';
 import {
   createRepository,
   DEFAULT_DATABASE_URL,
-  DEFAULT_REDIS_URL,
   defineConfig,
   type Freshness,
   InvalidKeyError,
@@ -35,6 +34,7 @@ import {
   pgConfig,
   type Repository,
   sendCached,
+  type WalcacheConfigInput,
 } from '../src/index.js';
 
 /** A bigint column: pg returns int8 as a string; it may be written as a number or a bigint. */
@@ -92,11 +92,18 @@ ON CONFLICT DO NOTHING;`;
 
 /** The walcache config of the service (shared with the worker in a real deployment). */
 export function serviceConfig(
-  options: { schema?: string; prefix?: string; redisUrl?: string } = {},
+  options: {
+    schema?: string;
+    prefix?: string;
+    redisUrl?: string;
+    /** The `redis` settings (a cluster's nodes, say), instead of `redisUrl`. */
+    redis?: WalcacheConfigInput['redis'];
+  } = {},
 ) {
   return defineConfig({
     prefix: options.prefix ?? process.env.WALCACHE_PREFIX ?? 'walcache-example',
-    redis: { url: options.redisUrl ?? process.env.REDIS_URL ?? DEFAULT_REDIS_URL },
+    // Without a URL, the environment's: REDIS_CLUSTER_NODES (a cluster) or REDIS_URL, else the local default.
+    redis: options.redis ?? (options.redisUrl === undefined ? {} : { url: options.redisUrl }),
     defaultSchema: options.schema ?? 'public',
     cache: { ttlMs: 60_000, staleWhileRevalidateMs: 30_000 },
     entities: {

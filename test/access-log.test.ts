@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import { Redis } from 'ioredis';
+import { type Cluster, Redis } from 'ioredis';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { runMigrations } from '../src/cdc/migrations.js';
@@ -16,7 +16,15 @@ import {
   MAX_PENDING_BYTES,
   MAX_PENDING_ENTRIES,
 } from '../src/repository/access-log.js';
-import { freePort, REDIS_URL, Resources, uniquePrefix, waitFor } from './helpers.js';
+import {
+  freePort,
+  keysMatching,
+  ON_CLUSTER,
+  Resources,
+  testRedis,
+  uniquePrefix,
+  waitFor,
+} from './helpers.js';
 import { DATABASE_URL } from './pg-helpers.js';
 
 const HOUR = 3_600_000;
@@ -36,15 +44,15 @@ after(() => db.destroy());
 interface Scope {
   readonly prefix: string;
   readonly keys: Keys;
-  readonly redis: Redis;
+  readonly redis: Redis | Cluster;
   readonly schema: string;
   /** Closed after the test. */
-  readonly clients: Redis[];
-  sampler(rate: number, random?: () => number, redis?: Redis): AccessLogSampler;
+  readonly clients: Array<Redis | Cluster>;
+  sampler(rate: number, random?: () => number, redis?: Redis | Cluster): AccessLogSampler;
   flush(options?: {
     now?: number;
     bucketMs?: number;
-    redis?: Redis;
+    redis?: Redis | Cluster;
   }): ReturnType<typeof flushAccessLog>;
   rows(): Promise<Array<{ key: string; entity: string | null; hits: number; bucket: Date }>>;
 }
@@ -57,7 +65,7 @@ async function scope(t: TestContext, name: string, withSchema = true): Promise<S
   const redis = res.redis();
   const schema = `t_al_${name.replaceAll('-', '_')}_${randomBytes(4).toString('hex')}`;
   const samplers: AccessLogSampler[] = [];
-  const clients: Redis[] = [];
+  const clients: Array<Redis | Cluster> = [];
   if (withSchema) await runMigrations(pool, { schema });
   t.after(async () => {
     await Promise.all(samplers.map((s) => s.close()));
@@ -115,20 +123,13 @@ async function inOneBucket(f: () => void | Promise<void>): Promise<number> {
 }
 
 /** Every Redis key under the prefix. */
-async function keysUnder(redis: Redis, prefix: string): Promise<string[]> {
-  const found: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, batch] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    found.push(...batch);
-  } while (cursor !== '0');
-  return found.sort();
+async function keysUnder(redis: Redis | Cluster, prefix: string): Promise<string[]> {
+  return keysMatching(redis, `${prefix}:*`);
 }
 
 /** A Redis client for a sampler that the test can take down (disconnect) and bring back. */
-async function fragileRedis(s: Scope): Promise<Redis> {
-  const client = new Redis(REDIS_URL, {
+async function fragileRedis(s: Scope): Promise<Redis | Cluster> {
+  const client = testRedis({
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     lazyConnect: true,
@@ -306,7 +307,8 @@ describe('access log: sampler', () => {
       assert.equal(sampler.pending, 3, 'a second failure loses nothing either');
       assert.equal(sampler.dropped, 0);
 
-      await waitFor('the disconnect', () => fragile.status === 'end');
+      // A disconnected cluster client stays 'close' (ioredis ends only a single connection).
+      await waitFor('the disconnect', () => fragile.status === (ON_CLUSTER ? 'close' : 'end'));
       await fragile.connect();
       await sampler.flush();
     });

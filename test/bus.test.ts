@@ -1,17 +1,29 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import type { Redis } from 'ioredis';
-import { Resources, uniquePrefix, waitFor } from './helpers.js';
+import type { Cluster, Redis } from 'ioredis';
+import {
+  ON_CLUSTER,
+  publishOnBus,
+  Resources,
+  readyMasters,
+  uniquePrefix,
+  waitFor,
+} from './helpers.js';
 
-async function killBusConnection(raw: Redis, prefix: string): Promise<number> {
-  const list = (await raw.client('LIST')) as string;
-  const ids = list
-    .split('\n')
-    .filter((line) => line.includes(`name=walcache:${prefix}:bus `))
-    .map((line) => /id=(\d+)/.exec(line)?.[1])
-    .filter((id): id is string => id !== undefined);
-  for (const id of ids) await raw.client('KILL', 'ID', id);
-  return ids.length;
+/** Kills the bus's subscribed connection, on whichever master it is. */
+async function killBusConnection(raw: Redis | Cluster, prefix: string): Promise<number> {
+  let killed = 0;
+  for (const node of await readyMasters(raw)) {
+    const list = (await node.client('LIST')) as string;
+    const ids = list
+      .split('\n')
+      .filter((line) => line.includes(`name=walcache:${prefix}:bus `))
+      .map((line) => /id=(\d+)/.exec(line)?.[1])
+      .filter((id): id is string => id !== undefined);
+    for (const id of ids) await node.client('KILL', 'ID', id);
+    killed += ids.length;
+  }
+  return killed;
 }
 
 describe('L1 coherence bus', () => {
@@ -56,24 +68,27 @@ describe('L1 coherence bus', () => {
     const prefix = uniquePrefix('bus-gap');
     const a = await res.readyEngine(prefix);
     const raw = res.redis();
-    const channel = a.keys.busChannel();
+    const channel = a.keys.busChannel(ON_CLUSTER);
     await a.getOrLoad('k', () => 'v');
     const resets: string[] = [];
     a.events.on('l1-reset', (r) => resets.push(r));
     let applied = 0;
     a.events.on('bus-invalidate', () => applied++);
-    await raw.publish(
+    await publishOnBus(
+      raw,
       channel,
       JSON.stringify({ src: 'w1', kind: 'worker', seq: 1, keys: ['other'], tags: [] }),
     );
-    await raw.publish(
+    await publishOnBus(
+      raw,
       channel,
       JSON.stringify({ src: 'w1', kind: 'worker', seq: 2, keys: ['other'], tags: [] }),
     );
     await waitFor('two messages applied', () => applied === 2);
     assert.equal(resets.length, 0, 'consecutive sequence numbers are not a gap');
     assert.equal(a.peek('k'), 'v');
-    await raw.publish(
+    await publishOnBus(
+      raw,
       channel,
       JSON.stringify({ src: 'w1', kind: 'worker', seq: 4, keys: ['other'], tags: [] }),
     );
@@ -85,22 +100,24 @@ describe('L1 coherence bus', () => {
     const prefix = uniquePrefix('bus-worker');
     const a = await res.readyEngine(prefix);
     const raw = res.redis();
-    const channel = a.keys.busChannel();
+    const channel = a.keys.busChannel(ON_CLUSTER);
     const resets: string[] = [];
     a.events.on('l1-reset', (r) => resets.push(r));
-    await raw.publish(
+    await publishOnBus(
+      raw,
       channel,
       JSON.stringify({ src: 'run-1', kind: 'worker', seq: 1, keys: [], tags: [] }),
     );
     await a.getOrLoad('k', () => 'v');
-    await raw.publish(
+    await publishOnBus(
+      raw,
       channel,
       JSON.stringify({ src: 'run-2', kind: 'worker', seq: 1, keys: [], tags: [] }),
     );
     await waitFor('worker restart reset', () => resets.includes('worker-restart'));
     assert.equal(a.peek('k'), undefined);
     await a.getOrLoad('k', () => 'v');
-    await raw.publish(channel, 'not json');
+    await publishOnBus(raw, channel, 'not json');
     await waitFor('gap reset', () => resets.includes('gap'));
     assert.equal(a.peek('k'), undefined);
   });

@@ -11,7 +11,7 @@ import pg from 'pg';
 import { InvalidationWorker } from '../src/cdc/worker.js';
 import { pgConfig } from '../src/config/database.js';
 import { createRepository, defineConfig, InvalidKeyError, resolveConfig } from '../src/index.js';
-import { REDIS_URL, Resources, uniquePrefix, waitFor } from './helpers.js';
+import { REDIS_CONFIG, Resources, uniquePrefix, waitFor } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: a dynamic schema of the test's own
@@ -30,7 +30,7 @@ describe('canonical keys and tags: readers and the worker agree', () => {
   const db = new Kysely<AnyDb>({ dialect: new PostgresDialect({ pool }) });
   const config = defineConfig({
     prefix,
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     defaultSchema: scope.schema,
     cache: { earlyRefreshBeta: 0 },
     accessLog: { sampleRate: 0 },

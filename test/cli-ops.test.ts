@@ -21,7 +21,7 @@ import {
   type CliRun,
   deleteByPrefix,
   freePort,
-  REDIS_URL,
+  REDIS_CONFIG,
   Resources,
   runCli,
   startCli,
@@ -127,7 +127,7 @@ describe('walcache invalidate', () => {
   const prefix = uniquePrefix('cliinv');
   const input: WalcacheConfigInput = {
     prefix,
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     entities: { users: { table: 'users', key: 'id', unique: ['email'] } },
   };
   const file = join(dir, 'config.mjs');
@@ -216,7 +216,7 @@ describe('walcache stats', () => {
   const input: WalcacheConfigInput = {
     prefix,
     databaseUrl: DATABASE_URL,
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     entities: { users: { table: 'users', key: 'id', writeBehind: true } },
   };
   const file = join(dir, 'config.mjs');

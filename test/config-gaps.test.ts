@@ -20,7 +20,7 @@ import {
   setup,
   type WalcacheConfigInput,
 } from '../src/index.js';
-import { REDIS_URL, Resources, uniquePrefix, waitFor } from './helpers.js';
+import { REDIS_CONFIG, Resources, uniquePrefix, waitFor } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: a dynamic schema of the test's own
@@ -32,7 +32,7 @@ describe('configuration gaps are found, not served stale', () => {
   const workers: InvalidationWorker[] = [];
   const input = (more: WalcacheConfigInput): WalcacheConfigInput => ({
     prefix: res.track(uniquePrefix('gaps')),
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     defaultSchema: scope.schema,
     cache: { earlyRefreshBeta: 0 },
     accessLog: { sampleRate: 0 },

@@ -68,6 +68,27 @@ describe('config', () => {
     });
   }
 
+  it('a resolved cluster or sentinel config resolves again (its url is the seed it filled in); a second set-up does not', () => {
+    const nodes = ['10.0.0.5:7000', '10.0.0.6:7000'];
+    const cluster = resolveConfig({ redis: { cluster: { nodes } } }, {});
+    assert.equal(cluster.redis.url, 'redis://10.0.0.5:7000');
+    // What doctor, stats and `walcache invalidate` do: a copy with some options changed.
+    const again = resolveConfig({ ...cluster, l1: { ...cluster.l1, enabled: false } } as never, {});
+    assert.deepEqual(again.redis.cluster?.nodes, nodes);
+    assert.equal(again.redis.url, 'redis://10.0.0.5:7000');
+    const fromEnv = resolveConfig({}, { REDIS_CLUSTER_NODES: nodes.join(',') });
+    assert.deepEqual(resolveConfig({ ...fromEnv } as never, {}).redis.cluster?.nodes, nodes);
+    const sentinel = resolveConfig(
+      { redis: { sentinel: { sentinels: ['10.0.0.7:26379'], name: 'main' } } },
+      {},
+    );
+    assert.equal(resolveConfig({ ...sentinel } as never, {}).redis.sentinel?.name, 'main');
+    assert.throws(
+      () => resolveConfig({ redis: { url: 'redis://10.0.0.9:6379', cluster: { nodes } } }, {}),
+      (e: unknown) => e instanceof ConfigError && e.option === 'redis.cluster',
+    );
+  });
+
   it('rejects a config that is not an object', () => {
     assert.throws(() => resolveConfig(null as never), ConfigError);
     assert.throws(() => resolveConfig([] as never), ConfigError);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { after, describe, it } from 'node:test';
+import { createRedisClient } from '../src/cache/redis-client.js';
 import { freePort, Resources, sleep, startRedis, uniquePrefix, waitFor } from './helpers.js';
 
 describe('degradation: Redis unavailable', () => {
@@ -12,6 +13,26 @@ describe('degradation: Redis unavailable', () => {
       c.kill('SIGKILL');
     }
     await res.close();
+  });
+
+  it('a retryStrategy that gives up stops a cluster client too (doctor and stats connect once)', async () => {
+    const port = await freePort();
+    const seed = `127.0.0.1:${port}`;
+    const client = createRedisClient(
+      { url: `redis://${seed}`, cluster: { nodes: [seed] } },
+      { lazyConnect: true, enableOfflineQueue: false, retryStrategy: () => null },
+    );
+    client.on('error', () => {});
+    let reconnects = 0;
+    client.on('reconnecting', () => reconnects++);
+    try {
+      await assert.rejects(client.connect());
+      await sleep(500);
+      assert.equal(reconnects, 0, `${reconnects} reconnects after the strategy said stop`);
+      assert.equal(client.status, 'end');
+    } finally {
+      client.disconnect();
+    }
   });
 
   it('nothing listening: callers get the loader value, no error, bounded latency', async () => {

@@ -10,8 +10,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { Redis } from 'ioredis';
-import { deleteByPrefix, REDIS_URL } from './helpers.js';
+import { deleteByPrefix, redisEnv, testRedis } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -21,7 +20,7 @@ const PREFIX = SLOT.replaceAll('_', '-');
 after(async () => {
   await scope.q(`DROP SCHEMA IF EXISTS ${SLOT} CASCADE`);
   await scope.q(`DROP PUBLICATION IF EXISTS ${SLOT}`);
-  const redis = new Redis(REDIS_URL);
+  const redis = testRedis();
   await deleteByPrefix(redis, PREFIX);
   await deleteByPrefix(redis, `{${PREFIX}}`); // the jobs runner's BullMQ queues
   redis.disconnect();
@@ -46,12 +45,10 @@ test('the demo catches up with a kept slot before its load, invalidates every wr
     ['--import', 'tsx', 'examples/demo.ts', '--duration', '5', '--drop-slot'],
     {
       cwd: ROOT,
-      env: {
-        ...process.env,
+      env: redisEnv({
         DATABASE_URL: process.env.DATABASE_URL ?? 'postgres://127.0.0.1:5432/test',
-        REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
         WALCACHE_DEMO_NAME: SLOT,
-      },
+      }),
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );

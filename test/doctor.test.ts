@@ -13,8 +13,17 @@ import {
   type WalcacheConfigInput,
 } from '../src/index.js';
 import { allowListFix, parsePluginList } from '../src/ops/doctor.js';
-import { freePort, REDIS_URL, Resources, runCli, startRedis, uniquePrefix } from './helpers.js';
+import {
+  freePort,
+  REDIS_CONFIG,
+  Resources,
+  readyMasters,
+  runCli,
+  startRedis,
+  uniquePrefix,
+} from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
+import { startMastersOnly } from './redis-cluster-servers.js';
 
 const cli = runCli;
 
@@ -57,7 +66,7 @@ describe('walcache doctor', () => {
   const goodInput: WalcacheConfigInput = {
     prefix: goodPrefix,
     databaseUrl: DATABASE_URL,
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     defaultSchema: good.schema,
     entities: {
       users: { table: 'users', key: 'id' },
@@ -68,7 +77,7 @@ describe('walcache doctor', () => {
   const badInput: WalcacheConfigInput = {
     prefix: badPrefix,
     databaseUrl: DATABASE_URL,
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     defaultSchema: bad.schema,
     entities: {
       items: { table: 'items', key: 'id' },
@@ -94,8 +103,11 @@ describe('walcache doctor', () => {
       walcacheSchema: good.schema,
     });
     assert.ok(report.ok, JSON.stringify(report.steps));
-    const redis = res.redis();
-    appendonly = (await redis.config('GET', 'appendonly'))[1] === 'yes';
+    // Every master's (each keeps its own slots' entries).
+    const answers = await Promise.all(
+      (await readyMasters(res.redis())).map((node) => node.config('GET', 'appendonly')),
+    );
+    appendonly = answers.every((answer) => answer[1] === 'yes');
   });
 
   after(async () => {
@@ -322,6 +334,29 @@ describe('walcache doctor', () => {
       assert.equal(find(report, 'queues-eviction').status, 'warn', show(report));
     } finally {
       server.process.kill('SIGKILL');
+    }
+  });
+
+  it('a cluster is judged by every master: one without appendonly, one that may evict', async () => {
+    // Master 0 persists but evicts, master 1 keeps keys but does not persist: whichever
+    // one INFO was read from, only both together show the two failures.
+    const cluster = await startMastersOnly(2, (i) =>
+      i === 0
+        ? ['--appendonly', 'yes', '--maxmemory-policy', 'allkeys-lru']
+        : ['--appendonly', 'no', '--maxmemory-policy', 'noeviction'],
+    );
+    try {
+      const prefix = uniquePrefix('doctorcluster');
+      const input = writeBehindInput(prefix, { redis: { cluster: { nodes: cluster.nodes } } });
+      const report = await doctor({ config: resolveConfig(input), slot: goodSlot });
+      const persistence = find(report, 'queues-persistence');
+      assert.equal(persistence.status, 'fail', show(report));
+      assert.match(persistence.detail, /appendonly no/);
+      const eviction = find(report, 'queues-eviction');
+      assert.equal(eviction.status, 'fail', show(report));
+      assert.match(eviction.detail, /allkeys-lru/);
+    } finally {
+      await cluster.stop();
     }
   });
 

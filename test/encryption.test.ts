@@ -8,7 +8,7 @@ import {
   EncryptionKeyError,
   type WalcacheConfigInput,
 } from '../src/index.js';
-import { REDIS_URL, Resources, storedUnder, uniquePrefix } from './helpers.js';
+import { REDIS_CONFIG, Resources, storedUnder, uniquePrefix } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 import { countingDb, TEST_TABLES } from './repo-helpers.js';
 
@@ -33,7 +33,7 @@ describe('encryption at rest (AES-256-GCM)', () => {
   ): Promise<CacheEngine> {
     res.track(prefix);
     const e = new CacheEngine({
-      config: { prefix, redis: { url: REDIS_URL }, l1: { enabled: false }, ...config },
+      config: { prefix, redis: REDIS_CONFIG, l1: { enabled: false }, ...config },
       env: keys === undefined ? {} : { WALCACHE_ENCRYPTION_KEYS: keys },
     });
     engines.push(e);
@@ -129,7 +129,7 @@ describe('encryption at rest (AES-256-GCM)', () => {
       new CacheEngine({
         config: {
           prefix: uniquePrefix('badkeys'),
-          redis: { url: REDIS_URL },
+          redis: REDIS_CONFIG,
           encryption: { all: true },
         },
         env: keys === undefined ? {} : { WALCACHE_ENCRYPTION_KEYS: keys },
@@ -160,7 +160,7 @@ describe('encryption at rest (AES-256-GCM)', () => {
     }
     // An engine that is not asked to encrypt starts without keys; asking then fails clearly.
     const plain = new CacheEngine({
-      config: { prefix: uniquePrefix('nokeys'), redis: { url: REDIS_URL } },
+      config: { prefix: uniquePrefix('nokeys'), redis: REDIS_CONFIG },
       env: {},
     });
     engines.push(plain);
@@ -173,7 +173,7 @@ describe('encryption at rest (AES-256-GCM)', () => {
     const { db } = countingDb(scope.schema);
     const config = defineConfig({
       prefix,
-      redis: { url: REDIS_URL },
+      redis: REDIS_CONFIG,
       defaultSchema: scope.schema,
       accessLog: { sampleRate: 0 },
       entities: {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { Resources, sleep, uniquePrefix, waitFor } from './helpers.js';
+import { mastersOf, Resources, sleep, uniquePrefix, waitFor } from './helpers.js';
 
 describe('engine: reads through both tiers', () => {
   const res = new Resources();
@@ -267,6 +267,17 @@ describe('engine: reads through both tiers', () => {
     assert.equal(await a.getOrLoad('k', () => 'db', { maxStalenessMs: 5_000 }), 'cached');
     assert.equal(bypassed.length, 2);
     assert.equal(await a.get('k'), 'cached', 'bypassed reads left the cache alone');
+  });
+
+  it('ready() resolves once every master is connected, not only the one that named the slots', async () => {
+    // A cluster client is ready once it knows the slot table, and opens a master's
+    // connection at the first command to it: a burst of reads would wait for that connect
+    // within their command timeout. ready() connects every master first.
+    const engine = await res.readyEngine(uniquePrefix('ready-masters'));
+    const masters = mastersOf(engine.redis);
+    assert.ok(masters.length > 0);
+    for (const node of masters)
+      assert.equal(node.status, 'ready', `${node.options.host}:${node.options.port}`);
   });
 
   it('close is idempotent and later calls fail with ClosedError', async () => {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { InvalidationWorker } from '../src/cdc/worker.js';
 import { createRepository, defineConfig, resolveConfig, tableTag } from '../src/index.js';
-import { REDIS_URL, Resources, uniquePrefix } from './helpers.js';
+import { REDIS_CONFIG, Resources, uniquePrefix } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 import { countingDb, TEST_TABLES } from './repo-helpers.js';
 
@@ -18,7 +18,7 @@ describe('fill fence with the invalidation worker', () => {
   const { db, queries } = countingDb(scope.schema);
   const config = defineConfig({
     prefix,
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     defaultSchema: scope.schema,
     cache: { earlyRefreshBeta: 0 },
     accessLog: { sampleRate: 0 },
@@ -40,6 +40,9 @@ describe('fill fence with the invalidation worker', () => {
     await startWorker();
     await repo.ready();
     await other.ready();
+    // Redis too: a read before the connection is up loads without the cache.
+    assert.ok(await repo.engine.ready());
+    assert.ok(await other.engine.ready());
   });
   after(async () => {
     await worker?.stop();

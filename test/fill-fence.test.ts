@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { tombstoneValue } from '../src/cache/envelope.js';
 import { newVersion } from '../src/cache/l2-tier.js';
 import { defineScripts } from '../src/cache/scripts.js';
@@ -18,7 +18,7 @@ import { PgScope } from './pg-helpers.js';
 describe('fills fenced by PostgreSQL snapshots', () => {
   const res = new Resources();
   const pg = new PgScope('fence');
-  let raw: Redis;
+  let raw: Redis | Cluster;
 
   before(async () => {
     await pg.create(`CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL);

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { pgConfig } from '../src/config/database.js';
-import { freePort, REDIS_URL, Resources, sleep, uniquePrefix } from './helpers.js';
+import { freePort, REDIS_CONFIG, Resources, sleep, uniquePrefix } from './helpers.js';
 
 describe('grace while PostgreSQL is down', () => {
   const res = new Resources();
@@ -35,7 +35,7 @@ describe('grace while PostgreSQL is down', () => {
 
   it('serves the last value within graceMs on a connection error, marked; not past it, not for other errors', async () => {
     const prefix = uniquePrefix('grace');
-    const engine = res.engine(prefix, { redis: { url: REDIS_URL }, cache: { graceMs: 400 } });
+    const engine = res.engine(prefix, { redis: REDIS_CONFIG, cache: { graceMs: 400 } });
     assert.ok(await engine.ready());
     const served: Array<[string, number]> = [];
     engine.events.on('grace-served', (key, ageMs) => served.push([key, ageMs]));
@@ -58,7 +58,7 @@ describe('grace while PostgreSQL is down', () => {
   });
 
   it('is off by default', async () => {
-    const engine = res.engine(uniquePrefix('nograce'), { redis: { url: REDIS_URL } });
+    const engine = res.engine(uniquePrefix('nograce'), { redis: REDIS_CONFIG });
     assert.ok(await engine.ready());
     await engine.getOrLoad('k', () => 1);
     await engine.delete(['k']);

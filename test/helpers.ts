@@ -26,18 +26,69 @@ export const REDIS_CONFIG: { url: string } | { cluster: { nodes: string[] } } = 
 /** A plain client of the Redis under test (a `Cluster` under `WALCACHE_TEST_REDIS=cluster`). */
 export function testRedis(options: RedisOptions = {}): Redis | Cluster {
   if (!ON_CLUSTER) return new Redis(REDIS_URL, options);
+  // The queueing, connecting and retry settings are the cluster's own (ioredis reads them
+  // there, not from each node's options); the rest applies to each node's connection.
+  const { enableOfflineQueue, lazyConnect, retryStrategy, ...node } = options;
   return new Cluster(
     CLUSTER_NODES.map((n) => {
       const [host, port] = n.split(':');
       return { host: host as string, port: Number(port) };
     }),
-    { redisOptions: options, scaleReads: 'master' },
+    {
+      redisOptions: node,
+      scaleReads: 'master',
+      ...(enableOfflineQueue !== undefined && { enableOfflineQueue }),
+      ...(lazyConnect !== undefined && { lazyConnect }),
+      ...(retryStrategy !== undefined && { clusterRetryStrategy: retryStrategy }),
+    },
   );
+}
+
+/**
+ * An environment for a child process (CLI, demo, bench) pointing at the Redis under
+ * test: `REDIS_CLUSTER_NODES` and no `REDIS_URL` on the cluster (config resolution
+ * refuses both), `REDIS_URL` and no `REDIS_CLUSTER_NODES` otherwise. `extra` wins.
+ */
+export function redisEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  if (ON_CLUSTER) {
+    delete env.REDIS_URL;
+    env.REDIS_CLUSTER_NODES = CLUSTER_NODES.join(',');
+  } else {
+    delete env.REDIS_CLUSTER_NODES;
+    env.REDIS_URL = REDIS_URL;
+  }
+  return { ...env, ...extra };
+}
+
+/**
+ * Publishes on an engine's bus as a peer would: PUBLISH on one server, SPUBLISH on a
+ * cluster (the bus listens on a shard channel there: `Keys.busChannel(ON_CLUSTER)`).
+ */
+export function publishOnBus(
+  raw: Redis | Cluster,
+  channel: string,
+  message: string,
+): Promise<unknown> {
+  return ON_CLUSTER ? raw.spublish(channel, message) : raw.publish(channel, message);
 }
 
 /** Each master of a client (the client itself when it is one server). */
 export function mastersOf(client: Redis | Cluster): Redis[] {
   return client instanceof Cluster ? client.nodes('master') : [client];
+}
+
+/**
+ * A test's `redis` settings on the Redis under test, unless they name a Redis of their own
+ * (a private server's `url`): then they are used as given (a topology and a `url`
+ * together are a ConfigError).
+ */
+export function withRedisUnderTest(
+  redis: WalcacheConfigInput['redis'] = {},
+): NonNullable<WalcacheConfigInput['redis']> {
+  const own =
+    redis.url !== undefined || redis.cluster !== undefined || redis.sentinel !== undefined;
+  return own ? redis : { ...REDIS_CONFIG, ...redis };
 }
 
 /** A prefix no other test uses, so tests can run in any order and in parallel. */
@@ -59,7 +110,7 @@ export class Resources {
     this.#prefixes.add(prefix);
     const engine = new CacheEngine({
       ...options,
-      config: { ...config, prefix, redis: { ...REDIS_CONFIG, ...config.redis } },
+      config: { ...config, prefix, redis: withRedisUnderTest(config.redis) },
     });
     this.#engines.push(engine);
     return engine;
@@ -132,8 +183,22 @@ export async function deleteByPrefix(redis: Redis | Cluster, prefix: string): Pr
   }
 }
 
-/** The masters of a client, once a cluster client knows them. */
-async function readyMasters(redis: Redis | Cluster): Promise<Redis[]> {
+/** Every key matching `pattern` (SCAN over every master), sorted. */
+export async function keysMatching(redis: Redis | Cluster, pattern: string): Promise<string[]> {
+  const found = new Set<string>();
+  for (const node of await readyMasters(redis)) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+      cursor = next;
+      for (const k of keys) found.add(k);
+    } while (cursor !== '0');
+  }
+  return [...found].sort();
+}
+
+/** The masters of a client (`mastersOf`), once a cluster client knows them. */
+export async function readyMasters(redis: Redis | Cluster): Promise<Redis[]> {
   if (redis instanceof Cluster && redis.status !== 'ready')
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('the test cluster is not ready')), 10_000);
@@ -245,6 +310,7 @@ export function startCli(
 ): { child: ChildProcess; out: { stdout: string; stderr: string }; done: Promise<CliRun> } {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
     cwd: ROOT,
+    env: redisEnv(),
     stdio: [stdin, 'pipe', 'pipe'],
   });
   const out = { stdout: '', stderr: '' };

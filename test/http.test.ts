@@ -23,7 +23,7 @@ import {
   SerializationError,
   sendCached,
 } from '../src/index.js';
-import { REDIS_URL, Resources, uniquePrefix } from './helpers.js';
+import { REDIS_CONFIG, Resources, uniquePrefix } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 
 describe('etag', () => {
@@ -262,7 +262,7 @@ describe('examples/http-service.ts end to end', () => {
   const res = new Resources();
   const scope = new PgScope('http');
   const prefix = res.track(uniquePrefix('http'));
-  const config = serviceConfig({ schema: scope.schema, prefix, redisUrl: REDIS_URL });
+  const config = serviceConfig({ schema: scope.schema, prefix, redis: REDIS_CONFIG });
   const kysely = () =>
     new Kysely<Database>({
       dialect: new PostgresDialect({
@@ -470,7 +470,7 @@ describe('examples/http-service.ts end to end', () => {
       config: serviceConfig({
         schema: 'no_such_schema_here',
         prefix: res.track(uniquePrefix('http-broken')),
-        redisUrl: REDIS_URL,
+        redis: REDIS_CONFIG,
       }),
     });
     const failing = createService({ repo: broken, db: broken.db });

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { WalcacheConfigInput } from '../src/index.js';
-import { REDIS_URL, Resources, runCli, uniquePrefix } from './helpers.js';
+import { REDIS_CONFIG, Resources, runCli, uniquePrefix } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 
 describe('walcache invalidate --pattern, and canonical --id', () => {
@@ -19,7 +19,7 @@ describe('walcache invalidate --pattern, and canonical --id', () => {
   const prefix = uniquePrefix('invpat');
   const input: WalcacheConfigInput = {
     prefix,
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     databaseUrl: DATABASE_URL,
     defaultSchema: scope.schema,
     entities: { accounts: { table: 'accounts', key: 'id' } },

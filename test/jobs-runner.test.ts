@@ -17,7 +17,7 @@ import {
   type WalcacheConfigInput,
   type WarmSummary,
 } from '../src/index.js';
-import { freePort, REDIS_URL, Resources, uniquePrefix, waitFor } from './helpers.js';
+import { freePort, REDIS_CONFIG, Resources, redisEnv, uniquePrefix, waitFor } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 import { countingDb, TEST_TABLES, warmerSqlFiles } from './repo-helpers.js';
 
@@ -42,7 +42,7 @@ describe('jobs runner', () => {
   const never = { cron: '0 0 1 1 *' };
   const input = {
     prefix,
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     databaseUrl: DATABASE_URL,
     defaultSchema: scope.schema,
     cache: { earlyRefreshBeta: 0 },
@@ -257,7 +257,7 @@ describe('jobs runner', () => {
     const child = spawn(
       process.execPath,
       ['--import', 'tsx', 'src/cli/main.ts', 'jobs', '--config', file, '--log-level', 'warn'],
-      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+      { cwd: ROOT, env: redisEnv(), stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let stderr = '';
     child.stderr.on('data', (d) => {

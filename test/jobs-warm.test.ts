@@ -12,7 +12,7 @@ import {
   WarmerSqlError,
   type WarmProgress,
 } from '../src/index.js';
-import { REDIS_URL, Resources, runCli, uniquePrefix } from './helpers.js';
+import { REDIS_CONFIG, Resources, runCli, uniquePrefix } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 import { countingDb, SelectGate, TEST_TABLES, warmerSqlFiles } from './repo-helpers.js';
 
@@ -34,7 +34,7 @@ describe('warmers', () => {
   const sqlFile = sqlFiles.file;
   const baseConfig = {
     prefix,
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     databaseUrl: DATABASE_URL,
     defaultSchema: scope.schema,
     cache: { earlyRefreshBeta: 0 },

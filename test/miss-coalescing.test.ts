@@ -6,9 +6,11 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import calculateSlot from 'cluster-key-slot';
+import type { Cluster } from 'ioredis';
 import type { Kysely } from 'kysely';
-import { createRepository, defineConfig } from '../src/index.js';
-import { REDIS_URL, Resources, uniquePrefix } from './helpers.js';
+import { type CacheEngine, createRepository, defineConfig } from '../src/index.js';
+import { ON_CLUSTER, REDIS_CONFIG, Resources, uniquePrefix } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 import { countingDb, SelectGate, TEST_TABLES, type TestDB } from './repo-helpers.js';
 
@@ -16,9 +18,46 @@ interface CoalesceDB extends TestDB {
   memberships: { org_id: number; user_id: number; role: string };
 }
 
+const byNumber = (a: string, b: string) => Number(a) - Number(b);
 /** The ids a `key = any($1)` query asked for, in numeric order. */
 const asked = (query: { parameters: readonly unknown[] } | undefined): string[] =>
-  [...((query?.parameters[0] ?? []) as string[])].sort((a, b) => Number(a) - Number(b));
+  [...((query?.parameters[0] ?? []) as string[])].sort(byNumber);
+
+type Query = { sql: string; parameters: readonly unknown[] };
+
+/**
+ * Asserts how many SELECTs concurrent misses took: `expected`, what one server gives. The
+ * loads asked in one turn of the event loop share a query (up to `maxBatch` ids), and one
+ * server answers the reads' round trips together. On a cluster each key's round trips go
+ * to the master of its slot, which answers on a connection of its own, in a turn of its
+ * own or with another's: from `expected` queries up to one per master holding some of
+ * the missed keys (per `maxBatch` of them). Callers check that no id was asked twice.
+ */
+function assertQueries(
+  queries: readonly Query[],
+  expected: number,
+  engine: CacheEngine,
+  missed: readonly string[],
+  maxBatch = Number.POSITIVE_INFINITY,
+): void {
+  if (!ON_CLUSTER) {
+    assert.equal(queries.length, expected, `${queries.length} SELECTs`);
+    return;
+  }
+  const slots = (engine.redis as Cluster).slots;
+  const perMaster = new Map<string, number>();
+  for (const key of new Set(missed)) {
+    const master = slots[calculateSlot(engine.keys.entry(key))]?.[0] ?? '?';
+    perMaster.set(master, (perMaster.get(master) ?? 0) + 1);
+  }
+  let most = 0;
+  for (const keys of perMaster.values())
+    most += Number.isFinite(maxBatch) ? Math.ceil(keys / maxBatch) : 1;
+  assert.ok(
+    queries.length >= expected && queries.length <= Math.max(expected, most),
+    `${queries.length} SELECTs for ${missed.length} misses on ${perMaster.size} masters (${expected} to ${most})`,
+  );
+}
 
 describe('concurrent misses of one entity are coalesced into one query', () => {
   const res = new Resources();
@@ -29,7 +68,7 @@ describe('concurrent misses of one entity are coalesced into one query', () => {
     const db = counted.db as unknown as Kysely<CoalesceDB>;
     const config = defineConfig({
       prefix: res.track(uniquePrefix(name)),
-      redis: { url: REDIS_URL },
+      redis: REDIS_CONFIG,
       defaultSchema: scope.schema,
       cache: { earlyRefreshBeta: 0 },
       accessLog: { sampleRate: 0 },
@@ -41,13 +80,17 @@ describe('concurrent misses of one entity are coalesced into one query', () => {
       },
     });
     const repo = createRepository({ db, config });
-    /** The SELECTs sent from now on (those that failed: `failed`). */
+    const misses: string[] = [];
+    repo.engine.events.on('miss', (key) => misses.push(key));
+    /** The SELECTs sent from now on (those that failed: `failed`; the keys that missed: `missed`). */
     const selects = () => {
       const start = counted.queries.length;
       const startFailed = counted.failed.length;
+      const startMissed = misses.length;
       const isSelect = (q: { sql: string }) => /^select/i.test(q.sql);
       return Object.assign(() => counted.queries.slice(start).filter(isSelect), {
         failed: () => counted.failed.slice(startFailed).filter(isSelect),
+        missed: () => misses.slice(startMissed),
       });
     };
     return { repo, db, config, selects };
@@ -65,8 +108,12 @@ describe('concurrent misses of one entity are coalesced into one query', () => {
         SELECT g, 'u' || g || '@x', 'user ' || g FROM generate_series(1, 200) g;
       INSERT INTO $schema.orders (id, user_id) SELECT g, g FROM generate_series(1, 200) g;
       INSERT INTO $schema.memberships VALUES (1, 1, 'owner'), (1, 2, 'member'), (2, 1, 'member');`);
-    // The catalog (column types) is read once; the counts below are the reads' own.
-    for (const { repo } of all) await repo.ready();
+    // The catalog (column types) is read once; the counts below are the reads' own. And
+    // Redis is connected: a read before that would load without the cache.
+    for (const { repo } of all) {
+      await repo.ready();
+      assert.ok(await repo.engine.ready());
+    }
   });
   after(async () => {
     for (const { repo, db } of all) {
@@ -88,9 +135,9 @@ describe('concurrent misses of one entity are coalesced into one query', () => {
     );
     assert.equal(rows[4]?.name, 'user 5');
     assert.equal('password_hash' in (rows[4] as object), false, 'denied columns are stripped');
-    assert.equal(sent().length, 1, `one query for 32 misses, sent: ${sent().length}`);
-    assert.match(sent()[0]?.sql ?? '', /= any\(\$1\)/);
-    assert.deepEqual(asked(sent()[0]), ids.map(String));
+    assertQueries(sent(), 1, main.repo.engine, sent.missed());
+    for (const q of sent()) assert.match(q.sql, /= any\(\$1\)/);
+    assert.deepEqual(sent().flatMap(asked).sort(byNumber), ids.map(String));
     // The fills happened: the same reads are hits now.
     const again = main.selects();
     await Promise.all(ids.map((id) => main.repo.users.findById(id)));
@@ -121,9 +168,14 @@ describe('concurrent misses of one entity are coalesced into one query', () => {
       orders.map((r) => r?.id),
       [41, 42, 43],
     );
-    assert.equal(sent().length, 2);
-    assert.equal(sent().filter((q) => q.sql.includes('"users"')).length, 1);
-    assert.equal(sent().filter((q) => q.sql.includes('"orders"')).length, 1);
+    const ofUsers = sent().filter((q) => q.sql.includes('"users"'));
+    const ofOrders = sent().filter((q) => q.sql.includes('"orders"'));
+    assert.equal(ofUsers.length + ofOrders.length, sent().length);
+    const missed = (entity: string) => sent.missed().filter((k) => k.startsWith(`${entity}:`));
+    assertQueries(ofUsers, 1, main.repo.engine, missed('users'));
+    assertQueries(ofOrders, 1, main.repo.engine, missed('orders'));
+    assert.deepEqual(ofUsers.flatMap(asked).sort(byNumber), ['41', '42', '43'], 'each once');
+    assert.deepEqual(ofOrders.flatMap(asked).sort(byNumber), ['41', '42', '43']);
   });
 
   it('a missing id resolves undefined while the others of its batch get their rows', async () => {
@@ -133,7 +185,8 @@ describe('concurrent misses of one entity are coalesced into one query', () => {
       rows.map((r) => r?.id),
       ['51', undefined, '52'],
     );
-    assert.equal(sent().length, 1);
+    assertQueries(sent(), 1, main.repo.engine, sent.missed());
+    assert.deepEqual(sent().flatMap(asked).sort(byNumber), ['51', '52', '9999']);
   });
 
   it('ids with one canonical text are loaded once: 042 and 42 (also past the engine’s single flight)', async () => {
@@ -147,8 +200,8 @@ describe('concurrent misses of one entity are coalesced into one query', () => {
       rows.map((r) => r?.id),
       ['61', '61', '62'],
     );
-    assert.equal(sent().length, 1);
-    assert.deepEqual(asked(sent()[0]), ['61', '62']);
+    assertQueries(sent(), 1, main.repo.engine, sent.missed());
+    assert.deepEqual(sent().flatMap(asked).sort(byNumber), ['61', '62']);
     // No worker runs, so a bounded read bypasses the cache: each call runs the loader
     // itself, without the engine's single flight. The batch still asks for 63 once.
     const bypass = main.selects();
@@ -181,8 +234,9 @@ describe('concurrent misses of one entity are coalesced into one query', () => {
       rows.map((r) => (r === undefined ? undefined : [r.org_id, r.user_id])),
       [[2, 1], [1, 2], undefined, [1, 1]],
     );
-    assert.equal(sent().length, 1);
-    assert.match(sent()[0]?.sql ?? '', /\("org_id", "user_id"\) in/);
+    assertQueries(sent(), 1, main.repo.engine, sent.missed());
+    for (const q of sent()) assert.match(q.sql, /\("org_id", "user_id"\) in/);
+    assert.equal(sent().flatMap((q) => q.parameters).length, 2 * 4, 'each key asked once');
   });
 
   it('findBy misses of one unique column are coalesced too, matched by the value', async () => {
@@ -196,8 +250,14 @@ describe('concurrent misses of one entity are coalesced into one query', () => {
       rows.map((r) => r?.id),
       ['71', undefined, '72', '73'],
     );
-    assert.equal(sent().length, 1);
-    assert.match(sent()[0]?.sql ?? '', /"email" = any\(\$1\)/);
+    assertQueries(sent(), 1, main.repo.engine, sent.missed());
+    for (const q of sent()) assert.match(q.sql, /"email" = any\(\$1\)/);
+    assert.deepEqual(
+      sent()
+        .flatMap((q) => q.parameters[0] as string[])
+        .sort(),
+      ['nobody@x', 'u71@x', 'u72@x', 'u73@x'],
+    );
   });
 
   it('a batch is capped at repository.maxBatch ids: 7 misses with a cap of 3 run 3 SELECTs', async () => {
@@ -208,12 +268,16 @@ describe('concurrent misses of one entity are coalesced into one query', () => {
       rows.map((r) => r?.id),
       ids.map(String),
     );
-    assert.deepEqual(
-      sent()
-        .map((q) => asked(q).length)
-        .sort(),
-      [1, 3, 3],
-    );
+    if (ON_CLUSTER) {
+      assertQueries(sent(), 3, capped.repo.engine, sent.missed(), 3);
+      for (const q of sent()) assert.ok(asked(q).length <= 3, `${asked(q).length} ids`);
+    } else
+      assert.deepEqual(
+        sent()
+          .map((q) => asked(q).length)
+          .sort(),
+        [1, 3, 3],
+      );
     assert.deepEqual(sent().flatMap(asked).sort(), ids.map(String));
   });
 
@@ -237,8 +301,9 @@ describe('concurrent misses of one entity are coalesced into one query', () => {
     for (const o of outcomes)
       assert.match(String((o as PromiseRejectedResult).reason), /does not exist/);
     assert.equal(orders.length, 2);
-    assert.equal(sent.failed().length, 1, 'one failed query');
-    assert.deepEqual(asked(sent.failed()[0]), ['91', '92', '93']);
+    const missedUsers = sent.missed().filter((k) => k.startsWith('users:'));
+    assertQueries(sent.failed(), 1, main.repo.engine, missedUsers);
+    assert.deepEqual(sent.failed().flatMap(asked).sort(byNumber), ['91', '92', '93']);
     assert.equal(sent().filter((q) => q.sql.includes('"users"')).length, 0);
     for (const id of [91, 92, 93])
       assert.equal(await main.repo.engine.get(main.repo.users.key(id)), undefined, `users:${id}`);
@@ -249,7 +314,7 @@ describe('concurrent misses of one entity are coalesced into one query', () => {
       rows.map((r) => r?.id),
       ['91', '92', '93'],
     );
-    assert.equal(retry().length, 1);
+    assertQueries(retry(), 1, main.repo.engine, retry.missed());
   });
 
   it('each key of a batch keeps its lease: a row written while the query ran is not cached, the others are', async () => {
@@ -257,6 +322,7 @@ describe('concurrent misses of one entity are coalesced into one query', () => {
     const gated = createRepository({ db: main.db.withPlugin(gate), config: main.config });
     try {
       await gated.ready();
+      assert.ok(await gated.engine.ready());
       gate.armed = true;
       const reading = Promise.all([101, 102, 103].map((id) => gated.users.findById(id)));
       await gate.entered.promise; // the batched SELECT has returned the old rows

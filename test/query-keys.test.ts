@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { ConfigError, createRepository, defineConfig } from '../src/index.js';
-import { REDIS_URL, Resources, uniquePrefix } from './helpers.js';
+import { REDIS_CONFIG, Resources, uniquePrefix } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 import { countingDb } from './repo-helpers.js';
 
@@ -17,7 +17,7 @@ describe('query keys', () => {
   const { db, queries } = countingDb(scope.schema);
   const config = defineConfig({
     prefix,
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     defaultSchema: scope.schema,
     cache: { earlyRefreshBeta: 0 },
     accessLog: { sampleRate: 0 },
@@ -30,6 +30,8 @@ describe('query keys', () => {
     await scope.create(`CREATE TABLE orders (id int PRIMARY KEY, user_id int NOT NULL, status text NOT NULL DEFAULT 'open', total numeric(12,2) NOT NULL DEFAULT 0);
       INSERT INTO orders (id, user_id) VALUES (1, 7), (2, 7);`);
     await repo.ready();
+    // Redis too: a read before the connection is up (longer on a cluster) skips the cache.
+    assert.ok(await repo.engine.ready());
   });
   after(async () => {
     await repo.close();

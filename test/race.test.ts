@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { deferred, Resources, uniquePrefix, waitFor } from './helpers.js';
+import { deferred, ON_CLUSTER, publishOnBus, Resources, uniquePrefix, waitFor } from './helpers.js';
 
 describe('contract 1: no stale fill survives', () => {
   const res = new Resources();
@@ -97,8 +97,9 @@ describe('contract 1: no stale fill survives', () => {
       return 'v1';
     });
     await loaded.promise;
-    await raw.publish(
-      reader.keys.busChannel(),
+    await publishOnBus(
+      raw,
+      reader.keys.busChannel(ON_CLUSTER),
       JSON.stringify({ src: 'w1', kind: 'worker', seq: 1, keys: ['k'], tags: [] }),
     );
     await waitFor('bus message applied', () => applied === 1);

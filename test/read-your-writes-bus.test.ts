@@ -7,12 +7,56 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
+import { type Cluster, Redis, type RedisOptions } from 'ioredis';
 import { InvalidationWorker } from '../src/cdc/worker.js';
 import { CacheEngine, createRepository, defineConfig, resolveConfig } from '../src/index.js';
-import { REDIS_URL, Resources, uniquePrefix } from './helpers.js';
+import {
+  ON_CLUSTER,
+  REDIS_CONFIG,
+  REDIS_URL,
+  Resources,
+  testRedis,
+  uniquePrefix,
+} from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 import { countingDb, TEST_TABLES } from './repo-helpers.js';
+
+/** How late the reader's bus delivers each message. */
+const BUS_DELAY_MS = 300;
+
+/** A client whose bus connection (a duplicate of it) delivers every message late. */
+function slowBusRedis(): Redis {
+  const client = new Redis(REDIS_URL);
+  const duplicate = client.duplicate.bind(client);
+  client.duplicate = ((...args: Parameters<Redis['duplicate']>) => {
+    const sub = duplicate(...args);
+    const emit = sub.emit.bind(sub);
+    sub.emit = ((event: string | symbol, ...rest: unknown[]) => {
+      if (event !== 'messageBuffer') return emit(event, ...rest);
+      setTimeout(() => emit(event, ...rest), BUS_DELAY_MS);
+      return true;
+    }) as Redis['emit'];
+    return sub;
+  }) as Redis['duplicate'];
+  return client;
+}
+
+/**
+ * The same on a cluster: the bus opens a `Redis` of its own on its slot's master, with the
+ * cluster's node options; a marker among them tells the patched emit which connection's
+ * shard messages to hold back.
+ */
+const SLOW_BUS = 'walcacheTestSlowBus';
+function slowBusCluster(): Cluster {
+  const emit = Redis.prototype.emit;
+  Redis.prototype.emit = function (this: Redis, event: string | symbol, ...rest: unknown[]) {
+    const slow = (this.options as Record<string, unknown>)[SLOW_BUS] === true;
+    if (!slow || event !== 'smessageBuffer') return emit.call(this, event, ...rest);
+    setTimeout(() => emit.call(this, event, ...rest), BUS_DELAY_MS);
+    return true;
+  } as Redis['emit'];
+  return testRedis({ [SLOW_BUS]: true } as RedisOptions) as Cluster;
+}
 
 describe('readYourWrites with a slow bus', () => {
   const res = new Resources();
@@ -22,7 +66,7 @@ describe('readYourWrites with a slow bus', () => {
   const readerDb = countingDb(scope.schema);
   const config = defineConfig({
     prefix,
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     defaultSchema: scope.schema,
     cache: { earlyRefreshBeta: 0 },
     accessLog: { sampleRate: 0 },
@@ -31,18 +75,7 @@ describe('readYourWrites with a slow bus', () => {
     invalidateBy: { orders: ['user_id'] },
   });
   // The reader's own Redis client: its bus connection is a duplicate whose messages we delay.
-  const client = new Redis(REDIS_URL);
-  const duplicate = client.duplicate.bind(client);
-  client.duplicate = ((...args: Parameters<Redis['duplicate']>) => {
-    const sub = duplicate(...args);
-    const emit = sub.emit.bind(sub);
-    sub.emit = ((event: string | symbol, ...rest: unknown[]) => {
-      if (event !== 'messageBuffer') return emit(event, ...rest);
-      setTimeout(() => emit(event, ...rest), 300);
-      return true;
-    }) as Redis['emit'];
-    return sub;
-  }) as Redis['duplicate'];
+  const client = ON_CLUSTER ? slowBusCluster() : slowBusRedis();
   const engine = new CacheEngine({ config, redis: client });
   const writer = createRepository({ db: writerDb.db, config });
   const reader = createRepository({ db: readerDb.db, config, cache: engine });

@@ -236,3 +236,53 @@ export async function startSentinel(downAfterMs = 1_000): Promise<PrivateSentine
     throw error;
   }
 }
+
+/**
+ * A Redis Cluster of the test's own: `masters` private servers (no replicas), the slots
+ * split evenly between them; `args(i)` are added to server i's (its own settings, to make
+ * masters differ). `nodes` are their `host:port` seeds.
+ */
+export async function startMastersOnly(
+  masters: number,
+  args: (i: number) => string[] = () => [],
+): Promise<{ nodes: string[]; stop(): Promise<void> }> {
+  const servers = await Promise.all(
+    Array.from({ length: masters }, (_, i) =>
+      startRedis((_dir, port) => [
+        '--port',
+        String(port),
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        'nodes.conf',
+        ...args(i),
+      ]),
+    ),
+  );
+  const stopAll = async () => {
+    await Promise.all(servers.map((s) => s.stop()));
+  };
+  const admins = servers.map((s) => new Redis(s.port, '127.0.0.1', { maxRetriesPerRequest: 1 }));
+  try {
+    for (const [i, admin] of admins.entries()) {
+      const from = Math.floor((16384 * i) / masters);
+      const to = Math.floor((16384 * (i + 1)) / masters) - 1;
+      await admin.cluster('ADDSLOTSRANGE', from, to);
+      if (i > 0) await admin.cluster('MEET', '127.0.0.1', (servers[0] as PrivateRedis).port);
+    }
+    await waitFor(
+      'the private cluster ok',
+      async () => {
+        const states = await Promise.all(admins.map((a) => a.cluster('INFO')));
+        return states.every((info) => String(info).includes('cluster_state:ok'));
+      },
+      15_000,
+    );
+  } catch (error) {
+    await stopAll();
+    throw error;
+  } finally {
+    for (const admin of admins) admin.disconnect();
+  }
+  return { nodes: servers.map((s) => `127.0.0.1:${s.port}`), stop: stopAll };
+}

@@ -7,7 +7,7 @@ import {
   hottestKeys,
   runMigrations,
 } from '../src/index.js';
-import { REDIS_URL, Resources, uniquePrefix } from './helpers.js';
+import { REDIS_CONFIG, Resources, uniquePrefix } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 import { countingDb, SelectGate, TEST_TABLES } from './repo-helpers.js';
 
@@ -19,7 +19,7 @@ describe('repository fills race writes', () => {
   const writer = countingDb(scope.schema);
   const config = defineConfig({
     prefix,
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     defaultSchema: scope.schema,
     cache: { earlyRefreshBeta: 0 },
     accessLog: { sampleRate: 1, flushIntervalMs: 60_000 },

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { InvalidationWorker } from '../src/cdc/worker.js';
 import { createRepository, defineConfig, resolveConfig } from '../src/index.js';
-import { REDIS_URL, Resources, uniquePrefix, waitFor } from './helpers.js';
+import { REDIS_CONFIG, Resources, uniquePrefix, waitFor } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 import { countingDb, TEST_TABLES } from './repo-helpers.js';
 
@@ -13,7 +13,7 @@ describe('repository with the invalidation worker', () => {
   const { db, queries } = countingDb(scope.schema);
   const config = defineConfig({
     prefix,
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     defaultSchema: scope.schema,
     cache: { earlyRefreshBeta: 0 },
     accessLog: { sampleRate: 0 },

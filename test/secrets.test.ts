@@ -3,7 +3,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
 import { jsonArrayFrom, jsonObjectFrom } from 'kysely/helpers/postgres';
 import { createRepository, defineConfig, InvalidQueryError } from '../src/index.js';
-import { deleteByPrefix, REDIS_URL, Resources, storedUnder, uniquePrefix } from './helpers.js';
+import { deleteByPrefix, REDIS_CONFIG, Resources, storedUnder, uniquePrefix } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 import { countingDb, TEST_TABLES } from './repo-helpers.js';
 
@@ -23,7 +23,7 @@ describe('denied columns never leave the database', () => {
   const { db } = countingDb(scope.schema);
   const config = defineConfig({
     prefix,
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     defaultSchema: scope.schema,
     cache: { earlyRefreshBeta: 0 },
     accessLog: { sampleRate: 0 },

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createRepository, defineConfig } from '../src/index.js';
-import { deferred, REDIS_URL, Resources, uniquePrefix } from './helpers.js';
+import { deferred, REDIS_CONFIG, Resources, uniquePrefix } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 import { countingDb, TEST_TABLES } from './repo-helpers.js';
 
@@ -123,7 +123,7 @@ describe('no caller can change what another caller gets', () => {
     const { db } = countingDb(scope.schema);
     const config = defineConfig({
       prefix,
-      redis: { url: REDIS_URL },
+      redis: REDIS_CONFIG,
       defaultSchema: scope.schema,
       accessLog: { sampleRate: 0 },
       entities: { users: { table: 'users', key: 'id', deny: ['password_hash'] } },

@@ -16,7 +16,7 @@ import {
   type VerifyReport,
   verify,
 } from '../src/index.js';
-import { freePort, REDIS_URL, Resources, runCli, uniquePrefix } from './helpers.js';
+import { freePort, REDIS_CONFIG, Resources, runCli, uniquePrefix } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 import { countingDb, TEST_TABLES } from './repo-helpers.js';
 
@@ -28,7 +28,7 @@ describe('walcache verify', () => {
   const config = defineConfig({
     prefix,
     databaseUrl: DATABASE_URL,
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     defaultSchema: scope.schema,
     // Misses are cached too, so "not found" entries are checked against their rows.
     cache: { earlyRefreshBeta: 0, negativeTtlMs: 60_000 },

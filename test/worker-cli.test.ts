@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import type { WalcacheConfigInput } from '../src/index.js';
 import {
   freePort,
-  REDIS_URL,
+  REDIS_CONFIG,
   Resources,
   runCli,
   startCli,
@@ -42,7 +42,7 @@ describe('walcache worker fails loudly', () => {
   }, async () => {
     const file = write('identity.mjs', {
       prefix: res.track(uniquePrefix('wcli')),
-      redis: { url: REDIS_URL },
+      redis: REDIS_CONFIG,
       databaseUrl: DATABASE_URL,
       defaultSchema: scope.schema,
       invalidateBy: { orders: ['user_id'] },
@@ -66,7 +66,7 @@ describe('walcache worker fails loudly', () => {
     url.pathname = '/walcache_no_such_db';
     const file = write('nodb.mjs', {
       prefix: res.track(uniquePrefix('wcli')),
-      redis: { url: REDIS_URL },
+      redis: REDIS_CONFIG,
       databaseUrl: url.toString(),
       defaultSchema: scope.schema,
       entities: { orders: { table: 'orders', key: 'id' } },
@@ -90,7 +90,7 @@ describe('walcache worker fails loudly', () => {
     const slot = scope.slot('_cfg');
     const file = write('slot.mjs', {
       prefix: res.track(uniquePrefix('wcli')),
-      redis: { url: REDIS_URL },
+      redis: REDIS_CONFIG,
       databaseUrl: DATABASE_URL,
       defaultSchema: scope.schema,
       entities: { orders: { table: 'orders', key: 'id' } },
@@ -131,7 +131,7 @@ describe('walcache worker fails loudly', () => {
     const dead = await freePort();
     const file = write('down.mjs', {
       prefix: res.track(uniquePrefix('wcli')),
-      redis: { url: REDIS_URL },
+      redis: REDIS_CONFIG,
       databaseUrl: `postgres://127.0.0.1:${dead}/test`,
       defaultSchema: scope.schema,
       entities: { orders: { table: 'orders', key: 'id' } },

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { entityKey } from '../src/index.js';
-import { Resources, sleep, uniquePrefix, waitFor } from './helpers.js';
+import { Resources, redisEnv, sleep, uniquePrefix, waitFor } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 
 interface WorkerProcess {
@@ -38,7 +38,7 @@ function startWorker(configFile: string, slot: string): WorkerProcess {
     ],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env },
+      env: redisEnv(),
     },
   );
   const output: string[] = [];

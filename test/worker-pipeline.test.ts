@@ -22,7 +22,7 @@ import {
   resolveConfig,
   tableResetTag,
 } from '../src/index.js';
-import { REDIS_URL, Resources, sleep, startRedis, uniquePrefix, waitFor } from './helpers.js';
+import { REDIS_CONFIG, Resources, sleep, startRedis, uniquePrefix, waitFor } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 
 describe('the invalidation pipeline at its edges', () => {
@@ -30,10 +30,11 @@ describe('the invalidation pipeline at its edges', () => {
   const scope = new PgScope('pipe');
   const workers: InvalidationWorker[] = [];
   const servers: ChildProcess[] = [];
-  const config = (prefix: string, url = REDIS_URL) =>
+  /** On the Redis under test, or on the private server at `url`. */
+  const config = (prefix: string, url?: string) =>
     resolveConfig({
       prefix: res.track(prefix),
-      redis: { url },
+      redis: url === undefined ? REDIS_CONFIG : { url },
       defaultSchema: scope.schema,
       cache: { earlyRefreshBeta: 0 },
       entities: { items: { table: 'items', key: 'id' } },

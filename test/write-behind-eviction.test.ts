@@ -14,7 +14,15 @@ import {
   type WalcacheConfigInput,
 } from '../src/index.js';
 import { flushWriteBehind } from '../src/jobs/write-behind.js';
-import { REDIS_URL, Resources, startRedis, uniquePrefix } from './helpers.js';
+import {
+  CLUSTER_NODES,
+  ON_CLUSTER,
+  REDIS_CONFIG,
+  REDIS_URL,
+  Resources,
+  startRedis,
+  uniquePrefix,
+} from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 
 interface DB {
@@ -34,12 +42,20 @@ describe('write-behind and eviction', () => {
   const servers: ChildProcess[] = [];
   const closers: Array<() => Promise<void>> = [];
   const lru = ['--maxmemory', '4mb', '--maxmemory-policy', 'allkeys-lru'];
-  const input = (prefix: string, redis: { cache: string; jobs: string }) =>
+  /** The cache and the queues on the given private servers, else on the Redis under test. */
+  const input = (prefix: string, redis: { cache?: string; jobs?: string }) =>
     ({
       prefix,
       databaseUrl: DATABASE_URL,
-      redis: { url: redis.cache },
-      jobs: { redisUrl: redis.jobs, shutdownTimeoutMs: 5_000 },
+      redis: redis.cache === undefined ? REDIS_CONFIG : { url: redis.cache },
+      jobs: {
+        ...(redis.jobs !== undefined
+          ? { redisUrl: redis.jobs }
+          : ON_CLUSTER
+            ? { redisCluster: { nodes: CLUSTER_NODES } }
+            : { redisUrl: REDIS_URL }),
+        shutdownTimeoutMs: 5_000,
+      },
       defaultSchema: scope.schema,
       accessLog: { sampleRate: 0 },
       writeBehind: { batchSize: 1_000_000 },
@@ -68,7 +84,7 @@ describe('write-behind and eviction', () => {
     const cache = await startRedis(lru);
     servers.push(cache.process);
     const prefix = res.track(uniquePrefix('wbevict'));
-    const config = defineConfig(input(prefix, { cache: cache.url, jobs: REDIS_URL }));
+    const config = defineConfig(input(prefix, { cache: cache.url }));
     const repo = createRepository({ db, config });
     closers.push(() => repo.close());
     for (let id = 1; id <= 300; id++) await repo.counters.writeBehind(id, { value: 1000 + id });
@@ -101,7 +117,7 @@ describe('write-behind and eviction', () => {
     const jobs = await startRedis(lru);
     servers.push(jobs.process);
     const prefix = uniquePrefix('wbevict');
-    const config = defineConfig(input(prefix, { cache: REDIS_URL, jobs: jobs.url }));
+    const config = defineConfig(input(prefix, { jobs: jobs.url }));
     const repo = createRepository({ db, config });
     closers.push(() => repo.close());
     const refused = (error: unknown) => {

@@ -8,7 +8,7 @@ import {
   WriteBehindStore,
 } from '../src/index.js';
 import { flushWriteBehind } from '../src/jobs/write-behind.js';
-import { REDIS_URL, Resources, uniquePrefix } from './helpers.js';
+import { REDIS_CONFIG, Resources, uniquePrefix } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 
 export interface CountersDb {
@@ -30,7 +30,7 @@ export function countersSuite(name: string) {
   const config = defineConfig({
     prefix,
     databaseUrl: DATABASE_URL,
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     defaultSchema: scope.schema,
     accessLog: { sampleRate: 0 },
     writeBehind: { batchSize: 1_000_000, maxAttempts: 2 },

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { InvalidationWorker } from '../src/cdc/worker.js';
-import { waitFor } from './helpers.js';
+import { redisEnv, waitFor } from './helpers.js';
 import { countersSuite } from './write-behind-helpers.js';
 
 /**
@@ -147,7 +147,7 @@ describe('write-behind ordering', () => {
         '8',
         JSON.stringify({ value: 5 }),
       ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
+      { env: redisEnv(), stdio: ['ignore', 'pipe', 'inherit'] },
     );
     let out = '';
     child.stdout.on('data', (d) => {

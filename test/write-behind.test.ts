@@ -17,7 +17,7 @@ import {
 } from '../src/index.js';
 import { flushWriteBehind } from '../src/jobs/write-behind.js';
 import { WriteBehindStore } from '../src/jobs/write-behind-store.js';
-import { REDIS_URL, Resources, uniquePrefix, waitFor } from './helpers.js';
+import { REDIS_CONFIG, Resources, redisEnv, uniquePrefix, waitFor } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 
 interface DB {
@@ -33,7 +33,7 @@ describe('write-behind', () => {
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
   const config = defineConfig({
     prefix,
-    redis: { url: REDIS_URL },
+    redis: REDIS_CONFIG,
     defaultSchema: scope.schema,
     accessLog: { sampleRate: 0 },
     writeBehind: { batchSize: 1_000_000, maxAttempts: 2 },
@@ -141,7 +141,7 @@ describe('write-behind', () => {
     const child = spawn(
       process.execPath,
       ['--import', 'tsx', 'test/fixtures/wb-flusher.ts', JSON.stringify(config), '5000'],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
+      { env: redisEnv(), stdio: ['ignore', 'pipe', 'inherit'] },
     );
     await new Promise<void>((resolve, reject) => {
       child.stdout.on('data', (chunk: Buffer) => {

@@ -36,7 +36,8 @@ export function createRedisClient(
       // ioredis's default waits for a failover (100 ms per retry, up to maxRedirections)
       retryDelayOnFailover: 100,
       retryDelayOnClusterDown: 100,
-      clusterRetryStrategy: (times) => retryStrategy?.(times) ?? Math.min(100 * times, 2_000),
+      // The caller's strategy as given: one returning null (stop) stops the cluster too.
+      clusterRetryStrategy: retryStrategy ?? ((times) => Math.min(100 * times, 2_000)),
       ...(enableOfflineQueue !== undefined && { enableOfflineQueue }),
       ...(enableAutoPipelining !== undefined && { enableAutoPipelining }),
       ...(lazyConnect !== undefined && { lazyConnect }),

@@ -1,4 +1,9 @@
-import { type ClientOptions, createRedisClient, type RedisClient } from './redis-client.js';
+import {
+  type ClientOptions,
+  createRedisClient,
+  isCluster,
+  type RedisClient,
+} from './redis-client.js';
 import type { RedisEndpoint } from './redis-endpoint.js';
 
 /** The cache's connection: where (`RedisEndpoint`: URL, ACL user, TLS) and how. */
@@ -40,8 +45,24 @@ export function createCacheRedis(options: CacheRedisOptions, name: string): Redi
   return client;
 }
 
-/** Waits until a client is ready, or the timeout passes. Resolves true when ready. */
-export function waitReady(client: RedisClient, timeoutMs: number): Promise<boolean> {
+/**
+ * Waits until a client is ready, or the timeout passes. Resolves true when ready. A
+ * cluster is ready once it knows the slot table and every master's connection is up
+ * (ioredis calls the cluster ready before it connects to the masters it did not ask).
+ */
+export async function waitReady(client: RedisClient, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  if (!(await readyEvent(client, timeoutMs))) return false;
+  if (!isCluster(client)) return true;
+  const masters = client.nodes('master');
+  for (const node of masters) if (node.status === 'wait') node.connect().catch(() => {});
+  const up = await Promise.all(
+    masters.map((node) => readyEvent(node, Math.max(0, deadline - Date.now()))),
+  );
+  return up.every(Boolean);
+}
+
+function readyEvent(client: RedisClient, timeoutMs: number): Promise<boolean> {
   if (client.status === 'ready') return Promise.resolve(true);
   return new Promise((resolve) => {
     const done = (ok: boolean) => {

@@ -94,7 +94,7 @@ type RedisInput = WalcacheConfigInput['redis'];
  */
 function withTopology(input: RedisInput, env: NodeJS.ProcessEnv): RedisInput & { url: string } {
   const given = [
-    input?.url !== undefined && 'redis.url',
+    input?.url !== undefined && input.url !== derivedUrl(input) && 'redis.url',
     input?.cluster !== undefined && 'redis.cluster',
     input?.sentinel !== undefined && 'redis.sentinel',
   ].filter((o): o is string => typeof o === 'string');
@@ -115,15 +115,20 @@ function withTopology(input: RedisInput, env: NodeJS.ProcessEnv): RedisInput & {
       );
     redis.cluster = { nodes: envNodes.split(',').map((n) => n.trim()) };
   }
-  const seed = redis.cluster?.nodes?.[0] ?? redis.sentinel?.sentinels?.[0];
-  const url =
-    redis.url ??
-    (typeof seed === 'string' && NODE_ADDRESS.test(seed)
-      ? seedUrl(seed, redis.tls !== undefined)
-      : undefined) ??
-    env.REDIS_URL ??
-    DEFAULT_REDIS_URL;
+  const url = redis.url ?? derivedUrl(redis) ?? env.REDIS_URL ?? DEFAULT_REDIS_URL;
   return { ...redis, url };
+}
+
+/**
+ * The `url` resolution fills in for a cluster or sentinel set-up: its first seed's. A
+ * resolved config holds it beside the topology, so the same `url` in an input is that
+ * copy being resolved again (`{ ...resolved, l1: ... }`), not a second set-up.
+ */
+function derivedUrl(redis: RedisInput): string | undefined {
+  const seed = redis?.cluster?.nodes?.[0] ?? redis?.sentinel?.sentinels?.[0];
+  return typeof seed === 'string' && NODE_ADDRESS.test(seed)
+    ? seedUrl(seed, redis?.tls !== undefined)
+    : undefined;
 }
 
 /**

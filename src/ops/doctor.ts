@@ -775,9 +775,31 @@ async function topologyCheck(client: RedisClient): Promise<DoctorCheck> {
   return ok('redis-topology', `${detail}, each master replicated`);
 }
 
-/** INFO of a server; of a cluster, its first master's (the settings are per node). */
+/**
+ * INFO of a server. Of a cluster, every master's (the settings are per node, and each
+ * master holds its own share of the keys): appendonly only if every master has it, and
+ * the eviction settings of the master that may lose most (one that may evict keys
+ * without a TTL, else one that refuses writes once full), else the first's.
+ */
 async function readRedisInfo(client: RedisClient): Promise<RedisInfo> {
-  const text = await (masters(client)[0] ?? client).info();
+  const nodes = masters(client);
+  const infos = await Promise.all(
+    (nodes.length > 0 ? nodes : [client]).map(async (node) => parseInfo(await node.info())),
+  );
+  const first = infos[0] as RedisInfo;
+  const worst =
+    infos.find((i) => mayEvictWriteBehind(i.policy ?? null)) ??
+    infos.find((i) => i.policy === 'noeviction' && i.maxmemory > 0) ??
+    first;
+  return {
+    ...first,
+    aof: infos.every((i) => i.aof),
+    maxmemory: worst.maxmemory,
+    policy: worst.policy,
+  };
+}
+
+function parseInfo(text: string): RedisInfo {
   const field = (name: string) => new RegExp(`^${name}:(.*)$`, 'm').exec(text)?.[1]?.trim();
   return {
     runId: field('run_id'),

@@ -75,8 +75,9 @@ export interface AclResult {
 }
 
 /**
- * Runs every command of `CACHE_REDIS_COMMANDS` once as the connected user. `subscriber`
- * is a second connection (a subscribed one can run nothing else), closed here.
+ * Runs every command of `CACHE_REDIS_COMMANDS` that the client's topology uses once, as
+ * the connected user (SPUBLISH and CLUSTER SLOTS on a cluster only). `subscriber` is a
+ * second connection (a subscribed one can run nothing else), closed here.
  */
 export async function probeAcl(
   client: RedisClient,
@@ -149,8 +150,10 @@ export async function probeAcl(
     `the bus channel (${keys.busChannel()})`,
   );
   await call('ping');
+  // The bus of a cluster: a shard channel (SPUBLISH; SSUBSCRIBE is checked with the bus),
+  // the slot map, and WAIT (writeBehind.replicas). One server or a Sentinel-managed one
+  // never runs SPUBLISH and CLUSTER SLOTS: a user without them is not refused there.
   if (isCluster(client)) {
-    // The bus of a cluster: a shard channel.
     const shard = keys.busChannel(true);
     await run(
       'spublish',

@@ -23,6 +23,7 @@ CLUSTER_SKIP=(
   test/canonical.test.ts
   test/codec.test.ts
   test/config.test.ts
+  test/config-topology.test.ts
   test/decoders.test.ts
   test/envelope-in-place.test.ts
   test/keys.test.ts
@@ -36,6 +37,8 @@ CLUSTER_SKIP=(
   test/degradation.test.ts
   test/redis-deployed.test.ts # ACL and TLS servers
   test/redis-rollback.test.ts
+  test/redis-cluster-failover.test.ts # clusters of its own, masters killed
+  test/redis-sentinel.test.ts         # a Sentinel set-up of its own
   # bench/write-behind.ts connects to REDIS_URL only; the test is about process clean-up
   test/bench-children.test.ts
 )

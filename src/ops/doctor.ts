@@ -757,7 +757,9 @@ async function topologyCheck(client: RedisClient): Promise<DoctorCheck> {
   const bare = primaries.filter((n) => replicasOf(n[0] ?? '') === 0).map((n) => n[1]);
   const state = field('cluster_state');
   const slots = field('cluster_slots_ok');
-  const detail = `cluster ${state ?? '?'}: ${primaries.length} masters, ${nodes.length - primaries.length} other nodes, ${slots ?? '?'}/16384 slots ok`;
+  const replicas = nodes.filter((n) => n[2]?.includes('slave') && !n[2]?.includes('fail')).length;
+  const failed = nodes.filter((n) => n[2]?.includes('fail')).length;
+  const detail = `cluster ${state ?? '?'}: ${primaries.length} masters, ${replicas} replicas${failed > 0 ? `, ${failed} failed` : ''}, ${slots ?? '?'}/16384 slots served`;
   if (state !== 'ok')
     return {
       name: 'redis-topology',

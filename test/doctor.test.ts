@@ -355,6 +355,13 @@ describe('walcache doctor', () => {
       const eviction = find(report, 'queues-eviction');
       assert.equal(eviction.status, 'fail', show(report));
       assert.match(eviction.detail, /allkeys-lru/);
+      // Masters without replicas: a failover of either would lose its shard.
+      const topology = find(report, 'redis-topology');
+      assert.equal(topology.status, 'warn', show(report));
+      assert.match(
+        topology.detail,
+        /^cluster ok: 2 masters, 0 replicas, 16384\/16384 slots served; no replica for /,
+      );
     } finally {
       await cluster.stop();
     }

@@ -32,6 +32,21 @@ describe('bad input', () => {
     assert.deepEqual(corrupt.sort(), ['broken', 'foreign', 'hash']);
   });
 
+  it('a tag version key holding another type: a read with derived tags still answers, and caches nothing', async () => {
+    const prefix = uniquePrefix('badtag');
+    const a = await res.readyEngine(prefix, { l1: { enabled: false } });
+    const raw = res.redis();
+    await raw.hset(a.keys.tagVersion('tenant:1'), 'f', 'v');
+    let loads = 0;
+    const read = () =>
+      a.getOrLoad('user:1', () => ({ id: 1, tenant: 1, n: ++loads }), {
+        tagsOf: (row: { tenant: number }) => [`tenant:${row.tenant}`],
+      });
+    assert.deepEqual(await read(), { id: 1, tenant: 1, n: 1 });
+    // Nothing was stored under a version that could not be read: the next read loads.
+    assert.deepEqual(await read(), { id: 1, tenant: 1, n: 2 });
+  });
+
   it('a payload that does not decode is a miss for get and is deleted', async () => {
     const prefix = uniquePrefix('corrupt-payload');
     const a = await res.readyEngine(prefix, { l1: { enabled: false } });

@@ -1122,14 +1122,20 @@ export class CacheEngine {
     // any clock skew), cannot stand for an invalidation the load missed: no reload.
     const extra: Record<string, string> = {};
     let settled = true;
-    await Promise.all(
-      [...new Set(unknown)].map(async (t) => {
-        const current = await this.#l2.initVersion(this.keys.tagVersion(t), this.#tagTtlMs);
-        extra[t] = current;
-        if (isBumpVersion(current) && !(versionTime(current) < loadStartedAt - CLOCK_SKEW_MS))
-          settled = false;
-      }),
-    );
+    try {
+      await Promise.all(
+        [...new Set(unknown)].map(async (t) => {
+          const current = await this.#l2.initVersion(this.keys.tagVersion(t), this.#tagTtlMs);
+          extra[t] = current;
+          if (isBumpVersion(current) && !(versionTime(current) < loadStartedAt - CLOCK_SKEW_MS))
+            settled = false;
+        }),
+      );
+    } catch {
+      // Redis away, or a version key it cannot read (another type): the loaded value
+      // answers, and is not stored under versions nobody could check.
+      return { value, versions, snapshot, fill: false };
+    }
     const merged = { ...versions, ...extra };
     if (settled) return { value, versions: merged, snapshot: wider, fill: true };
     const again = await this.#loadWithoutFill(key, loader); // shared by #loadAndFill

@@ -47,6 +47,18 @@ describe('bad input', () => {
     assert.deepEqual(await read(), { id: 1, tenant: 1, n: 2 });
   });
 
+  it('a static tag whose version key holds another type: reads answer, get and getOrLoad alike', async () => {
+    const prefix = uniquePrefix('badstatic');
+    const a = await res.readyEngine(prefix, { l1: { enabled: false } });
+    const raw = res.redis();
+    await raw.hset(a.keys.tagVersion('orders'), 'f', 'v');
+    let loads = 0;
+    const read = () => a.getOrLoad('orders:1', () => ({ n: ++loads }), { tags: ['orders'] });
+    assert.deepEqual(await read(), { n: 1 });
+    assert.deepEqual(await read(), { n: 2 }, 'not stored under a version nobody can read');
+    assert.equal(await a.get('orders:1'), undefined);
+  });
+
   it('a payload that does not decode is a miss for get and is deleted', async () => {
     const prefix = uniquePrefix('corrupt-payload');
     const a = await res.readyEngine(prefix, { l1: { enabled: false } });

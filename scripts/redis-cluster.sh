@@ -155,16 +155,6 @@ healthy() {
   return 0
 }
 
-# wait_healthy SECONDS
-wait_healthy() {
-  local deadline=$((SECONDS + $1))
-  while ((SECONDS < deadline)); do
-    healthy && return 0
-    sleep 0.2
-  done
-  healthy
-}
-
 # A node that has never joined a cluster: knows only itself and serves no slot.
 is_fresh() {
   local info

@@ -175,16 +175,6 @@ healthy() {
   return 0
 }
 
-# wait_healthy SECONDS
-wait_healthy() {
-  local deadline=$((SECONDS + $1))
-  while ((SECONDS < deadline)); do
-    healthy && return 0
-    sleep 0.2
-  done
-  healthy
-}
-
 # Shut down the sentinels first (so that they do not fail over meanwhile), then the data nodes.
 shutdown_all() {
   local p

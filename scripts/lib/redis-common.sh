@@ -51,3 +51,13 @@ field() {
   local re="(^|"$'\n'")$1:([^"$'\n'"]*)"
   if [[ $2 =~ $re ]]; then printf '%s\n' "${BASH_REMATCH[2]}"; fi
 }
+
+# wait_healthy SECONDS: until the caller's healthy() says so (it sets REASON otherwise).
+wait_healthy() {
+  local deadline=$((SECONDS + $1))
+  while ((SECONDS < deadline)); do
+    healthy && return 0
+    sleep 0.2
+  done
+  healthy
+}

@@ -69,8 +69,7 @@ describe('Redis Sentinel', () => {
 
   it('the master killed: reads answer throughout, the replica takes over, and invalidations reach it', async () => {
     const readers = [await service(), await service()];
-    for (const repo of readers)
-      for (let id = 1; id <= ROWS; id++) await repo.users.findById(id);
+    for (const repo of readers) for (let id = 1; id <= ROWS; id++) await repo.users.findById(id);
     const errors: unknown[] = [];
     let reads = 0;
     let running = true;

@@ -495,9 +495,14 @@ export class InvalidationWorker {
     // The group's tombstones and versions go to Redis at once, even while earlier groups
     // are in flight (harmless in any order); the heartbeat, the bus message and the
     // acknowledgement wait for every earlier group (#applyGroup, chained). Not ahead of a
-    // queued epoch bump, nor with one: those apply whole, in order.
+    // queued epoch bump, nor with one: those apply whole, in order. With nothing in
+    // flight the group applies at once, whole: one round trip (the lag at a steady rate).
     const ahead =
-      this.#bumpsQueued === 0 && !group.bumpEpoch && stream !== null && stream === this.#stream
+      this.#applying > 0 &&
+      this.#bumpsQueued === 0 &&
+      !group.bumpEpoch &&
+      stream !== null &&
+      stream === this.#stream
         ? this.#invalidator
             .writeAhead(group.invalidation, group.lastLsn as string)
             .catch((error: unknown) => {

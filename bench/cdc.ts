@@ -21,7 +21,8 @@
  *    BENCH_CDC_WORKER_OPTIONS holds JSON) on the last slot, over the same backlog: from
  *    the start() call until its 'applied' events have summed every row (counted as keys:
  *    one per row of our table; the slot also carries other schemas' changes, which the
- *    worker skips). apply_ratio = (b) / (a).
+ *    worker skips). apply_ratio = (b) / (a). BENCH_CDC_WORKER_NODE_ARGS: extra node flags
+ *    for the worker child (space-separated), e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`.
  *    (c) Diagnostic on a fourth slot: the worker's ReplicationStream (flow control,
  *    parseWal2json + decodeWal2json) + assembler + mapper, without Redis.
  * 4. Lag at a steady 2,000 commits/s for 10 s: single-row UPDATE autocommits from 12
@@ -323,7 +324,10 @@ async function main(): Promise<Record<string, unknown>> {
   const startedAt = now();
   try {
     // --- setup -------------------------------------------------------------------
-    worker = spawn('./cdc-worker.ts', ['--expose-gc']);
+    worker = spawn('./cdc-worker.ts', [
+      '--expose-gc',
+      ...(process.env.BENCH_CDC_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean),
+    ]);
     observer = spawn('./cdc-observer.ts');
     const childrenReady = Promise.all([
       once(worker, 'ready', 60_000),

@@ -11,6 +11,7 @@ import { Redis } from 'ioredis';
 import { lsnToBigInt } from '../src/cache/envelope.js';
 import { parseHeartbeat } from '../src/cache/heartbeat.js';
 import { emptyInvalidation, mapTransaction } from '../src/cdc/change-mapper.js';
+import { Invalidator } from '../src/cdc/invalidator.js';
 import { buildChangeModel } from '../src/cdc/table-model.js';
 import { InvalidationWorker } from '../src/cdc/worker.js';
 import { tagVersionTtlMs } from '../src/config/config.js';
@@ -162,6 +163,75 @@ describe('the invalidation pipeline at its edges', () => {
         `heartbeat at ${beat.lsn}, before the backlog was applied, claimed commit time ${beat.commitTime - backlogCommittedAt} ms after the backlog`,
       );
     }
+  });
+
+  it('groups applied at once are acknowledged in order: a later one waits for an earlier one held up by Redis', async () => {
+    const prefix = uniquePrefix('pipe-order');
+    const slot = scope.slot('_order');
+    const worker = new InvalidationWorker({
+      config: config(prefix),
+      slot,
+      groupMaxTransactions: 1, // every commit is a group of its own, flushed at once
+      heartbeatIntervalMs: 60_000,
+    });
+    workers.push(worker);
+    await worker.start();
+    const slowKey = entityKey('items', [4]);
+    const events: Array<{ kind: 'ack'; lsn: string } | { kind: 'slow-done' | 'slow-start' }> = [];
+    worker.events.on('acknowledged', (lsn) => events.push({ kind: 'ack', lsn }));
+    // The group of items:4 is held up for a while, then fails once (retried), while the
+    // groups after it reach Redis.
+    const original = Invalidator.prototype.apply;
+    let held = false;
+    Invalidator.prototype.apply = async function (this: Invalidator, ...args) {
+      const [invalidation] = args;
+      if (!held && invalidation.keys.has(slowKey)) {
+        held = true;
+        events.push({ kind: 'slow-start' });
+        await sleep(800);
+        throw new Error('injected: Redis held up');
+      }
+      const result = await original.apply(this, args);
+      if (held && invalidation.keys.has(slowKey)) events.push({ kind: 'slow-done' });
+      return result;
+    };
+    try {
+      await scope.q('UPDATE $schema.items SET n = n + 1 WHERE id = 4');
+      for (const id of [5, 6, 7, 8])
+        await scope.q(`UPDATE $schema.items SET n = n + 1 WHERE id = ${id}`);
+      await scope.waitCaughtUp(slot);
+    } finally {
+      Invalidator.prototype.apply = original;
+    }
+    const start = events.findIndex((e) => e.kind === 'slow-start');
+    const done = events.findIndex((e) => e.kind === 'slow-done');
+    assert.ok(start >= 0 && done > start, `the held group was retried: ${JSON.stringify(events)}`);
+    const acks = events
+      .filter((e) => e.kind === 'ack')
+      .map((e) => lsnToBigInt((e as { lsn: string }).lsn));
+    for (let i = 1; i < acks.length; i++)
+      assert.ok((acks[i] as bigint) > (acks[i - 1] as bigint), 'acknowledgements move forward');
+    assert.deepEqual(
+      events.slice(start, done).filter((e) => e.kind === 'ack'),
+      [],
+      'nothing acknowledged while an earlier group was not applied',
+    );
+    assert.ok(
+      events.slice(done).some((e) => e.kind === 'ack'),
+      'the later groups were acknowledged after it',
+    );
+    // Every row's tombstone is in Redis, and the heartbeat claims the last commit.
+    const redis = res.redis();
+    const keys = new Keys(prefix);
+    for (const id of [4, 5, 6, 7, 8]) {
+      const value = await redis.get(keys.entry(entityKey('items', [id])));
+      assert.equal(value?.[0], 'T', `items:${id} tombstoned`);
+    }
+    const beat = parseHeartbeat(await redis.get(keys.heartbeat()));
+    assert.equal(
+      beat?.lsn !== undefined && lsnToBigInt(beat.lsn) + 1n >= (acks.at(-1) as bigint),
+      true,
+    );
   });
 
   it('lag is measured on followed commits only; tag versions expire', async () => {

@@ -1,7 +1,14 @@
 import { canonicalText } from '../keys/canonical.js';
-import { columnTag, entityKey, tableResetTag, tableTag, uniqueKey } from '../keys/keys.js';
+import {
+  columnTag,
+  encodeKeyPart,
+  keyValue,
+  tableResetTag,
+  tableTag,
+  uniqueKey,
+} from '../keys/keys.js';
 import type { ChangeEvent, DecodedTransaction } from './change-event.js';
-import type { ChangeModel, TableModel } from './table-model.js';
+import { type ChangeModel, findTable, type TableModel } from './table-model.js';
 
 /**
  * Prefix of the transactional logical messages `walcache setup`'s event trigger emits
@@ -106,12 +113,13 @@ export function mapChange(
   /** The transaction's id; 0 when unknown (a write not yet committed, a commit without one). */
   xid = 0,
 ): void {
-  const table = `${change.schema}.${change.table}`;
-  const tableModel = model.get(table);
+  const tableModel = findTable(model, change.schema, change.table);
   if (!tableModel) {
+    const table = `${change.schema}.${change.table}`;
     into.unknownTables.set(table, (into.unknownTables.get(table) ?? 0) + 1);
     return;
   }
+  const table = tableModel.table;
   addTag(into, tableTag(table), xid);
   if (change.op === 'T') {
     addTag(into, tableResetTag(table), xid);
@@ -150,55 +158,74 @@ function addRow(
   change: ChangeEvent,
   xid: number,
 ): string | null {
+  // Per row, per key: no closure, no intermediate array (this runs for every change the
+  // worker maps; see bench:cdc).
   let problem: string | null = null;
   const isOld = row === change.oldRow;
-  // The value as readers name it: canonical text for the column's type. A value with no
-  // canonical text is a problem: the caller falls back to the table's reset tag.
-  const text = (column: string, value: unknown): string | null => {
-    const kind = model.kinds.get(column);
-    if (kind === undefined) return value as string;
-    try {
-      return canonicalText(kind, value);
-    } catch (error) {
-      problem = `${model.table}.${column}: ${(error as Error).message}`;
-      return null;
-    }
-  };
   for (const entity of model.entities) {
-    const values: unknown[] = [];
-    for (const column of entity.keyColumns) {
+    const columns = entity.keyColumns;
+    let key = encodeKeyPart(entity.name);
+    let complete = true;
+    for (const column of columns) {
       const value = row[column];
       if (value === undefined || value === null) {
         // An UPDATE's old image under DEFAULT identity may be absent or partial: the new
         // image carries the key then (the key did not change, or it would be there).
-        if (isOld && change.op === 'U') break;
-        problem = `${entity.name}: key column \`${column}\` missing from the ${isOld ? 'old' : 'new'} row`;
+        if (!(isOld && change.op === 'U'))
+          problem = `${entity.name}: key column \`${column}\` missing from the ${isOld ? 'old' : 'new'} row`;
+        complete = false;
         break;
       }
-      const canonical = text(column, value);
-      if (canonical === null) break;
-      values.push(canonical);
+      const canonical = textOf(model, column, value);
+      if (canonical instanceof Error) {
+        problem = `${model.table}.${column}: ${canonical.message}`;
+        complete = false;
+        break;
+      }
+      key += `:${encodeKeyPart(keyValue(canonical))}`;
     }
-    if (values.length === entity.keyColumns.length)
-      addKey(into, entityKey(entity.name, values), xid);
-    for (const column of entity.uniqueColumns)
-      addIfPresent(row, column, text, (v) => addKey(into, uniqueKey(entity.name, column, v), xid));
+    if (complete) addKey(into, key, xid);
+    for (const column of entity.uniqueColumns) {
+      const canonical = presentText(row, column, model);
+      if (canonical instanceof Error) problem = `${model.table}.${column}: ${canonical.message}`;
+      else if (canonical !== undefined)
+        addKey(into, uniqueKey(entity.name, column, canonical), xid);
+    }
   }
-  for (const column of model.tagColumns)
-    addIfPresent(row, column, text, (v) => addTag(into, columnTag(model.table, column, v), xid));
+  for (const column of model.tagColumns) {
+    const canonical = presentText(row, column, model);
+    if (canonical instanceof Error) problem = `${model.table}.${column}: ${canonical.message}`;
+    else if (canonical !== undefined) addTag(into, columnTag(model.table, column, canonical), xid);
+  }
   return problem;
 }
 
-function addIfPresent(
+/**
+ * The value as readers name it: canonical text for the column's type (the value as it
+ * came when the catalog was not read). An Error when it has no canonical text: the
+ * caller falls back to the table's reset tag.
+ */
+function textOf(model: TableModel, column: string, value: unknown): unknown {
+  const kind = model.kinds.get(column);
+  if (kind === undefined) return value;
+  try {
+    return canonicalText(kind, value);
+  } catch (error) {
+    return error instanceof Error ? error : new Error(String(error));
+  }
+}
+
+/**
+ * {@link textOf} of a column of the row, or undefined when it is absent: either an
+ * unchanged TOAST column (so the other image has it) or an old image without it (refused
+ * at start: REPLICA IDENTITY FULL is required then).
+ */
+function presentText(
   row: Readonly<Record<string, unknown>>,
   column: string,
-  text: (column: string, value: unknown) => string | null,
-  add: (value: unknown) => void,
-): void {
+  model: TableModel,
+): unknown {
   const value = row[column];
-  // An absent value is either an unchanged TOAST column (so the other image has it) or an
-  // old image without it (refused at start: REPLICA IDENTITY FULL is required then).
-  if (value === undefined || value === null) return;
-  const canonical = text(column, value);
-  if (canonical !== null) add(canonical);
+  if (value === undefined || value === null) return undefined;
+  return textOf(model, column, value);
 }

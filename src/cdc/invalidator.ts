@@ -76,8 +76,33 @@ export class Invalidator {
     invalidation: Invalidation,
     heartbeat: Omit<Heartbeat, 'runId' | 'appliedAt'>,
     bumpEpoch = false,
+    /** The tombstones and versions are in Redis already ({@link writeAhead} succeeded). */
+    written = false,
   ): Promise<Heartbeat | null> {
-    const tombstone = tombstoneValue(heartbeat.lsn);
+    const writes = written ? [] : this.#writes(invalidation, heartbeat.lsn);
+    return this.#finish(invalidation, heartbeat, bumpEpoch, writes);
+  }
+
+  /**
+   * On a standalone Redis: sends the tombstones and tag versions of a group now, ahead of
+   * {@link apply} (which then sends only the heartbeat and the bus message, with
+   * `written`), so Redis works on them while earlier groups are being acknowledged. Safe
+   * in any order: a tombstone keeps the newest LSN, a version bumped early is still
+   * bumped; only the heartbeat claims a position. Resolves false on a cluster (then apply
+   * everything); rejects when any write failed (apply everything too).
+   */
+  async writeAhead(invalidation: Invalidation, lsn: string): Promise<boolean> {
+    if (isCluster(this.#redis)) return false;
+    const pipeline = this.#redis.pipeline();
+    for (const write of this.#writes(invalidation, lsn)) write.add(pipeline);
+    const results = await pipeline.exec();
+    for (const [error] of results ?? []) if (error) throw error;
+    return results !== null;
+  }
+
+  /** The tombstone and tag-version commands of an invalidation (no heartbeat, no bus message). */
+  #writes(invalidation: Invalidation, lsn: string): KeyedCommand[] {
+    const tombstone = tombstoneValue(lsn);
     const xids = (key: string) => xidList(invalidation.xids.get(key));
     const now = Date.now();
     const writes: KeyedCommand[] = [];
@@ -144,6 +169,15 @@ export class Invalidator {
       const version = newVersion('', xidList(invalidation.tagXids.get(tag)));
       writes.push({ key, add: (p) => p.set(key, version, 'PX', this.#tagTtlMs) });
     }
+    return writes;
+  }
+
+  async #finish(
+    invalidation: Invalidation,
+    heartbeat: Omit<Heartbeat, 'runId' | 'appliedAt'>,
+    bumpEpoch: boolean,
+    writes: KeyedCommand[],
+  ): Promise<Heartbeat | null> {
     let epoch: string | undefined;
     if (bumpEpoch) {
       const key = this.#keys.epoch();

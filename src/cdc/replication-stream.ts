@@ -100,6 +100,10 @@ export class ReplicationStream {
   readonly #slot: string;
   #ended = false;
   #handlers: StreamHandlers | undefined;
+  /** The promise of `onMessage` being waited for (the socket is paused meanwhile). */
+  #waiting: Promise<void> | null = null;
+  /** Messages received while waiting: lsn, message, lsn, message, ... */
+  #queue: unknown[] = [];
 
   constructor(options: {
     connectionString: string;
@@ -120,7 +124,8 @@ export class ReplicationStream {
       pgConfig(options.connectionString, {
         application_name: options.applicationName ?? 'walcache-worker',
       }),
-      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
+      // Flow control is ours (#deliver): the library's awaits every message twice.
+      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: false } },
     );
     this.#plugin = createPlugin(
       options.decoder,
@@ -134,7 +139,7 @@ export class ReplicationStream {
   start(handlers: StreamHandlers): Promise<void> {
     this.#handlers = handlers;
     const service = this.#service;
-    service.on('data', (lsn: string, message: StreamMessage) => handlers.onMessage(lsn, message));
+    service.on('data', (lsn: string, message: StreamMessage) => this.#deliver(lsn, message));
     service.on('heartbeat', (lsn: string, _timestamp: number, shouldRespond: boolean) =>
       handlers.onKeepalive(lsn, shouldRespond),
     );
@@ -161,19 +166,66 @@ export class ReplicationStream {
 
   /**
    * true when every message received so far has been handed to `onMessage` and its
-   * promise settled. pg-logical-replication keeps its flow-control queue private; if a
-   * future version renames it, this answers false (the safe side).
+   * promise settled.
    */
   get drained(): boolean {
-    const internals = this.#service as unknown as {
-      _messageQueue?: unknown[];
-      _processing?: boolean;
-    };
-    return (
-      Array.isArray(internals._messageQueue) &&
-      internals._messageQueue.length === 0 &&
-      internals._processing === false
+    return this.#waiting === null && this.#queue.length === 0;
+  }
+
+  /**
+   * Flow control: hands each message to `onMessage` in order, synchronously while it
+   * returns nothing (no promise, no microtask per message); when it returns a promise,
+   * the socket is paused and what was already received waits in a queue until the promise
+   * settles. A rejected promise ends the stream (as the library's flow control does).
+   */
+  #deliver(lsn: string, message: StreamMessage): void {
+    if (this.#waiting !== null) {
+      this.#queue.push(lsn, message);
+      return;
+    }
+    const pending = this.#handlers?.onMessage(lsn, message);
+    if (pending) this.#wait(pending);
+  }
+
+  #wait(pending: Promise<void>): void {
+    this.#waiting = pending;
+    this.#socket()?.pause?.();
+    pending.then(
+      () => this.#drain(),
+      (error: unknown) => {
+        this.#waiting = null;
+        this.#queue = [];
+        this.#end(error instanceof Error ? error : new Error(String(error)));
+      },
     );
+  }
+
+  #drain(): void {
+    this.#waiting = null;
+    const queue = this.#queue;
+    let i = 0;
+    while (i < queue.length && !this.#ended) {
+      const lsn = queue[i] as string;
+      const message = queue[i + 1] as StreamMessage;
+      i += 2;
+      const pending = this.#handlers?.onMessage(lsn, message);
+      if (pending) {
+        this.#queue = queue.slice(i);
+        this.#wait(pending);
+        return;
+      }
+    }
+    this.#queue = [];
+    if (!this.#ended) this.#socket()?.resume?.();
+  }
+
+  /** The replication connection's socket (pg-logical-replication keeps it private). */
+  #socket(): { pause?: () => void; resume?: () => void } | undefined {
+    return (
+      this.#service as unknown as {
+        _connection?: { stream?: { pause?: () => void; resume?: () => void } } | null;
+      }
+    )._connection?.stream;
   }
 
   /** Confirms everything up to `lsn` as applied (the server may then recycle that WAL). */

@@ -42,7 +42,38 @@ const NO_COLUMNS: ReadonlySet<string> = new Set();
 export function columnsWantedBy(
   model: ChangeModel,
 ): (schema: string, table: string) => ReadonlySet<string> {
-  return (schema, table) => model.get(`${schema}.${table}`)?.columns ?? NO_COLUMNS;
+  return (schema, table) => findTable(model, schema, table)?.columns ?? NO_COLUMNS;
+}
+
+/** Found tables by schema, then table: no `schema.table` string built per change. */
+const found = new WeakMap<ChangeModel, Map<string, Map<string, TableModel>>>();
+
+/**
+ * `model.get(`${schema}.${table}`)`, for every change the worker decodes and maps. Only
+ * tables found are remembered (a model is not changed once built).
+ */
+export function findTable(
+  model: ChangeModel,
+  schema: string,
+  table: string,
+): TableModel | undefined {
+  let schemas = found.get(model);
+  if (schemas === undefined) {
+    schemas = new Map();
+    found.set(model, schemas);
+  }
+  const hit = schemas.get(schema)?.get(table);
+  if (hit !== undefined) return hit;
+  const tableModel = model.get(`${schema}.${table}`);
+  if (tableModel !== undefined) {
+    let tables = schemas.get(schema);
+    if (tables === undefined) {
+      tables = new Map();
+      schemas.set(schema, tables);
+    }
+    tables.set(table, tableModel);
+  }
+  return tableModel;
 }
 
 export function buildChangeModel(

@@ -237,7 +237,7 @@ interface Column {
 function decodeChange(m: Rec, op: ChangeOp, options: Wal2jsonDecodeOptions): ChangeEvent {
   const schema = field(m, 'schema', 'string');
   const table = field(m, 'table', 'string');
-  const pk = m.pk === undefined ? null : columns(m, 'pk').map((c) => c.name);
+  const pk = m.pk === undefined ? null : columnNames(m, 'pk');
   const wanted = options.columnsWanted?.(schema, table);
   const newCols = op === 'I' || op === 'U' ? columns(m, 'columns', wanted) : null;
   const oldCols =
@@ -245,24 +245,29 @@ function decodeChange(m: Rec, op: ChangeOp, options: Wal2jsonDecodeOptions): Cha
   const parser = options.getTypeParser ?? defaultParser;
   const newRow = newCols === null ? null : toRow(newCols, parser);
   const oldRow = oldCols === null ? null : toRow(oldCols, parser);
-  const oldNames = new Set(oldCols?.map((c) => c.name));
   const catalog = options.columnsOf?.(schema, table);
   // wal2json does not say which identity the table has; infer FULL from what is present.
   // Left false when unsure: a DELETE under USING INDEX on a table that also has a primary
   // key looks like FULL, so that case is only trusted with a catalog.
-  const oldRowIsFull =
-    oldCols !== null &&
-    oldCols.length > 0 &&
-    (catalog !== undefined
-      ? catalog.every((c) => oldNames.has(c))
-      : newCols !== null
-        ? newCols.every((c) => oldNames.has(c.name))
-        : pk !== null && pk.length > 0 && oldCols.some((c) => !pk.includes(c.name)));
+  // (Loops, not sets: a row image holds a handful of decoded columns.)
+  let oldRowIsFull = false;
+  if (oldCols !== null && oldCols.length > 0) {
+    if (catalog !== undefined) {
+      oldRowIsFull = true;
+      for (const name of catalog) if (!hasColumn(oldCols, name)) oldRowIsFull = false;
+    } else if (newCols !== null) {
+      oldRowIsFull = true;
+      for (const c of newCols) if (!hasColumn(oldCols, c.name)) oldRowIsFull = false;
+    } else if (pk !== null && pk.length > 0) {
+      for (const c of oldCols) if (!pk.includes(c.name)) oldRowIsFull = true;
+    }
+  }
   const unchangedToast: string[] = [];
   if (op === 'U' && newRow !== null) {
     // Under FULL the old image holds every column, so a column missing from the new image
     // is known: it did not change. Fill it in, as pg-logical-replication does for pgoutput.
-    for (const name of catalog ?? (oldRowIsFull ? [...oldNames] : [])) {
+    const names = catalog ?? (oldRowIsFull && oldCols !== null ? uniqueNames(oldCols) : []);
+    for (const name of names) {
       if (Object.hasOwn(newRow, name)) continue;
       if (oldRowIsFull && oldRow !== null && Object.hasOwn(oldRow, name))
         newRow[name] = oldRow[name];
@@ -272,12 +277,24 @@ function decodeChange(m: Rec, op: ChangeOp, options: Wal2jsonDecodeOptions): Cha
   return { schema, table, op, newRow, oldRow, oldRowIsFull, unchangedToast, keyColumns: pk };
 }
 
+function hasColumn(cols: readonly Column[], name: string): boolean {
+  for (const c of cols) if (c.name === name) return true;
+  return false;
+}
+
+/** Names in first-seen order, each once (what `[...new Set(names)]` gives). */
+function uniqueNames(cols: readonly Column[]): string[] {
+  const out: string[] = [];
+  for (const c of cols) if (!out.includes(c.name)) out.push(c.name);
+  return out;
+}
+
 function columns(m: Rec, key: string, wanted?: ReadonlySet<string>): Column[] {
   const list = m[key];
   if (!Array.isArray(list)) return fail(`"${key}" is not an array`);
   const out: Column[] = [];
   for (let i = 0; i < list.length; i++) {
-    const c = asObject(list[i], `${key}[${i}]`);
+    const c = asObject(list[i], key, i);
     const name = field(c, 'name', 'string');
     if (wanted !== undefined && !wanted.has(name)) continue;
     out.push({
@@ -290,9 +307,35 @@ function columns(m: Rec, key: string, wanted?: ReadonlySet<string>): Column[] {
   return out;
 }
 
+/** `columns(m, key).map((c) => c.name)`, with the same checks, without the objects. */
+function columnNames(m: Rec, key: string): string[] {
+  const list = m[key];
+  if (!Array.isArray(list)) return fail(`"${key}" is not an array`);
+  const out: string[] = [];
+  for (let i = 0; i < list.length; i++) {
+    const c = asObject(list[i], key, i);
+    out.push(field(c, 'name', 'string'));
+    if (c.typeoid !== undefined) int(c, 'typeoid');
+    if (c.type !== undefined) field(c, 'type', 'string');
+  }
+  return out;
+}
+
 function toRow(cols: readonly Column[], parser: (oid: number) => (text: string) => unknown): Rec {
-  // fromEntries: a column named __proto__ becomes a property, not the prototype.
-  return Object.fromEntries(cols.map((c) => [c.name, convert(c, parser)]));
+  const row: Rec = {};
+  for (const c of cols) {
+    const value = convert(c, parser);
+    // A column named __proto__ becomes a property, not the prototype (as fromEntries does).
+    if (c.name === '__proto__')
+      Object.defineProperty(row, c.name, {
+        value,
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    else row[c.name] = value;
+  }
+  return row;
 }
 
 function convert(c: Column, parser: (oid: number) => (text: string) => unknown): unknown {
@@ -335,9 +378,10 @@ function oidOfTypeName(type: string | null): number | null {
   return TYPE_OIDS[type.replace(/\(.*\)/, '')] ?? null;
 }
 
-function asObject(value: unknown, what: string): Rec {
+/** `what`, or `what[index]` when an index is given (the text is built only on failure). */
+function asObject(value: unknown, what: string, index?: number): Rec {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    return fail(`${what} is not an object`);
+    return fail(`${index === undefined ? what : `${what}[${index}]`} is not an object`);
   }
   return value as Rec;
 }

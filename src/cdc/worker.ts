@@ -75,6 +75,8 @@ interface Group {
 }
 
 const HEARTBEAT_PREFIX = 'walcache';
+/** Groups being applied at once before the stream waits (see #flush). */
+const MAX_GROUPS_IN_FLIGHT = 2;
 
 /**
  * The invalidation worker: replication stream → decode → transactions → keys and tags →
@@ -117,8 +119,14 @@ export class InvalidationWorker {
   #lastCommitTime = 0;
   #lastError: Error | null = null;
   #checkingRollback = false;
-  /** Groups handed to #flush and not yet acknowledged. */
+  /** Groups handed to #flush (and epoch bumps queued) and not yet acknowledged. */
   #applying = 0;
+  /** The #flushing chain before its last link: settles when at most one is in flight. */
+  #beforeLast: Promise<void> = Promise.resolve();
+  /** Epoch bumps queued and not yet applied: no group writes ahead of them. */
+  #bumpsQueued = 0;
+  /** Redis connections closed so far: writes ahead count only on the connection still open. */
+  #redisCloses = 0;
   #stopping = false;
   #loop: Promise<void> | null = null;
   #timers: NodeJS.Timeout[] = [];
@@ -147,6 +155,9 @@ export class InvalidationWorker {
       retryStrategy: (n) => Math.min(100 * 2 ** n, 2_000),
     });
     this.#redis.on('error', () => {});
+    this.#redis.on('close', () => {
+      this.#redisCloses++;
+    });
     // A Redis that comes back may have lost what was acknowledged: check at once.
     this.#redis.on('ready', () => void this.#checkRollback());
     this.#invalidator = new Invalidator(
@@ -427,10 +438,11 @@ export class InvalidationWorker {
       g.transactions >= (this.#options.groupMaxTransactions ?? 256) ||
       g.rows >= (this.#options.groupMaxRows ?? 5_000)
     ) {
-      // One group applies while the next fills: the stream waits (flow control) only if
-      // an earlier group is still being applied. Acknowledgements stay in order: #flush
-      // chains every group behind the one before.
-      if (this.#applying > 0) return this.#flushing.then(() => void this.#flush());
+      // Up to MAX_GROUPS_IN_FLIGHT groups apply while the next fills: the stream waits
+      // (flow control) only when that many are still being applied. Acknowledgements stay
+      // in order: #flush chains every group's acknowledgement behind the one before.
+      if (this.#applying >= MAX_GROUPS_IN_FLIGHT)
+        return this.#beforeLast.then(() => void this.#flush());
       void this.#flush();
     } else if (this.#flushTimer === null) {
       this.#flushTimer = setTimeout(() => void this.#flush(), this.#options.groupWindowMs ?? 5);
@@ -480,27 +492,80 @@ export class InvalidationWorker {
     if (group.transactions === 0) return this.#flushing;
     this.#group = newGroup();
     const stream = this.#stream;
+    // The group's tombstones and versions go to Redis at once, even while earlier groups
+    // are in flight (harmless in any order); the heartbeat, the bus message and the
+    // acknowledgement wait for every earlier group (#applyGroup, chained). Not ahead of a
+    // queued epoch bump, nor with one: those apply whole, in order. With nothing in
+    // flight the group applies at once, whole: one round trip (the lag at a steady rate).
+    const ahead =
+      this.#applying > 0 &&
+      this.#bumpsQueued === 0 &&
+      !group.bumpEpoch &&
+      stream !== null &&
+      stream === this.#stream
+        ? this.#invalidator
+            .writeAhead(group.invalidation, group.lastLsn as string)
+            .catch((error: unknown) => {
+              // Reported now; #applyGroup applies the whole group again, retrying.
+              this.events.emit('failure', 'redis', error);
+              this.#log?.warn(
+                { err: error, lsn: group.lastLsn },
+                'writing invalidations ahead failed; applying them again (position held)',
+              );
+              return false;
+            })
+        : null;
+    const closes = this.#redisCloses;
     this.#applying++;
+    this.#beforeLast = this.#flushing;
     this.#flushing = this.#flushing
-      .then(() => this.#applyGroup(group, stream))
+      .then(() => this.#applyGroup(group, stream, ahead, closes))
       .finally(() => {
         this.#applying--;
       });
     return this.#flushing;
   }
 
-  async #applyGroup(group: Group, stream: ReplicationStream | null): Promise<void> {
+  /**
+   * Applies a group once every earlier one is acknowledged (or given up): the heartbeat
+   * and the bus message when its tombstones were written ahead, else everything (retried
+   * while the position is held); then the rollback checks, then the acknowledgement.
+   */
+  async #applyGroup(
+    group: Group,
+    stream: ReplicationStream | null,
+    ahead: Promise<boolean> | null,
+    /** #redisCloses when the writes ahead were sent. */
+    closes: number,
+  ): Promise<void> {
     const started = performance.now();
     const lsn = group.lastLsn as string;
     const acknowledged = this.#appliedLsn;
     // Commit timestamps are not strictly in commit order: never move the claim back.
     const commitTime = Math.max(group.lastCommitTime, this.#lastCommitTime);
-    const applied = await this.#applyWithRetry(
+    // Written ahead on a connection that has not closed since: on the server the heartbeat
+    // goes to (a restarted Redis, a promoted replica may have lost them).
+    const written = ahead !== null && (await ahead) && this.#redisCloses === closes;
+    let applied = await this.#applyWithRetry(
       group.invalidation,
       { lsn, commitTime },
       group.bumpEpoch,
       stream,
+      written,
     );
+    if (applied !== null && written && this.#redisCloses !== closes) {
+      // The connection closed before the heartbeat went: apply the whole group again. The
+      // heartbeat the first attempt replaced is the one that tells whether Redis lost
+      // acknowledged invalidations (the second finds the first's own).
+      const first = applied.previous;
+      const again = await this.#applyWithRetry(
+        group.invalidation,
+        { lsn, commitTime },
+        group.bumpEpoch,
+        stream,
+      );
+      applied = again === null ? null : { previous: first };
+    }
     if (applied === null) return; // the stream died meanwhile: not acknowledged, it will be replayed
     const lost =
       this.#rollbackReason(applied.previous, acknowledged) ??
@@ -541,10 +606,14 @@ export class InvalidationWorker {
     beat: { lsn: string; commitTime: number },
     bumpEpoch: boolean,
     stream: ReplicationStream | null = null,
+    /** The tombstones and versions were written ahead: only the heartbeat and bus message are left. */
+    written = false,
   ): Promise<{ readonly previous: Heartbeat | null } | null> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return { previous: await this.#invalidator.apply(invalidation, beat, bumpEpoch) };
+        return {
+          previous: await this.#invalidator.apply(invalidation, beat, bumpEpoch, written),
+        };
       } catch (error) {
         this.events.emit('failure', 'redis', error);
         this.#log?.warn(
@@ -643,6 +712,8 @@ export class InvalidationWorker {
   #queueEpochBump(reason: string): Promise<void> {
     this.events.emit('epoch-bump', reason);
     this.#applying++;
+    this.#bumpsQueued++;
+    this.#beforeLast = this.#flushing;
     this.#flushing = this.#flushing
       .then(async () => {
         await this.#applyWithRetry(
@@ -653,6 +724,7 @@ export class InvalidationWorker {
       })
       .finally(() => {
         this.#applying--;
+        this.#bumpsQueued--;
       });
     return this.#flushing;
   }

@@ -170,7 +170,20 @@ function refuse(value: unknown, kind: string): never {
   );
 }
 
+/** Integers already in canonical form that a double holds exactly (the common case: no BigInt). */
+const SHORT_CANONICAL_INT = /^(?:0|-?[1-9]\d{0,14})$/;
+const INT_RANGE_NUMBER: Readonly<Record<'int2' | 'int4' | 'int8', readonly [number, number]>> = {
+  int2: [-(2 ** 15), 2 ** 15 - 1],
+  int4: [-(2 ** 31), 2 ** 31 - 1],
+  int8: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
+};
+
 function canonicalInt(kind: 'int2' | 'int4' | 'int8', value: unknown): string {
+  if (typeof value === 'string' && SHORT_CANONICAL_INT.test(value)) {
+    const n = Number(value);
+    const [min, max] = INT_RANGE_NUMBER[kind];
+    if (n >= min && n <= max) return value;
+  }
   let n: bigint;
   if (typeof value === 'bigint') n = value;
   else if (typeof value === 'number' && Number.isSafeInteger(value)) n = BigInt(value);

@@ -115,7 +115,9 @@ export function valuePart(value: unknown): string {
 
 /** The cache key of an entity row: `users:42`, or `memberships:7:3` for a composite key. */
 export function entityKey(entity: string, keyValues: readonly unknown[]): string {
-  return [entity, ...keyValues.map(keyValue)].map(encodeKeyPart).join(':');
+  let key = encodeKeyPart(entity);
+  for (const value of keyValues) key += `:${encodeKeyPart(keyValue(value))}`;
+  return key;
 }
 
 /**

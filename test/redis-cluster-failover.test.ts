@@ -59,10 +59,13 @@ describe('Redis Cluster failover', () => {
     await worker.start();
   });
   after(async () => {
-    await worker?.stop();
-    for (const close of closers.reverse()) await close().catch(() => {});
-    await cluster?.stop();
-    await scope.close();
+    try {
+      await worker?.stop();
+      for (const close of closers.reverse()) await close().catch(() => {});
+    } finally {
+      await cluster?.stop();
+      await scope.close();
+    }
   });
 
   /** A repository of its own (a process of its own: its own L1 and connections). */

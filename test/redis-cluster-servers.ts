@@ -59,14 +59,20 @@ export async function startCluster(masters = 3, nodeTimeoutMs = 1_000): Promise<
         ]),
       );
     }
-    await run('redis-cli', [
-      '--cluster',
-      'create',
-      ...servers.map((s) => `127.0.0.1:${s.port}`),
-      '--cluster-replicas',
-      '1',
-      '--cluster-yes',
-    ]);
+    // Bounded: a node that cannot be reached on its bus port would keep redis-cli
+    // "waiting for the cluster to join" for ever (and the test file to its timeout).
+    await run(
+      'redis-cli',
+      [
+        '--cluster',
+        'create',
+        ...servers.map((s) => `127.0.0.1:${s.port}`),
+        '--cluster-replicas',
+        '1',
+        '--cluster-yes',
+      ],
+      { timeout: 30_000 },
+    );
   } catch (error) {
     await Promise.all(servers.map((s) => s.stop()));
     throw error;

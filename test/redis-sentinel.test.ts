@@ -42,10 +42,13 @@ describe('Redis Sentinel', () => {
     await worker.start();
   });
   after(async () => {
-    await worker?.stop();
-    for (const close of closers.reverse()) await close().catch(() => {});
-    await sentinel?.stop();
-    await scope.close();
+    try {
+      await worker?.stop();
+      for (const close of closers.reverse()) await close().catch(() => {});
+    } finally {
+      await sentinel?.stop();
+      await scope.close();
+    }
   });
 
   const service = async () => {

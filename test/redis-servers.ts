@@ -4,6 +4,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './helpers.js';
 
+/**
+ * Servers not stopped yet: killed when the test process exits however it ends (a failed
+ * hook, an uncaught error), so no orphan keeps a port or gossips to a later test's nodes.
+ */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
 /** A redis-server of the test's own, on a free loopback port, in a temporary directory. */
 export interface PrivateRedis {
   readonly port: number;
@@ -33,6 +42,8 @@ export async function startRedis(
     [...file, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extra],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
+  running.add(child);
+  child.once('exit', () => running.delete(child));
   let output = '';
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {

@@ -38,7 +38,13 @@
  * REDIS_CLUSTER_NODES.
  */
 import { Cluster, Redis } from 'ioredis';
-import { masters, type RedisClient } from '../src/cache/redis-client.js';
+import {
+  createRedisClient,
+  masters,
+  type RedisClient,
+  scanKeys,
+} from '../src/cache/redis-client.js';
+import { waitReady } from '../src/cache/redis-connection.js';
 import { emptyInvalidation } from '../src/cdc/change-mapper.js';
 import { Invalidator } from '../src/cdc/invalidator.js';
 import { CacheEngine, type WalcacheConfigInput } from '../src/index.js';
@@ -66,22 +72,15 @@ const redisConfig = (t: Topology): WalcacheConfigInput['redis'] =>
   t === 'standalone' ? { url: REDIS_URL } : { cluster: { nodes: CLUSTER_NODES } };
 
 function client(t: Topology): RedisClient {
-  if (t === 'standalone') return new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
-  return new Cluster(
-    CLUSTER_NODES.map((n) => ({ host: n.split(':')[0], port: Number(n.split(':')[1]) })),
-    { scaleReads: 'master', redisOptions: { maxRetriesPerRequest: 1 } },
-  );
+  const endpoint =
+    t === 'standalone'
+      ? { url: REDIS_URL }
+      : { url: `redis://${CLUSTER_NODES[0]}`, cluster: { nodes: CLUSTER_NODES } };
+  return createRedisClient(endpoint, { maxRetriesPerRequest: 1 });
 }
 
 async function ready(c: RedisClient): Promise<void> {
-  if (c.status === 'ready') return;
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('Redis not ready after 10 s')), 10_000);
-    c.once('ready', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
+  if (!(await waitReady(c, 10_000))) throw new Error('Redis not ready after 10 s');
 }
 
 /** Every node of a topology (a cluster's replicas too: they replicate what masters do). */
@@ -178,14 +177,8 @@ function reportPart(
 }
 
 async function deleteAll(c: RedisClient): Promise<void> {
-  for (const node of masters(c)) {
-    let cursor = '0';
-    do {
-      const [next, keys] = await node.scan(cursor, 'MATCH', `${PREFIX}*`, 'COUNT', 1000);
-      cursor = next;
-      await Promise.all(keys.map((k) => node.unlink(k)));
-    } while (cursor !== '0');
-  }
+  for await (const keys of scanKeys(c, `${PREFIX}*`, 1000))
+    await Promise.all(keys.map((k) => c.unlink(k)));
 }
 
 // --- 1. hit path ----------------------------------------------------------------------

@@ -1,14 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import type { Cluster, Redis } from 'ioredis';
-import {
-  ON_CLUSTER,
-  publishOnBus,
-  Resources,
-  readyMasters,
-  uniquePrefix,
-  waitFor,
-} from './helpers.js';
+import { publishOn } from '../src/cache/bus-connection.js';
+import { ON_CLUSTER, Resources, readyMasters, uniquePrefix, waitFor } from './helpers.js';
 
 /** Kills the bus's subscribed connection, on whichever master it is. */
 async function killBusConnection(raw: Redis | Cluster, prefix: string): Promise<number> {
@@ -74,12 +68,12 @@ describe('L1 coherence bus', () => {
     a.events.on('l1-reset', (r) => resets.push(r));
     let applied = 0;
     a.events.on('bus-invalidate', () => applied++);
-    await publishOnBus(
+    await publishOn(
       raw,
       channel,
       JSON.stringify({ src: 'w1', kind: 'worker', seq: 1, keys: ['other'], tags: [] }),
     );
-    await publishOnBus(
+    await publishOn(
       raw,
       channel,
       JSON.stringify({ src: 'w1', kind: 'worker', seq: 2, keys: ['other'], tags: [] }),
@@ -87,7 +81,7 @@ describe('L1 coherence bus', () => {
     await waitFor('two messages applied', () => applied === 2);
     assert.equal(resets.length, 0, 'consecutive sequence numbers are not a gap');
     assert.equal(a.peek('k'), 'v');
-    await publishOnBus(
+    await publishOn(
       raw,
       channel,
       JSON.stringify({ src: 'w1', kind: 'worker', seq: 4, keys: ['other'], tags: [] }),
@@ -103,13 +97,13 @@ describe('L1 coherence bus', () => {
     const channel = a.keys.busChannel(ON_CLUSTER);
     const resets: string[] = [];
     a.events.on('l1-reset', (r) => resets.push(r));
-    await publishOnBus(
+    await publishOn(
       raw,
       channel,
       JSON.stringify({ src: 'run-1', kind: 'worker', seq: 1, keys: [], tags: [] }),
     );
     await a.getOrLoad('k', () => 'v');
-    await publishOnBus(
+    await publishOn(
       raw,
       channel,
       JSON.stringify({ src: 'run-2', kind: 'worker', seq: 1, keys: [], tags: [] }),
@@ -117,7 +111,7 @@ describe('L1 coherence bus', () => {
     await waitFor('worker restart reset', () => resets.includes('worker-restart'));
     assert.equal(a.peek('k'), undefined);
     await a.getOrLoad('k', () => 'v');
-    await publishOnBus(raw, channel, 'not json');
+    await publishOn(raw, channel, 'not json');
     await waitFor('gap reset', () => resets.includes('gap'));
     assert.equal(a.peek('k'), undefined);
   });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { mastersOf, Resources, sleep, uniquePrefix, waitFor } from './helpers.js';
+import { masters } from '../src/cache/redis-client.js';
+import { Resources, sleep, uniquePrefix, waitFor } from './helpers.js';
 
 describe('engine: reads through both tiers', () => {
   const res = new Resources();
@@ -274,9 +275,9 @@ describe('engine: reads through both tiers', () => {
     // connection at the first command to it: a burst of reads would wait for that connect
     // within their command timeout. ready() connects every master first.
     const engine = await res.readyEngine(uniquePrefix('ready-masters'));
-    const masters = mastersOf(engine.redis);
-    assert.ok(masters.length > 0);
-    for (const node of masters)
+    const nodes = masters(engine.redis);
+    assert.ok(nodes.length > 0);
+    for (const node of nodes)
       assert.equal(node.status, 'ready', `${node.options.host}:${node.options.port}`);
   });
 

@@ -3,6 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { masters, scanKeys } from '../src/cache/redis-client.js';
+import { waitReady } from '../src/cache/redis-connection.js';
 import { CacheEngine, type EngineOptions, type WalcacheConfigInput } from '../src/index.js';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -59,23 +61,6 @@ export function redisEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
     env.REDIS_URL = REDIS_URL;
   }
   return { ...env, ...extra };
-}
-
-/**
- * Publishes on an engine's bus as a peer would: PUBLISH on one server, SPUBLISH on a
- * cluster (the bus listens on a shard channel there: `Keys.busChannel(ON_CLUSTER)`).
- */
-export function publishOnBus(
-  raw: Redis | Cluster,
-  channel: string,
-  message: string,
-): Promise<unknown> {
-  return ON_CLUSTER ? raw.spublish(channel, message) : raw.publish(channel, message);
-}
-
-/** Each master of a client (the client itself when it is one server). */
-export function mastersOf(client: Redis | Cluster): Redis[] {
-  return client instanceof Cluster ? client.nodes('master') : [client];
 }
 
 /**
@@ -156,58 +141,39 @@ export async function storedUnder(
   prefix: string,
 ): Promise<Array<[string, Buffer]>> {
   const found: Array<[string, Buffer]> = [];
-  for (const node of await readyMasters(redis)) {
-    let cursor = '0';
-    do {
-      const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      for (const k of keys) {
-        if ((await node.type(k)) !== 'string') continue;
-        const value = await node.getBuffer(k);
-        if (value !== null) found.push([k, value]);
-      }
-    } while (cursor !== '0');
-  }
+  for await (const keys of scanKeys(await ready(redis), `${prefix}:*`, 1000))
+    for (const k of keys) {
+      if ((await redis.type(k)) !== 'string') continue;
+      const value = await redis.getBuffer(k);
+      if (value !== null) found.push([k, value]);
+    }
   return found;
 }
 
 export async function deleteByPrefix(redis: Redis | Cluster, prefix: string): Promise<void> {
-  for (const node of await readyMasters(redis)) {
-    let cursor = '0';
-    do {
-      const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      // One UNLINK per key: on a cluster node, a multi-key UNLINK must stay in one slot.
-      await Promise.all(keys.map((k) => node.unlink(k)));
-    } while (cursor !== '0');
-  }
+  // One UNLINK per key: on a cluster, a multi-key UNLINK must stay in one slot.
+  for await (const keys of scanKeys(await ready(redis), `${prefix}:*`, 1000))
+    await Promise.all(keys.map((k) => redis.unlink(k)));
 }
 
 /** Every key matching `pattern` (SCAN over every master), sorted. */
 export async function keysMatching(redis: Redis | Cluster, pattern: string): Promise<string[]> {
   const found = new Set<string>();
-  for (const node of await readyMasters(redis)) {
-    let cursor = '0';
-    do {
-      const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-      cursor = next;
-      for (const k of keys) found.add(k);
-    } while (cursor !== '0');
-  }
+  for await (const keys of scanKeys(await ready(redis), pattern, 1000))
+    for (const k of keys) found.add(k);
   return [...found].sort();
 }
 
-/** The masters of a client (`mastersOf`), once a cluster client knows them. */
+/** The masters of a client (`masters`), once a cluster client knows them. */
 export async function readyMasters(redis: Redis | Cluster): Promise<Redis[]> {
-  if (redis instanceof Cluster && redis.status !== 'ready')
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('the test cluster is not ready')), 10_000);
-      redis.once('ready', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
-  return mastersOf(redis);
+  return masters(await ready(redis));
+}
+
+/** The client, once a cluster client knows its slot table (one server: at once). */
+async function ready<C extends Redis | Cluster>(redis: C): Promise<C> {
+  if (redis instanceof Cluster && !(await waitReady(redis, 10_000)))
+    throw new Error('the test cluster is not ready');
+  return redis;
 }
 
 export interface Deferred<T = void> {

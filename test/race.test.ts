@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { deferred, ON_CLUSTER, publishOnBus, Resources, uniquePrefix, waitFor } from './helpers.js';
+import { publishOn } from '../src/cache/bus-connection.js';
+import { deferred, ON_CLUSTER, Resources, uniquePrefix, waitFor } from './helpers.js';
 
 describe('contract 1: no stale fill survives', () => {
   const res = new Resources();
@@ -97,7 +98,7 @@ describe('contract 1: no stale fill survives', () => {
       return 'v1';
     });
     await loaded.promise;
-    await publishOnBus(
+    await publishOn(
       raw,
       reader.keys.busChannel(ON_CLUSTER),
       JSON.stringify({ src: 'w1', kind: 'worker', seq: 1, keys: ['k'], tags: [] }),

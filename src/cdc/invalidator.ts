@@ -110,17 +110,20 @@ export class Invalidator {
     if (isCluster(this.#redis)) {
       // A batch per node: tombstone-node-1 reaches keys of many slots on the node that
       // serves them (bench:cluster: a call per key cost ~7x the client CPU per row).
-      const byNode = new Map<string, string[]>();
+      const byNode = new Map<string, { keys: string[]; entries: string[] }>();
       for (const key of invalidation.keys) {
-        const node = this.#redis.slots[calculateSlot(this.#keys.entry(key))]?.[0] ?? '';
-        const batch = byNode.get(node);
-        if (batch === undefined) byNode.set(node, [key]);
-        else batch.push(key);
+        const entry = this.#keys.entry(key);
+        const node = this.#redis.slots[calculateSlot(entry)]?.[0] ?? '';
+        const group = byNode.get(node);
+        if (group === undefined) byNode.set(node, { keys: [key], entries: [entry] });
+        else {
+          group.keys.push(key);
+          group.entries.push(entry);
+        }
       }
-      for (const keys of byNode.values())
+      for (const { keys, entries: all } of byNode.values())
         for (let i = 0; i < keys.length; i += TOMBSTONE_BATCH) {
-          const batch = keys.slice(i, i + TOMBSTONE_BATCH);
-          const entries = batch.map((k) => this.#keys.entry(k));
+          const entries = all.slice(i, i + TOMBSTONE_BATCH);
           const first = entries[0] as string;
           const args = [
             tombstone,
@@ -128,7 +131,7 @@ export class Invalidator {
             now,
             entries.length,
             ...entries.slice(1),
-            ...batch.map(xids),
+            ...keys.slice(i, i + TOMBSTONE_BATCH).map(xids),
           ];
           writes.push({
             key: first,

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { after, describe, it } from 'node:test';
+import { CacheEngine } from '../src/cache/engine.js';
 import { createRedisClient } from '../src/cache/redis-client.js';
 import { freePort, Resources, sleep, startRedis, uniquePrefix, waitFor } from './helpers.js';
 
@@ -92,6 +93,31 @@ describe('degradation: Redis unavailable', () => {
       5_000,
     );
     assert.equal(engine.breakerState, 'closed');
+  });
+
+  it('close() returns while Redis has stopped answering (a QUIT nobody answers is not awaited forever)', async () => {
+    const server = await startRedis();
+    children.push(server.process);
+    const engine = new CacheEngine({
+      config: { prefix: uniquePrefix('hungclose'), redis: { url: server.url } },
+    });
+    assert.ok(await engine.ready());
+    await engine.getOrLoad('k', () => 'cached'); // the bus subscriber is connected too
+    server.process.kill('SIGSTOP');
+    try {
+      const started = performance.now();
+      const closed = await Promise.race([
+        engine.close().then(() => true),
+        sleep(5_000).then(() => false),
+      ]);
+      assert.ok(closed, 'close() still pending after 5 s');
+      assert.ok(
+        performance.now() - started < 3_000,
+        `close took ${(performance.now() - started).toFixed(0)} ms`,
+      );
+    } finally {
+      server.process.kill('SIGCONT');
+    }
   });
 
   it('a Redis that comes back after being down is used again', async () => {

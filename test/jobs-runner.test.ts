@@ -17,7 +17,16 @@ import {
   type WalcacheConfigInput,
   type WarmSummary,
 } from '../src/index.js';
-import { freePort, REDIS_CONFIG, Resources, redisEnv, uniquePrefix, waitFor } from './helpers.js';
+import {
+  freePort,
+  REDIS_CONFIG,
+  Resources,
+  redisEnv,
+  sleep,
+  startRedis,
+  uniquePrefix,
+  waitFor,
+} from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 import { countingDb, TEST_TABLES, warmerSqlFiles } from './repo-helpers.js';
 
@@ -244,6 +253,30 @@ describe('jobs runner', () => {
     assert.equal(await job.getState(), 'failed');
     assert.match(job.failedReason, /Warmer "slow" stopped: .*shutting down/);
   });
+  it('close() returns while its Redis has stopped answering', async () => {
+    const server = await startRedis();
+    const r = new JobsRunner({
+      config: { ...config, redis: { url: server.url }, jobs: { shutdownTimeoutMs: 500 } },
+      db,
+      accessLogSchema: scope.schema,
+      schedule: false,
+    });
+    try {
+      await r.start();
+      server.process.kill('SIGSTOP');
+      const started = Date.now();
+      const closed = await Promise.race([
+        r.close().then(() => true),
+        sleep(10_000).then(() => false),
+      ]);
+      assert.ok(closed, 'close() still pending after 10 s');
+      assert.ok(Date.now() - started < 8_000, `close took ${Date.now() - started} ms`);
+    } finally {
+      server.process.kill('SIGCONT');
+      server.process.kill('SIGKILL');
+    }
+  });
+
   it('walcache jobs: /readyz and /metrics while running, SIGTERM stops it gracefully with exit 0', async () => {
     const port = await freePort();
     const file = join(dir, 'jobs.config.json');

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import calculateSlot from 'cluster-key-slot';
 import { type Cluster, Redis, type RedisOptions } from 'ioredis';
-import type { RedisClient } from './redis-client.js';
+import { closeClient, type RedisClient } from './redis-client.js';
 
 /**
  * The bus's subscribed connection, one server or a cluster alike. Events: `ready` (the
@@ -82,13 +82,8 @@ class PlainBusConnection extends EventEmitter<BusConnectionEvents> implements Bu
     return this.redis.ping();
   }
 
-  async close(): Promise<void> {
-    try {
-      if (this.redis.status === 'ready') await this.redis.quit();
-      else this.redis.disconnect();
-    } catch {
-      this.redis.disconnect();
-    }
+  close(): Promise<void> {
+    return closeClient(this.redis);
   }
 }
 

@@ -42,7 +42,7 @@ import {
 import { type Heartbeat, parseHeartbeat } from './heartbeat.js';
 import { L1Tier } from './l1-tier.js';
 import { isBumpVersion, L2Tier, versionTime, versionXids } from './l2-tier.js';
-import { isCluster, type RedisClient } from './redis-client.js';
+import { closeClient, isCluster, type RedisClient } from './redis-client.js';
 import { createCacheRedis, waitReady } from './redis-connection.js';
 import { copyForCaller, forCaller, type SharedValue, share } from './shared-value.js';
 import { allVisible, compactSnapshot } from './snapshot.js';
@@ -607,15 +607,7 @@ export class CacheEngine {
     this.#closing ??= (async () => {
       this.#bus?.close();
       await this.#subscriber?.close();
-      if (this.#ownsRedis) {
-        const client = this.#redis;
-        try {
-          if (client.status === 'ready') await client.quit();
-          else client.disconnect();
-        } catch {
-          client.disconnect();
-        }
-      }
+      if (this.#ownsRedis) await closeClient(this.#redis);
       this.#l1?.clear();
     })();
     return this.#closing;

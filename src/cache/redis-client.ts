@@ -60,6 +60,37 @@ export function createRedisClient(
   return new Redis(url, { ...options, ...auth });
 }
 
+/** How long a closing client waits for Redis to answer its QUIT before dropping the socket. */
+export const QUIT_TIMEOUT_MS = 1_000;
+
+/**
+ * Closes a client: QUIT when it is connected (the server sees a clean goodbye), at most
+ * `timeoutMs`, then a disconnect. A server that stopped answering (paused, partitioned)
+ * never answers the QUIT, and a close that awaited it would never return. Never rejects.
+ */
+export async function closeClient(
+  client: RedisClient,
+  timeoutMs: number = QUIT_TIMEOUT_MS,
+): Promise<void> {
+  if (client.status !== 'ready') {
+    client.disconnect();
+    return;
+  }
+  let timer: NodeJS.Timeout | undefined;
+  const quit = client.quit().then(
+    () => true,
+    () => false,
+  );
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), timeoutMs);
+  });
+  try {
+    if (!(await Promise.race([quit, late]))) client.disconnect();
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Is this client a cluster? */
 export function isCluster(client: RedisClient): client is Cluster {
   return client instanceof Cluster;

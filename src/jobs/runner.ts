@@ -324,26 +324,22 @@ export class JobsRunner {
   async #close(): Promise<void> {
     await this.#starting?.catch(() => {});
     const workers = this.#workers;
-    await within(Promise.allSettled(workers.map((w) => w.pause(true))), FORCE_CLOSE_MS);
-    const drained = await within(
-      Promise.allSettled([...this.#active]),
-      this.config.jobs.shutdownTimeoutMs,
-    );
+    // close() without force stops fetching and waits for every job the worker took,
+    // including one BullMQ has moved to active but not yet handed to its processor (a
+    // snapshot of #active would miss that one, and a forced close abandon it mid-run).
+    const closing = Promise.allSettled(workers.map((w) => w.close()));
+    const drained = await within(closing, this.config.jobs.shutdownTimeoutMs);
     if (!drained.settled) {
       this.#log?.warn(
         { running: this.#active.size, timeoutMs: this.config.jobs.shutdownTimeoutMs },
         'shutdown timeout: cancelling running jobs',
       );
+      // Still tracked until the close gets past its wait: a warm stops between batches.
       for (const worker of workers) worker.cancelAllJobs('walcache jobs runner shutting down');
-      await within(Promise.allSettled([...this.#active]), CANCEL_GRACE_MS);
-    }
-    const force = this.#active.size > 0;
-    const closed = await within(
-      Promise.allSettled(workers.map((w) => w.close(force))),
-      FORCE_CLOSE_MS,
-    );
-    if (!closed.settled) {
-      this.#log?.warn('workers did not close in time (Redis unreachable?); disconnecting');
+      const closed = await within(closing, CANCEL_GRACE_MS + FORCE_CLOSE_MS);
+      if (!closed.settled) {
+        this.#log?.warn('workers did not close in time (Redis unreachable?); disconnecting');
+      }
     }
     await within(this.#queues?.close() ?? Promise.resolve(), FORCE_CLOSE_MS);
     await this.#repo?.close().catch(() => {});

@@ -1,4 +1,4 @@
-import type { AnyPipeline, RedisClient } from '../cache/redis-client.js';
+import { type AnyPipeline, closeClient, type RedisClient } from '../cache/redis-client.js';
 import { createCacheRedis, waitReady } from '../cache/redis-connection.js';
 import { queuesEndpoint } from '../cache/redis-endpoint.js';
 import type { ResolvedConfig } from '../config/config.js';
@@ -348,10 +348,7 @@ export class WriteBehindStore {
 
   /** Closes the connection. Idempotent. */
   close(): Promise<void> {
-    this.#closing ??= this.#redis
-      .quit()
-      .then(() => {})
-      .catch(() => this.#redis.disconnect());
+    this.#closing ??= closeClient(this.#redis);
     return this.#closing;
   }
 

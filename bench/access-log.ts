@@ -21,7 +21,7 @@ import { hrtime } from 'node:process';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { Redis } from 'ioredis';
-import { Keys } from '../src/keys/keys.js';
+import { Keys } from '../src/keys/redis-keys.js';
 import { AccessLogSampler } from '../src/repository/access-log.js';
 import { quantile, sig } from './stats.js';
 

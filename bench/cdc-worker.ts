@@ -7,7 +7,7 @@
  * Notifications: ready, rss (every second).
  */
 import type { EventEmitter } from 'node:events';
-import { InvalidationWorker, type WorkerOptions } from '../src/cdc/worker.js';
+import { InvalidationWorker, type WorkerOptions } from '../src/cdc/invalidation-worker.js';
 import { resolveConfig } from '../src/config/config.js';
 import { type Envelope, MB, now, serve } from './cdc-common.js';
 import { exitWithParent } from './children.js';

@@ -49,14 +49,14 @@ import { loadavg } from 'node:os';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { LogicalReplicationService, Wal2JsonPlugin } from 'pg-logical-replication';
-import { emptyInvalidation, mapTransaction } from '../src/cdc/change-mapper.js';
+import type { WorkerOptions } from '../src/cdc/invalidation-worker.js';
 import { ReplicationStream } from '../src/cdc/replication-stream.js';
-import { buildChangeModel } from '../src/cdc/table-model.js';
 import { TransactionAssembler } from '../src/cdc/transaction-assembler.js';
 import { WAL2JSON_OPTIONS } from '../src/cdc/wal2json-decoder.js';
-import type { WorkerOptions } from '../src/cdc/worker.js';
 import { pgConfig } from '../src/config/database.js';
 import { CacheEngine, entityKey, resolveConfig } from '../src/index.js';
+import { emptyInvalidation, mapTransaction } from '../src/model/change-mapper.js';
+import { buildChangeModel } from '../src/model/table-model.js';
 import {
   call,
   type Envelope,

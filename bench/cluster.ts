@@ -45,10 +45,10 @@ import {
   scanKeys,
 } from '../src/cache/redis-client.js';
 import { waitReady } from '../src/cache/redis-connection.js';
-import { emptyInvalidation } from '../src/cdc/change-mapper.js';
 import { Invalidator } from '../src/cdc/invalidator.js';
 import { CacheEngine, type WalcacheConfigInput } from '../src/index.js';
-import { Keys } from '../src/keys/keys.js';
+import { Keys } from '../src/keys/redis-keys.js';
+import { emptyInvalidation } from '../src/model/change-mapper.js';
 import { pairedRatios, sig, summarize } from './stats.js';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';

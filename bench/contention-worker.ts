@@ -9,7 +9,7 @@
  */
 import type { EventEmitter } from 'node:events';
 import pg from 'pg';
-import { InvalidationWorker } from '../src/cdc/worker.js';
+import { InvalidationWorker } from '../src/cdc/invalidation-worker.js';
 import { resolveConfig } from '../src/config/config.js';
 import { pgConfig } from '../src/config/database.js';
 import { type Envelope, percentiles, serve } from './cdc-common.js';

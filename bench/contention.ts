@@ -72,8 +72,8 @@ import type { ChildProcess } from 'node:child_process';
 import { loadavg } from 'node:os';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { createSlot } from '../src/cdc/slot.js';
 import { pgConfig } from '../src/config/database.js';
+import { createSlot } from '../src/database/slot.js';
 import { call, type Envelope, once, round } from './cdc-common.js';
 import { forkChild, stopChild } from './children.js';
 import {

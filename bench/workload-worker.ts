@@ -9,7 +9,7 @@
  * Notifications: ready.
  */
 import type { EventEmitter } from 'node:events';
-import { InvalidationWorker } from '../src/cdc/worker.js';
+import { InvalidationWorker } from '../src/cdc/invalidation-worker.js';
 import { resolveConfig } from '../src/config/config.js';
 import { type Envelope, serve } from './cdc-common.js';
 import { exitWithParent } from './children.js';

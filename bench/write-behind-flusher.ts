@@ -6,7 +6,7 @@
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { CacheEngine, pgConfig, resolveConfig, WriteBehindStore } from '../src/index.js';
-import { flushWriteBehind } from '../src/jobs/write-behind.js';
+import { flushWriteBehind } from '../src/write-behind/write-behind-flush.js';
 import { serve } from './cdc-common.js';
 import { exitWithParent } from './children.js';
 

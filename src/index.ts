@@ -3,20 +3,33 @@
  */
 
 export type { BusMessage } from './cache/bus.js';
+export { CacheEngine, type EngineOptions, type LoadOptions } from './cache/cache-engine.js';
+export { type CacheEventMap, CacheEvents, type Tier } from './cache/cache-events.js';
 export type { BreakerState } from './cache/circuit-breaker.js';
-export { CacheEngine, type EngineOptions, type LoadOptions } from './cache/engine.js';
 export { type Heartbeat, parseHeartbeat } from './cache/heartbeat.js';
+export { InvalidationWorker, type WorkerOptions } from './cdc/invalidation-worker.js';
 export {
-  type ChangeEvent,
-  type ChangeOp,
-  compareLsn,
-  type DecodedRecord,
-  type DecodedTransaction,
-  DecodeError,
-  type LogicalMessage,
-  normalizeLsn,
-} from './cdc/change-event.js';
-export { emptyInvalidation, type Invalidation, mapTransaction } from './cdc/change-mapper.js';
+  createPgoutputDecoder,
+  decodePgoutput,
+  pgoutputPluginOptions,
+} from './cdc/pgoutput-decoder.js';
+export { type AssemblerStats, TransactionAssembler } from './cdc/transaction-assembler.js';
+export {
+  decodeWal2json,
+  parseWal2json,
+  WAL2JSON_OPTIONS,
+  wal2jsonSqlOptions,
+} from './cdc/wal2json-decoder.js';
+export { type WorkerEventMap, WorkerEvents, type WorkerRole } from './cdc/worker-events.js';
+export {
+  DEFAULT_DATABASE_URL,
+  DEFAULT_REDIS_URL,
+  type ResolvedConfig,
+  resolveConfig,
+} from './config/config.js';
+export { pgConfig } from './config/database.js';
+export { defineConfig } from './config/define-config.js';
+export type { DecoderName, WalcacheConfigInput } from './config/schema.js';
 export {
   createMigrator,
   DEFAULT_WALCACHE_SCHEMA,
@@ -28,13 +41,7 @@ export {
   runMigrations,
   SqlFileMigrationProvider,
   type SqlMigration,
-} from './cdc/migrations.js';
-export {
-  createPgoutputDecoder,
-  decodePgoutput,
-  pgoutputPluginOptions,
-} from './cdc/pgoutput-decoder.js';
-export type { DecoderName } from './cdc/replication-stream.js';
+} from './database/migrations.js';
 export {
   type SetupOptions,
   type SetupReport,
@@ -42,26 +49,7 @@ export {
   type SetupStep,
   type SetupStepName,
   setup,
-} from './cdc/setup.js';
-export { buildChangeModel, type ChangeModel, type TableModel } from './cdc/table-model.js';
-export { type AssemblerStats, TransactionAssembler } from './cdc/transaction-assembler.js';
-export {
-  decodeWal2json,
-  parseWal2json,
-  WAL2JSON_OPTIONS,
-  wal2jsonSqlOptions,
-} from './cdc/wal2json-decoder.js';
-export { InvalidationWorker, type WorkerOptions, type WorkerRole } from './cdc/worker.js';
-export { type WorkerEventMap, WorkerEvents } from './cdc/worker-events.js';
-export {
-  DEFAULT_DATABASE_URL,
-  DEFAULT_REDIS_URL,
-  type ResolvedConfig,
-  resolveConfig,
-} from './config/config.js';
-export { pgConfig } from './config/database.js';
-export { defineConfig } from './config/define-config.js';
-export type { WalcacheConfigInput } from './config/schema.js';
+} from './database/setup.js';
 export { DatabaseUnavailableError } from './errors/database-unavailable-error.js';
 export {
   ClosedError,
@@ -78,26 +66,9 @@ export {
   SetupError,
   UnknownEntityError,
   ValueTooLargeError,
-} from './errors/errors.js';
+} from './errors/typed-errors.js';
 export { WalcacheError, type WalcacheErrorCode } from './errors/walcache-error.js';
-export {
-  ACCESS_LOG_QUEUE,
-  type AccessLogJobData,
-  createQueues,
-  enqueueFlush,
-  enqueueWarm,
-  FLUSH_QUEUE,
-  type FlushJobData,
-  QUEUE_NAMES,
-  type QueueName,
-  queueConnection,
-  queuePrefix,
-  queuesReady,
-  WARM_QUEUE,
-  type WalcacheQueues,
-  type WarmJobData,
-} from './jobs/queues.js';
-export { JobsRunner, type JobsRunnerOptions } from './jobs/runner.js';
+export { JobsRunner, type JobsRunnerOptions } from './jobs/jobs-runner.js';
 export {
   type RunWarmerOptions,
   runWarmer,
@@ -106,21 +77,6 @@ export {
   type WarmSummary,
   type WarmTarget,
 } from './jobs/warm.js';
-export {
-  type FlushOptions,
-  type FlushResult,
-  flushWriteBehind,
-} from './jobs/write-behind.js';
-export type {
-  Fence,
-  PendingRecord,
-  PendingWrite,
-} from './jobs/write-behind-record.js';
-export {
-  type DeadLetter,
-  type WriteBehindStats,
-  WriteBehindStore,
-} from './jobs/write-behind-store.js';
 export {
   columnTag,
   encodeKeyPart,
@@ -134,10 +90,21 @@ export {
   tableTag,
   tag,
   uniqueKey,
-} from './keys/keys.js';
-export { type CacheEventMap, CacheEvents, type Tier } from './metrics/events.js';
+} from './keys/redis-keys.js';
 export { collectEngineMetrics } from './metrics/prometheus.js';
 export { recordVerifyMetrics } from './metrics/verify-metrics.js';
+export {
+  type ChangeEvent,
+  type ChangeOp,
+  compareLsn,
+  type DecodedRecord,
+  type DecodedTransaction,
+  DecodeError,
+  type LogicalMessage,
+  normalizeLsn,
+} from './model/change-event.js';
+export { emptyInvalidation, type Invalidation, mapTransaction } from './model/change-mapper.js';
+export { buildChangeModel, type ChangeModel, type TableModel } from './model/table-model.js';
 export {
   type DoctorCheck,
   type DoctorOptions,
@@ -164,6 +131,23 @@ export {
   type VerifySkipped,
   verify,
 } from './ops/verify.js';
+export {
+  ACCESS_LOG_QUEUE,
+  type AccessLogJobData,
+  createQueues,
+  enqueueFlush,
+  enqueueWarm,
+  FLUSH_QUEUE,
+  type FlushJobData,
+  QUEUE_NAMES,
+  type QueueName,
+  queueConnection,
+  queuePrefix,
+  queuesReady,
+  WARM_QUEUE,
+  type WalcacheQueues,
+  type WarmJobData,
+} from './queues/walcache-queues.js';
 export {
   type AccessLogFlushResult,
   AccessLogSampler,
@@ -205,3 +189,18 @@ export {
 } from './repository/repository.js';
 export type { EntityTypes, EntityTypesOf } from './repository/types.js';
 export type { EntityWriter } from './repository/writes.js';
+export {
+  type FlushOptions,
+  type FlushResult,
+  flushWriteBehind,
+} from './write-behind/write-behind-flush.js';
+export type {
+  Fence,
+  PendingRecord,
+  PendingWrite,
+} from './write-behind/write-behind-record.js';
+export {
+  type DeadLetter,
+  type WriteBehindStats,
+  WriteBehindStore,
+} from './write-behind/write-behind-store.js';

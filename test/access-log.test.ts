@@ -4,10 +4,10 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { type Cluster, Redis } from 'ioredis';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
-import { runMigrations } from '../src/cdc/migrations.js';
 import { pgConfig } from '../src/config/database.js';
-import { InvalidKeyError, RedisUnavailableError } from '../src/errors/errors.js';
-import { Keys, MAX_KEY_LENGTH } from '../src/keys/keys.js';
+import { runMigrations } from '../src/database/migrations.js';
+import { InvalidKeyError, RedisUnavailableError } from '../src/errors/typed-errors.js';
+import { Keys, MAX_KEY_LENGTH } from '../src/keys/redis-keys.js';
 import {
   AccessLogSampler,
   accessLogBucketStart,

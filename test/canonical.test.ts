@@ -7,8 +7,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import { poolQuery, readCatalog } from '../src/catalog/table-catalog.js';
 import { pgConfig } from '../src/config/database.js';
+import { poolQuery, readCatalog } from '../src/database/table-catalog.js';
 import { InvalidKeyError } from '../src/index.js';
 import {
   type ColumnKind,

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { encodeEntry, parseEntry, tombstoneValue } from '../src/cache/envelope.js';
 import { compactSnapshot } from '../src/cache/snapshot.js';
-import { Codec } from '../src/codec/codec.js';
+import { Codec } from '../src/codec/value-codec.js';
 
 describe('codec and envelope', () => {
   const codec = new Codec({ maxValueBytes: 1 << 20, compressThresholdBytes: 256 });

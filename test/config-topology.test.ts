@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { cacheEndpoint, describeEndpoint, queuesEndpoint } from '../src/cache/redis-endpoint.js';
+import { cacheEndpoint, describeEndpoint, queuesEndpoint } from '../src/config/redis-endpoint.js';
 import { ConfigError, resolveConfig } from '../src/index.js';
 
 function refused(input: Parameters<typeof resolveConfig>[0], env: NodeJS.ProcessEnv = {}) {

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import { createPgoutputDecoder, decodePgoutput } from '../src/cdc/pgoutput-decoder.js';
+import { TransactionAssembler } from '../src/cdc/transaction-assembler.js';
+import { decodeWal2json, parseWal2json, parseWal2jsonFast } from '../src/cdc/wal2json-decoder.js';
 import {
   type ChangeEvent,
   compareLsn,
@@ -8,10 +11,7 @@ import {
   type DecodedTransaction,
   DecodeError,
   normalizeLsn,
-} from '../src/cdc/change-event.js';
-import { createPgoutputDecoder, decodePgoutput } from '../src/cdc/pgoutput-decoder.js';
-import { TransactionAssembler } from '../src/cdc/transaction-assembler.js';
-import { decodeWal2json, parseWal2json, parseWal2jsonFast } from '../src/cdc/wal2json-decoder.js';
+} from '../src/model/change-event.js';
 
 // Captured from PostgreSQL 15 + wal2json 2.5 by scripts/capture-fixtures.ts.
 interface Line {

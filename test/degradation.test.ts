@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { after, describe, it } from 'node:test';
-import { CacheEngine } from '../src/cache/engine.js';
+import { CacheEngine } from '../src/cache/cache-engine.js';
 import { createRedisClient } from '../src/cache/redis-client.js';
 import { freePort, Resources, sleep, startRedis, uniquePrefix, waitFor } from './helpers.js';
 

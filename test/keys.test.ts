@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { buildChangeModel } from '../src/cdc/table-model.js';
 import { resolveConfig } from '../src/config/config.js';
 import {
   columnTag,
@@ -14,6 +13,7 @@ import {
   tag,
   uniqueKey,
 } from '../src/index.js';
+import { buildChangeModel } from '../src/model/table-model.js';
 
 describe('keys', () => {
   const keys = new Keys('app');

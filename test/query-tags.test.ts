@@ -10,10 +10,10 @@ import {
   PostgresQueryCompiler,
   sql,
 } from 'kysely';
-import { buildChangeModel } from '../src/cdc/table-model.js';
 import { resolveConfig } from '../src/config/config.js';
-import { InvalidQueryError } from '../src/errors/errors.js';
-import { columnTag, tableResetTag, tableTag } from '../src/keys/keys.js';
+import { InvalidQueryError } from '../src/errors/typed-errors.js';
+import { columnTag, tableResetTag, tableTag } from '../src/keys/redis-keys.js';
+import { buildChangeModel } from '../src/model/table-model.js';
 import { type QueryTagOptions, queryDependencies } from '../src/repository/query-tags.js';
 
 interface DB {

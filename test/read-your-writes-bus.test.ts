@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { type Cluster, Redis, type RedisOptions } from 'ioredis';
-import { InvalidationWorker } from '../src/cdc/worker.js';
+import { InvalidationWorker } from '../src/cdc/invalidation-worker.js';
 import { CacheEngine, createRepository, defineConfig, resolveConfig } from '../src/index.js';
 import {
   ON_CLUSTER,

@@ -10,7 +10,7 @@ import {
   resolveConfig,
   type WalcacheConfigInput,
 } from '../src/index.js';
-import { queueConnection } from '../src/jobs/queues.js';
+import { queueConnection } from '../src/queues/walcache-queues.js';
 import { uniquePrefix, waitFor } from './helpers.js';
 import { DATABASE_URL } from './pg-helpers.js';
 import { makeCerts, type PrivateRedis, startRedis, type TestCerts } from './redis-servers.js';

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import { InvalidationWorker } from '../src/cdc/worker.js';
+import { InvalidationWorker } from '../src/cdc/invalidation-worker.js';
 import { CacheEngine, entityKey, resolveConfig } from '../src/index.js';
 import { freePort, sleep, uniquePrefix, waitFor } from './helpers.js';
 import { PgScope } from './pg-helpers.js';

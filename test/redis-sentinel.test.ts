@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { InvalidationWorker } from '../src/cdc/worker.js';
+import { InvalidationWorker } from '../src/cdc/invalidation-worker.js';
 import { createRepository, defineConfig, doctor, resolveConfig } from '../src/index.js';
 import { sleep, uniquePrefix, waitFor } from './helpers.js';
 import { PgScope } from './pg-helpers.js';

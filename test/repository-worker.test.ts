@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { InvalidationWorker } from '../src/cdc/worker.js';
+import { InvalidationWorker } from '../src/cdc/invalidation-worker.js';
 import { createRepository, defineConfig, resolveConfig } from '../src/index.js';
 import { REDIS_CONFIG, Resources, uniquePrefix, waitFor } from './helpers.js';
 import { PgScope } from './pg-helpers.js';

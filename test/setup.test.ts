@@ -5,14 +5,14 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Kysely, NO_MIGRATIONS, PostgresDialect } from 'kysely';
 import pg from 'pg';
+import { pgConfig } from '../src/config/database.js';
 import {
   createMigrator,
   parseSqlMigration,
   pendingMigrations,
   runMigrations,
-} from '../src/cdc/migrations.js';
-import { type SetupReport, type SetupStep, setup } from '../src/cdc/setup.js';
-import { pgConfig } from '../src/config/database.js';
+} from '../src/database/migrations.js';
+import { type SetupReport, type SetupStep, setup } from '../src/database/setup.js';
 import { resolveConfig, SetupError, type WalcacheConfigInput } from '../src/index.js';
 import { runCli } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { InvalidationWorker } from '../src/cdc/worker.js';
+import { InvalidationWorker } from '../src/cdc/invalidation-worker.js';
 import { entityKey, resolveConfig, SetupError } from '../src/index.js';
 import { freePort, Resources, sleep, uniquePrefix, waitFor } from './helpers.js';
 import { PgScope } from './pg-helpers.js';

@@ -10,10 +10,8 @@ import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { lsnToBigInt } from '../src/cache/envelope.js';
 import { parseHeartbeat } from '../src/cache/heartbeat.js';
-import { emptyInvalidation, mapTransaction } from '../src/cdc/change-mapper.js';
+import { InvalidationWorker } from '../src/cdc/invalidation-worker.js';
 import { Invalidator } from '../src/cdc/invalidator.js';
-import { buildChangeModel } from '../src/cdc/table-model.js';
-import { InvalidationWorker } from '../src/cdc/worker.js';
 import { tagVersionTtlMs } from '../src/config/config.js';
 import {
   CacheEngine,
@@ -23,6 +21,8 @@ import {
   resolveConfig,
   tableResetTag,
 } from '../src/index.js';
+import { emptyInvalidation, mapTransaction } from '../src/model/change-mapper.js';
+import { buildChangeModel } from '../src/model/table-model.js';
 import { REDIS_CONFIG, Resources, sleep, startRedis, uniquePrefix, waitFor } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 

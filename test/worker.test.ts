@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { InvalidationWorker } from '../src/cdc/invalidation-worker.js';
 import { wal2jsonAddTables } from '../src/cdc/wal2json-decoder.js';
-import { InvalidationWorker } from '../src/cdc/worker.js';
 import { columnTag, entityKey, resolveConfig, tableTag } from '../src/index.js';
 import { Resources, uniquePrefix, waitFor } from './helpers.js';
 import { PgScope } from './pg-helpers.js';

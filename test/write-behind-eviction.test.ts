@@ -13,7 +13,7 @@ import {
   resolveConfig,
   type WalcacheConfigInput,
 } from '../src/index.js';
-import { flushWriteBehind } from '../src/jobs/write-behind.js';
+import { flushWriteBehind } from '../src/write-behind/write-behind-flush.js';
 import {
   CLUSTER_NODES,
   ON_CLUSTER,

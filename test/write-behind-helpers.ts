@@ -7,7 +7,7 @@ import {
   resolveConfig,
   WriteBehindStore,
 } from '../src/index.js';
-import { flushWriteBehind } from '../src/jobs/write-behind.js';
+import { flushWriteBehind } from '../src/write-behind/write-behind-flush.js';
 import { REDIS_CONFIG, Resources, uniquePrefix } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { InvalidationWorker } from '../src/cdc/worker.js';
+import { InvalidationWorker } from '../src/cdc/invalidation-worker.js';
 import { redisEnv, waitFor } from './helpers.js';
 import { countersSuite } from './write-behind-helpers.js';
 

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
-import { InvalidationWorker } from '../src/cdc/worker.js';
+import { InvalidationWorker } from '../src/cdc/invalidation-worker.js';
 import {
   ConfigError,
   createRepository,
@@ -15,8 +15,8 @@ import {
   SerializationError,
   ValueTooLargeError,
 } from '../src/index.js';
-import { flushWriteBehind } from '../src/jobs/write-behind.js';
-import { WriteBehindStore } from '../src/jobs/write-behind-store.js';
+import { flushWriteBehind } from '../src/write-behind/write-behind-flush.js';
+import { WriteBehindStore } from '../src/write-behind/write-behind-store.js';
 import { REDIS_CONFIG, Resources, redisEnv, uniquePrefix, waitFor } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 

@@ -1,4 +1,4 @@
-import { RedisUnavailableError } from '../errors/errors.js';
+import { RedisUnavailableError } from '../errors/typed-errors.js';
 import { publishOn } from './bus-connection.js';
 import type { CircuitBreaker } from './circuit-breaker.js';
 import { newToken } from './envelope.js';

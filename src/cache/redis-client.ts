@@ -1,6 +1,6 @@
 import calculateSlot from 'cluster-key-slot';
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
-import { endpointOptions, nodeHostPort, type RedisEndpoint } from './redis-endpoint.js';
+import { endpointOptions, nodeHostPort, type RedisEndpoint } from '../config/redis-endpoint.js';
 
 /** A connection to the cache's (or the queues') Redis: one server, Sentinel-managed, or a Cluster. */
 export type RedisClient = Redis | Cluster;

@@ -1,10 +1,10 @@
+import type { RedisEndpoint } from '../config/redis-endpoint.js';
 import {
   type ClientOptions,
   createRedisClient,
   isCluster,
   type RedisClient,
 } from './redis-client.js';
-import type { RedisEndpoint } from './redis-endpoint.js';
 
 /** The cache's connection: where (`RedisEndpoint`: URL, ACL user, TLS) and how. */
 export interface CacheRedisOptions extends RedisEndpoint {

@@ -12,8 +12,8 @@ import {
   type RedisClient,
 } from '../cache/redis-client.js';
 import { defineScripts, type ScriptCommands } from '../cache/scripts.js';
-import type { Keys } from '../keys/keys.js';
-import type { Invalidation } from './change-mapper.js';
+import type { Keys } from '../keys/redis-keys.js';
+import type { Invalidation } from '../model/change-mapper.js';
 import { ShardMarks } from './shard-marks.js';
 
 /** Above this many keys a bus message tells every process to drop its whole L1 instead. */

@@ -1,9 +1,9 @@
 import type { ResolvedConfig } from '../config/config.js';
-import { parseOrdered, WRITE_BEHIND_MESSAGE_PREFIX } from '../jobs/write-behind-order.js';
-import { WriteBehindStore } from '../jobs/write-behind-store.js';
-import { entityKey } from '../keys/keys.js';
-import { buildEntityModels, type EntityModel } from '../repository/entity-model.js';
-import type { DecodedTransaction } from './change-event.js';
+import { entityKey } from '../keys/redis-keys.js';
+import type { DecodedTransaction } from '../model/change-event.js';
+import { buildEntityModels, type EntityModel } from '../model/entity-model.js';
+import { parseOrdered, WRITE_BEHIND_MESSAGE_PREFIX } from '../write-behind/write-behind-order.js';
+import { WriteBehindStore } from '../write-behind/write-behind-store.js';
 
 /**
  * Finds writes made outside walcache (plain SQL, another service, `tx.db` in a repository

@@ -11,7 +11,7 @@ import {
   DecodeError,
   type LogicalMessage,
   normalizeLsn,
-} from './change-event.js';
+} from '../model/change-event.js';
 
 /**
  * Plugin options for `new PgoutputPlugin(...)`. Protocol 1 is enough: walcache never asks

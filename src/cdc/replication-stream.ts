@@ -1,6 +1,7 @@
 import { LogicalReplicationService, PgoutputPlugin, Wal2JsonPlugin } from 'pg-logical-replication';
 import { pgConfig } from '../config/database.js';
-import type { DecodedRecord } from './change-event.js';
+import type { DecoderName } from '../config/schema.js';
+import type { DecodedRecord } from '../model/change-event.js';
 import { createPgoutputDecoder, pgoutputPluginOptions } from './pgoutput-decoder.js';
 import {
   decodeWal2json,
@@ -9,8 +10,6 @@ import {
   type Wal2jsonDecodeOptions,
   wal2jsonAddTables,
 } from './wal2json-decoder.js';
-
-export type DecoderName = 'wal2json' | 'pgoutput';
 
 /** One message of the stream: its records, or why it could not be decoded. */
 export type StreamMessage =

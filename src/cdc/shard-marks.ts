@@ -2,7 +2,7 @@ import calculateSlot from 'cluster-key-slot';
 import type { Cluster } from 'ioredis';
 import { lsnToBigInt } from '../cache/envelope.js';
 import type { KeyedCommand } from '../cache/redis-client.js';
-import type { Keys } from '../keys/keys.js';
+import type { Keys } from '../keys/redis-keys.js';
 
 /**
  * Rollback detection per master of a Redis Cluster (docs/redis-cluster.md, "Failover").

@@ -8,7 +8,7 @@ import type {
   DecodedRecord,
   DecodedTransaction,
   LogicalMessage,
-} from './change-event.js';
+} from '../model/change-event.js';
 
 /** Options of {@link TransactionAssembler}. */
 export interface TransactionAssemblerOptions {

@@ -10,7 +10,7 @@ import {
   type DecodedRecord,
   DecodeError,
   normalizeLsn,
-} from './change-event.js';
+} from '../model/change-event.js';
 
 /**
  * The wal2json options walcache needs, in pg-logical-replication's form (pass a copy to

@@ -1,7 +1,9 @@
 import { EventEmitter } from 'node:events';
-import type { WorkerRole } from './worker.js';
 
 /** What the worker reports; metrics and logs subscribe. */
+/** What the worker is doing: taking the slot, waiting for it (standby), streaming, or stopped. */
+export type WorkerRole = 'starting' | 'standby' | 'active' | 'stopped';
+
 export interface WorkerEventMap {
   role: [role: WorkerRole];
   /** A committed transaction was decoded and mapped. */

@@ -1,5 +1,5 @@
 import { Command, CommanderError, Option } from 'commander';
-import type { DecoderName } from '../cdc/replication-stream.js';
+import type { DecoderName } from '../config/schema.js';
 import { type DoctorCheck, type DoctorReport, doctor } from '../ops/doctor.js';
 import { loadConfig } from './load-config.js';
 

@@ -1,16 +1,16 @@
 import { createInterface } from 'node:readline/promises';
 import { Command } from 'commander';
 import pg from 'pg';
-import { CacheEngine } from '../cache/engine.js';
+import { CacheEngine } from '../cache/cache-engine.js';
 import { parseEntry } from '../cache/envelope.js';
 import { getMany, scanKeys } from '../cache/redis-client.js';
-import { poolQuery, readCatalog, type TableCatalog } from '../catalog/table-catalog.js';
-import { qualify } from '../cdc/table-model.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { pgConfig, redactUrl } from '../config/database.js';
-import { UnknownEntityError } from '../errors/errors.js';
+import { poolQuery, readCatalog, type TableCatalog } from '../database/table-catalog.js';
+import { UnknownEntityError } from '../errors/typed-errors.js';
 import { canonicalText } from '../keys/canonical.js';
-import { entityKey } from '../keys/keys.js';
+import { entityKey } from '../keys/redis-keys.js';
+import { qualify } from '../model/table-model.js';
 import { loadConfig } from './load-config.js';
 
 interface InvalidateCommandOptions {

@@ -1,7 +1,7 @@
 import type { Server } from 'node:http';
 import { Command } from 'commander';
 import pino from 'pino';
-import { JobsRunner } from '../jobs/runner.js';
+import { JobsRunner } from '../jobs/jobs-runner.js';
 import { startHttpServer } from '../metrics/http-server.js';
 import { loadConfig } from './load-config.js';
 

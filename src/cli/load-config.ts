@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { type ResolvedConfig, resolveConfig } from '../config/config.js';
-import { ConfigError } from '../errors/errors.js';
+import { ConfigError } from '../errors/typed-errors.js';
 
 /**
  * Loads a config module (`.js`, `.mjs`, `.json`; `.ts` when tsx is installed) whose

@@ -1,6 +1,6 @@
 import { Command, CommanderError, Option } from 'commander';
-import type { DecoderName } from '../cdc/replication-stream.js';
-import { type SetupReport, type SetupStep, setup } from '../cdc/setup.js';
+import type { DecoderName } from '../config/schema.js';
+import { type SetupReport, type SetupStep, setup } from '../database/setup.js';
 import { loadConfig } from './load-config.js';
 
 interface SetupCommandOptions {

@@ -1,6 +1,6 @@
 import { renameSync, writeFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
-import { ConfigError } from '../errors/errors.js';
+import { ConfigError } from '../errors/typed-errors.js';
 import { recordVerifyMetrics } from '../metrics/verify-metrics.js';
 import { formatMs } from '../ops/doctor.js';
 import { type StaleEntry, type VerifyReport, verify } from '../ops/verify.js';

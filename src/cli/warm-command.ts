@@ -1,12 +1,17 @@
 import { Command, CommanderError } from 'commander';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
-import { CacheEngine } from '../cache/engine.js';
+import { CacheEngine } from '../cache/cache-engine.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { pgConfig } from '../config/database.js';
 import type { WalcacheConfigInput } from '../config/schema.js';
-import { createQueues, enqueueWarm, queueConnection, queuesReady } from '../jobs/queues.js';
 import { runWarmer, type WarmProgress, type WarmSummary, warmerConfig } from '../jobs/warm.js';
+import {
+  createQueues,
+  enqueueWarm,
+  queueConnection,
+  queuesReady,
+} from '../queues/walcache-queues.js';
 import { createRepository } from '../repository/repository.js';
 import { loadConfig } from './load-config.js';
 

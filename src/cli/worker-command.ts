@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import { InvalidationWorker } from '../cdc/worker.js';
+import { InvalidationWorker } from '../cdc/invalidation-worker.js';
 import { startHttpServer } from '../metrics/http-server.js';
 import { collectWorkerMetrics } from '../metrics/worker-metrics.js';
 import { loadConfig } from './load-config.js';

@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { EncryptionKeyError } from '../errors/errors.js';
+import { EncryptionKeyError } from '../errors/typed-errors.js';
 
 /**
  * Encryption at rest of cache payloads: AES-256-GCM with keys from the environment.

@@ -1,21 +1,10 @@
-import type { z } from 'zod';
-import { assertTls, seedUrl } from '../cache/redis-endpoint.js';
-import { ConfigError } from '../errors/errors.js';
+import { ConfigError } from '../errors/typed-errors.js';
+import { assertTls, seedUrl } from './redis-endpoint.js';
+import type { ResolvedConfig } from './resolved-config.js';
 import { configSchema, NODE_ADDRESS, type WalcacheConfigInput } from './schema.js';
 import { suggestOption } from './suggest.js';
 
-type Parsed = z.output<typeof configSchema>;
-
-/** The validated, frozen configuration every walcache component reads. */
-export type ResolvedConfig = DeepReadonly<
-  Omit<Parsed, 'prefix' | 'databaseUrl' | 'redis'> & {
-    prefix: string;
-    databaseUrl: string;
-    redis: Omit<Parsed['redis'], 'url'> & { url: string };
-  }
->;
-
-type DeepReadonly<T> = { readonly [K in keyof T]: T[K] extends object ? DeepReadonly<T[K]> : T[K] };
+export type { ResolvedConfig };
 
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 export const DEFAULT_DATABASE_URL = 'postgres://127.0.0.1:5432/test';

@@ -411,3 +411,6 @@ export const configSchema = z
   .strict();
 
 export type WalcacheConfigInput = z.input<typeof configSchema>;
+
+/** The logical decoding output plugin the worker reads (`cdc.decoder`). */
+export type DecoderName = 'wal2json' | 'pgoutput';

@@ -4,10 +4,10 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { CompiledQuery, type Kysely } from 'kysely';
-import type { CacheEngine } from '../cache/engine.js';
+import type { CacheEngine } from '../cache/cache-engine.js';
 import type { ResolvedConfig } from '../config/config.js';
-import { ConfigError, RedisUnavailableError } from '../errors/errors.js';
-import { parseEntityKey } from '../keys/keys.js';
+import { ConfigError, RedisUnavailableError } from '../errors/typed-errors.js';
+import { parseEntityKey } from '../keys/redis-keys.js';
 import type { WarmResult } from '../repository/entity-repository.js';
 
 /**

@@ -1,5 +1,5 @@
-import { InvalidKeyError } from '../errors/errors.js';
-import { keyValue } from './keys.js';
+import { InvalidKeyError } from '../errors/typed-errors.js';
+import { keyValue } from './redis-keys.js';
 
 /**
  * The one source of truth for "the text of a value of type T" in keys and tags. The

@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { CacheEngine } from '../cache/engine.js';
+import type { CacheEngine } from '../cache/cache-engine.js';
 
 /**
  * Prometheus metrics for an engine, fed by its events (the hot path never calls

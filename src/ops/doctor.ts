@@ -1,38 +1,38 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { CacheEngine } from '../cache/engine.js';
+import { CacheEngine } from '../cache/cache-engine.js';
 import { parseHeartbeat } from '../cache/heartbeat.js';
 import { createRedisClient, isCluster, masters, type RedisClient } from '../cache/redis-client.js';
+import type { ResolvedConfig } from '../config/config.js';
+import { pgConfig, redactUrl } from '../config/database.js';
 import {
   cacheEndpoint,
   describeEndpoint,
   endpointUser,
   queuesEndpoint,
   type RedisEndpoint,
-} from '../cache/redis-endpoint.js';
+} from '../config/redis-endpoint.js';
+import type { DecoderName } from '../config/schema.js';
 import {
   checkModel,
   type ModelProblem,
   quoteTable,
   searchPathProblems,
-} from '../catalog/model-check.js';
-import { poolQuery, readCatalog, unpublishedTables } from '../catalog/table-catalog.js';
-import type { DecoderName } from '../cdc/replication-stream.js';
+} from '../database/model-check.js';
 import {
   assertSlotName,
   checkWalLevel,
   explainServerError,
   readSlot,
   type SlotInfo,
-} from '../cdc/slot.js';
-import { buildChangeModel } from '../cdc/table-model.js';
-import type { ResolvedConfig } from '../config/config.js';
-import { pgConfig, redactUrl } from '../config/database.js';
-import { SetupError } from '../errors/errors.js';
-import { EVICTION_POLICY_FIX, mayEvictWriteBehind } from '../jobs/eviction-policy.js';
-import { queueRedisUrl } from '../jobs/queues.js';
-import { WriteBehindStore } from '../jobs/write-behind-store.js';
-import { Keys } from '../keys/keys.js';
+} from '../database/slot.js';
+import { poolQuery, readCatalog, unpublishedTables } from '../database/table-catalog.js';
+import { SetupError } from '../errors/typed-errors.js';
+import { Keys } from '../keys/redis-keys.js';
+import { buildChangeModel } from '../model/table-model.js';
+import { queueRedisUrl } from '../queues/walcache-queues.js';
+import { EVICTION_POLICY_FIX, mayEvictWriteBehind } from '../write-behind/eviction-policy.js';
+import { WriteBehindStore } from '../write-behind/write-behind-store.js';
 import { probeAcl, recommendedAcl } from './redis-acl.js';
 
 export type DoctorStatus = 'ok' | 'warn' | 'fail';

@@ -1,6 +1,6 @@
 import { isCluster, type RedisClient } from '../cache/redis-client.js';
 import type { ResolvedConfig } from '../config/config.js';
-import type { Keys } from '../keys/keys.js';
+import type { Keys } from '../keys/redis-keys.js';
 
 /**
  * What the cache's Redis user must be allowed, and a check that it is. Redis ACLs apply

@@ -1,19 +1,19 @@
 import pg from 'pg';
-import type { CacheEngine } from '../cache/engine.js';
+import type { CacheEngine } from '../cache/cache-engine.js';
 import { parseHeartbeat } from '../cache/heartbeat.js';
 import type { RedisClient } from '../cache/redis-client.js';
-import { cacheEndpoint } from '../cache/redis-endpoint.js';
-import { assertSlotName, readSlot } from '../cdc/slot.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { pgConfig, redactUrl } from '../config/database.js';
+import { cacheEndpoint } from '../config/redis-endpoint.js';
+import { assertSlotName, readSlot } from '../database/slot.js';
 import {
   createQueues,
   QUEUE_NAMES,
   queueConnection,
   queueRedisUrl,
   type WalcacheQueues,
-} from '../jobs/queues.js';
-import { type WriteBehindStats, WriteBehindStore } from '../jobs/write-behind-store.js';
+} from '../queues/walcache-queues.js';
+import { type WriteBehindStats, WriteBehindStore } from '../write-behind/write-behind-store.js';
 import { connectRedis, detachedEngine, errorMessage, lastRedisError, openRedis } from './doctor.js';
 
 export interface StatsOptions {

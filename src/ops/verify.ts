@@ -3,20 +3,20 @@ import pg from 'pg';
 import { type EntryState, lsnToBigInt, PREFIX_LENGTH, parseEntry } from '../cache/envelope.js';
 import { parseHeartbeat } from '../cache/heartbeat.js';
 import { getMany, scanKeys } from '../cache/redis-client.js';
-import { cacheEndpoint } from '../cache/redis-endpoint.js';
-import { Codec } from '../codec/codec.js';
+import { Codec } from '../codec/value-codec.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { pgConfig, redactUrl } from '../config/database.js';
+import { cacheEndpoint } from '../config/redis-endpoint.js';
 import { DatabaseUnavailableError } from '../errors/database-unavailable-error.js';
-import { ConfigError, RedisUnavailableError, UnknownEntityError } from '../errors/errors.js';
-import { encodeKeyPart, Keys, parseEntityKey } from '../keys/keys.js';
+import { ConfigError, RedisUnavailableError, UnknownEntityError } from '../errors/typed-errors.js';
+import { encodeKeyPart, Keys, parseEntityKey } from '../keys/redis-keys.js';
+import type { DynamicDb } from '../model/dynamic-db.js';
 import {
   buildEntityModels,
   type EntityModel,
   stripDenied,
   whereKey,
-} from '../repository/entity-model.js';
-import type { DynamicDb } from '../repository/types.js';
+} from '../model/entity-model.js';
 import { connectRedis, errorMessage, lastRedisError, openRedis } from './doctor.js';
 import { differingColumns } from './row-diff.js';
 

@@ -1,8 +1,8 @@
 import { type Kysely, sql } from 'kysely';
 import type { RedisClient } from '../cache/redis-client.js';
-import { DEFAULT_WALCACHE_SCHEMA } from '../cdc/migrations.js';
-import { ConfigError, RedisUnavailableError, SetupError } from '../errors/errors.js';
-import { type Keys, MAX_KEY_LENGTH } from '../keys/keys.js';
+import { DEFAULT_WALCACHE_SCHEMA } from '../database/migrations.js';
+import { ConfigError, RedisUnavailableError, SetupError } from '../errors/typed-errors.js';
+import { type Keys, MAX_KEY_LENGTH } from '../keys/redis-keys.js';
 
 /**
  * Access-log sampling: the repository calls `AccessLogSampler.record` on every read; a

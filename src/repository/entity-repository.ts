@@ -1,12 +1,9 @@
 import { sql } from 'kysely';
-import type { CacheEngine, LoadOptions } from '../cache/engine.js';
+import type { CacheEngine, LoadOptions } from '../cache/cache-engine.js';
 import type { ResolvedConfig } from '../config/config.js';
-import { InvalidKeyError, InvalidWriteError } from '../errors/errors.js';
-import { fenceStatuses, resolveRecord } from '../jobs/write-behind-record.js';
-import type { WriteBehindStore } from '../jobs/write-behind-store.js';
-import { assertLogicalKey } from '../keys/keys.js';
-import type { AccessLogSampler } from './access-log.js';
-import { BatchLoader } from './batch-loader.js';
+import { InvalidKeyError, InvalidWriteError } from '../errors/typed-errors.js';
+import { assertLogicalKey } from '../keys/redis-keys.js';
+import type { DynamicDb } from '../model/dynamic-db.js';
 import {
   type EntityModel,
   type KeyPart,
@@ -17,10 +14,14 @@ import {
   stripDenied,
   uniqueRowKey,
   whereKey,
-} from './entity-model.js';
+} from '../model/entity-model.js';
+import { fenceStatuses, resolveRecord } from '../write-behind/write-behind-record.js';
+import type { WriteBehindStore } from '../write-behind/write-behind-store.js';
+import type { AccessLogSampler } from './access-log.js';
+import { BatchLoader } from './batch-loader.js';
 import { afterWrite, loadOptions, type ReadOptions } from './read-options.js';
 import type { WorkerPosition, WriteReceipt } from './read-your-writes.js';
-import type { DynamicDb, EntityTypes } from './types.js';
+import type { EntityTypes } from './types.js';
 import type { EntityWriter } from './writes.js';
 
 type AnyRow = Record<string, unknown>;

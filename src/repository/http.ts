@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { ConfigError, SerializationError } from '../errors/errors.js';
+import { ConfigError, SerializationError } from '../errors/typed-errors.js';
 
 /**
  * HTTP caching of cached rows: an ETag that is the entry's version as clients see it, and

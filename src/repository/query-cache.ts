@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto';
 import type { CompiledQuery, OperationNode } from 'kysely';
 import { LRUCache } from 'lru-cache';
-import type { CacheEngine, LoadOptions } from '../cache/engine.js';
-import type { ChangeModel } from '../cdc/table-model.js';
+import type { CacheEngine, LoadOptions } from '../cache/cache-engine.js';
 import type { ResolvedConfig } from '../config/config.js';
-import { ConfigError, InvalidQueryError } from '../errors/errors.js';
-import { encodeKeyPart, valuePart } from '../keys/keys.js';
+import { ConfigError, InvalidQueryError } from '../errors/typed-errors.js';
+import { encodeKeyPart, valuePart } from '../keys/redis-keys.js';
+import type { EntityModel } from '../model/entity-model.js';
+import type { ChangeModel } from '../model/table-model.js';
 import type { AccessLogSampler } from './access-log.js';
-import type { EntityModel } from './entity-model.js';
 import { assertNoDeniedOutput, stripDenied } from './query-deny.js';
 import { queryDependencies } from './query-tags.js';
 import { afterWrite, loadOptions, type ReadOptions } from './read-options.js';

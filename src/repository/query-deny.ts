@@ -8,8 +8,8 @@ import {
   SelectQueryNode,
   TableNode,
 } from 'kysely';
-import { qualify } from '../cdc/table-model.js';
-import { InvalidQueryError } from '../errors/errors.js';
+import { InvalidQueryError } from '../errors/typed-errors.js';
+import { qualify } from '../model/table-model.js';
 
 /**
  * Denied columns (`entities.<name>.deny`) in cached queries. A cached result goes to

@@ -1,6 +1,6 @@
 /**
  * Query tags: the cache tags a cached result of a Kysely SELECT must depend on, so that
- * the invalidation worker's tag bumps (src/cdc/change-mapper.ts) evict it whenever a row
+ * the invalidation worker's tag bumps (src/model/change-mapper.ts) evict it whenever a row
  * change could change the result.
  *
  * The worker bumps, for each row change to a table of the change model:
@@ -78,11 +78,11 @@ import {
   ValueListNode,
   ValueNode,
 } from 'kysely';
-import type { ChangeModel } from '../cdc/table-model.js';
-import { qualify } from '../cdc/table-model.js';
-import { InvalidQueryError } from '../errors/errors.js';
+import { InvalidQueryError } from '../errors/typed-errors.js';
 import { type ColumnKind, canonicalText } from '../keys/canonical.js';
-import { columnTag, keyValue, tableResetTag, tableTag } from '../keys/keys.js';
+import { columnTag, keyValue, tableResetTag, tableTag } from '../keys/redis-keys.js';
+import type { ChangeModel } from '../model/table-model.js';
+import { qualify } from '../model/table-model.js';
 
 export interface TableDependency {
   /** `schema.table` */

@@ -1,4 +1,4 @@
-import type { LoadOptions } from '../cache/engine.js';
+import type { LoadOptions } from '../cache/cache-engine.js';
 import type { WriteReceipt } from './read-your-writes.js';
 
 /** Per-call options of every repository read. Each falls back to the entity's and the config's. */

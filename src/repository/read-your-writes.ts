@@ -1,6 +1,6 @@
-import type { CacheEngine } from '../cache/engine.js';
+import type { CacheEngine } from '../cache/cache-engine.js';
 import { lsnToBigInt } from '../cache/envelope.js';
-import { ConfigError } from '../errors/errors.js';
+import { ConfigError } from '../errors/typed-errors.js';
 
 /**
  * What a committed repository write leaves behind: the WAL position its commit is

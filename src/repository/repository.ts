@@ -1,26 +1,28 @@
 import { Queue } from 'bullmq';
 import { CompiledQuery, type Kysely, sql, type Transaction } from 'kysely';
-import { CacheEngine } from '../cache/engine.js';
+import { CacheEngine } from '../cache/cache-engine.js';
 import type { RedisClient } from '../cache/redis-client.js';
+import { Keyring } from '../codec/keyring.js';
+import { type ResolvedConfig, resolveConfig } from '../config/config.js';
+import type { WalcacheConfigInput } from '../config/schema.js';
 import {
   applyCatalog,
   checkModel,
   type ModelProblem,
   searchPathProblems,
-} from '../catalog/model-check.js';
-import { type QueryRows, readCatalog } from '../catalog/table-catalog.js';
-import { buildChangeModel, type ChangeModel, qualify } from '../cdc/table-model.js';
-import { Keyring } from '../codec/keyring.js';
-import { type ResolvedConfig, resolveConfig } from '../config/config.js';
-import type { WalcacheConfigInput } from '../config/schema.js';
+} from '../database/model-check.js';
+import { type QueryRows, readCatalog } from '../database/table-catalog.js';
 import {
   ClosedError,
   ConfigError,
   EncryptionKeyError,
   SetupError,
   UnknownEntityError,
-} from '../errors/errors.js';
+} from '../errors/typed-errors.js';
 import { WalcacheError } from '../errors/walcache-error.js';
+import type { DynamicDb, DynamicTransaction } from '../model/dynamic-db.js';
+import { buildEntityModels, type EntityModel } from '../model/entity-model.js';
+import { buildChangeModel, type ChangeModel, qualify } from '../model/table-model.js';
 import {
   enqueueFlush,
   FLUSH_QUEUE,
@@ -28,16 +30,15 @@ import {
   flushJobOptions,
   queueConnection,
   queuePrefix,
-} from '../jobs/queues.js';
-import { flushWriteBehind } from '../jobs/write-behind.js';
-import { WriteBehindStore } from '../jobs/write-behind-store.js';
+} from '../queues/walcache-queues.js';
+import { flushWriteBehind } from '../write-behind/write-behind-flush.js';
+import { WriteBehindStore } from '../write-behind/write-behind-store.js';
 import { AccessLogSampler } from './access-log.js';
-import { buildEntityModels, type EntityModel } from './entity-model.js';
 import { EntityRepository, type RepositoryContext } from './entity-repository.js';
 import { type CacheableQuery, type CachedQueryOptions, QueryCache } from './query-cache.js';
 import { WorkerPosition, type WriteReceipt } from './read-your-writes.js';
 import { SnapshotSource } from './snapshot-source.js';
-import type { DynamicDb, DynamicTransaction, EntitiesOf, EntityTypesOf } from './types.js';
+import type { EntitiesOf, EntityTypesOf } from './types.js';
 import { PendingWriteOrder } from './write-behind-writes.js';
 import { EntityWriter, WriteSet } from './writes.js';
 

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { DynamicDb } from './types.js';
+import type { DynamicDb } from '../model/dynamic-db.js';
 
 /**
  * The database's snapshot for the fill fence (`LoadOptions.snapshot`): the text of

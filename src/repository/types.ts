@@ -1,4 +1,4 @@
-import type { Insertable, Kysely, Selectable, Transaction, Updateable } from 'kysely';
+import type { Insertable, Selectable, Updateable } from 'kysely';
 
 /**
  * Type-level plumbing: how the Kysely `Database` type and the config's entity
@@ -50,12 +50,3 @@ export type EntityTypesOf<DB, E> = {
     : Record<string, unknown>;
   readonly unique: UniqueOf<E>;
 };
-
-/**
- * The repository's own queries name their tables at run time (from the config), so they
- * run on an untyped Kysely; rows are typed where they leave the API.
- */
-// biome-ignore lint/suspicious/noExplicitAny: a Kysely whose tables are named at run time
-export type DynamicDatabase = any;
-export type DynamicDb = Kysely<DynamicDatabase>;
-export type DynamicTransaction = Transaction<DynamicDatabase>;

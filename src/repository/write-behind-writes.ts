@@ -1,15 +1,15 @@
 import { sql } from 'kysely';
-import { lockEntity, markOrdered } from '../jobs/write-behind-order.js';
+import type { DynamicTransaction } from '../model/dynamic-db.js';
+import type { EntityModel } from '../model/entity-model.js';
+import { lockEntity, markOrdered } from '../write-behind/write-behind-order.js';
 import {
   fenceStatuses,
   merge,
   type PendingRecord,
   type PendingWrite,
   resolveRecord,
-} from '../jobs/write-behind-record.js';
-import type { Settlement, WriteBehindStore } from '../jobs/write-behind-store.js';
-import type { EntityModel } from './entity-model.js';
-import type { DynamicTransaction } from './types.js';
+} from '../write-behind/write-behind-record.js';
+import type { Settlement, WriteBehindStore } from '../write-behind/write-behind-store.js';
 
 type Row = Record<string, unknown>;
 

@@ -1,9 +1,9 @@
 import { sql } from 'kysely';
-import type { CacheEngine } from '../cache/engine.js';
-import type { ChangeEvent, ChangeOp } from '../cdc/change-event.js';
-import { emptyInvalidation, mapChange } from '../cdc/change-mapper.js';
-import type { ChangeModel } from '../cdc/table-model.js';
-import { InvalidWriteError } from '../errors/errors.js';
+import type { CacheEngine } from '../cache/cache-engine.js';
+import { InvalidWriteError } from '../errors/typed-errors.js';
+import type { ChangeEvent, ChangeOp } from '../model/change-event.js';
+import { emptyInvalidation, mapChange } from '../model/change-mapper.js';
+import type { DynamicDb, DynamicTransaction } from '../model/dynamic-db.js';
 import {
   type EntityModel,
   type KeyPart,
@@ -11,9 +11,9 @@ import {
   rowKey,
   stripDenied,
   whereKey,
-} from './entity-model.js';
+} from '../model/entity-model.js';
+import type { ChangeModel } from '../model/table-model.js';
 import type { WriteReceipt } from './read-your-writes.js';
-import type { DynamicDb, DynamicTransaction } from './types.js';
 import type { PendingWriteOrder } from './write-behind-writes.js';
 
 type AnyRow = Record<string, unknown>;

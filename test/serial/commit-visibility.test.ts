@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { formatLsn } from '../../src/cache/envelope.js';
-import { InvalidationWorker } from '../../src/cdc/worker.js';
+import { InvalidationWorker } from '../../src/cdc/invalidation-worker.js';
 import { pgConfig } from '../../src/config/database.js';
 import { entityKey, resolveConfig } from '../../src/index.js';
 import { Resources, uniquePrefix, waitFor } from '../helpers.js';

@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import { InvalidationWorker } from '../../src/cdc/worker.js';
+import { InvalidationWorker } from '../../src/cdc/invalidation-worker.js';
 import { pgConfig } from '../../src/config/database.js';
 import { entityKey, resolveConfig } from '../../src/index.js';
 import { Resources, sleep, uniquePrefix, waitFor } from '../helpers.js';

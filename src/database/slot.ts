@@ -1,6 +1,6 @@
 import type { Pool } from 'pg';
-import { SetupError } from '../errors/errors.js';
-import type { DecoderName } from './replication-stream.js';
+import type { DecoderName } from '../config/schema.js';
+import { SetupError } from '../errors/typed-errors.js';
 
 export interface SlotInfo {
   readonly plugin: string;

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { InvalidKeyError } from '../errors/errors.js';
+import { InvalidKeyError } from '../errors/typed-errors.js';
 
 /**
  * The only module that builds Redis keys. Layout, under a validated prefix:

@@ -1,14 +1,14 @@
 import pg from 'pg';
-import { checkModel, IDENTITIES, oldValuesNeeded, quoteTable } from '../catalog/model-check.js';
-import { poolQuery, readCatalog, type TableCatalog } from '../catalog/table-catalog.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { pgConfig, redactUrl } from '../config/database.js';
-import { SetupError } from '../errors/errors.js';
-import { DDL_MESSAGE_PREFIX } from './change-mapper.js';
+import type { DecoderName } from '../config/schema.js';
+import { SetupError } from '../errors/typed-errors.js';
+import { DDL_MESSAGE_PREFIX } from '../model/change-mapper.js';
+import { buildChangeModel, type TableModel } from '../model/table-model.js';
 import { DEFAULT_WALCACHE_SCHEMA, pendingMigrations, runMigrations } from './migrations.js';
-import type { DecoderName } from './replication-stream.js';
+import { checkModel, IDENTITIES, oldValuesNeeded, quoteTable } from './model-check.js';
 import { assertSlotName, checkWalLevel, createSlot } from './slot.js';
-import { buildChangeModel, type TableModel } from './table-model.js';
+import { poolQuery, readCatalog, type TableCatalog } from './table-catalog.js';
 
 /** `skipped`: an optional step that could not be done here (said why); not an error. */
 export type SetupStatus = 'ok' | 'created' | 'changed' | 'would-run' | 'skipped' | 'error';
@@ -230,7 +230,7 @@ export async function setup(options: SetupOptions): Promise<SetupReport> {
  * DDL that rewrites values (`ALTER TABLE ... ALTER COLUMN ... TYPE ... USING`, a new
  * column with a default) changes rows without any row change in the WAL. An event
  * trigger emits a transactional logical message naming each altered table, which the
- * worker maps to the table's reset (src/cdc/change-mapper.ts). Event triggers need a
+ * worker maps to the table's reset (src/model/change-mapper.ts). Event triggers need a
  * superuser: without one the step is skipped, and docs/invalidation.md says what is then
  * not invalidated.
  */

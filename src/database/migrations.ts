@@ -12,7 +12,7 @@ import {
 } from 'kysely';
 import pg from 'pg';
 import { pgConfig } from '../config/database.js';
-import { SetupError } from '../errors/errors.js';
+import { SetupError } from '../errors/typed-errors.js';
 
 /** Schema of walcache's own tables (access log, migration bookkeeping). */
 export const DEFAULT_WALCACHE_SCHEMA = 'walcache';

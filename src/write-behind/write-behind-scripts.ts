@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { RedisClient } from '../cache/redis-client.js';
 
-/** The write-behind Lua scripts (src/jobs/lua); each file's header documents KEYS, ARGV and returns. */
+/** The write-behind Lua scripts (src/write-behind/lua); each file's header documents KEYS, ARGV and returns. */
 const SCRIPTS = {
   walcache_wb_put: { file: 'wb-put-n', numberOfKeys: undefined },
   walcache_wb_settle: { file: 'wb-settle-n', numberOfKeys: undefined },

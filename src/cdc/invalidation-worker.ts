@@ -4,18 +4,11 @@ import type { Logger } from 'pino';
 import { formatLsn, lsnToBigInt } from '../cache/envelope.js';
 import type { Heartbeat } from '../cache/heartbeat.js';
 import { createRedisClient, type RedisClient } from '../cache/redis-client.js';
-import { cacheEndpoint } from '../cache/redis-endpoint.js';
-import { applyCatalog, checkModel, quoteTable } from '../catalog/model-check.js';
-import { poolQuery, readCatalog, unpublishedTables } from '../catalog/table-catalog.js';
 import { maxEntryLifetimeMs, type ResolvedConfig, tagVersionTtlMs } from '../config/config.js';
 import { pgConfig } from '../config/database.js';
-import { SetupError } from '../errors/errors.js';
-import { Keys } from '../keys/keys.js';
-import type { DecodedTransaction } from './change-event.js';
-import { emptyInvalidation, type Invalidation, mapTransaction } from './change-mapper.js';
-import { Invalidator } from './invalidator.js';
-import { OutsideWriteDetector } from './outside-writes.js';
-import { type DecoderName, ReplicationStream, type StreamMessage } from './replication-stream.js';
+import { cacheEndpoint } from '../config/redis-endpoint.js';
+import type { DecoderName } from '../config/schema.js';
+import { applyCatalog, checkModel, quoteTable } from '../database/model-check.js';
 import {
   assertSlotName,
   checkWalLevel,
@@ -24,10 +17,18 @@ import {
   explainServerError,
   isSlotBusy,
   readSlot,
-} from './slot.js';
-import { buildChangeModel, type ChangeModel, columnsWantedBy } from './table-model.js';
+} from '../database/slot.js';
+import { poolQuery, readCatalog, unpublishedTables } from '../database/table-catalog.js';
+import { SetupError } from '../errors/typed-errors.js';
+import { Keys } from '../keys/redis-keys.js';
+import type { DecodedTransaction } from '../model/change-event.js';
+import { emptyInvalidation, type Invalidation, mapTransaction } from '../model/change-mapper.js';
+import { buildChangeModel, type ChangeModel, columnsWantedBy } from '../model/table-model.js';
+import { Invalidator } from './invalidator.js';
+import { OutsideWriteDetector } from './outside-writes.js';
+import { ReplicationStream, type StreamMessage } from './replication-stream.js';
 import { TransactionAssembler } from './transaction-assembler.js';
-import { WorkerEvents } from './worker-events.js';
+import { WorkerEvents, type WorkerRole } from './worker-events.js';
 
 export interface WorkerOptions {
   readonly config: ResolvedConfig;
@@ -61,8 +62,6 @@ export interface WorkerOptions {
   readonly retryMs?: number;
   readonly logger?: Logger;
 }
-
-export type WorkerRole = 'starting' | 'standby' | 'active' | 'stopped';
 
 interface Group {
   invalidation: Invalidation;

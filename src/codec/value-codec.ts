@@ -1,6 +1,6 @@
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { addExtension, Packr, Unpackr } from 'msgpackr';
-import { SerializationError, ValueTooLargeError } from '../errors/errors.js';
+import { SerializationError, ValueTooLargeError } from '../errors/typed-errors.js';
 
 /**
  * Values are MessagePack (msgpackr): Date, BigInt, Buffer and typed arrays, Map, Set,

@@ -1,4 +1,4 @@
-import { redactText, redactValue } from '../config/redact.js';
+import { redactText, redactValue } from './redact.js';
 import { WalcacheError } from './walcache-error.js';
 
 /**

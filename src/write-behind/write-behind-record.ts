@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { DynamicDb, DynamicTransaction } from '../repository/types.js';
+import type { DynamicDb, DynamicTransaction } from '../model/dynamic-db.js';
 
 type Row = Record<string, unknown>;
 

@@ -1,9 +1,9 @@
 import { type RawBuilder, sql } from 'kysely';
 import pg from 'pg';
-import { MissingRowError } from '../errors/errors.js';
-import type { EntityModel, KeyPart } from '../repository/entity-model.js';
-import { rowKey } from '../repository/entity-model.js';
-import type { DynamicTransaction } from '../repository/types.js';
+import { MissingRowError } from '../errors/typed-errors.js';
+import type { DynamicTransaction } from '../model/dynamic-db.js';
+import type { EntityModel, KeyPart } from '../model/entity-model.js';
+import { rowKey } from '../model/entity-model.js';
 import { merge, type PendingWrite } from './write-behind-record.js';
 
 type Row = Record<string, unknown>;

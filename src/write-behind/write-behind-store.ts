@@ -1,11 +1,11 @@
 import { type AnyPipeline, closeClient, type RedisClient } from '../cache/redis-client.js';
 import { createCacheRedis, waitReady } from '../cache/redis-connection.js';
-import { queuesEndpoint } from '../cache/redis-endpoint.js';
 import type { ResolvedConfig } from '../config/config.js';
-import { RedisUnavailableError } from '../errors/errors.js';
-import { Keys } from '../keys/keys.js';
+import { queuesEndpoint } from '../config/redis-endpoint.js';
+import { RedisUnavailableError } from '../errors/typed-errors.js';
+import { Keys } from '../keys/redis-keys.js';
+import { queueRedisUrl } from '../queues/walcache-queues.js';
 import { assertKeepsWriteBehind } from './eviction-policy.js';
-import { queueRedisUrl } from './queues.js';
 import { ATTEMPTS, fenceField, WriteBehindCodec } from './write-behind-codec.js';
 import type { PendingRecord } from './write-behind-record.js';
 import { defineWriteBehindScripts, type WriteBehindCommands } from './write-behind-scripts.js';

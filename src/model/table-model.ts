@@ -1,5 +1,5 @@
 import type { ResolvedConfig } from '../config/config.js';
-import { ConfigError } from '../errors/errors.js';
+import { ConfigError } from '../errors/typed-errors.js';
 import type { ColumnKind } from '../keys/canonical.js';
 
 /** What the worker needs to know of one table: which keys and tags a row change touches. */

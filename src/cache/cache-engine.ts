@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { LRUCache } from 'lru-cache';
-import { Codec } from '../codec/codec.js';
 import { Keyring, OpenError } from '../codec/keyring.js';
+import { Codec } from '../codec/value-codec.js';
 import { type ResolvedConfig, resolveConfig, tagVersionTtlMs } from '../config/config.js';
 import type { WalcacheConfigInput } from '../config/schema.js';
 import {
@@ -10,11 +10,11 @@ import {
   CorruptEntryError,
   EncryptionKeyError,
   RedisUnavailableError,
-} from '../errors/errors.js';
-import { assertLogicalKey, Keys } from '../keys/keys.js';
-import { CacheEvents } from '../metrics/events.js';
+} from '../errors/typed-errors.js';
+import { assertLogicalKey, Keys } from '../keys/redis-keys.js';
 import { Bus, type BusMessage } from './bus.js';
 import { type BusConnection, openBusConnection } from './bus-connection.js';
+import { CacheEvents } from './cache-events.js';
 import { CircuitBreaker } from './circuit-breaker.js';
 import {
   AT_CREATED_AT,

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import type { RedisOptions } from 'ioredis';
-import type { ResolvedConfig } from '../config/config.js';
-import { ConfigError } from '../errors/errors.js';
+import { ConfigError } from '../errors/typed-errors.js';
+import type { ResolvedConfig } from './resolved-config.js';
 
 /**
  * Where and as whom walcache connects to one Redis: the URL (`redis://` or `rediss://`,

@@ -1,11 +1,11 @@
 import { performance } from 'node:perf_hooks';
 import type { Kysely } from 'kysely';
-import type { CacheEngine } from '../cache/engine.js';
+import type { CacheEngine } from '../cache/cache-engine.js';
 import type { ResolvedConfig } from '../config/config.js';
-import { ConfigError, CorruptEntryError } from '../errors/errors.js';
-import { parseEntityKey } from '../keys/keys.js';
-import { buildEntityModels, type EntityModel } from '../repository/entity-model.js';
-import type { DynamicDatabase, DynamicTransaction } from '../repository/types.js';
+import { ConfigError, CorruptEntryError } from '../errors/typed-errors.js';
+import { parseEntityKey } from '../keys/redis-keys.js';
+import type { DynamicDatabase, DynamicTransaction } from '../model/dynamic-db.js';
+import { buildEntityModels, type EntityModel } from '../model/entity-model.js';
 import { lockEntity, markOrdered } from './write-behind-order.js';
 import {
   fenceStatuses,

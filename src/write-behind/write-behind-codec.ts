@@ -1,5 +1,5 @@
-import { Codec } from '../codec/codec.js';
-import { CorruptEntryError } from '../errors/errors.js';
+import { Codec } from '../codec/value-codec.js';
+import { CorruptEntryError } from '../errors/typed-errors.js';
 import type { PendingRecord, PendingWrite } from './write-behind-record.js';
 
 type Row = Record<string, unknown>;

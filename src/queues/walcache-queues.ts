@@ -1,7 +1,7 @@
 import { type JobsOptions, Queue } from 'bullmq';
 import { createRedisClient, type RedisClient } from '../cache/redis-client.js';
-import { describeEndpoint, queuesEndpoint } from '../cache/redis-endpoint.js';
 import type { ResolvedConfig } from '../config/config.js';
+import { describeEndpoint, queuesEndpoint } from '../config/redis-endpoint.js';
 
 /**
  * The BullMQ queues of walcache, and the one place their names, connections and job

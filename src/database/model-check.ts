@@ -1,6 +1,6 @@
-import type { ChangeModel, TableModel } from '../cdc/table-model.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { isUnsupported, unkeyableReason } from '../keys/canonical.js';
+import type { ChangeModel, TableModel } from '../model/table-model.js';
 import type { Catalog, QueryRows, TableCatalog } from './table-catalog.js';
 
 /** A gap between the config and the database that would leave entries stale. */

@@ -1,6 +1,6 @@
 import { masters, type RedisClient } from '../cache/redis-client.js';
 import { redactUrl } from '../config/database.js';
-import { EvictionPolicyError } from '../errors/errors.js';
+import { EvictionPolicyError } from '../errors/typed-errors.js';
 
 /**
  * Policies under which Redis never evicts a key that has no TTL. Write-behind keys never

@@ -1,8 +1,8 @@
-import { buildChangeModel, type ChangeModel, qualify } from '../cdc/table-model.js';
 import type { ResolvedConfig } from '../config/config.js';
-import { ConfigError, InvalidKeyError } from '../errors/errors.js';
+import { ConfigError, InvalidKeyError } from '../errors/typed-errors.js';
 import { type ColumnKind, canonicalText, pgValue } from '../keys/canonical.js';
-import { entityKey, tableResetTag, uniqueKey } from '../keys/keys.js';
+import { entityKey, tableResetTag, uniqueKey } from '../keys/redis-keys.js';
+import { buildChangeModel, type ChangeModel, qualify } from './table-model.js';
 
 /** One entity of the config, resolved once for the repository. */
 export interface EntityModel {

@@ -4,14 +4,12 @@ import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { CacheEngine } from '../cache/engine.js';
+import { CacheEngine } from '../cache/cache-engine.js';
 import type { RedisClient } from '../cache/redis-client.js';
-import { DEFAULT_WALCACHE_SCHEMA } from '../cdc/migrations.js';
 import { type ResolvedConfig, resolveConfig } from '../config/config.js';
 import { pgConfig } from '../config/database.js';
 import type { WalcacheConfigInput } from '../config/schema.js';
-import { type AccessLogFlushResult, flushAccessLog } from '../repository/access-log.js';
-import { createRepository, type RepositoryCore } from '../repository/repository.js';
+import { DEFAULT_WALCACHE_SCHEMA } from '../database/migrations.js';
 import {
   ACCESS_LOG_JOB,
   ACCESS_LOG_QUEUE,
@@ -33,10 +31,12 @@ import {
   type WalcacheQueues,
   type WarmJobData,
   warmJobOptions,
-} from './queues.js';
+} from '../queues/walcache-queues.js';
+import { type AccessLogFlushResult, flushAccessLog } from '../repository/access-log.js';
+import { createRepository, type RepositoryCore } from '../repository/repository.js';
+import { type FlushResult, flushWriteBehind } from '../write-behind/write-behind-flush.js';
+import { WriteBehindStore } from '../write-behind/write-behind-store.js';
 import { runWarmer, type WarmSummary } from './warm.js';
-import { type FlushResult, flushWriteBehind } from './write-behind.js';
-import { WriteBehindStore } from './write-behind-store.js';
 
 export interface JobsRunnerOptions {
   /** The shared config (resolved, or input to resolve). */

@@ -6,7 +6,7 @@ import {
   tableResetTag,
   tableTag,
   uniqueKey,
-} from '../keys/keys.js';
+} from '../keys/redis-keys.js';
 import type { ChangeEvent, DecodedTransaction } from './change-event.js';
 import { type ChangeModel, findTable, type TableModel } from './table-model.js';
 

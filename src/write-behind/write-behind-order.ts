@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { DynamicTransaction } from '../repository/types.js';
+import type { DynamicTransaction } from '../model/dynamic-db.js';
 
 /**
  * How writes of a write-behind entity are ordered in PostgreSQL, shared by the flush,

@@ -122,7 +122,7 @@ async function handle(message: Envelope): Promise<Envelope> {
     }
     case 'stop': {
       clearInterval(rssTimer);
-      await worker?.stop();
+      await worker?.close();
       setImmediate(() => process.disconnect?.());
       return { type: 'stopped', totalRows };
     }
@@ -135,6 +135,6 @@ serve(handle);
 // The parent went away (crash, Ctrl-C): release the slot and exit.
 exitWithParent(async () => {
   clearInterval(rssTimer);
-  await worker?.stop();
+  await worker?.close();
 });
 process.send?.({ type: 'ready' });

@@ -26,7 +26,7 @@ let lag = { max: 0, over100: 0, n: 0 };
  */
 async function orphaned(): Promise<void> {
   // A frozen Redis can hold stop() up: the slot matters more.
-  await Promise.race([worker?.stop(), new Promise((resolve) => setTimeout(resolve, 3_000))]);
+  await Promise.race([worker?.close(), new Promise((resolve) => setTimeout(resolve, 3_000))]);
   if (stopped) return;
   const client = new pg.Client(pgConfig(DATABASE_URL));
   client.on('error', () => {});
@@ -78,7 +78,7 @@ async function handle(message: Envelope): Promise<Envelope> {
       stopped = true;
       const w = worker;
       worker = null;
-      await w?.stop();
+      await w?.close();
       setImmediate(() => process.disconnect?.());
       return { type: 'stopped' };
     }

@@ -25,7 +25,7 @@ let lags: number[] = [];
 async function stop(): Promise<void> {
   const w = worker;
   worker = null;
-  await w?.stop();
+  await w?.close();
 }
 
 /** The parent died without stopping us: nobody else will drop the benchmark's slot. */

@@ -69,7 +69,7 @@ async function start(message: Envelope): Promise<Envelope> {
 async function stop(): Promise<void> {
   const w = worker;
   worker = null;
-  await w?.stop();
+  await w?.close();
 }
 
 async function handle(message: Envelope): Promise<Envelope> {

@@ -363,7 +363,7 @@ async function run(
     const now = Date.now();
     for (const l of lags) if (now - l >= since) stats.lags.push(Math.max(0, l));
   });
-  closers.add('the worker', () => worker.stop());
+  closers.add('the worker', () => worker.close());
   await worker.start();
   if (worker.role === 'standby')
     throw new PreflightError(

@@ -161,3 +161,32 @@ describe("wal2json add-tables (the server's own parser)", () => {
     assert.throws(() => wal2jsonAddTables(['users']), /schema\.table/);
   });
 });
+
+describe('invalidation worker close()', () => {
+  const scope = new PgScope('wclose');
+  after(() => scope.close());
+
+  it('a second close() waits for the first: once either resolves, the worker is stopped and its slot has no consumer', async () => {
+    await scope.create('CREATE TABLE users (id int PRIMARY KEY, email text)');
+    const slot = scope.slot();
+    const worker = new InvalidationWorker({
+      config: resolveConfig({
+        prefix: uniquePrefix('wclose'),
+        defaultSchema: scope.schema,
+        entities: { users: { table: 'users', key: 'id' } },
+      }),
+      slot,
+    });
+    await worker.start();
+    assert.equal(worker.role, 'active');
+    const first = worker.close();
+    await worker.close();
+    assert.equal(worker.role, 'stopped', 'the second close() resolved before the worker stopped');
+    const { rows } = await scope.q('SELECT active FROM pg_replication_slots WHERE slot_name = $1', [
+      slot,
+    ]);
+    assert.equal(rows[0]?.active, false, 'the slot still has a consumer');
+    await first;
+    await worker.close(); // a third, after the fact: resolves at once
+  });
+});

@@ -86,7 +86,7 @@ const MAX_GROUPS_IN_FLIGHT = 2;
  * @example
  * const worker = new InvalidationWorker({ config, slot: 'walcache' });
  * await worker.start();   // returns once active or standing by
- * process.on('SIGTERM', () => worker.stop());
+ * process.on('SIGTERM', () => worker.close());
  */
 export class InvalidationWorker {
   readonly runId = randomBytes(8).toString('hex');
@@ -127,6 +127,7 @@ export class InvalidationWorker {
   /** Redis connections closed so far: writes ahead count only on the connection still open. */
   #redisCloses = 0;
   #stopping = false;
+  #closing: Promise<void> | undefined;
   #loop: Promise<void> | null = null;
   #timers: NodeJS.Timeout[] = [];
   #streamEnded: ((error: Error) => void) | null = null;
@@ -224,9 +225,22 @@ export class InvalidationWorker {
     return settled;
   }
 
-  /** Applies and acknowledges what was received, then stops. Idempotent. */
-  async stop(): Promise<void> {
-    if (this.#stopping) return this.#loop ?? undefined;
+  /**
+   * Applies and acknowledges what was received, stops streaming (the slot has no consumer
+   * once it resolves) and closes the worker's connections. Idempotent: a second call
+   * waits for the first.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  /** @deprecated the same as `close()`, which every walcache component has. */
+  stop(): Promise<void> {
+    return this.close();
+  }
+
+  async #close(): Promise<void> {
     this.#stopping = true;
     for (const t of this.#timers) clearInterval(t);
     await this.#flush().catch(() => {});
@@ -240,7 +254,7 @@ export class InvalidationWorker {
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.stop();
+    await this.close();
   }
 
   /** Connect, stream until the stream ends, reconnect; stand by while the slot is taken. */

@@ -79,7 +79,7 @@ export function workerCommand(): Command {
         const stop = (signal: string) => {
           stopping ??= (async () => {
             logger.info({ signal }, 'stopping: applying and acknowledging what was received');
-            await worker.stop();
+            await worker.close();
             server.close();
             logger.info('stopped');
           })();
@@ -93,7 +93,7 @@ export function workerCommand(): Command {
           // Fatal (an unreachable database is retried inside start): exit non-zero, so a
           // supervisor sees it, instead of idling with a 200 /healthz.
           logger.fatal({ err: error }, 'the worker cannot start');
-          await worker.stop();
+          await worker.close();
           server.close();
           throw error;
         }

@@ -1,8 +1,8 @@
 /**
- * Every relative link in the README, CONTRIBUTING.md and docs/ points at a file that
- * exists and, with a `#fragment` into Markdown, at a heading that exists; every repository
- * path the docs name in backticks (`src/cache/l1-tier.ts`) exists. A moved or renamed file
- * fails here instead of leaving a dead link.
+ * Every relative link in the README, CONTRIBUTING.md, monitoring/README.md and docs/
+ * points at a file that exists and, with a `#fragment` into Markdown, at a heading that
+ * exists; every repository path the docs name in backticks (`src/cache/l1-tier.ts`)
+ * exists. A moved or renamed file fails here instead of leaving a dead link.
  */
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
@@ -23,7 +23,12 @@ function markdownFiles(): string[] {
   const docs = readdirSync(join(root, 'docs'))
     .filter((f) => f.endsWith('.md'))
     .map((f) => join(root, 'docs', f));
-  return [join(root, 'README.md'), join(root, 'CONTRIBUTING.md'), ...docs];
+  return [
+    join(root, 'README.md'),
+    join(root, 'CONTRIBUTING.md'),
+    join(root, 'monitoring', 'README.md'),
+    ...docs,
+  ];
 }
 
 /** The text outside fenced code blocks, line numbers kept. */

@@ -13,8 +13,8 @@
  * An option without a description fails the script: a new option gets its TSDoc first.
  * test/config-reference.test.ts fails when the committed file is out of date.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 import { z } from 'zod';
@@ -222,16 +222,42 @@ function defaultOf(schema: JsonSchema, comment: Comment | undefined, required: b
   return required ? 'required' : 'none';
 }
 
-/** The TSDoc of every `z.object({...})` in the schema file, by the constant it belongs to. */
+/**
+ * The TSDoc of every `z.object({...})` in the schema file, and in the files it imports
+ * relatively (a schema split over several files), by the constant it belongs to.
+ */
 function readComments(schemaFile: string) {
-  const sourceFile = ts.createSourceFile(
-    schemaFile,
-    readFileSync(schemaFile, 'utf8'),
-    ts.ScriptTarget.Latest,
-    true,
-  );
   const objects = new Map<string, ObjectComments>();
   const constComments = new Map<string, Comment>();
+  const seen = new Set<string>();
+  const read = (file: string) => {
+    if (seen.has(file) || !existsSync(file)) return;
+    seen.add(file);
+    const sourceFile = ts.createSourceFile(
+      file,
+      readFileSync(file, 'utf8'),
+      ts.ScriptTarget.Latest,
+      true,
+    );
+    readFile(sourceFile, objects, constComments);
+    for (const statement of sourceFile.statements) {
+      if (
+        ts.isImportDeclaration(statement) &&
+        ts.isStringLiteral(statement.moduleSpecifier) &&
+        statement.moduleSpecifier.text.startsWith('.')
+      )
+        read(resolve(dirname(file), statement.moduleSpecifier.text.replace(/\.js$/, '.ts')));
+    }
+  };
+  read(schemaFile);
+  return { objects, constComments };
+}
+
+function readFile(
+  sourceFile: ts.SourceFile,
+  objects: Map<string, ObjectComments>,
+  constComments: Map<string, Comment>,
+): void {
   for (const statement of sourceFile.statements) {
     if (!ts.isVariableStatement(statement)) continue;
     for (const declaration of statement.declarationList.declarations) {
@@ -253,7 +279,6 @@ function readComments(schemaFile: string) {
       objects.set(name, { properties });
     }
   }
-  return { objects, constComments };
 }
 
 /** The object literal of `z.object({...})` at the root of a method chain. */

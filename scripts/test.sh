@@ -23,8 +23,10 @@ CLUSTER_SKIP=(
   test/canonical.test.ts
   test/codec.test.ts
   test/config.test.ts
+  test/config-reference.test.ts # docs/configuration.md against the schema
   test/config-topology.test.ts
   test/decoders.test.ts
+  test/docs-links.test.ts # links in the Markdown files
   test/envelope-in-place.test.ts
   test/keys.test.ts
   test/monitoring.test.ts # the Prometheus rules and dashboards

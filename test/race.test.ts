@@ -1,5 +1,5 @@
 /**
- * DESIGN.md contract 1, forced deterministically: a reader misses and loads the old
+ * docs/design.md, Contract 1, forced deterministically: a reader misses and loads the old
  * row; the write commits and its invalidation lands while the loader is held; then
  * the loader returns the old row. The stale value must end up in neither tier.
  */

@@ -163,7 +163,7 @@ const TABLES = `
   CREATE TABLE orders (id int PRIMARY KEY, user_id int, total numeric(12,2));
   CREATE TABLE products (id int PRIMARY KEY, title text);`;
 
-/** orders are tagged by user_id, a non-key column: its old value is needed (contract 7). */
+/** orders are tagged by user_id, a non-key column: its old value is needed (docs/design.md, Contract 7). */
 const BASE: WalcacheConfigInput = {
   entities: {
     users: { table: 'users', key: 'id' },

@@ -28,7 +28,7 @@ const ENTRY_OVERHEAD = 160;
  * of what it holds (`SharedValue.bytes`), with a per-entry TTL. `get` is synchronous and
  * allocates nothing.
  *
- * Generations (DESIGN.md contract 2): every invalidation of a key or tag bumps a
+ * Generations (docs/design.md, Contract 2): every invalidation of a key or tag bumps a
  * counter in a fixed array indexed by its hash, and `clear()` bumps a global one. A
  * fill takes a snapshot before it starts and is stored only if the snapshot still
  * matches, so a fill that began before an invalidation never lands. Hash collisions

@@ -80,7 +80,7 @@ const MAX_GROUPS_IN_FLIGHT = 2;
 /**
  * The invalidation worker: replication stream → decode → transactions → keys and tags →
  * one Redis pipeline per group of commits → acknowledge. It acknowledges a commit only
- * after everything up to it was applied (DESIGN.md contract 3); on any failure it holds
+ * after everything up to it was applied (docs/design.md, Contract 3); on any failure it holds
  * the position and retries, and on reconnect the server replays from the slot.
  *
  * @example

@@ -2,7 +2,8 @@ import { z } from 'zod';
 
 /**
  * The one place defaults live. Every option of the engine, with its default; the
- * README's configuration reference is written from this file.
+ * configuration reference (docs/configuration.md) is generated from this file's TSDoc by
+ * `npm run docs:config`, so every option needs a description here.
  */
 const ms = () => z.number().int().nonnegative();
 const positiveInt = () => z.number().int().positive();
@@ -50,6 +51,7 @@ export const sentinelSchema = z
   })
   .strict();
 
+/** The cache's Redis: L2 entries, tags, the epoch, the worker's heartbeat and the bus. */
 export const redisSchema = z
   .object({
     /**
@@ -73,13 +75,14 @@ export const redisSchema = z
     tls: tlsSchema.optional(),
     /** Upper bound on any single cache command; a slower Redis counts as a failure. @default 250 */
     commandTimeoutMs: positiveInt().default(250),
-    /** @default 1000 */
+    /** Upper bound on opening a connection to Redis; a slower connect counts as a failure. @default 1000 */
     connectTimeoutMs: positiveInt().default(1000),
     /** ioredis auto-pipelining: batches commands issued in one tick. @default true */
     autoPipelining: z.boolean().default(true),
   })
   .strict();
 
+/** Lifetimes and sizes of cached entries, shared by the engine and the repository. */
 export const cacheSchema = z
   .object({
     /** Time an entry is fresh. @default 60000 */
@@ -110,11 +113,12 @@ export const cacheSchema = z
   })
   .strict();
 
+/** The in-process tier (L1): trusted only while the bus is healthy. */
 export const l1Schema = z
   .object({
-    /** @default true */
+    /** Keep an in-process copy of entries; off, every read goes to Redis. @default true */
     enabled: z.boolean().default(true),
-    /** @default 10000 */
+    /** Most entries L1 holds; the least recently used are dropped first. @default 10000 */
     maxEntries: positiveInt().default(10_000),
     /** Bound on the estimated heap size of all L1 entries (values as held, not as stored). @default 67108864 */
     maxBytes: positiveInt().default(64 * 1024 * 1024),
@@ -123,6 +127,7 @@ export const l1Schema = z
   })
   .strict();
 
+/** Fill leases: the L2 state that lets only the reader who took it fill a key. */
 export const leaseSchema = z
   .object({
     /** How long a fill lease lives: longer than a normal load. @default 5000 */
@@ -132,6 +137,7 @@ export const leaseSchema = z
   })
   .strict();
 
+/** The circuit breaker that skips Redis while it keeps failing. */
 export const breakerSchema = z
   .object({
     /** Consecutive Redis failures that open the breaker. @default 5 */
@@ -141,6 +147,7 @@ export const breakerSchema = z
   })
   .strict();
 
+/** The invalidation bus: Redis pub/sub that drops L1 entries in every process. */
 export const busSchema = z
   .object({
     /** L1 coherence over Redis pub/sub. Without it L1 cannot be invalidated by other processes. @default true */
@@ -185,6 +192,7 @@ export const slidingSchema = z
   })
   .strict();
 
+/** A cached entity: a table read by key through the repository. */
 export const entitySchema = z
   .object({
     /** The table the entity reads. */
@@ -212,16 +220,16 @@ export const entitySchema = z
      */
     encrypt: z.boolean().default(false),
     /**
-     * Tags derived from a row, for invalidation by hand (`invalidateTags(['tenant:5'])`):
-     * the entry depends on them as well as on its key. A fill whose derived tags were not
-     * known before the load reads them, then loads again (see docs/repository.md).
-     */
-    /**
      * Enables `writeBehind(id, patch)` for this entity: writes are accepted into the jobs
      * Redis (`jobs.redisUrl`, which must not evict them) and applied to existing rows by
      * the jobs runner; reads overlay pending writes. @default false
      */
     writeBehind: z.boolean().default(false),
+    /**
+     * Tags derived from a row, for invalidation by hand (`invalidateTags(['tenant:5'])`):
+     * the entry depends on them as well as on its key. A fill whose derived tags were not
+     * known before the load reads them, then loads again (see docs/repository.md).
+     */
     tags: z
       .custom<(row: Record<string, unknown>) => readonly string[]>(
         (v) => typeof v === 'function',
@@ -231,6 +239,7 @@ export const entitySchema = z
   })
   .strict();
 
+/** The repository's sampled access log, the default warmer's input. */
 export const accessLogSchema = z
   .object({
     /** Fraction of repository reads counted in the access log (for warmers). 0 disables. @default 0.01 */
@@ -242,11 +251,12 @@ export const accessLogSchema = z
   })
   .strict();
 
+/** Encryption at rest of cached values (docs/security.md). */
 export const encryptionSchema = z
   .object({
     /**
-     * Environment variable holding the keys: `<id>:<base64 of 32 bytes>` pairs, comma-
-     * separated; the first encrypts, all decrypt (rotation). Read by every process that
+     * Environment variable holding the keys: `<id>:<base64 of 32 bytes>` pairs,
+     * comma-separated; the first encrypts, all decrypt (rotation). Read by every process that
      * reads or fills encrypted entries, never stored in the config.
      * @default 'WALCACHE_ENCRYPTION_KEYS'
      */
@@ -259,6 +269,7 @@ export const encryptionSchema = z
   })
   .strict();
 
+/** The Kysely repository's reads. */
 export const repositorySchema = z
   .object({
     /** Longest a `readYourWrites` read waits for the worker before reading the database directly. @default 2000 */
@@ -275,6 +286,7 @@ export const repositorySchema = z
   })
   .strict();
 
+/** Write-behind: pending writes kept in the jobs Redis and flushed by `walcache jobs`. */
 export const writeBehindSchema = z
   .object({
     /** Pending writes of one entity that trigger a flush job at once. @default 500 */
@@ -304,6 +316,7 @@ const scheduleSchema = z.union([
   z.object({ cron: z.string().min(1) }).strict(),
 ]);
 
+/** A cache warmer: a SQL query naming keys to load, run on a schedule. */
 export const warmerSchema = z
   .object({
     /** When it runs: `{ every: ms }` or `{ cron: '0 * * * *' }` (a BullMQ job scheduler). */
@@ -323,12 +336,13 @@ export const warmerSchema = z
   })
   .strict();
 
+/** The BullMQ jobs runner (`walcache jobs`) and the Redis its queues live on. */
 export const jobsSchema = z
   .object({
     /**
      * Redis for BullMQ queues and pending write-behind writes. Both need `maxmemory-policy`
      * noeviction (write-behind is refused where it may be evicted), a cache an LRU policy:
-     * point it at another server in production. @default redis.url
+     * point it at another server in production. @default `redis.url`
      */
     redisUrl: z.string().url().optional(),
     /** The queues on a Redis Cluster instead (`{ nodes }`; queuePrefix keeps them in one slot). */
@@ -336,7 +350,7 @@ export const jobsSchema = z
     /** The queues on a Sentinel-managed Redis instead. */
     redisSentinel: sentinelSchema.optional(),
     /**
-     * TLS options of the queues' Redis (`rediss://`). @default redis.tls when the queues
+     * TLS options of the queues' Redis (`rediss://`). @default `redis.tls` when the queues
      * use the cache's Redis (no `redisUrl`); none otherwise
      */
     redisTls: tlsSchema.optional(),

@@ -65,8 +65,8 @@ const LOCK_TIMEOUT = '10s';
 
 /**
  * Prepares PostgreSQL for walcache, idempotently: checks `wal_level`, runs migrations,
- * sets `REPLICA IDENTITY FULL` where the config needs old row values (DESIGN.md
- * contract 7), creates or updates the publication and creates the replication slot.
+ * sets `REPLICA IDENTITY FULL` where the config needs old row values (docs/design.md,
+ * Contract 7), creates or updates the publication and creates the replication slot.
  * A second run changes nothing and reports only `ok` steps; `dryRun` changes nothing
  * and reports the exact SQL.
  *
@@ -133,7 +133,7 @@ export async function setup(options: SetupOptions): Promise<SetupReport> {
       .filter((name) => !unusable.has(name))
       .map((name) => catalog.get(name) as TableCatalog);
 
-    // Replica identity FULL where the config needs old values (contract 7): a unique or
+    // Replica identity FULL where the config needs old values (docs/design.md, Contract 7): a unique or
     // tag column, and a key that is not the primary key (or identity index).
     const full = new Set<string>();
     await guard(steps, 'replica-identity', async () => {

@@ -1,0 +1,362 @@
+/**
+ * Writes docs/configuration.md, the configuration reference, from the config schema so
+ * the two cannot drift apart:
+ *   npm run docs:config            write docs/configuration.md
+ *   npm run docs:config -- --check exit 1 when the file differs from what would be written
+ *
+ * Two sources, each for what it knows best:
+ * - the zod schema itself (`z.toJSONSchema`, input side): which options exist, their
+ *   types, bounds, defaults and which are required;
+ * - the TSDoc comments of src/config/schema.ts, read with the TypeScript compiler API:
+ *   each option's description, and its `@default` where the default is not a constant
+ *   (an environment variable, another option).
+ * An option without a description fails the script: a new option gets its TSDoc first.
+ * test/config-reference.test.ts fails when the committed file is out of date.
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
+import { z } from 'zod';
+import { configSchema } from '../src/config/schema.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+/** The schema file whose comments are read; it must define `configSchema`. */
+export const SCHEMA_FILE = join(root, 'src', 'config', 'schema.ts');
+export const REFERENCE_FILE = join(root, 'docs', 'configuration.md');
+
+/** One documented option. `path` uses `<name>` for the key of a record (`entities.<name>.table`). */
+export interface OptionDoc {
+  readonly path: string;
+  readonly type: string;
+  readonly default: string;
+  readonly description: string;
+}
+
+interface Comment {
+  readonly text: string;
+  readonly defaultTag: string | undefined;
+}
+
+/** What the TypeScript side knows about one `z.object({...})` literal. */
+interface ObjectComments {
+  readonly properties: Map<string, PropertyInfo>;
+}
+
+interface PropertyInfo {
+  readonly comment: Comment | undefined;
+  /** The schema constant the property's value is built from (`redisSchema.prefault({})`). */
+  readonly schemaRef: string | undefined;
+}
+
+type JsonSchema = {
+  type?: string | string[];
+  properties?: Record<string, JsonSchema>;
+  additionalProperties?: JsonSchema | boolean;
+  propertyNames?: JsonSchema;
+  items?: JsonSchema;
+  required?: string[];
+  default?: unknown;
+  anyOf?: JsonSchema[];
+  enum?: unknown[];
+  const?: unknown;
+  format?: string;
+  minimum?: number;
+  maximum?: number;
+  exclusiveMinimum?: number;
+  minItems?: number;
+};
+
+/** Every option of the config, in schema order. */
+export function collectOptions(schemaFile = SCHEMA_FILE): OptionDoc[] {
+  const { objects, constComments } = readComments(schemaFile);
+  const json = z.toJSONSchema(configSchema, {
+    io: 'input',
+    unrepresentable: 'any',
+  }) as JsonSchema;
+  const options: OptionDoc[] = [];
+  const missing: string[] = [];
+
+  const walk = (schema: JsonSchema, objectName: string, prefix: string) => {
+    const comments = objects.get(objectName);
+    if (comments === undefined) throw new Error(`no z.object literal named ${objectName}`);
+    const required = new Set(schema.required ?? []);
+    for (const [name, child] of Object.entries(schema.properties ?? {})) {
+      const path = prefix === '' ? name : `${prefix}.${name}`;
+      const info = comments.properties.get(name);
+      const ref = info?.schemaRef;
+      const comment = info?.comment ?? (ref === undefined ? undefined : constComments.get(ref));
+      if (comment === undefined || comment.text === '') missing.push(path);
+      const record = recordValue(child);
+      options.push({
+        path,
+        type: typeOf(child),
+        default: defaultOf(child, comment, required.has(name)),
+        description: comment?.text ?? '',
+      });
+      // Nested options: an object schema constant, directly or as a record's values.
+      const nested = record ?? child;
+      if (ref !== undefined && objects.has(ref) && nested.properties !== undefined)
+        walk(nested, ref, record === undefined ? path : `${path}.<name>`);
+    }
+  };
+  walk(json, 'configSchema', '');
+  if (missing.length > 0)
+    throw new Error(
+      `options without a TSDoc description in ${relative(root, schemaFile)}: ${missing.join(', ')}`,
+    );
+  return options;
+}
+
+/** The Markdown of docs/configuration.md. */
+export function renderReference(schemaFile = SCHEMA_FILE): string {
+  const options = collectOptions(schemaFile);
+  const groups = new Map<string, OptionDoc[]>();
+  for (const option of options) {
+    const dot = option.path.indexOf('.');
+    const isGroup = options.some((o) => o.path.startsWith(`${option.path}.`));
+    const group = dot === -1 ? (isGroup ? option.path : '') : option.path.slice(0, dot);
+    groups.set(group, [...(groups.get(group) ?? []), option]);
+  }
+  const source = relative(root, schemaFile);
+  const lines = [
+    '# Configuration reference',
+    '',
+    '<!-- Generated by `npm run docs:config` from the TSDoc of ' +
+      `${source}; edit the comments there, not this file. -->`,
+    '',
+    'One config object (usually a `walcache.config.ts` module exporting `defineConfig({...})`)',
+    'is shared by the services, `walcache worker` and `walcache jobs`, so a row maps to the',
+    'same keys and tags everywhere. It is validated once (zod) when a component starts and',
+    'frozen; an unknown option or a bad value is a `ConfigError` naming the option.',
+    '',
+    'Environment variables fill in what the config leaves out: `REDIS_URL` (default',
+    '`redis://127.0.0.1:6379`) or `REDIS_CLUSTER_NODES` (comma-separated seeds of a Redis',
+    'Cluster), `DATABASE_URL` (default `postgres://127.0.0.1:5432/test`), `WALCACHE_PREFIX`',
+    '(default `walcache`). Durations are in milliseconds.',
+    '',
+    'Sections:',
+    '',
+    ...[...groups.keys()].map((g) => `- [${g === '' ? 'Top level' : `\`${g}\``}](#${anchor(g)})`),
+  ];
+  for (const [group, rows] of groups) {
+    lines.push('', `## ${group === '' ? 'Top level' : `\`${group}\``}`, '');
+    lines.push('| option | type | default | description |', '|---|---|---|---|');
+    for (const o of rows)
+      lines.push(
+        `| \`${o.path}\` | ${cell(o.type)} | ${cell(o.default)} | ${cell(o.description)} |`,
+      );
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function anchor(group: string): string {
+  return group === '' ? 'top-level' : group.toLowerCase().replace(/[^a-z0-9-]/g, '');
+}
+
+/** A table cell: pipes escaped, one line. */
+function cell(text: string): string {
+  return text.replace(/\|/g, '\\|').replace(/\s+/g, ' ').trim();
+}
+
+function recordValue(schema: JsonSchema): JsonSchema | undefined {
+  return schema.type === 'object' &&
+    schema.properties === undefined &&
+    typeof schema.additionalProperties === 'object'
+    ? schema.additionalProperties
+    : undefined;
+}
+
+function typeOf(schema: JsonSchema): string {
+  if (schema.anyOf !== undefined) return schema.anyOf.map(shapeOf).join(' or ');
+  if (schema.enum !== undefined)
+    return schema.enum.map((v) => `\`${JSON.stringify(v)}\``).join(' or ');
+  const record = recordValue(schema);
+  if (record !== undefined) return `record of ${typeOf(record)}`;
+  switch (schema.type) {
+    case 'integer':
+    case 'number': {
+      const name = schema.type;
+      const max =
+        schema.maximum !== undefined && schema.maximum < Number.MAX_SAFE_INTEGER
+          ? schema.maximum
+          : undefined;
+      if (schema.exclusiveMinimum === 0 && max === undefined) return `${name} > 0`;
+      if (schema.minimum !== undefined && max !== undefined)
+        return `${name} ${schema.minimum}–${max}`;
+      if (schema.minimum !== undefined) return `${name} ≥ ${schema.minimum}`;
+      return name;
+    }
+    case 'string':
+      return schema.format === 'uri' ? 'URL' : 'string';
+    case 'boolean':
+      return 'boolean';
+    case 'array':
+      return `${schema.items === undefined ? 'unknown' : typeOf(schema.items)}[]`;
+    case 'object':
+      return 'object';
+    case undefined:
+      return 'function'; // unrepresentable in JSON Schema: `entities.<name>.tags`
+    default:
+      return String(schema.type);
+  }
+}
+
+/** An object alternative by its keys (`{ every }`), so a union of objects reads as one. */
+function shapeOf(schema: JsonSchema): string {
+  if (schema.type !== 'object' || schema.properties === undefined) return typeOf(schema);
+  const required = new Set(schema.required ?? []);
+  const keys = Object.keys(schema.properties).map((k) => (required.has(k) ? k : `${k}?`));
+  return `\`{ ${keys.join(', ')} }\``;
+}
+
+function defaultOf(schema: JsonSchema, comment: Comment | undefined, required: boolean): string {
+  if (comment?.defaultTag !== undefined) return comment.defaultTag;
+  if (schema.default !== undefined) {
+    const value = schema.default;
+    if (Array.isArray(value) && value.length === 0) return '`[]`';
+    if (typeof value === 'object' && value !== null && Object.keys(value).length === 0)
+      return recordValue(schema) !== undefined ? '`{}`' : '(its defaults)';
+    return `\`${JSON.stringify(value)}\``;
+  }
+  return required ? 'required' : 'none';
+}
+
+/**
+ * The TSDoc of every `z.object({...})` in the schema file, and in the files it imports
+ * relatively (a schema split over several files), by the constant it belongs to.
+ */
+function readComments(schemaFile: string) {
+  const objects = new Map<string, ObjectComments>();
+  const constComments = new Map<string, Comment>();
+  const seen = new Set<string>();
+  const read = (file: string) => {
+    if (seen.has(file) || !existsSync(file)) return;
+    seen.add(file);
+    const sourceFile = ts.createSourceFile(
+      file,
+      readFileSync(file, 'utf8'),
+      ts.ScriptTarget.Latest,
+      true,
+    );
+    readFile(sourceFile, objects, constComments);
+    for (const statement of sourceFile.statements) {
+      if (
+        ts.isImportDeclaration(statement) &&
+        ts.isStringLiteral(statement.moduleSpecifier) &&
+        statement.moduleSpecifier.text.startsWith('.')
+      )
+        read(resolve(dirname(file), statement.moduleSpecifier.text.replace(/\.js$/, '.ts')));
+    }
+  };
+  read(schemaFile);
+  return { objects, constComments };
+}
+
+function readFile(
+  sourceFile: ts.SourceFile,
+  objects: Map<string, ObjectComments>,
+  constComments: Map<string, Comment>,
+): void {
+  for (const statement of sourceFile.statements) {
+    if (!ts.isVariableStatement(statement)) continue;
+    for (const declaration of statement.declarationList.declarations) {
+      if (!ts.isIdentifier(declaration.name) || declaration.initializer === undefined) continue;
+      const name = declaration.name.text;
+      const comment = commentOf(statement);
+      if (comment !== undefined) constComments.set(name, comment);
+      const literal = objectLiteralOf(declaration.initializer);
+      if (literal === undefined) continue;
+      const properties = new Map<string, PropertyInfo>();
+      for (const property of literal.properties) {
+        if (!ts.isPropertyAssignment(property)) continue;
+        const key = property.name.getText(sourceFile);
+        properties.set(key, {
+          comment: commentOf(property),
+          schemaRef: schemaRefOf(property.initializer),
+        });
+      }
+      objects.set(name, { properties });
+    }
+  }
+}
+
+/** The object literal of `z.object({...})` at the root of a method chain. */
+function objectLiteralOf(node: ts.Expression): ts.ObjectLiteralExpression | undefined {
+  let current: ts.Expression = node;
+  while (ts.isCallExpression(current)) {
+    const callee = current.expression;
+    if (
+      ts.isPropertyAccessExpression(callee) &&
+      ts.isIdentifier(callee.expression) &&
+      callee.expression.text === 'z' &&
+      callee.name.text === 'object'
+    ) {
+      const [argument] = current.arguments;
+      return argument !== undefined && ts.isObjectLiteralExpression(argument)
+        ? argument
+        : undefined;
+    }
+    if (!ts.isPropertyAccessExpression(callee)) return undefined;
+    current = callee.expression;
+  }
+  return undefined;
+}
+
+/** The `...Schema` constant an option's value is built from, if any. */
+function schemaRefOf(node: ts.Node): string | undefined {
+  let found: string | undefined;
+  const visit = (child: ts.Node) => {
+    if (found !== undefined) return;
+    if (ts.isIdentifier(child) && /Schema$/.test(child.text)) found = child.text;
+    else ts.forEachChild(child, visit);
+  };
+  visit(node);
+  return found;
+}
+
+/** The last TSDoc block before a node: its text on one line, and its `@default` tag. */
+function commentOf(node: ts.Node): Comment | undefined {
+  const docs = ts.getJSDocCommentsAndTags(node).filter(ts.isJSDoc);
+  const doc = docs.at(-1);
+  if (doc === undefined) return undefined;
+  const text = oneLine(ts.getTextOfJSDocComment(doc.comment) ?? '');
+  const tag = doc.tags?.find((t) => t.tagName.text === 'default');
+  const defaultText =
+    tag === undefined ? undefined : oneLine(ts.getTextOfJSDocComment(tag.comment) ?? '');
+  return { text, defaultTag: defaultText === undefined ? undefined : codeDefault(defaultText) };
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s+/g, ' ').trim();
+}
+
+/**
+ * A `@default` as shown: a literal or an expression in backticks, and words after it
+ * (`1 on a cluster or Sentinel set-up, 0 on one server`) as they are.
+ */
+function codeDefault(text: string): string {
+  if (text.includes('`')) return text;
+  const match = /^(\S+)(.*)$/.exec(text);
+  if (match === null) return text;
+  const [, head = '', rest = ''] = match;
+  if (/^(none|the|its)$/.test(head)) return text;
+  // An expression runs to the first space not inside one (`process.env.X ?? 'y'`).
+  const expression = /^([^\s(]+(?: \?\? [^\s]+)*)(.*)$/.exec(text);
+  if (expression === null) return `\`${head}\`${rest}`;
+  return `\`${expression[1]}\`${expression[2]}`;
+}
+
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const text = renderReference();
+  if (process.argv.includes('--check')) {
+    const current = readFileSync(REFERENCE_FILE, 'utf8');
+    if (current !== text) {
+      console.error(`${relative(root, REFERENCE_FILE)} is out of date: run npm run docs:config`);
+      process.exit(1);
+    }
+  } else {
+    writeFileSync(REFERENCE_FILE, text);
+    console.log(`wrote ${relative(root, REFERENCE_FILE)}`);
+  }
+}

@@ -23,7 +23,8 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
-import { createRepository, defineConfig, pgConfig } from '../src/index.js';
+import { pgConfig } from '../src/config/database.js';
+import { createRepository, defineConfig } from '../src/index.js';
 import { deleteByPrefix } from '../test/helpers.js';
 import { type Summary, sig, summarize } from './stats.js';
 

@@ -5,8 +5,10 @@
  */
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
-import { CacheEngine, pgConfig, resolveConfig, WriteBehindStore } from '../src/index.js';
+import { pgConfig } from '../src/config/database.js';
+import { CacheEngine, resolveConfig } from '../src/index.js';
 import { flushWriteBehind } from '../src/write-behind/write-behind-flush.js';
+import { WriteBehindStore } from '../src/write-behind/write-behind-store.js';
 import { serve } from './cdc-common.js';
 import { exitWithParent } from './children.js';
 

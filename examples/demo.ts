@@ -45,8 +45,8 @@ import {
   resolveConfig,
   SetupError,
   setup,
-  WriteBehindStore,
 } from '../src/index.js';
+import { WriteBehindStore } from '../src/write-behind/write-behind-store.js';
 import { currentWalLsn, formatBytes, lsnToBigInt, waitApplied } from './demo-catch-up.js';
 import { createService, type Database, SCHEMA_SQL, serviceConfig } from './http-service.js';
 

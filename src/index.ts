@@ -1,26 +1,17 @@
 /**
- * walcache: the public API. Nothing outside this file is part of it.
+ * walcache: the public API. Nothing outside this file is part of it: what a service, a
+ * worker process or an operations script composes. Decoders, queue plumbing, migration
+ * internals and the write-behind store are internal (their modules may change).
  */
 
-export type { BusMessage } from './cache/bus.js';
+// Reading through the cache: the Kysely repository, and the engine under it
 export { CacheEngine, type EngineOptions, type LoadOptions } from './cache/cache-engine.js';
 export { type CacheEventMap, CacheEvents, type Tier } from './cache/cache-events.js';
 export type { BreakerState } from './cache/circuit-breaker.js';
-export { type Heartbeat, parseHeartbeat } from './cache/heartbeat.js';
+// The invalidation worker, and the database set-up it needs
 export { InvalidationWorker, type WorkerOptions } from './cdc/invalidation-worker.js';
-export {
-  createPgoutputDecoder,
-  decodePgoutput,
-  pgoutputPluginOptions,
-} from './cdc/pgoutput-decoder.js';
-export { type AssemblerStats, TransactionAssembler } from './cdc/transaction-assembler.js';
-export {
-  decodeWal2json,
-  parseWal2json,
-  WAL2JSON_OPTIONS,
-  wal2jsonSqlOptions,
-} from './cdc/wal2json-decoder.js';
 export { type WorkerEventMap, WorkerEvents, type WorkerRole } from './cdc/worker-events.js';
+// Configuration
 export {
   DEFAULT_DATABASE_URL,
   DEFAULT_REDIS_URL,
@@ -31,7 +22,6 @@ export { pgConfig } from './config/database.js';
 export { defineConfig } from './config/define-config.js';
 export type { DecoderName, WalcacheConfigInput } from './config/schema.js';
 export {
-  createMigrator,
   DEFAULT_WALCACHE_SCHEMA,
   type MigrationOptions,
   type MigrationRun,
@@ -39,8 +29,6 @@ export {
   type PendingMigration,
   pendingMigrations,
   runMigrations,
-  SqlFileMigrationProvider,
-  type SqlMigration,
 } from './database/migrations.js';
 export {
   type SetupOptions,
@@ -50,11 +38,14 @@ export {
   type SetupStepName,
   setup,
 } from './database/setup.js';
+// Errors: each extends WalcacheError and has a stable `code`; `errors` holds them all
 export { DatabaseUnavailableError } from './errors/database-unavailable-error.js';
+export { errors } from './errors/error-map.js';
 export {
   ClosedError,
   ConfigError,
   CorruptEntryError,
+  DecodeError,
   EncryptionKeyError,
   EvictionPolicyError,
   InvalidKeyError,
@@ -66,55 +57,37 @@ export {
   SetupError,
   UnknownEntityError,
   ValueTooLargeError,
+  WarmerSqlError,
 } from './errors/typed-errors.js';
 export { WalcacheError, type WalcacheErrorCode } from './errors/walcache-error.js';
+// Jobs: warming and write-behind flushing
 export { JobsRunner, type JobsRunnerOptions } from './jobs/jobs-runner.js';
 export {
   type RunWarmerOptions,
   runWarmer,
-  WarmerSqlError,
   type WarmProgress,
   type WarmSummary,
   type WarmTarget,
 } from './jobs/warm.js';
+// Keys and tags (for `invalidate`, and to read what the repository caches)
 export {
   columnTag,
-  encodeKeyPart,
   entityKey,
-  Keys,
   key,
-  keyValue,
-  MAX_KEY_LENGTH,
-  parseEntityKey,
-  tableResetTag,
   tableTag,
   tag,
   uniqueKey,
 } from './keys/redis-keys.js';
+// Operations and metrics
 export { collectEngineMetrics } from './metrics/prometheus.js';
 export { recordVerifyMetrics } from './metrics/verify-metrics.js';
-export {
-  type ChangeEvent,
-  type ChangeOp,
-  compareLsn,
-  type DecodedRecord,
-  type DecodedTransaction,
-  DecodeError,
-  type LogicalMessage,
-  normalizeLsn,
-} from './model/change-event.js';
-export { emptyInvalidation, type Invalidation, mapTransaction } from './model/change-mapper.js';
-export { buildChangeModel, type ChangeModel, type TableModel } from './model/table-model.js';
+export { collectWorkerMetrics } from './metrics/worker-metrics.js';
 export {
   type DoctorCheck,
   type DoctorOptions,
   type DoctorReport,
   type DoctorStatus,
   doctor,
-  HEARTBEAT_MAX_AGE_MS,
-  RETAINED_WAL_WARN_BYTES,
-  WORKER_LAG_WARN_MS,
-  WRITE_BEHIND_OLDEST_WARN_MS,
 } from './ops/doctor.js';
 export {
   type HitRate,
@@ -131,31 +104,6 @@ export {
   type VerifySkipped,
   verify,
 } from './ops/verify.js';
-export {
-  ACCESS_LOG_QUEUE,
-  type AccessLogJobData,
-  createQueues,
-  enqueueFlush,
-  enqueueWarm,
-  FLUSH_QUEUE,
-  type FlushJobData,
-  QUEUE_NAMES,
-  type QueueName,
-  queueConnection,
-  queuePrefix,
-  queuesReady,
-  WARM_QUEUE,
-  type WalcacheQueues,
-  type WarmJobData,
-} from './queues/walcache-queues.js';
-export {
-  type AccessLogFlushResult,
-  AccessLogSampler,
-  type FlushAccessLogOptions,
-  flushAccessLog,
-  type HotKey,
-  hottestKeys,
-} from './repository/access-log.js';
 export type {
   EntityRepository,
   FindManyResult,
@@ -189,18 +137,3 @@ export {
 } from './repository/repository.js';
 export type { EntityTypes, EntityTypesOf } from './repository/types.js';
 export type { EntityWriter } from './repository/writes.js';
-export {
-  type FlushOptions,
-  type FlushResult,
-  flushWriteBehind,
-} from './write-behind/write-behind-flush.js';
-export type {
-  Fence,
-  PendingRecord,
-  PendingWrite,
-} from './write-behind/write-behind-record.js';
-export {
-  type DeadLetter,
-  type WriteBehindStats,
-  WriteBehindStore,
-} from './write-behind/write-behind-store.js';

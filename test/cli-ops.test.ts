@@ -10,12 +10,12 @@ import { invalidateCommand } from '../src/cli/invalidate-command.js';
 import { statsCommand } from '../src/cli/stats-command.js';
 import {
   collectEngineMetrics,
-  Keys,
   resolveConfig,
   stats,
   type WalcacheConfigInput,
   type WalcacheStats,
 } from '../src/index.js';
+import { Keys } from '../src/keys/redis-keys.js';
 import { startHttpServer } from '../src/metrics/http-server.js';
 import {
   type CliRun,

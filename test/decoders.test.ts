@@ -4,12 +4,12 @@ import { describe, it } from 'node:test';
 import { createPgoutputDecoder, decodePgoutput } from '../src/cdc/pgoutput-decoder.js';
 import { TransactionAssembler } from '../src/cdc/transaction-assembler.js';
 import { decodeWal2json, parseWal2json, parseWal2jsonFast } from '../src/cdc/wal2json-decoder.js';
+import { DecodeError } from '../src/errors/typed-errors.js';
 import {
   type ChangeEvent,
   compareLsn,
   type DecodedRecord,
   type DecodedTransaction,
-  DecodeError,
   normalizeLsn,
 } from '../src/model/change-event.js';
 

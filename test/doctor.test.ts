@@ -7,11 +7,11 @@ import {
   type DoctorCheck,
   type DoctorReport,
   doctor,
-  Keys,
   resolveConfig,
   setup,
   type WalcacheConfigInput,
 } from '../src/index.js';
+import { Keys } from '../src/keys/redis-keys.js';
 import { allowListFix, parsePluginList } from '../src/ops/doctor.js';
 import {
   freePort,

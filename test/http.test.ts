@@ -11,6 +11,7 @@ import {
   SEED_SQL,
   serviceConfig,
 } from '../examples/http-service.js';
+import { pgConfig } from '../src/config/database.js';
 import {
   CacheEngine,
   ConfigError,
@@ -19,7 +20,6 @@ import {
   createRepository,
   etag,
   isNotModified,
-  pgConfig,
   SerializationError,
   sendCached,
 } from '../src/index.js';

@@ -6,17 +6,15 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { Job } from 'bullmq';
 import {
-  createQueues,
   defineConfig,
-  enqueueWarm,
   entityKey,
   JobsRunner,
-  queueConnection,
   resolveConfig,
   runMigrations,
   type WalcacheConfigInput,
   type WarmSummary,
 } from '../src/index.js';
+import { createQueues, enqueueWarm, queueConnection } from '../src/queues/walcache-queues.js';
 import {
   freePort,
   REDIS_CONFIG,

@@ -1,18 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { resolveConfig } from '../src/config/config.js';
-import {
-  columnTag,
-  entityKey,
-  InvalidKeyError,
-  Keys,
-  key,
-  MAX_KEY_LENGTH,
-  mapTransaction,
-  parseEntityKey,
-  tag,
-  uniqueKey,
-} from '../src/index.js';
+import { columnTag, entityKey, InvalidKeyError, key, tag, uniqueKey } from '../src/index.js';
+import { Keys, MAX_KEY_LENGTH, parseEntityKey } from '../src/keys/redis-keys.js';
+import { mapTransaction } from '../src/model/change-mapper.js';
 import { buildChangeModel } from '../src/model/table-model.js';
 
 describe('keys', () => {

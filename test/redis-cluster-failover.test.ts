@@ -13,8 +13,8 @@ import {
   defineConfig,
   RedisUnavailableError,
   resolveConfig,
-  WriteBehindStore,
 } from '../src/index.js';
+import { WriteBehindStore } from '../src/write-behind/write-behind-store.js';
 import { sleep, uniquePrefix, waitFor } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 import { type PrivateCluster, startCluster } from './redis-cluster-servers.js';

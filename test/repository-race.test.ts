@@ -1,12 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import {
-  createRepository,
-  defineConfig,
-  flushAccessLog,
-  hottestKeys,
-  runMigrations,
-} from '../src/index.js';
+import { createRepository, defineConfig, runMigrations } from '../src/index.js';
+import { flushAccessLog, hottestKeys } from '../src/repository/access-log.js';
 import { REDIS_CONFIG, Resources, uniquePrefix } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 import { countingDb, SelectGate, TEST_TABLES } from './repo-helpers.js';

@@ -11,10 +11,10 @@ import {
   InvalidKeyError,
   InvalidQueryError,
   InvalidWriteError,
-  tableResetTag,
   UnknownEntityError,
   uniqueKey,
 } from '../src/index.js';
+import { tableResetTag } from '../src/keys/redis-keys.js';
 import { REDIS_CONFIG, Resources, storedUnder, uniquePrefix } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 import { countingDb, TEST_TABLES } from './repo-helpers.js';

@@ -11,11 +11,11 @@ import {
   defineConfig,
   RedisUnavailableError,
   resolveConfig,
-  tableResetTag,
   UnknownEntityError,
   type VerifyReport,
   verify,
 } from '../src/index.js';
+import { tableResetTag } from '../src/keys/redis-keys.js';
 import { freePort, REDIS_CONFIG, Resources, runCli, uniquePrefix } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 import { countingDb, TEST_TABLES } from './repo-helpers.js';

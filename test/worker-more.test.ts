@@ -3,6 +3,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { InvalidationWorker } from '../src/cdc/invalidation-worker.js';
 import { entityKey, resolveConfig, SetupError } from '../src/index.js';
+import { tableResetTag } from '../src/keys/redis-keys.js';
 import { freePort, Resources, sleep, uniquePrefix, waitFor } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 
@@ -124,7 +125,6 @@ describe('invalidation worker: identity, row cap, pgoutput, races, Redis pauses'
     const load = async (id: number) =>
       (await scope.q('SELECT n FROM $schema.users WHERE id = $1', [id])).rows[0]?.n;
     // Entities depend on their table's reset tag, so a collapsed transaction reaches them.
-    const { tableResetTag } = await import('../src/index.js');
     const tags = [tableResetTag(`${scope.schema}.users`)];
     assert.equal(await reader.getOrLoad(entityKey('users', [4321]), () => load(4321), { tags }), 0);
     await scope.q('UPDATE $schema.users SET n = n + 1'); // 5000 rows, one transaction

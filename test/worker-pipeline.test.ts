@@ -13,14 +13,8 @@ import { parseHeartbeat } from '../src/cache/heartbeat.js';
 import { InvalidationWorker } from '../src/cdc/invalidation-worker.js';
 import { Invalidator } from '../src/cdc/invalidator.js';
 import { tagVersionTtlMs } from '../src/config/config.js';
-import {
-  CacheEngine,
-  columnTag,
-  entityKey,
-  Keys,
-  resolveConfig,
-  tableResetTag,
-} from '../src/index.js';
+import { CacheEngine, columnTag, entityKey, resolveConfig } from '../src/index.js';
+import { Keys, tableResetTag } from '../src/keys/redis-keys.js';
 import { emptyInvalidation, mapTransaction } from '../src/model/change-mapper.js';
 import { buildChangeModel } from '../src/model/table-model.js';
 import { REDIS_CONFIG, Resources, sleep, startRedis, uniquePrefix, waitFor } from './helpers.js';

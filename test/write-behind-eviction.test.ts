@@ -5,11 +5,11 @@ import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
+import { pgConfig } from '../src/config/database.js';
 import {
   createRepository,
   defineConfig,
   JobsRunner,
-  pgConfig,
   resolveConfig,
   type WalcacheConfigInput,
 } from '../src/index.js';

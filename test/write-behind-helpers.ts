@@ -1,13 +1,9 @@
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
-import {
-  createRepository,
-  defineConfig,
-  pgConfig,
-  resolveConfig,
-  WriteBehindStore,
-} from '../src/index.js';
+import { pgConfig } from '../src/config/database.js';
+import { createRepository, defineConfig, resolveConfig } from '../src/index.js';
 import { flushWriteBehind } from '../src/write-behind/write-behind-flush.js';
+import { WriteBehindStore } from '../src/write-behind/write-behind-store.js';
 import { REDIS_CONFIG, Resources, uniquePrefix } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 

@@ -5,12 +5,12 @@ import { after, before, describe, it } from 'node:test';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { InvalidationWorker } from '../src/cdc/invalidation-worker.js';
+import { pgConfig } from '../src/config/database.js';
 import {
   ConfigError,
   createRepository,
   defineConfig,
   InvalidWriteError,
-  pgConfig,
   resolveConfig,
   SerializationError,
   ValueTooLargeError,

@@ -4,11 +4,11 @@
  * column text with the pg client's type parsers.
  */
 import { type Pgoutput, PgoutputPlugin } from 'pg-logical-replication';
+import { DecodeError } from '../errors/typed-errors.js';
 import {
   type ChangeEvent,
   type ChangeOp,
   type DecodedRecord,
-  DecodeError,
   type LogicalMessage,
   normalizeLsn,
 } from '../model/change-event.js';

@@ -4,11 +4,11 @@
 
 import pg from 'pg';
 import type { Wal2JsonPluginOptions } from 'pg-logical-replication';
+import { DecodeError } from '../errors/typed-errors.js';
 import {
   type ChangeEvent,
   type ChangeOp,
   type DecodedRecord,
-  DecodeError,
   normalizeLsn,
 } from '../model/change-event.js';
 

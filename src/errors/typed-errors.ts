@@ -210,3 +210,36 @@ function show(value: unknown): string {
     return Object.prototype.toString.call(value);
   }
 }
+
+/**
+ * A plugin message that cannot be decoded (wrong shape, wrong types, garbage bytes).
+ * Decoders throw it; the worker logs and counts it and decides what to do, it never
+ * crashes on one.
+ */
+export class DecodeError extends WalcacheError {
+  /** Which decoder threw: 'wal2json' or 'pgoutput'. */
+  readonly plugin: string;
+
+  constructor(plugin: string, reason: string, options: { cause?: unknown } = {}) {
+    super('E_DECODE', `Cannot decode ${plugin} message: ${reason}`, {
+      cause: options.cause,
+      context: { plugin },
+    });
+    this.plugin = plugin;
+  }
+}
+
+/** A warmer's SQL failed (missing table, syntax, connection): the Postgres error is the `cause`. */
+export class WarmerSqlError extends WalcacheError {
+  constructor(
+    readonly warmer: string,
+    readonly file: string,
+    cause: unknown,
+  ) {
+    super(
+      'E_WARMER_SQL',
+      `Warmer "${warmer}": its SQL (${file}) failed: ${cause instanceof Error ? cause.message : String(cause)}`,
+      { cause, context: { warmer, file } },
+    );
+  }
+}

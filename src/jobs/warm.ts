@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { CompiledQuery, type Kysely } from 'kysely';
 import type { CacheEngine } from '../cache/cache-engine.js';
 import type { ResolvedConfig } from '../config/config.js';
-import { ConfigError, RedisUnavailableError } from '../errors/typed-errors.js';
+import { ConfigError, RedisUnavailableError, WarmerSqlError } from '../errors/typed-errors.js';
 import { parseEntityKey } from '../keys/redis-keys.js';
 import type { WarmResult } from '../repository/entity-repository.js';
 
@@ -73,21 +73,6 @@ export interface RunWarmerOptions {
 
 /** How long a warm waits for the cache's Redis to connect. */
 const READY_TIMEOUT_MS = 5_000;
-
-/** The warmer's SQL failed (missing table, syntax, connection): the Postgres error is the `cause`. */
-export class WarmerSqlError extends Error {
-  constructor(
-    readonly warmer: string,
-    readonly file: string,
-    cause: unknown,
-  ) {
-    super(
-      `Warmer "${warmer}": its SQL (${file}) failed: ${cause instanceof Error ? cause.message : String(cause)}`,
-      { cause },
-    );
-    this.name = 'WarmerSqlError';
-  }
-}
 
 /**
  * The package's `sql/` folder: `../../sql` from `src/jobs/` (running the sources),

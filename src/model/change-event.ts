@@ -1,3 +1,4 @@
+import { DecodeError } from '../errors/typed-errors.js';
 /**
  * The decoder-neutral shape of what the invalidation worker consumes. Both decoders
  * (wal2json format 2, pgoutput) produce these, so the mapping to keys and tags is written
@@ -85,26 +86,6 @@ export type DecodedRecord =
     }
   | { readonly kind: 'message'; readonly message: LogicalMessage }
   | { readonly kind: 'skip'; readonly reason: string };
-
-/**
- * A plugin message that cannot be decoded (wrong shape, wrong types, garbage bytes).
- * Decoders throw it; the worker logs and counts it and decides what to do, it never
- * crashes on one.
- */
-export class DecodeError extends Error {
-  readonly code = 'E_DECODE' as const;
-  /** Which decoder threw: 'wal2json' or 'pgoutput'. */
-  readonly plugin: string;
-
-  constructor(plugin: string, reason: string, options: { cause?: unknown } = {}) {
-    super(
-      `Cannot decode ${plugin} message: ${reason}`,
-      options.cause === undefined ? undefined : { cause: options.cause },
-    );
-    this.name = 'DecodeError';
-    this.plugin = plugin;
-  }
-}
 
 const LSN_PATTERN = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/;
 

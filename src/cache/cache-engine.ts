@@ -1,13 +1,12 @@
 import { performance } from 'node:perf_hooks';
 import { LRUCache } from 'lru-cache';
-import { Keyring, OpenError } from '../codec/keyring.js';
+import { Keyring } from '../codec/keyring.js';
 import { Codec } from '../codec/value-codec.js';
 import { type ResolvedConfig, resolveConfig, tagVersionTtlMs } from '../config/config.js';
 import type { WalcacheConfigInput } from '../config/schema.js';
 import {
   ClosedError,
   ConfigError,
-  CorruptEntryError,
   EncryptionKeyError,
   RedisUnavailableError,
 } from '../errors/typed-errors.js';
@@ -39,13 +38,16 @@ import {
   tombstoneValue,
   untaggedPayloadAt,
 } from './envelope.js';
-import { type Heartbeat, parseHeartbeat } from './heartbeat.js';
+import type { Heartbeat } from './heartbeat.js';
 import { L1Tier } from './l1-tier.js';
+import { INVALID, type L2Read, L2Reader, RESOLVED, type Verdict } from './l2-read.js';
 import { isBumpVersion, L2Tier, versionTime, versionXids } from './l2-tier.js';
 import { closeClient, isCluster, type RedisClient } from './redis-client.js';
 import { createCacheRedis, waitReady } from './redis-connection.js';
 import { copyForCaller, forCaller, type SharedValue, share } from './shared-value.js';
 import { allVisible, compactSnapshot } from './snapshot.js';
+import { VersionTrust } from './version-trust.js';
+import { WorkerLag } from './worker-lag.js';
 
 /** Per-call options of `getOrLoad`. Every one falls back to the config. */
 export interface LoadOptions {
@@ -118,25 +120,6 @@ export interface EngineOptions {
   readonly env?: NodeJS.ProcessEnv;
 }
 
-interface L2Read {
-  readonly state: EntryState;
-  /** Current version of every tag named by the call or by the entry (null: missing). */
-  readonly versions: Map<string, string | null>;
-  readonly epoch: string;
-}
-
-/** fresh; stale (refresh it); early (XFetch says refresh now); refreshing (stale, a refresh is under way). */
-type Verdict =
-  | {
-      readonly kind: 'fresh' | 'stale' | 'early' | 'refreshing';
-      /** Decoded and made read-only (`share`). */
-      readonly value: unknown;
-      readonly shared: SharedValue;
-    }
-  | { readonly kind: 'invalid' };
-
-const INVALID: Verdict = { kind: 'invalid' };
-const EMPTY_STATE: EntryState = { kind: 'empty' };
 /** The options of a call that passes none (one object, not one per call). */
 const NO_OPTIONS: LoadOptions = Object.freeze({});
 /** `#untaggedHit`: the entry goes the ordinary way. */
@@ -145,7 +128,6 @@ const NOT_IN_PLACE = Symbol('not in place');
 const L2_FAILED = Symbol('L2 failed');
 /** Largest clock difference between processes that derived tags (`tagsOf`) tolerate. */
 const CLOCK_SKEW_MS = 1_000;
-const RESOLVED = Symbol('resolved');
 
 /**
  * The two-tier cache: an in-process L1 and a Redis L2 whose fills are protected by a
@@ -183,23 +165,18 @@ export class CacheEngine {
   /** Wake-ups of reads waiting for another process's fill, by key (see #awaitOthersFill). */
   readonly #waiters = new Map<string, Set<() => void>>();
   readonly #refreshing = new Set<string>();
-  /** Tag versions read from Redis and trusted while the bus is healthy (like the epoch). */
-  readonly #trustedTags = new LRUCache<string, string>({ max: 50_000 });
+  /** The epoch and tag versions trusted from memory while the bus is healthy. */
+  readonly #versions: VersionTrust;
+  readonly #workerLag: WorkerLag;
+  readonly #reader: L2Reader;
   /** Values loaded, by key, for `cache.graceMs` (undefined when grace is off). */
   readonly #lastGood:
     | LRUCache<string, { readonly value: unknown; readonly at: number }>
     | undefined;
-  /** Lifetime of a tag version key this engine creates or bumps (`tagVersionTtlMs`). */
-  readonly #tagTtlMs: number;
-  #epoch: string | undefined;
   /** The UTF-8 bytes of an epoch (`#untaggedHit` compares them in place). */
   #epochText: string | undefined;
   #epochBytes: Buffer = Buffer.alloc(0);
-  /** Moves on every bus reset, so an epoch read that straddles one is not kept. */
-  #epochGeneration = 0;
   #closing: Promise<void> | undefined;
-  #heartbeat: { readAt: number; commitTime: number } | undefined;
-  #heartbeatRead: Promise<number> | undefined;
 
   constructor(options: EngineOptions = {}) {
     this.config = isResolved(options.config) ? options.config : resolveConfig(options.config);
@@ -225,7 +202,24 @@ export class CacheEngine {
       this.events.emit('l2-error', op, error),
     );
     this.#l1 = config.l1.enabled ? new L1Tier(config.l1) : undefined;
-    this.#tagTtlMs = tagVersionTtlMs(config);
+    this.#versions = new VersionTrust(
+      this.#l2,
+      this.keys,
+      this.#l1,
+      () => this.#bus?.healthy === true,
+      tagVersionTtlMs(config),
+    );
+    this.#workerLag = new WorkerLag(this.#l2, this.keys.heartbeat());
+    this.#reader = new L2Reader({
+      l2: this.#l2,
+      keys: this.keys,
+      versions: this.#versions,
+      codec: this.#codec,
+      keyring: this.#keyring,
+      events: this.events,
+      config,
+      dropCorrupt: (key, state) => this.#dropCorrupt(key, state),
+    });
     this.#lastGood =
       config.cache.graceMs > 0
         ? new LRUCache({ max: config.l1.maxEntries, ttl: config.cache.graceMs })
@@ -244,9 +238,7 @@ export class CacheEngine {
             // Redis stopped answering the bus's PING: every L2 call would wait a command
             // timeout until enough failed to open the breaker; open it now.
             if (reason === 'stalled') this.#breaker.trip();
-            this.#epoch = undefined;
-            this.#epochGeneration++;
-            this.#trustedTags.clear();
+            this.#versions.reset();
             this.#l1?.clear();
             this.#flights.clear(); // every load in flight may predate what was missed
             this.events.emit('l1-reset', reason);
@@ -353,7 +345,7 @@ export class CacheEngine {
               entry.staleUntil,
               entry.fill,
             );
-          if (!slid && this.#refreshEarly(now, entry.freshUntil, entry.loadMs))
+          if (!slid && this.#reader.refreshEarly(now, entry.freshUntil, entry.loadMs))
             this.#refreshInBackground(key, loader, options, 'early');
         } else {
           this.events.emit('stale-served', 'l1', key);
@@ -411,13 +403,8 @@ export class CacheEngine {
    * The invalidation worker's last heartbeat (position applied, commit time), read from
    * Redis now. Null when there is none or Redis cannot say.
    */
-  async workerHeartbeat(): Promise<Heartbeat | null> {
-    try {
-      const [raw] = await this.#l2.getVersions([this.keys.heartbeat()]);
-      return parseHeartbeat(raw ?? null);
-    } catch {
-      return null;
-    }
+  workerHeartbeat(): Promise<Heartbeat | null> {
+    return this.#workerLag.heartbeat();
   }
 
   /**
@@ -433,22 +420,8 @@ export class CacheEngine {
    * the last transaction it applied (its heartbeat). Infinity when it has never run or
    * Redis cannot say. Read from Redis at most every 250 ms.
    */
-  async workerLagMs(): Promise<number> {
-    const cached = this.#heartbeat;
-    if (cached !== undefined && Date.now() - cached.readAt < 250)
-      return Date.now() - cached.commitTime;
-    this.#heartbeatRead ??= this.#l2
-      .getVersions([this.keys.heartbeat()])
-      .then(([raw]) => {
-        const commitTime = parseHeartbeat(raw ?? null)?.commitTime ?? Number.NEGATIVE_INFINITY;
-        this.#heartbeat = { readAt: Date.now(), commitTime };
-        return Date.now() - commitTime;
-      })
-      .catch(() => Number.POSITIVE_INFINITY)
-      .finally(() => {
-        this.#heartbeatRead = undefined;
-      });
-    return this.#heartbeatRead;
+  workerLagMs(): Promise<number> {
+    return this.#workerLag.lagMs();
   }
 
   async #boundedRead<T>(
@@ -478,11 +451,11 @@ export class CacheEngine {
     const snapshot = this.#l1?.snapshot(key, null) ?? 0;
     let read: L2Read;
     try {
-      read = await this.#readL2(key, null);
+      read = await this.#reader.read(key, null);
     } catch {
       return undefined;
     }
-    const verdict = this.#judge(key, read, this.config.encryption.all);
+    const verdict = this.#reader.judge(key, read, this.config.encryption.all);
     if (verdict.kind === 'invalid') {
       this.#dropCorrupt(key, read.state);
       this.events.emit('miss', key);
@@ -522,8 +495,8 @@ export class CacheEngine {
     if (encrypt && this.#keyring === null) throw this.#noKeys();
     const { bytes, compressed } = this.#codec.encode(key, value);
     const token = newToken();
-    const versions = tags.length > 0 ? await this.#currentVersions(tags) : null;
-    const epoch = await this.#currentEpoch();
+    const versions = tags.length > 0 ? await this.#versions.currentVersions(tags) : null;
+    const epoch = await this.#versions.currentEpoch();
     const meta = this.#meta(options, 0, epoch, versions, false);
     const entry = encodeEntry(
       token,
@@ -575,15 +548,15 @@ export class CacheEngine {
     this.#assertOpen();
     const list = this.#checkTags(tags);
     this.#l1?.invalidate([], list);
-    for (const t of list) this.#trustedTags.delete(t);
+    this.#versions.forgetTags(list);
     await this.#l2.bumpVersions(
       list.map((t) => this.keys.tagVersion(t)),
-      this.#tagTtlMs,
+      this.#versions.tagTtlMs,
     );
     // Again once the bump landed: a read between the two may have kept the old version
     // (this process does not hear its own bus messages).
     this.#l1?.invalidate([], list);
-    for (const t of list) this.#trustedTags.delete(t);
+    this.#versions.forgetTags(list);
     await this.#publish([], list);
   }
 
@@ -596,8 +569,8 @@ export class CacheEngine {
     this.#l1?.clear();
     this.#flights.clear();
     await this.#l2.bumpVersions([this.keys.epoch()], 0);
-    this.#epoch = undefined;
-    const epoch = await this.#currentEpoch();
+    this.#versions.forgetEpoch();
+    const epoch = await this.#versions.currentEpoch();
     await this.#publish([], [], epoch);
     return epoch;
   }
@@ -663,7 +636,7 @@ export class CacheEngine {
     // The generation snapshot comes first: any invalidation after it drops our L1 fill.
     const snapshot = this.#snapshot(key, tagList, options);
     if (!options.forceFresh && !options.verifyTags && this.#invalidated.delete(key)) {
-      const known = this.#readFromMemory(tagList);
+      const known = this.#reader.fromMemory(tagList);
       if (known !== undefined) {
         this.events.emit('miss', key);
         return this.#fill(key, loader, options, snapshot, '', known);
@@ -672,7 +645,7 @@ export class CacheEngine {
     // 3. L2: the entry, the versions of its tags and the epoch, in one round trip.
     let read: L2Read;
     try {
-      read = await this.#readL2(key, tagList, options.verifyTags === true);
+      read = await this.#reader.read(key, tagList, options.verifyTags === true);
     } catch {
       return this.#loadWithoutL2(key, loader, options, snapshot);
     }
@@ -691,7 +664,7 @@ export class CacheEngine {
     if (read.state.kind === 'data' || read.state.kind === 'corrupt') {
       const verdict = options.forceFresh
         ? INVALID
-        : this.#judge(key, read, this.#encrypts(options));
+        : this.#reader.judge(key, read, this.#encrypts(options));
       if (verdict.kind !== 'invalid') {
         const stale = verdict.kind === 'stale' || verdict.kind === 'refreshing';
         this.events.emit(stale ? 'stale-served' : 'hit', 'l2', key);
@@ -731,7 +704,7 @@ export class CacheEngine {
       (tags !== undefined && !(Array.isArray(tags) && tags.length === 0))
     )
       return undefined;
-    const epoch = this.#trustedEpoch();
+    const epoch = this.#versions.trustedEpoch();
     if (epoch === undefined) return undefined;
     // The generation snapshot comes first: any invalidation after it drops our L1 fill.
     const snapshot = this.#snapshot(key, null, options);
@@ -824,7 +797,7 @@ export class CacheEngine {
     if (stale) this.#refreshInBackground(key, loader, options, 'stale');
     else if (
       !(sliding && this.#slide(key, options, now, createdAt, freshUntil, staleUntil, fill)) &&
-      this.#refreshEarly(now, freshUntil, loadMs)
+      this.#reader.refreshEarly(now, freshUntil, loadMs)
     )
       this.#refreshInBackground(key, loader, options, 'early');
     return value;
@@ -847,7 +820,7 @@ export class CacheEngine {
         if (buffer === L2_FAILED) throw buffer;
         const state = parseEntry(buffer);
         const versions = new Map<string, string | null>();
-        await this.#addEntryTagVersions(state, versions);
+        await this.#versions.addEntryTagVersions(state, versions);
         read = { state, versions, epoch };
       } catch {
         return await this.#loadWithoutL2(key, loader, options, snapshot);
@@ -870,7 +843,7 @@ export class CacheEngine {
     const token = newToken();
     // Missing tag versions are created in the same round trip as the lease is taken
     // (creating one invalidates nothing, so it need not wait for the lease).
-    const settling = this.#versionsForFill(read);
+    const settling = this.#versions.versionsForFill(read.versions);
     settling.catch(() => {});
     // The fence's snapshot is read beside the lease (it must only precede the load).
     const fence = this.#fenceSnapshot(options);
@@ -882,9 +855,14 @@ export class CacheEngine {
     }
     if (acquired.kind === 'data') {
       // Filled by another process between our GET and the script.
-      const fresh = await this.#readAgain(key, acquired.value, read, options.verifyTags === true);
+      const fresh = await this.#reader.again(
+        key,
+        acquired.value,
+        read,
+        options.verifyTags === true,
+      );
       if (fresh !== RESOLVED) {
-        const verdict = this.#judge(key, fresh, this.#encrypts(options));
+        const verdict = this.#reader.judge(key, fresh, this.#encrypts(options));
         if (verdict.kind !== 'invalid') {
           this.events.emit('hit', 'l2', key);
           this.#storeL1(key, fresh.state, verdict, snapshot);
@@ -1117,7 +1095,7 @@ export class CacheEngine {
     try {
       await Promise.all(
         [...new Set(unknown)].map(async (t) => {
-          const current = await this.#l2.initVersion(this.keys.tagVersion(t), this.#tagTtlMs);
+          const current = await this.#versions.initTagVersion(t);
           extra[t] = current;
           if (isBumpVersion(current) && !(versionTime(current) < loadStartedAt - CLOCK_SKEW_MS))
             settled = false;
@@ -1166,9 +1144,14 @@ export class CacheEngine {
         this.events.emit('lease-wait', key, Date.now() - started, false);
         return this.#fill(key, loader, options, snapshot, '', read);
       }
-      const again = await this.#readAgain(key, buffer as Buffer, read, options.verifyTags === true);
+      const again = await this.#reader.again(
+        key,
+        buffer as Buffer,
+        read,
+        options.verifyTags === true,
+      );
       if (again !== RESOLVED) {
-        const verdict = this.#judge(key, again, this.#encrypts(options));
+        const verdict = this.#reader.judge(key, again, this.#encrypts(options));
         if (verdict.kind !== 'invalid') {
           this.events.emit('lease-wait', key, Date.now() - started, true);
           this.#storeL1(key, again.state, verdict, snapshot);
@@ -1237,9 +1220,9 @@ export class CacheEngine {
     const tags = this.#checkTags(options.tags);
     const tagList = tags.length > 0 ? tags : null;
     const snapshot = this.#snapshot(key, tagList, options);
-    const read = await this.#readL2(key, tagList);
+    const read = await this.#reader.read(key, tagList);
     const verdict =
-      read.state.kind === 'data' ? this.#judge(key, read, this.#encrypts(options)) : INVALID;
+      read.state.kind === 'data' ? this.#reader.judge(key, read, this.#encrypts(options)) : INVALID;
     if (verdict.kind === 'fresh') {
       this.#storeL1(key, read.state, verdict, snapshot); // someone else refreshed it
       return;
@@ -1269,7 +1252,7 @@ export class CacheEngine {
     const lease = refreshValuePrefix(token);
     try {
       const [versions, fence] = await Promise.all([
-        this.#versionsForFill(read),
+        this.#versions.versionsForFill(read.versions),
         this.#fenceSnapshot(options),
       ]);
       await this.#loadAndFill(
@@ -1366,192 +1349,6 @@ export class CacheEngine {
   // --- helpers -------------------------------------------------------------------
 
   /** `verify`: trust no epoch or tag version held in memory (see `LoadOptions.verifyTags`). */
-  async #readL2(key: string, tags: readonly string[] | null, verify = false): Promise<L2Read> {
-    const redisKey = this.keys.entry(key);
-    const versions = new Map<string, string | null>();
-    let state: EntryState;
-    let epoch: string;
-    const trusted = verify ? undefined : this.#trustedEpoch();
-    if (tags === null && trusted !== undefined) {
-      // The common hit: one GET, nothing else to wait for.
-      state = parseEntry(await this.#l2.get(redisKey));
-      epoch = trusted;
-    } else {
-      // Tag versions this process already trusts (see #trustVersions) need no read.
-      const unknown = tags ? (verify ? [...tags] : this.#collectTrusted(tags, versions)) : [];
-      if (unknown.length === 0 && trusted !== undefined) {
-        state = parseEntry(await this.#l2.get(redisKey));
-        epoch = trusted;
-      } else {
-        const generations = this.#tagGenerations(unknown);
-        const [buffer, tagVersions, current] = await Promise.all([
-          this.#l2.get(redisKey),
-          unknown.length > 0
-            ? this.#l2.getVersions(unknown.map((t) => this.keys.tagVersion(t)))
-            : null,
-          verify ? this.#l2.initVersion(this.keys.epoch(), 0) : this.#currentEpoch(),
-        ]);
-        if (tagVersions) {
-          for (let i = 0; i < unknown.length; i++)
-            versions.set(unknown[i] as string, tagVersions[i] ?? null);
-          this.#trustVersions(unknown, tagVersions, generations);
-        }
-        state = parseEntry(buffer);
-        epoch = current;
-      }
-    }
-    if (state.kind === 'data' && state.envelope.tags !== null)
-      await this.#addEntryTagVersions(state, versions, verify);
-    return { state, versions, epoch };
-  }
-
-  /**
-   * An L2 read of a key known to be invalidated, from memory alone: no entry, the trusted
-   * epoch and tag versions. Undefined when one of them is not trusted (then L2 is read).
-   */
-  #readFromMemory(tags: readonly string[] | null): L2Read | undefined {
-    const epoch = this.#trustedEpoch();
-    if (epoch === undefined) return undefined;
-    const versions = new Map<string, string | null>();
-    if (tags !== null && this.#collectTrusted(tags, versions).length > 0) return undefined;
-    return { state: EMPTY_STATE, versions, epoch };
-  }
-
-  /** Re-reads versions for a value that arrived later (another process's fill). */
-  async #readAgain(
-    key: string,
-    buffer: Buffer,
-    previous: L2Read,
-    verify: boolean,
-  ): Promise<L2Read | typeof RESOLVED> {
-    const state = parseEntry(buffer);
-    if (state.kind !== 'data') {
-      if (state.kind === 'corrupt') this.#dropCorrupt(key, state);
-      return RESOLVED;
-    }
-    const versions = new Map(previous.versions);
-    try {
-      await this.#addEntryTagVersions(state, versions, verify);
-    } catch {
-      return RESOLVED;
-    }
-    return { state, versions, epoch: previous.epoch };
-  }
-
-  async #addEntryTagVersions(
-    state: EntryState,
-    versions: Map<string, string | null>,
-    verify = false,
-  ): Promise<void> {
-    if (state.kind !== 'data' || state.envelope.tags === null) return;
-    const notRead = Object.keys(state.envelope.tags).filter((t) => !versions.has(t));
-    const missing = verify ? notRead : this.#collectTrusted(notRead, versions);
-    if (missing.length === 0) return;
-    const generations = this.#tagGenerations(missing);
-    const found = await this.#l2.getVersions(missing.map((t) => this.keys.tagVersion(t)));
-    for (let i = 0; i < missing.length; i++) versions.set(missing[i] as string, found[i] ?? null);
-    this.#trustVersions(missing, found, generations);
-  }
-
-  /**
-   * Puts the trusted versions of `tags` into `versions`; returns the tags still unknown.
-   * Versions are trusted like the epoch: only while the bus is healthy, so a bump reaches
-   * this process as a bus message (which drops the version) within the same delay as it
-   * drops L1 entries.
-   */
-  #collectTrusted(tags: readonly string[], versions: Map<string, string | null>): string[] {
-    if (!this.#bus?.healthy || this.#l1 === undefined) return [...tags];
-    const unknown: string[] = [];
-    for (const t of tags) {
-      const v = this.#trustedTags.get(t);
-      if (v === undefined) unknown.push(t);
-      else versions.set(t, v);
-    }
-    return unknown;
-  }
-
-  #tagGenerations(tags: readonly string[]): number[] | null {
-    if (this.#l1 === undefined || tags.length === 0) return null;
-    return tags.map((t) => (this.#l1 as L1Tier).tagGeneration(t));
-  }
-
-  /**
-   * Keeps versions just read, unless an invalidation of the tag (a bus message, a local
-   * bump, an L1 reset) arrived since `generations` were taken: the version read may
-   * predate it.
-   */
-  #trustVersions(
-    tags: readonly string[],
-    found: ReadonlyArray<string | null | undefined>,
-    generations: readonly number[] | null,
-  ): void {
-    if (generations === null || !this.#bus?.healthy) return;
-    for (let i = 0; i < tags.length; i++) {
-      const version = found[i];
-      const t = tags[i] as string;
-      if (typeof version === 'string' && (this.#l1 as L1Tier).tagGeneration(t) === generations[i])
-        this.#trustedTags.set(t, version);
-    }
-  }
-
-  /**
-   * Is an L2 entry usable, and how fresh? Decrypts and decodes the value. `encrypted`:
-   * the read takes only an encrypted entry.
-   */
-  #judge(key: string, read: L2Read, encrypted: boolean): Verdict {
-    const { state } = read;
-    if (state.kind === 'corrupt') {
-      this.events.emit('corrupt-entry', key, state.reason);
-      return INVALID;
-    }
-    if (state.kind !== 'data') return INVALID;
-    const envelope = state.envelope;
-    if (envelope.epoch !== read.epoch) return INVALID;
-    if (envelope.tags !== null) {
-      for (const t in envelope.tags) if (read.versions.get(t) !== envelope.tags[t]) return INVALID;
-    }
-    const now = Date.now();
-    if (now >= envelope.staleUntil) return INVALID;
-    const payload = this.#decrypt(key, envelope, encrypted);
-    if (payload === null) return INVALID;
-    let value: unknown;
-    let sharedValue: SharedValue;
-    try {
-      value = envelope.negative ? undefined : this.#codec.decode(payload, envelope.compressed);
-      sharedValue = share(value);
-    } catch (error) {
-      const reason = new CorruptEntryError(key, 'payload does not decode', error).message;
-      this.events.emit('corrupt-entry', key, reason);
-      this.#dropCorrupt(key, { kind: 'corrupt', prefix: state.prefix, reason });
-      return INVALID;
-    }
-    const decoded = { value, shared: sharedValue };
-    if (now >= envelope.freshUntil)
-      return { kind: state.refreshing ? 'refreshing' : 'stale', ...decoded };
-    if (!state.refreshing && this.#refreshEarly(now, envelope.freshUntil, envelope.loadMs))
-      return { kind: 'early', ...decoded };
-    return { kind: 'fresh', ...decoded };
-  }
-
-  /** The plain payload of an entry, or null (a `decrypt-failed` miss). */
-  #decrypt(key: string, envelope: Envelope, required: boolean): Buffer | null {
-    let reason: string;
-    if (!envelope.encrypted) {
-      if (!required) return envelope.payload;
-      reason = 'the entry is not encrypted, and this read requires it';
-    } else if (this.#keyring === null) {
-      reason = `the entry is encrypted, and this process has no encryption keys (${this.config.encryption.keysEnv})`;
-    } else {
-      try {
-        return this.#keyring.open(envelope.payload, this.keys.entry(key));
-      } catch (error) {
-        reason = `the entry ${error instanceof OpenError ? error.message : 'does not decrypt'}`;
-      }
-    }
-    this.events.emit('decrypt-failed', key, reason);
-    return null;
-  }
-
   #encrypts(options: Pick<LoadOptions, 'encrypt'>): boolean {
     return options.encrypt ?? this.config.encryption.all;
   }
@@ -1559,13 +1356,6 @@ export class CacheEngine {
   #noKeys(): EncryptionKeyError {
     const name = this.config.encryption.keysEnv;
     return new EncryptionKeyError(name, `${name} is not set, and a read or write asks to encrypt`);
-  }
-
-  /** XFetch: refresh before expiry with a probability that grows as expiry nears. */
-  #refreshEarly(now: number, freshUntil: number, loadMs: number): boolean {
-    const beta = this.config.cache.earlyRefreshBeta;
-    if (beta <= 0 || loadMs <= 0) return false;
-    return now - loadMs * beta * Math.log(Math.random()) >= freshUntil;
   }
 
   /** An L1 generation snapshot; one that never matches when the call skips L1. */
@@ -1622,43 +1412,6 @@ export class CacheEngine {
     void this.#l2.deleteIf(this.keys.entry(key), state.prefix).catch(() => {});
   }
 
-  /** Versions to record in a fill: those read before the load, creating missing ones. */
-  async #versionsForFill(read: L2Read): Promise<Record<string, string> | null> {
-    if (read.versions.size === 0) return null;
-    const out: Record<string, string> = {};
-    await Promise.all(
-      [...read.versions].map(async ([t, v]) => {
-        out[t] = v ?? (await this.#l2.initVersion(this.keys.tagVersion(t), this.#tagTtlMs));
-      }),
-    );
-    return out;
-  }
-
-  async #currentVersions(tags: readonly string[]): Promise<Record<string, string>> {
-    const out: Record<string, string> = {};
-    await Promise.all(
-      tags.map(
-        async (t) => (out[t] = await this.#l2.initVersion(this.keys.tagVersion(t), this.#tagTtlMs)),
-      ),
-    );
-    return out;
-  }
-
-  /** The epoch in memory, if it may be trusted: only while the bus is healthy. */
-  #trustedEpoch(): string | undefined {
-    return this.#bus?.healthy ? this.#epoch : undefined;
-  }
-
-  /** The global epoch: trusted from memory while the bus is healthy, else read from Redis. */
-  async #currentEpoch(): Promise<string> {
-    const trusted = this.#trustedEpoch();
-    if (trusted !== undefined) return trusted;
-    const generation = this.#epochGeneration;
-    const epoch = await this.#l2.initVersion(this.keys.epoch(), 0);
-    if (this.#bus?.healthy && generation === this.#epochGeneration) this.#epoch = epoch;
-    return epoch;
-  }
-
   #meta(
     options: Pick<LoadOptions, 'ttlMs' | 'staleWhileRevalidateMs'>,
     loadMs: number,
@@ -1706,8 +1459,7 @@ export class CacheEngine {
   }
 
   #applyBusMessage(message: BusMessage): void {
-    if (message.epoch !== undefined) this.#epoch = message.epoch;
-    for (const t of message.tags) this.#trustedTags.delete(t);
+    this.#versions.apply(message);
     this.#l1?.invalidate(message.keys, message.tags);
     this.#detachFlights(message.keys);
     for (const k of message.keys) this.#invalidated.set(k, true);

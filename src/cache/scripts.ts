@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { defineLuaCommands, readLuaCommands } from './lua-commands.js';
 import type { RedisClient } from './redis-client.js';
 
 /** The Lua scripts of the L2 state machine; each file's header documents KEYS, ARGV and returns. */
@@ -14,24 +14,20 @@ const SCRIPTS = [
   'touch-1',
 ] as const;
 
-const sources = new Map<string, { name: string; numberOfKeys: number | undefined; lua: string }>();
-for (const file of SCRIPTS) {
-  // `-n`: a variable number of keys, given as the first argument of the command.
-  const [, name = file, keys = '1'] = /^(.*)-(\d+|n)$/.exec(file) ?? [];
-  const lua = withIncludes(readFileSync(new URL(`./lua/${file}.lua`, import.meta.url), 'utf8'));
-  sources.set(file, {
-    name: `walcache_${name.replaceAll('-', '_')}${keys === 'n' ? '_n' : ''}`,
-    numberOfKeys: keys === 'n' ? undefined : Number(keys),
-    lua,
-  });
-}
-
-/** Replaces each `--#include name` line with lua/lib/name.lua (shared functions). */
-function withIncludes(lua: string): string {
-  return lua.replace(/^--#include ([a-z-]+)$/gm, (_line, name: string) =>
-    readFileSync(new URL(`./lua/lib/${name}.lua`, import.meta.url), 'utf8'),
-  );
-}
+/**
+ * Command names from file names: `fill-1` is `walcache_fill` with one key; `-n` is a
+ * variable number of keys, given as the first argument of the command (`walcache_…_n`).
+ */
+const commands = readLuaCommands(
+  new URL('./lua/', import.meta.url),
+  Object.fromEntries(
+    SCRIPTS.map((file) => {
+      const [, name = file, keys = '1'] = /^(.*)-(\d+|n)$/.exec(file) ?? [];
+      const command = `walcache_${name.replaceAll('-', '_')}${keys === 'n' ? '_n' : ''}`;
+      return [command, { file, ...(keys !== 'n' && { numberOfKeys: Number(keys) }) }];
+    }),
+  ),
+);
 
 /** Commands as ioredis defines them (EVALSHA with EVAL fallback); Buffer variants end in `Buffer`. */
 export interface ScriptCommands {
@@ -78,9 +74,5 @@ export interface ScriptCommands {
 }
 
 export function defineScripts<C extends RedisClient>(client: C): C & ScriptCommands {
-  for (const { name, numberOfKeys, lua } of sources.values()) {
-    if (!(name in client))
-      client.defineCommand(name, numberOfKeys === undefined ? { lua } : { numberOfKeys, lua });
-  }
-  return client as C & ScriptCommands;
+  return defineLuaCommands(client, commands) as C & ScriptCommands;
 }

@@ -1,21 +1,17 @@
-import { readFileSync } from 'node:fs';
+import { defineLuaCommands, readLuaCommands } from '../cache/lua-commands.js';
 import type { RedisClient } from '../cache/redis-client.js';
 
 /** The write-behind Lua scripts (src/write-behind/lua); each file's header documents KEYS, ARGV and returns. */
 const SCRIPTS = {
-  walcache_wb_put: { file: 'wb-put-n', numberOfKeys: undefined },
-  walcache_wb_settle: { file: 'wb-settle-n', numberOfKeys: undefined },
-  walcache_wb_read: { file: 'wb-read-n', numberOfKeys: undefined },
+  walcache_wb_put: { file: 'wb-put-n' },
+  walcache_wb_settle: { file: 'wb-settle-n' },
+  walcache_wb_read: { file: 'wb-read-n' },
   walcache_wb_fence: { file: 'wb-fence', numberOfKeys: 1 },
   walcache_wb_fail: { file: 'wb-fail', numberOfKeys: 4 },
   walcache_wb_unqueue_if_gone: { file: 'wb-unqueue-if-gone', numberOfKeys: 2 },
 } as const;
 
-const sources = Object.entries(SCRIPTS).map(([name, { file, numberOfKeys }]) => ({
-  name,
-  numberOfKeys,
-  lua: readFileSync(new URL(`./lua/${file}.lua`, import.meta.url), 'utf8'),
-}));
+const commands = readLuaCommands(new URL('./lua/', import.meta.url), SCRIPTS);
 
 export interface WriteBehindCommands {
   walcache_wb_put(numberOfKeys: number, ...keysThenArgs: Array<string | Buffer>): Promise<number[]>;
@@ -36,9 +32,5 @@ export interface WriteBehindCommands {
 }
 
 export function defineWriteBehindScripts(client: RedisClient): RedisClient & WriteBehindCommands {
-  for (const { name, numberOfKeys, lua } of sources) {
-    if (!(name in client))
-      client.defineCommand(name, numberOfKeys === undefined ? { lua } : { numberOfKeys, lua });
-  }
-  return client as RedisClient & WriteBehindCommands;
+  return defineLuaCommands(client, commands) as RedisClient & WriteBehindCommands;
 }

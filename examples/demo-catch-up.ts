@@ -5,6 +5,7 @@
  * machine or a long backlog would overrun.
  */
 import type pg from 'pg';
+import { lsnToBigInt } from '../src/protocol/lsn.js';
 
 /** What the demo needs of the worker: its role and the last position it applied. */
 export interface FollowedWorker {
@@ -21,11 +22,6 @@ export type CatchUp =
       /** Why the wait ended: the worker stopped, or made no progress for `stallMs`. */
       readonly reason: string;
     };
-
-export function lsnToBigInt(lsn: string): bigint {
-  const [hi, lo] = lsn.split('/');
-  return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
-}
 
 export async function currentWalLsn(pool: pg.Pool): Promise<bigint> {
   const { rows } = await pool.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');

@@ -46,8 +46,9 @@ import {
   SetupError,
   setup,
 } from '../src/index.js';
+import { lsnToBigInt } from '../src/protocol/lsn.js';
 import { WriteBehindStore } from '../src/write-behind/write-behind-store.js';
-import { currentWalLsn, formatBytes, lsnToBigInt, waitApplied } from './demo-catch-up.js';
+import { currentWalLsn, formatBytes, waitApplied } from './demo-catch-up.js';
 import { createService, type Database, SCHEMA_SQL, serviceConfig } from './http-service.js';
 
 /**

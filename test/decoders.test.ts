@@ -5,13 +5,8 @@ import { createPgoutputDecoder, decodePgoutput } from '../src/cdc/pgoutput-decod
 import { TransactionAssembler } from '../src/cdc/transaction-assembler.js';
 import { decodeWal2json, parseWal2json, parseWal2jsonFast } from '../src/cdc/wal2json-decoder.js';
 import { DecodeError } from '../src/errors/typed-errors.js';
-import {
-  type ChangeEvent,
-  compareLsn,
-  type DecodedRecord,
-  type DecodedTransaction,
-  normalizeLsn,
-} from '../src/model/change-event.js';
+import type { ChangeEvent, DecodedRecord, DecodedTransaction } from '../src/model/change-event.js';
+import { compareLsn, normalizeLsn } from '../src/protocol/lsn.js';
 
 // Captured from PostgreSQL 15 + wal2json 2.5 by scripts/capture-fixtures.ts.
 interface Line {

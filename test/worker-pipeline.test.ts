@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import { lsnToBigInt } from '../src/cache/envelope.js';
 import { parseHeartbeat } from '../src/cache/heartbeat.js';
 import { InvalidationWorker } from '../src/cdc/invalidation-worker.js';
 import { Invalidator } from '../src/cdc/invalidator.js';
@@ -17,6 +16,7 @@ import { CacheEngine, columnTag, entityKey, resolveConfig } from '../src/index.j
 import { Keys, tableResetTag } from '../src/keys/redis-keys.js';
 import { emptyInvalidation, mapTransaction } from '../src/model/change-mapper.js';
 import { buildChangeModel } from '../src/model/table-model.js';
+import { lsnToBigInt } from '../src/protocol/lsn.js';
 import { REDIS_CONFIG, Resources, sleep, startRedis, uniquePrefix, waitFor } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
 

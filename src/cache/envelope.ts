@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { lsnToBigInt } from '../protocol/lsn.js';
 
 /**
  * The L2 value of a cache key is a small state machine, told apart by its first byte:
@@ -117,17 +118,6 @@ export function refreshValuePrefix(token: string): string {
 export function tombstoneValue(lsn: string | bigint = 0n): string {
   const n = typeof lsn === 'bigint' ? lsn : lsnToBigInt(lsn);
   return `T${n.toString(16).padStart(16, '0')}`;
-}
-
-/** `X/Y` form of an LSN held as a bigint. */
-export function formatLsn(lsn: bigint): string {
-  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
-}
-
-export function lsnToBigInt(lsn: string): bigint {
-  const slash = lsn.indexOf('/');
-  if (slash < 0) return BigInt(`0x${lsn || '0'}`);
-  return (BigInt(`0x${lsn.slice(0, slash)}`) << 32n) | BigInt(`0x${lsn.slice(slash + 1)}`);
 }
 
 export function encodeEntry(

@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { formatLsn, lsnToBigInt } from '../cache/envelope.js';
 import type { Heartbeat } from '../cache/heartbeat.js';
 import { createRedisClient, type RedisClient } from '../cache/redis-client.js';
 import { maxEntryLifetimeMs, type ResolvedConfig, tagVersionTtlMs } from '../config/config.js';
@@ -24,6 +23,7 @@ import { Keys } from '../keys/redis-keys.js';
 import type { DecodedTransaction } from '../model/change-event.js';
 import { emptyInvalidation, type Invalidation, mapTransaction } from '../model/change-mapper.js';
 import { buildChangeModel, type ChangeModel, columnsWantedBy } from '../model/table-model.js';
+import { formatLsn, lsnToBigInt } from '../protocol/lsn.js';
 import { Invalidator } from './invalidator.js';
 import { OutsideWriteDetector } from './outside-writes.js';
 import { ReplicationStream, type StreamMessage } from './replication-stream.js';

@@ -5,13 +5,13 @@
  */
 import { type Pgoutput, PgoutputPlugin } from 'pg-logical-replication';
 import { DecodeError } from '../errors/typed-errors.js';
-import {
-  type ChangeEvent,
-  type ChangeOp,
-  type DecodedRecord,
-  type LogicalMessage,
-  normalizeLsn,
+import type {
+  ChangeEvent,
+  ChangeOp,
+  DecodedRecord,
+  LogicalMessage,
 } from '../model/change-event.js';
+import { normalizeLsn } from '../protocol/lsn.js';
 
 /**
  * Plugin options for `new PgoutputPlugin(...)`. Protocol 1 is enough: walcache never asks

@@ -1,8 +1,8 @@
 import calculateSlot from 'cluster-key-slot';
 import type { Cluster } from 'ioredis';
-import { lsnToBigInt } from '../cache/envelope.js';
 import type { KeyedCommand } from '../cache/redis-client.js';
 import type { Keys } from '../keys/redis-keys.js';
+import { isLsn, lsnToBigInt } from '../protocol/lsn.js';
 
 /**
  * Rollback detection per master of a Redis Cluster (docs/redis-cluster.md, "Failover").
@@ -112,8 +112,4 @@ export class ShardMarks {
     }
     return undefined; // a node serving almost no slots: its writes go unmarked
   }
-}
-
-function isLsn(value: string): boolean {
-  return /^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(value);
 }

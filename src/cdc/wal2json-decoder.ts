@@ -5,12 +5,8 @@
 import pg from 'pg';
 import type { Wal2JsonPluginOptions } from 'pg-logical-replication';
 import { DecodeError } from '../errors/typed-errors.js';
-import {
-  type ChangeEvent,
-  type ChangeOp,
-  type DecodedRecord,
-  normalizeLsn,
-} from '../model/change-event.js';
+import type { ChangeEvent, ChangeOp, DecodedRecord } from '../model/change-event.js';
+import { normalizeLsn } from '../protocol/lsn.js';
 
 /**
  * The wal2json options walcache needs, in pg-logical-replication's form (pass a copy to

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { lsnToBigInt } from '../cache/envelope.js';
 import type { InvalidationWorker } from '../cdc/invalidation-worker.js';
+import { lsnToBigInt } from '../protocol/lsn.js';
 
 /**
  * Prometheus metrics of the invalidation worker, fed by its events. The slot's retained

@@ -1,4 +1,3 @@
-import { DecodeError } from '../errors/typed-errors.js';
 /**
  * The decoder-neutral shape of what the invalidation worker consumes. Both decoders
  * (wal2json format 2, pgoutput) produce these, so the mapping to keys and tags is written
@@ -86,29 +85,3 @@ export type DecodedRecord =
     }
   | { readonly kind: 'message'; readonly message: LogicalMessage }
   | { readonly kind: 'skip'; readonly reason: string };
-
-const LSN_PATTERN = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/;
-
-/**
- * Canonical 'X/Y' form of an LSN, as the server prints it (uppercase hex, no padding), so
- * LSNs from both plugins compare and log alike. pg-logical-replication pads to 8 digits.
- * @throws DecodeError when `lsn` is not an LSN.
- */
-export function normalizeLsn(lsn: string, plugin = 'lsn'): string {
-  const m = LSN_PATTERN.exec(lsn);
-  if (m === null) throw new DecodeError(plugin, `not an LSN: ${JSON.stringify(lsn)}`);
-  return `${Number.parseInt(m[1] ?? '', 16).toString(16)}/${Number.parseInt(m[2] ?? '', 16).toString(16)}`.toUpperCase();
-}
-
-/** Orders two LSNs numerically (string order is wrong: '0/A' > '0/10'). Negative when a < b. */
-export function compareLsn(a: string, b: string): number {
-  const x = lsnToBigInt(a);
-  const y = lsnToBigInt(b);
-  return x < y ? -1 : x > y ? 1 : 0;
-}
-
-function lsnToBigInt(lsn: string): bigint {
-  const m = LSN_PATTERN.exec(lsn);
-  if (m === null) throw new DecodeError('lsn', `not an LSN: ${JSON.stringify(lsn)}`);
-  return (BigInt(`0x${m[1]}`) << 32n) | BigInt(`0x${m[2]}`);
-}

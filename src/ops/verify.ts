@@ -1,6 +1,6 @@
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
-import { type EntryState, lsnToBigInt, PREFIX_LENGTH, parseEntry } from '../cache/envelope.js';
+import { type EntryState, PREFIX_LENGTH, parseEntry } from '../cache/envelope.js';
 import { parseHeartbeat } from '../cache/heartbeat.js';
 import { getMany, scanKeys } from '../cache/redis-client.js';
 import { Codec } from '../codec/value-codec.js';
@@ -17,6 +17,7 @@ import {
   stripDenied,
   whereKey,
 } from '../model/entity-model.js';
+import { lsnToBigInt } from '../protocol/lsn.js';
 import { connectRedis, errorMessage, lastRedisError, openRedis } from './doctor.js';
 import { differingColumns } from './row-diff.js';
 

@@ -1,6 +1,6 @@
 import type { CacheEngine } from '../cache/cache-engine.js';
-import { lsnToBigInt } from '../cache/envelope.js';
 import { ConfigError } from '../errors/typed-errors.js';
+import { isLsn, lsnToBigInt } from '../protocol/lsn.js';
 
 /**
  * What a committed repository write leaves behind: the WAL position its commit is
@@ -90,7 +90,7 @@ export class WorkerPosition {
 
 function toLsn(value: string | WriteReceipt): bigint {
   const lsn = typeof value === 'string' ? value : value?.lsn;
-  if (typeof lsn !== 'string' || !/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(lsn))
+  if (typeof lsn !== 'string' || !isLsn(lsn))
     throw new ConfigError(
       'readYourWrites',
       value,

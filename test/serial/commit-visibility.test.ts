@@ -12,10 +12,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import { formatLsn } from '../../src/cache/envelope.js';
 import { InvalidationWorker } from '../../src/cdc/invalidation-worker.js';
 import { pgConfig } from '../../src/config/database.js';
 import { entityKey, resolveConfig } from '../../src/index.js';
+import { formatLsn } from '../../src/protocol/lsn.js';
 import { Resources, uniquePrefix, waitFor } from '../helpers.js';
 import { DATABASE_URL, PgScope } from '../pg-helpers.js';
 

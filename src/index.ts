@@ -41,24 +41,7 @@ export {
 // Errors: each extends WalcacheError and has a stable `code`; `errors` holds them all
 export { DatabaseUnavailableError } from './errors/database-unavailable-error.js';
 export { errors } from './errors/error-map.js';
-export {
-  ClosedError,
-  ConfigError,
-  CorruptEntryError,
-  DecodeError,
-  EncryptionKeyError,
-  EvictionPolicyError,
-  InvalidKeyError,
-  InvalidQueryError,
-  InvalidWriteError,
-  MissingRowError,
-  RedisUnavailableError,
-  SerializationError,
-  SetupError,
-  UnknownEntityError,
-  ValueTooLargeError,
-  WarmerSqlError,
-} from './errors/typed-errors.js';
+export * from './errors/typed-errors.js';
 export { WalcacheError, type WalcacheErrorCode } from './errors/walcache-error.js';
 // Jobs: warming and write-behind flushing
 export { JobsRunner, type JobsRunnerOptions } from './jobs/jobs-runner.js';

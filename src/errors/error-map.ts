@@ -1,22 +1,5 @@
 import { DatabaseUnavailableError } from './database-unavailable-error.js';
-import {
-  ClosedError,
-  ConfigError,
-  CorruptEntryError,
-  DecodeError,
-  EncryptionKeyError,
-  EvictionPolicyError,
-  InvalidKeyError,
-  InvalidQueryError,
-  InvalidWriteError,
-  MissingRowError,
-  RedisUnavailableError,
-  SerializationError,
-  SetupError,
-  UnknownEntityError,
-  ValueTooLargeError,
-  WarmerSqlError,
-} from './typed-errors.js';
+import * as typedErrors from './typed-errors.js';
 import { WalcacheError } from './walcache-error.js';
 
 /**
@@ -28,23 +11,4 @@ import { WalcacheError } from './walcache-error.js';
  * try { await repo.users.update(id, patch); }
  * catch (e) { if (e instanceof errors.InvalidWriteError) return reply.status(400).send(e.message); throw e; }
  */
-export const errors = Object.freeze({
-  WalcacheError,
-  ClosedError,
-  ConfigError,
-  CorruptEntryError,
-  DatabaseUnavailableError,
-  DecodeError,
-  EncryptionKeyError,
-  EvictionPolicyError,
-  InvalidKeyError,
-  InvalidQueryError,
-  InvalidWriteError,
-  MissingRowError,
-  RedisUnavailableError,
-  SerializationError,
-  SetupError,
-  UnknownEntityError,
-  ValueTooLargeError,
-  WarmerSqlError,
-});
+export const errors = Object.freeze({ WalcacheError, DatabaseUnavailableError, ...typedErrors });

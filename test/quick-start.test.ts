@@ -218,6 +218,37 @@ describe('docs/quick-start.md', () => {
     );
   });
 
+  it("the page's TypeScript type-checks: the Database type, the config init wrote, the service", async () => {
+    // As the user's tsc would see it, with this repository's compiler options; the scratch
+    // `walcache` package points at the sources with a .ts path, hence allowImportingTsExtensions.
+    writeFileSync(
+      join(project.dir, 'tsconfig.json'),
+      `${JSON.stringify({
+        extends: join(ROOT, 'tsconfig.json'),
+        compilerOptions: { rootDir: '/', noEmit: true, allowImportingTsExtensions: true },
+        include: ['src', 'walcache.config.ts'],
+      })}\n`,
+    );
+    const tsc = spawn(
+      process.execPath,
+      [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', '.'],
+      {
+        cwd: project.dir,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    children.set('tsc', { child: tsc, output: [] });
+    let output = '';
+    tsc.stdout?.on('data', (d) => {
+      output += d;
+    });
+    tsc.stderr?.on('data', (d) => {
+      output += d;
+    });
+    const code = await new Promise<number | null>((resolve) => tsc.on('close', resolve));
+    assert.equal(code, 0, output);
+  });
+
   it("the config the page shows is what init writes for the page's table", () => {
     const markdown = readFileSync(PAGE, 'utf8');
     const shown = /For the table above it writes:\n\n```ts\n([\s\S]*?)```/.exec(markdown)?.[1];

@@ -2,9 +2,12 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
 import { loadConfig } from '../src/cli/load-config.js';
-import { runCli } from './helpers.js';
-import { PgScope } from './pg-helpers.js';
+import { createRepository, pgConfig } from '../src/index.js';
+import { REDIS_CONFIG, runCli } from './helpers.js';
+import { DATABASE_URL, PgScope } from './pg-helpers.js';
 import { scratchProject } from './project-helpers.js';
 
 /**
@@ -163,6 +166,46 @@ describe('walcache init', () => {
     const missing = await runCli(['init']);
     assert.notEqual(missing.code, 0);
     assert.match(missing.stderr, /required option '--schema <schema>' not specified/);
+  });
+
+  it('a table named like a repository method gets another entity name the repository accepts', async () => {
+    const names = new PgScope('initnames');
+    try {
+      await names.create(`
+        CREATE TABLE config (id int PRIMARY KEY);
+        CREATE TABLE q (id int PRIMARY KEY);
+        CREATE TABLE ready (id int PRIMARY KEY);
+        CREATE TABLE ready_table (id int PRIMARY KEY);`);
+      const file = join(project.dir, 'names.config.ts');
+      const run = await runCli(['init', '--schema', names.schema, '--out', file]);
+      assert.equal(run.code, 0, run.stderr);
+      const config = await loadConfig(file);
+      const tables = Object.fromEntries(
+        Object.entries(config.entities).map(([name, e]) => [e.table.split('.')[1], name]),
+      );
+      assert.deepEqual(tables, {
+        config: 'config_table',
+        q: 'q_table',
+        ready: 'ready_table2',
+        ready_table: 'ready_table',
+      });
+      assert.match(
+        readFileSync(file, 'utf8'),
+        /config_table: table config: `config` is a repository method/,
+      );
+      const pool = new pg.Pool(pgConfig(DATABASE_URL));
+      const db = new Kysely<Record<string, never>>({ dialect: new PostgresDialect({ pool }) });
+      try {
+        // The loaded config is resolved (read-only arrays); the repository takes an input.
+        const entities = JSON.parse(JSON.stringify(config.entities));
+        const repo = createRepository({ db, config: { redis: REDIS_CONFIG, entities } });
+        await repo.close();
+      } finally {
+        await db.destroy();
+      }
+    } finally {
+      await names.close();
+    }
   });
 
   it('a schema whose tables cannot be entities: a clear error, no file', async () => {

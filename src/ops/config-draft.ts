@@ -1,5 +1,6 @@
 import type { SchemaTable } from '../catalog/schema-tables.js';
 import { isUnsupported, unkeyableReason } from '../keys/canonical.js';
+import { RESERVED_NAMES } from '../repository/entity-model.js';
 
 /**
  * The config `walcache init` proposes for a schema, before it is written as text: one
@@ -16,7 +17,7 @@ export interface ConfigDraft {
 }
 
 export interface DraftEntity {
-  /** Entity name: the table's name (the first part of its cache keys). */
+  /** Entity name, the first part of its cache keys: the table's, unless the repository uses that name. */
   readonly name: string;
   /** As the config names it: unqualified in `public`, `schema.table` elsewhere. */
   readonly table: string;
@@ -49,6 +50,7 @@ export function draftConfig(schema: string, tables: readonly SchemaTable[]): Con
   const entities: DraftEntity[] = [];
   const invalidateBy: DraftInvalidateBy[] = [];
   const skipped: Array<{ table: string; reason: string }> = [];
+  const names = new Set(tables.map((t) => t.name));
   for (const table of tables) {
     const qualified = `${schema}.${table.name}`;
     const refusal = whyNotAnEntity(table);
@@ -57,7 +59,7 @@ export function draftConfig(schema: string, tables: readonly SchemaTable[]): Con
       continue;
     }
     const named = schema === 'public' ? table.name : qualified;
-    entities.push(draftEntity(table, named));
+    entities.push(draftEntity(table, named, entityName(table.name, names)));
     const fk = draftInvalidateBy(table, named);
     if (fk !== null) invalidateBy.push(fk);
   }
@@ -78,8 +80,29 @@ function whyNotAnEntity(table: SchemaTable): string | null {
   return null;
 }
 
-function draftEntity(table: SchemaTable, named: string): DraftEntity {
-  const notes: string[] = [];
+/**
+ * The table's name, unless the repository uses it itself (`repo.config`, `repo.ready`; `q`
+ * names cached queries' keys): then `<table>_table`, numbered past the schema's other names.
+ */
+function entityName(table: string, taken: Set<string>): { name: string; note?: string } {
+  const why = RESERVED_NAMES.has(table)
+    ? `\`${table}\` is a repository method`
+    : table === 'q'
+      ? '`q` is the namespace of cached query keys'
+      : null;
+  if (why === null) return { name: table };
+  let name = `${table}_table`;
+  for (let n = 2; taken.has(name); n++) name = `${table}_table${n}`;
+  taken.add(name);
+  return { name, note: `table ${table}: ${why}` };
+}
+
+function draftEntity(
+  table: SchemaTable,
+  named: string,
+  entity: { name: string; note?: string },
+): DraftEntity {
+  const notes: string[] = entity.note === undefined ? [] : [entity.note];
   const key = table.primaryKey.length === 1 ? (table.primaryKey[0] as string) : table.primaryKey;
   const keyColumns = new Set(table.primaryKey);
   const unique: string[] = [];
@@ -111,7 +134,7 @@ function draftEntity(table: SchemaTable, named: string): DraftEntity {
     }
     deny.push(column.name);
   }
-  return { name: table.name, table: named, key, unique, deny, notes };
+  return { name: entity.name, table: named, key, unique, deny, notes };
 }
 
 /**

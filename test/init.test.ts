@@ -32,7 +32,9 @@ CREATE TABLE members (
   UNIQUE (role, team_id)
 );
 CREATE TABLE audit_log (at timestamptz NOT NULL DEFAULT now(), line text);
-CREATE TABLE readings (taken_at timestamptz PRIMARY KEY, value float8);`;
+CREATE TABLE readings (taken_at timestamptz PRIMARY KEY, value float8);
+CREATE TABLE visits (id int, day date, PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+CREATE TABLE visits_2026 PARTITION OF visits FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');`;
 
 describe('walcache init', () => {
   const scope = new PgScope('init');
@@ -57,7 +59,14 @@ describe('walcache init', () => {
   it('drafts an entity per table with a primary key: keys, unique lookups, deny, invalidateBy', async () => {
     assert.equal(first.code, 0, first.stderr);
     const config = await loadConfig(out);
-    assert.deepEqual(Object.keys(config.entities).sort(), ['members', 'teams', 'users']);
+    assert.deepEqual(Object.keys(config.entities).sort(), [
+      'members',
+      'teams',
+      'users',
+      'visits_2026',
+    ]);
+    // A partition is an entity (its changes carry its name); the partitioned parent is not.
+    assert.deepEqual(config.entities.visits_2026?.key, ['id', 'day']);
     const { users, teams, members } = config.entities as Record<string, Record<string, unknown>>;
     assert.deepEqual(
       { table: users?.table, key: users?.key, unique: users?.unique, deny: users?.deny },
@@ -83,8 +92,9 @@ describe('walcache init', () => {
     assert.match(text, new RegExp(`//\\s+${s}\\.audit_log: no primary key`));
     assert.match(text, new RegExp(`//\\s+${s}\\.readings: key column taken_at is a timestamp`));
     assert.match(text, /members: unique \(role, team_id\) spans 2 columns/);
+    assert.match(text, new RegExp(`//\\s+${s}\\.visits: a partitioned table`));
     assert.match(text, /Looks secret.*\n\s+deny: \['password_hash'\]/);
-    assert.match(first.stdout, /^✔ wrote .*walcache\.config\.ts: 3 entities from schema/);
+    assert.match(first.stdout, /^✔ wrote .*walcache\.config\.ts: 4 entities from schema/);
     assert.match(first.stdout, new RegExp(`- skipped ${s}\\.audit_log: no primary key`));
     assert.match(first.stdout, /walcache setup --config .*walcache\.config\.ts/);
     assert.match(first.stdout, /walcache worker --config .*walcache\.config\.ts/);
@@ -110,7 +120,7 @@ describe('walcache init', () => {
     };
     const tables = report.checks.find((c) => c.name === 'replica-identity');
     assert.equal(tables?.status, 'ok', JSON.stringify(report.checks, null, 2));
-    assert.match(tables?.detail ?? '', /3 of 3 configured tables found, keys and tags match/);
+    assert.match(tables?.detail ?? '', /4 of 4 configured tables found, keys and tags match/);
     const failed = report.checks.filter((c) => c.status === 'fail').map((c) => c.name);
     // No worker runs in this test: its heartbeat is the one expected failure.
     assert.deepEqual(failed, ['worker']);

@@ -30,11 +30,12 @@ export interface SchemaTable {
 
 const SCHEMA_SQL = 'SELECT 1 FROM pg_namespace WHERE nspname = $1';
 
-// Tables and partitioned tables; a partition is described by its parent only.
+// Tables, partitions included (the worker sees changes under a partition's name), and
+// partitioned tables (to say why they are left out).
 const TABLES_SQL = `
 SELECT c.oid::text AS oid, c.relname AS name, c.relkind::text AS relkind
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+ WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
  ORDER BY c.relname`;
 
 const COLUMNS_SQL = `

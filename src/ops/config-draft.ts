@@ -70,7 +70,7 @@ function whyNotAnEntity(table: SchemaTable): string | null {
   if (!IDENTIFIER.test(table.name))
     return 'its name is not a plain identifier (the config names tables unquoted)';
   if (table.relkind === 'p')
-    return 'a partitioned table (the worker sees its partitions, not the parent)';
+    return "a partitioned table: its changes reach the worker under its partitions' names (they are entities)";
   if (table.primaryKey.length === 0) return 'no primary key (an entity is read by its key)';
   for (const column of table.primaryKey) {
     if (!IDENTIFIER.test(column)) return `key column "${column}" is not a plain identifier`;

@@ -4,8 +4,10 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
+import type { SchemaTable } from '../src/catalog/schema-tables.js';
 import { loadConfig } from '../src/cli/load-config.js';
 import { createRepository, pgConfig } from '../src/index.js';
+import { draftConfig } from '../src/ops/config-draft.js';
 import { REDIS_CONFIG, runCli } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 import { scratchProject } from './project-helpers.js';
@@ -157,8 +159,8 @@ describe('walcache init', () => {
       [['--schema', `${s}_nope`], new RegExp(`schema ${s}_nope does not exist in postgres://`)],
       [['--schema', empty.schema], new RegExp(`schema ${empty.schema} has no tables\\n {2}fix: `)],
       [
-        ['--schema', s, '--database-url', 'postgres://127.0.0.1:1/test'],
-        /PostgreSQL at postgres:\/\/127\.0\.0\.1:1\/test is unavailable: walcache init/,
+        ['--schema', s, '--database-url', 'postgres://app:s3cret@127.0.0.1:1/test'],
+        /PostgreSQL at postgres:\/\/app:\*\*\*@127\.0\.0\.1:1\/test is unavailable: walcache init/,
       ],
       [['--schema', 'a;drop'], /Invalid walcache option `--schema`: a schema name/],
       [
@@ -172,6 +174,7 @@ describe('walcache init', () => {
       assert.match(run.stderr, message, args.join(' '));
       assert.doesNotMatch(run.stderr, /\n\s+at /, 'no stack trace');
       assert.equal(existsSync(file), false, args.join(' '));
+      assert.doesNotMatch(run.stderr, /s3cret/, 'no password shown');
     }
     const missing = await runCli(['init']);
     assert.notEqual(missing.code, 0);
@@ -225,5 +228,32 @@ describe('walcache init', () => {
     assert.equal(run.code, 1);
     assert.match(run.stderr, /no table of .* can be an entity \(.*events: no primary key/);
     assert.equal(existsSync(file), false);
+  });
+});
+
+describe('draftConfig', () => {
+  it('names tables of public unqualified (defaultSchema), others schema-qualified', () => {
+    const table: SchemaTable = {
+      name: 'orders',
+      relkind: 'r',
+      columns: [
+        { name: 'id', kind: 'int8' },
+        { name: 'user_id', kind: 'int8' },
+        { name: 'tags', kind: { unsupported: 'an array' } },
+      ],
+      primaryKey: ['id'],
+      uniques: [],
+      foreignKeys: [
+        { name: 'orders_user', columns: ['user_id'], references: 'public.users' },
+        { name: 'orders_tags', columns: ['tags'], references: 'public.tags' },
+      ],
+    };
+    const inPublic = draftConfig('public', [table]);
+    assert.equal(inPublic.entities[0]?.table, 'orders');
+    // An array column cannot narrow a tag: its foreign key is left out of invalidateBy.
+    assert.deepEqual(inPublic.invalidateBy, [
+      { table: 'orders', columns: ['user_id'], references: ['public.users'] },
+    ]);
+    assert.equal(draftConfig('shop', [table]).entities[0]?.table, 'shop.orders');
   });
 });

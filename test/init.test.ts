@@ -164,6 +164,10 @@ describe('walcache init', () => {
       ],
       [['--schema', 'a;drop'], /Invalid walcache option `--schema`: a schema name/],
       [
+        ['--schema', s, '--out', join(project.dir, 'no-such-folder', 'x.ts')],
+        /Invalid walcache option `--out`: cannot be written: its folder does not exist/,
+      ],
+      [
         ['--schema', s, '--out', join(project.dir, 'config.yaml')],
         /Invalid walcache option `--out`: a \.ts/,
       ],

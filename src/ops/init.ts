@@ -78,7 +78,15 @@ export async function init(options: InitOptions): Promise<InitResult> {
         `${out} exists; nothing was written`,
         'pass --force to overwrite it',
       );
-    throw new ConfigError('--out', out, `cannot be written (${code ?? String(error)})`);
+    const why =
+      code === 'ENOENT'
+        ? 'its folder does not exist'
+        : code === 'EISDIR'
+          ? 'it is a folder'
+          : code === 'EACCES'
+            ? 'permission denied'
+            : (code ?? String(error));
+    throw new ConfigError('--out', out, `cannot be written: ${why}`);
   }
   return { path, format, draft };
 }

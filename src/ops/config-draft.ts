@@ -129,7 +129,9 @@ function draftEntity(
   for (const column of table.columns) {
     if (!SECRET_COLUMN.test(column.name) || !IDENTIFIER.test(column.name)) continue;
     if (keyColumns.has(column.name) || unique.includes(column.name)) {
-      notes.push(`${column.name} looks secret but is a key or unique column: it is cached`);
+      notes.push(
+        `${column.name} looks secret but is a key or unique column: its values are cached and appear in Redis key names (drop the entity or the lookup if they must not)`,
+      );
       continue;
     }
     deny.push(column.name);

@@ -1,6 +1,8 @@
-import { relative } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { Command } from 'commander';
 import { type InitResult, init } from '../ops/init.js';
+import { DEFAULT_CONFIG_FILES } from './load-config.js';
 
 interface InitCommandOptions {
   schema: string;
@@ -60,11 +62,15 @@ export function formatInitReport(result: InitResult, out: string): string {
   for (const i of draft.invalidateBy)
     lines.push(`  invalidateBy ${i.table}: ${i.columns.join(', ')}`);
   for (const s of draft.skipped) lines.push(`- skipped ${s.table}: ${s.reason}`);
+  // The commands find the file themselves when it is the only config of this folder.
+  const here = DEFAULT_CONFIG_FILES.filter((name) => existsSync(join(process.cwd(), name)));
+  const found = here.length === 1 && join(process.cwd(), here[0] as string) === result.path;
+  const config = found ? '' : ` --config ${shown}`;
   lines.push(
     'next:',
     `  review ${shown}, then`,
-    `  walcache setup --config ${shown}    # wal_level check, replica identity, slot`,
-    `  walcache worker --config ${shown}   # keep it running: it invalidates the cache`,
+    `  walcache setup${config}    # wal_level check, replica identity, slot`,
+    `  walcache worker${config}   # keep it running: it invalidates the cache`,
   );
   return `${lines.join('\n')}\n`;
 }

@@ -167,7 +167,11 @@ describe('docs/quick-start.md', () => {
         mkdirSync(dirname(path), { recursive: true });
         writeFileSync(path, rename(block.body));
       } else if (block.kind === 'run') {
-        for (const words of commands(rename(block.body))) await run(words);
+        for (const words of commands(rename(block.body))) {
+          const output = await run(words);
+          // init in the project folder: the next commands find the file without --config.
+          if (words[2] === 'init') assert.match(output, /^ {2}walcache setup {4}# /m, output);
+        }
       } else if (block.kind === 'start') {
         const [words, ...more] = commands(rename(block.body));
         assert.ok(words !== undefined && more.length === 0, 'one command to start');

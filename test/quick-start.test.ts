@@ -253,6 +253,23 @@ describe('docs/quick-start.md', () => {
     assert.equal(code, 0, output);
   });
 
+  it('the service and the worker stop on SIGTERM and exit 0 (every connection closed)', async () => {
+    for (const name of ['service', 'worker']) {
+      const entry = children.get(name);
+      assert.ok(entry, name);
+      const { child, output } = entry;
+      const closed = new Promise<[number | null, string | null]>((resolve) =>
+        child.once('close', (code, signal) => resolve([code, signal])),
+      );
+      child.kill('SIGTERM');
+      const timeout = new Promise<'timeout'>((resolve) =>
+        setTimeout(() => resolve('timeout'), 10_000).unref(),
+      );
+      const result = await Promise.race([closed, timeout]);
+      assert.deepEqual(result, [0, null], `${name}:\n${output.join('')}`);
+    }
+  });
+
   it("the config the page shows is what init writes for the page's table", () => {
     const markdown = readFileSync(PAGE, 'utf8');
     const shown = /For the table above it writes:\n\n```ts\n([\s\S]*?)```/.exec(markdown)?.[1];

@@ -25,6 +25,7 @@ CLUSTER_SKIP=(
   test/config.test.ts
   test/config-topology.test.ts
   test/decoders.test.ts
+  test/docker-compose.test.ts # docker-compose.yml and the quick start's Docker block, as text
   test/envelope-in-place.test.ts
   test/keys.test.ts
   test/monitoring.test.ts # the Prometheus rules and dashboards

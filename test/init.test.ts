@@ -171,6 +171,11 @@ describe('walcache init', () => {
         ['--schema', s, '--out', join(project.dir, 'config.yaml')],
         /Invalid walcache option `--out`: a \.ts/,
       ],
+      // A CommonJS file cannot hold the `import` / `export default` the draft is written in.
+      [
+        ['--schema', s, '--out', join(project.dir, 'walcache.config.cjs')],
+        /Invalid walcache option `--out`: a \.ts/,
+      ],
     ];
     for (const [args, message] of cases) {
       const run = await runCli(['init', '--out', file, ...args]);

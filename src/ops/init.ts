@@ -32,7 +32,7 @@ export interface InitResult {
 }
 
 const SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
-const MODULE_FILE = /\.[cm]?[jt]s$/;
+const MODULE_FILE = /\.m?[jt]s$/;
 
 /**
  * `walcache init`: reads the catalog of one schema and writes a config drafted from it

@@ -73,7 +73,8 @@ const WRITES_PER_SECOND = 5;
 /** A read that differs from the database is re-read for this long before it counts as stale (bus delivery). */
 const STALE_RECHECK_MS = 1_000;
 const USAGE = 'usage: npm start [-- --duration <seconds>] [--drop-slot]';
-const FIX = 'run: npm run setup   (or: docker compose up -d)';
+const FIX =
+  'run: npm run setup   (with Docker instead: docker compose up -d --wait, then DATABASE_URL=postgres://postgres@127.0.0.1:5432/test npm start)';
 
 const DATABASE_URL = process.env.DATABASE_URL ?? DEFAULT_DATABASE_URL;
 /** A Redis Cluster's seed nodes (`host:port,...`), else one Redis at REDIS_URL (the config reads both the same way). */

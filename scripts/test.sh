@@ -26,6 +26,7 @@ CLUSTER_SKIP=(
   test/config-reference.test.ts # docs/configuration.md against the schema
   test/config-topology.test.ts
   test/decoders.test.ts
+  test/docker-compose.test.ts # docker-compose.yml and the quick start's Docker block, as text
   test/docs-links.test.ts # links in the Markdown files
   test/envelope-in-place.test.ts
   test/keys.test.ts

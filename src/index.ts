@@ -41,6 +41,7 @@ export {
 // Errors: each extends WalcacheError and has a stable `code`; `errors` holds them all
 export { DatabaseUnavailableError } from './errors/database-unavailable-error.js';
 export { errors } from './errors/error-map.js';
+export { InitError, type InitErrorReason } from './errors/init-error.js';
 export * from './errors/typed-errors.js';
 export { WalcacheError, type WalcacheErrorCode } from './errors/walcache-error.js';
 // Jobs: warming and write-behind flushing

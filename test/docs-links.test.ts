@@ -12,13 +12,6 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
-/**
- * Files written on another branch that the README already links to: a link to one is
- * accepted while it does not exist, and checked like any other once it does. Remove an
- * entry once its file is merged.
- */
-const AWAITED = new Set(['docs/quick-start.md']);
-
 function markdownFiles(): string[] {
   const docs = readdirSync(join(root, 'docs'))
     .filter((f) => f.endsWith('.md'))
@@ -84,7 +77,7 @@ function brokenBecause(link: Link): string | null {
   const [path = '', fragment] = target.split('#', 2);
   const file = path === '' ? link.file : resolve(dirname(link.file), decodeURIComponent(path));
   const name = relative(root, file);
-  if (!existsSync(file)) return AWAITED.has(name) ? null : `${name} does not exist`;
+  if (!existsSync(file)) return `${name} does not exist`;
   if (fragment === undefined || fragment === '' || !file.endsWith('.md')) return null;
   if (statSync(file).isDirectory()) return `${name} is a folder, not a page with headings`;
   return anchorsOf(readFileSync(file, 'utf8')).has(fragment)
@@ -146,7 +139,7 @@ describe('documentation links', () => {
             /`((?:src|test|scripts|bench|examples|docs|sql|migrations|monitoring)\/[\w./-]*\.[a-z]+)`/g,
           )) {
             const path = match[1] ?? '';
-            if (!existsSync(join(root, path)) && !AWAITED.has(path))
+            if (!existsSync(join(root, path)))
               missing.push(`${relative(root, file)}:${index + 1}: ${path}`);
           }
         });

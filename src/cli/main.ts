@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { doctorCommand } from './doctor-command.js';
+import { initCommand } from './init-command.js';
 import { invalidateCommand } from './invalidate-command.js';
 import { jobsCommand } from './jobs-command.js';
 import { setupCommand } from './setup-command.js';
@@ -38,6 +39,7 @@ export function buildProgram(): Command {
     .version(pkg.version)
     .option('--verbose', 'print stack traces on errors')
     .exitOverride()
+    .addCommand(initCommand())
     .addCommand(workerCommand())
     .addCommand(setupCommand())
     .addCommand(jobsCommand())

@@ -1,4 +1,5 @@
 import { DatabaseUnavailableError } from './database-unavailable-error.js';
+import { InitError } from './init-error.js';
 import * as typedErrors from './typed-errors.js';
 import { WalcacheError } from './walcache-error.js';
 
@@ -11,4 +12,9 @@ import { WalcacheError } from './walcache-error.js';
  * try { await repo.users.update(id, patch); }
  * catch (e) { if (e instanceof errors.InvalidWriteError) return reply.status(400).send(e.message); throw e; }
  */
-export const errors = Object.freeze({ WalcacheError, DatabaseUnavailableError, ...typedErrors });
+export const errors = Object.freeze({
+  WalcacheError,
+  DatabaseUnavailableError,
+  InitError,
+  ...typedErrors,
+});

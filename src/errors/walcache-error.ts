@@ -16,7 +16,8 @@ export type WalcacheErrorCode =
   | 'E_EVICTION_POLICY'
   | 'E_MISSING_ROW'
   | 'E_DATABASE_UNAVAILABLE'
-  | 'E_WARMER_SQL';
+  | 'E_WARMER_SQL'
+  | 'E_INIT';
 
 /** Base class of every error walcache throws on purpose. */
 export class WalcacheError extends Error {

@@ -37,6 +37,7 @@ export const RESERVED_NAMES: ReadonlySet<string> = new Set([
   'cached',
   'close',
   'config',
+  'ready',
   'db',
   'engine',
   'entity',

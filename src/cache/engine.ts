@@ -42,8 +42,10 @@ import {
 import { type Heartbeat, parseHeartbeat } from './heartbeat.js';
 import { L1Tier } from './l1-tier.js';
 import { isBumpVersion, L2Tier, versionTime, versionXids } from './l2-tier.js';
+import { logRedisOutages, type WalcacheLogger } from './outage-log.js';
 import { closeClient, isCluster, type RedisClient } from './redis-client.js';
-import { createCacheRedis, waitReady } from './redis-connection.js';
+import { createCacheRedis, firstConnection, waitReady } from './redis-connection.js';
+import { cacheEndpoint, describeEndpoint } from './redis-endpoint.js';
 import { copyForCaller, forCaller, type SharedValue, share } from './shared-value.js';
 import { allVisible, compactSnapshot } from './snapshot.js';
 
@@ -116,6 +118,12 @@ export interface EngineOptions {
   readonly redis?: RedisClient;
   /** Where the encryption keys are read (`config.encryption.keysEnv`). @default process.env */
   readonly env?: NodeJS.ProcessEnv;
+  /**
+   * Where a cache Redis outage is logged (pino, or anything with `error` and `info`):
+   * once at error level when reads start going to the database, once at info level when
+   * Redis answers again. Nothing is logged without one; the events report it all.
+   */
+  readonly logger?: WalcacheLogger;
 }
 
 interface L2Read {
@@ -224,6 +232,13 @@ export class CacheEngine {
     this.#l2 = new L2Tier(this.#redis, this.#breaker, (op, error) =>
       this.events.emit('l2-error', op, error),
     );
+    // Calls made while the first connection is coming up wait for it (at most
+    // `redis.connectTimeoutMs`; a refused connection ends the wait at once) instead of
+    // failing as an outage (l2-tier.ts, holdUntil).
+    if (this.#redis.status !== 'ready')
+      this.#l2.holdUntil(firstConnection(this.#redis, config.redis.connectTimeoutMs));
+    if (options.logger)
+      logRedisOutages(this.events, options.logger, describeEndpoint(cacheEndpoint(config)));
     this.#l1 = config.l1.enabled ? new L1Tier(config.l1) : undefined;
     this.#tagTtlMs = tagVersionTtlMs(config);
     this.#lastGood =

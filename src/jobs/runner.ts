@@ -177,7 +177,7 @@ export class JobsRunner {
       this.#store = new WriteBehindStore(config);
       await this.#store.ready();
     }
-    this.#engine = new CacheEngine({ config });
+    this.#engine = new CacheEngine({ config, ...(this.#log && { logger: this.#log }) });
     this.#repo = createRepository({
       db: this.#db,
       config: config as WalcacheConfigInput,

@@ -75,3 +75,45 @@ function editDistance(a: string, b: string): number {
   }
   return previous[b.length] as number;
 }
+
+/**
+ * "Did you mean" among names known only at run time (entities, columns, tables): the
+ * closest by edit distance, two swapped letters counting as one edit (`emial` ->
+ * `email`), at most 2 and at most a third of its length; or the same name in another case.
+ */
+export function closestName(known: Iterable<string>, unknown: string): string | null {
+  const lower = unknown.toLowerCase();
+  let best: string | null = null;
+  let bestDistance = Number.POSITIVE_INFINITY;
+  for (const name of known) {
+    const distance = name.toLowerCase() === lower ? 0 : swapDistance(name, unknown);
+    if (distance < bestDistance) {
+      best = name;
+      bestDistance = distance;
+    }
+  }
+  return best !== null && bestDistance <= Math.min(2, Math.floor(unknown.length / 3)) ? best : null;
+}
+
+/** Optimal string alignment distance: Levenshtein, plus a swap of two adjacent letters as one edit. */
+function swapDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) =>
+    Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)),
+  );
+  for (let i = 1; i <= a.length; i++) {
+    const row = d[i] as number[];
+    const above = d[i - 1] as number[];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(
+        (above[j] as number) + 1,
+        (row[j - 1] as number) + 1,
+        (above[j - 1] as number) + cost,
+      );
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        best = Math.min(best, ((d[i - 2] as number[])[j - 2] as number) + 1);
+      row[j] = best;
+    }
+  }
+  return (d[a.length] as number[])[b.length] as number;
+}

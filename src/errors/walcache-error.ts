@@ -15,7 +15,8 @@ export type WalcacheErrorCode =
   | 'E_ENCRYPTION_KEY'
   | 'E_EVICTION_POLICY'
   | 'E_MISSING_ROW'
-  | 'E_DATABASE_UNAVAILABLE';
+  | 'E_DATABASE_UNAVAILABLE'
+  | 'E_INVALID_ARGUMENT';
 
 /** Base class of every error walcache throws on purpose. */
 export class WalcacheError extends Error {

@@ -34,7 +34,8 @@ import {
   type WarmJobData,
   warmJobOptions,
 } from './queues.js';
-import { runWarmer, type WarmSummary } from './warm.js';
+import { resolveWarmerSql, runWarmer, type WarmSummary } from './warm.js';
+import { readWarmerSql } from './warmer-sql.js';
 import { type FlushResult, flushWriteBehind } from './write-behind.js';
 import { WriteBehindStore } from './write-behind-store.js';
 
@@ -162,6 +163,9 @@ export class JobsRunner {
   /**
    * Opens the repository, the queues and the workers, and upserts the job schedulers.
    * Resolves once the workers are taking jobs. Idempotent.
+   *
+   * @throws {ConfigError} (`warmers.<name>.sql`) before anything opens, for a warmer whose
+   *   SQL file cannot be read or uses a parameter the warmer does not send.
    */
   start(): Promise<void> {
     if (this.#closing) return Promise.reject(new Error('JobsRunner is closed'));
@@ -171,6 +175,9 @@ export class JobsRunner {
 
   async #start(): Promise<void> {
     const { config } = this;
+    // A warmer's SQL that could only fail when its schedule fires fails the start instead.
+    for (const [name, warmer] of Object.entries(config.warmers))
+      await readWarmerSql(name, warmer.sql, resolveWarmerSql(warmer.sql));
     if (writeBehindEntities(config).length > 0) {
       // Refused before anything runs: pending writes on a server that may evict them
       // would be acknowledged writes lost.

@@ -31,6 +31,8 @@ import { pgConfig, redactUrl } from '../config/database.js';
 import { SetupError } from '../errors/errors.js';
 import { EVICTION_POLICY_FIX, mayEvictWriteBehind } from '../jobs/eviction-policy.js';
 import { queueRedisUrl } from '../jobs/queues.js';
+import { resolveWarmerSql } from '../jobs/warm.js';
+import { warmerSqlChecks } from '../jobs/warmer-sql.js';
 import { WriteBehindStore } from '../jobs/write-behind-store.js';
 import { Keys } from '../keys/keys.js';
 import { probeAcl, recommendedAcl } from './redis-acl.js';
@@ -109,6 +111,7 @@ export async function doctor(options: DoctorOptions): Promise<DoctorReport> {
     checks,
   );
   await redisChecks(config, slot, checks);
+  checks.push(...(await warmerSqlChecks(config, (file) => resolveWarmerSql(file))));
   return { ok: checks.every((c) => c.status !== 'fail'), checks };
 }
 

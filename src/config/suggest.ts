@@ -7,6 +7,21 @@ import { configSchema } from './schema.js';
  * difference), `redisUrl` -> `redis.url` (a section name glued to one of its options).
  */
 export function suggestOption(parentPath: readonly string[], unknown: string): string | null {
+  const found = suggestOptions(parentPath, unknown);
+  return found.length === 1 ? (found[0] as string) : null;
+}
+
+/**
+ * {@link suggestOption}, or the few options equally likely: an option of a section put
+ * beside it may belong to several (`ttlMs`: `cache.ttlMs` or `lease.ttlMs`).
+ */
+export function suggestOptions(parentPath: readonly string[], unknown: string): string[] {
+  const one = suggestOne(parentPath, unknown);
+  if (!Array.isArray(one)) return one === null ? [] : [one];
+  return one;
+}
+
+function suggestOne(parentPath: readonly string[], unknown: string): string | string[] | null {
   const shape = objectShapeAt(configSchema, parentPath);
   if (shape === null) return null;
   const known = Object.keys(shape);
@@ -31,7 +46,33 @@ export function suggestOption(parentPath: readonly string[], unknown: string): s
     const option = inner && Object.keys(inner).find((o) => o.toLowerCase() === rest);
     if (option) return `${prefix}${section}.${option}`;
   }
-  return null;
+  // An option of a section put beside it (`ttlMs` -> `cache.ttlMs`, `slot` ->
+  // `worker.slot`), then one name inside the other (`ttl` -> `ttlMs`, `threshold` ->
+  // `failureThreshold`, `slotName` -> `slot`), here then one level down: each only when
+  // exactly one option fits.
+  const moved: string[] = [];
+  const movedInside: string[] = [];
+  for (const section of known) {
+    const inner = objectShapeAt(shape[section] as z.ZodType, []);
+    if (inner === null) continue;
+    for (const option of Object.keys(inner)) {
+      if (option.toLowerCase() === lower) moved.push(`${section}.${option}`);
+      else if (overlaps(option, lower)) movedInside.push(`${section}.${option}`);
+    }
+  }
+  if (moved.length > 0) return moved.map((m) => prefix + m);
+  const inside = known.filter((name) => overlaps(name, lower));
+  if (inside.length === 1) return prefix + (inside[0] as string);
+  return inside.length === 0 && movedInside.length === 1
+    ? prefix + (movedInside[0] as string)
+    : null;
+}
+
+/** Does one name start or end with the other (case aside), the shorter being 3+ letters? */
+function overlaps(name: string, lower: string): boolean {
+  const n = name.toLowerCase();
+  const [short, long] = n.length <= lower.length ? [n, lower] : [lower, n];
+  return short.length >= 3 && (long.startsWith(short) || long.endsWith(short));
 }
 
 type Shape = Record<string, unknown>;
@@ -45,6 +86,13 @@ function objectShapeAt(schema: z.ZodType, path: readonly string[]): Shape | null
     if (def.type === 'object') {
       if (i === path.length) return def.shape as Shape;
       def = def.shape[path[i++] as string]?._zod?.def;
+    } else if (def.type === 'union' && i === path.length) {
+      // Every branch's options (`schedule`: `every` or `cron`).
+      const shapes = (def.options as Array<{ _zod?: { def?: { type?: string; shape?: Shape } } }>)
+        .map((o) => o._zod?.def)
+        .filter((d) => d?.type === 'object')
+        .map((d) => d?.shape as Shape);
+      return shapes.length > 0 ? Object.assign({}, ...shapes) : null;
     } else if (def.type === 'record') {
       if (i === path.length) return null;
       i++;

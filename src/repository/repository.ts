@@ -96,7 +96,8 @@ export type Repository<DB, C> = RepositoryCore<DB, C> & {
  *   entities: { users: { table: 'users', key: 'id', unique: ['email'], deny: ['password_hash'] } },
  *   invalidateBy: { orders: ['user_id'] },
  * });
- * const repo = createRepository({ db, config });
+ * const repo = createRepository({ db, config, logger });  // logger: optional (pino or alike)
+ * await repo.ready(); // catalog read and checked, Redis connected (false: reads go to the database)
  * const user = await repo.users.findById(42);          // row type from your Database type
  * const orders = await repo.cached(db.selectFrom('orders').selectAll().where('user_id', '=', 42));
  */

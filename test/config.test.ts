@@ -250,5 +250,23 @@ describe('config', () => {
       }
       assert.doesNotMatch(message({ cache: { zzz: 1 } }), /did you mean/);
     });
+
+    it('a warmer of an entity the config lacks is refused when the config is resolved', () => {
+      assert.throws(
+        () =>
+          resolveConfig({
+            entities: {
+              users: { table: 'users', key: 'id' },
+              orders: { table: 'orders', key: 'id' },
+            },
+            warmers: { hot: { schedule: { every: 60_000 }, entity: 'usres' } },
+          }),
+        (e: unknown) =>
+          e instanceof ConfigError &&
+          e.option === 'warmers.hot.entity' &&
+          e.message ===
+            'Invalid walcache option `warmers.hot.entity`: not an entity of the config (did you mean `users`?); it declares `users`, `orders` (got "usres")',
+      );
+    });
   });
 });

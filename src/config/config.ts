@@ -2,7 +2,7 @@ import type { z } from 'zod';
 import { assertTls, seedUrl } from '../cache/redis-endpoint.js';
 import { ConfigError } from '../errors/errors.js';
 import { configSchema, NODE_ADDRESS, type WalcacheConfigInput } from './schema.js';
-import { suggestOptions } from './suggest.js';
+import { closestName, suggestOptions } from './suggest.js';
 
 type Parsed = z.output<typeof configSchema>;
 
@@ -79,6 +79,17 @@ export function resolveConfig(
       '(set)',
       `give one of jobs.redisUrl, jobs.redisCluster and jobs.redisSentinel (also set: ${jobsTopologies[0]})`,
     );
+  // A warmer of an entity the config lacks would fail only when its schedule fires.
+  const entityNames = Object.keys(parsed.entities);
+  for (const [name, warmer] of Object.entries(parsed.warmers)) {
+    if (Object.hasOwn(parsed.entities, warmer.entity)) continue;
+    const meant = closestName(entityNames, warmer.entity);
+    throw new ConfigError(
+      `warmers.${name}.entity`,
+      warmer.entity,
+      `not an entity of the config${meant ? ` (did you mean \`${meant}\`?)` : ''}; it declares ${entityNames.length > 0 ? entityNames.map((e) => `\`${e}\``).join(', ') : 'none'}`,
+    );
+  }
   const redisUrl = parsed.redis.url as string; // filled in from the environment above
   assertTls('redis.tls', redisUrl, parsed.redis.tls);
   if (parsed.jobs.redisTls !== undefined)

@@ -37,6 +37,7 @@ CLUSTER_SKIP=(
   # only private redis-servers the tests start, stop, pause or misconfigure
   test/bench-consistency-children.test.ts
   test/bus-liveness.test.ts
+  test/quiet-start.test.ts # a slow proxy in front of the standalone server, a Redis down
   test/degradation.test.ts
   test/redis-deployed.test.ts # ACL and TLS servers
   test/redis-rollback.test.ts

@@ -42,6 +42,7 @@ export {
 export { DatabaseUnavailableError } from './errors/database-unavailable-error.js';
 export { errors } from './errors/error-map.js';
 export { InitError, type InitErrorReason } from './errors/init-error.js';
+export { InvalidArgumentError } from './errors/invalid-argument-error.js';
 export * from './errors/typed-errors.js';
 export { WalcacheError, type WalcacheErrorCode } from './errors/walcache-error.js';
 // Jobs: warming and write-behind flushing

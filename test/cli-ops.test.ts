@@ -98,8 +98,12 @@ describe('walcache CLI: bad input', () => {
     const cases: Array<[Command, string[], RegExp]> = [
       [invalidateCommand(), ['--yes'], /say what to invalidate/],
       [invalidateCommand(), ['--key', 'a', '--all', '--yes'], /use one of --key, --all at a time/],
-      [invalidateCommand(), ['--id', '42', '--yes'], /--entity and --id go together/],
-      [invalidateCommand(), ['--entity', 'nope', '--id', '1', '--yes'], /Unknown entity "nope"/],
+      [invalidateCommand(), ['--id', '42', '--yes'], /--entity goes with --id or --by\/--value/],
+      [
+        invalidateCommand(),
+        ['--entity', 'nope', '--id', '1', '--yes'],
+        /--entity nope: no entity `nope` in the config/,
+      ],
       [
         invalidateCommand(),
         ['--config', composite, '--entity', 'members', '--id', '7', '--yes'],
@@ -145,7 +149,7 @@ describe('walcache invalidate', () => {
     assert.deepEqual(await engine.get('x'), { v: 1 });
     const run = await cli(['invalidate', '--config', file, '--key', 'x', '--yes']);
     assert.equal(run.code, 0, run.stderr);
-    assert.equal(run.stdout, 'tombstoned 1 key: x\n');
+    assert.equal(run.stdout, 'tombstoned 1 key: x (1 held a cached entry)\n');
     assert.equal(await direct.get('x'), undefined);
     assert.equal(await res.redis().exists(keys.entry('x')), 1, 'a tombstone, not a delete');
     // The bus told this process's L1.
@@ -169,16 +173,22 @@ describe('walcache invalidate', () => {
 
     await engine.set('tagged', 1, { tags: ['team:5'] });
     const before = await raw.get(keys.tagVersion('team:5'));
+    // team:6: not a tag the config derives, and nothing depends on it (a typo?): refused,
+    // and team:5 is left alone too.
     let run = await cli(['invalidate', '--config', file, '--tag', 'team:5', 'team:6', '--yes']);
+    assert.equal(run.code, 1);
+    assert.match(run.stderr, /^walcache: --tag team:6: not a tag the config derives/);
+    assert.equal(await raw.get(keys.tagVersion('team:5')), before);
+    run = await cli(['invalidate', '--config', file, '--tag', 'team:5', '--yes']);
     assert.equal(run.code, 0, run.stderr);
-    assert.match(run.stdout, /^bumped 2 tags: team:5, team:6/);
+    assert.match(run.stdout, /^bumped 1 tag: team:5 \(1 had cached entries depending on it/);
     assert.notEqual(await raw.get(keys.tagVersion('team:5')), before);
     assert.equal(await engine.get('tagged'), undefined);
 
     await engine.set('users:42', { id: 42 });
     run = await cli(['invalidate', '--config', file, '--entity', 'users', '--id', '42', '--yes']);
     assert.equal(run.code, 0, run.stderr);
-    assert.equal(run.stdout, 'tombstoned 1 key: users:42\n');
+    assert.equal(run.stdout, 'tombstoned 1 key: users:42 (1 held a cached entry)\n');
     assert.equal(await engine.get('users:42'), undefined);
 
     await engine.set('other', 'v');

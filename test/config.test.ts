@@ -181,5 +181,92 @@ describe('config', () => {
       );
       assert.doesNotMatch(suggestion({ zzzzzz: 1 }), /did you mean/);
     });
+
+    it('suggests at every level, through unions, and before reporting what the typo left missing', () => {
+      const message = (input: unknown) => {
+        try {
+          resolveConfig(input as never, {});
+        } catch (e) {
+          assert.ok(e instanceof ConfigError, String(e));
+          return e.message;
+        }
+        assert.fail('no error');
+      };
+      const entity = { table: 't', key: 'id' };
+      const warmer = (extra: object) => ({
+        entities: { u: entity },
+        warmers: { hot: { entity: 'u', ...extra } },
+      });
+      const cases: Array<[unknown, string, string]> = [
+        // level 1: a section's option, the unit left out, a name inside the other
+        [{ cache: { ttl: 5 } }, 'cache.ttl', 'cache.ttlMs'],
+        [{ breaker: { threshold: 3 } }, 'breaker.threshold', 'breaker.failureThreshold'],
+        [{ worker: { slotName: 'x' } }, 'worker.slotName', 'worker.slot'],
+        // top level: an option of a section put beside it
+        [{ slot: 'x' }, 'slot', 'worker.slot'],
+        [{ ttlMs: 5 }, 'ttlMs', 'cache.ttlMs` or `l1.ttlMs` or `lease.ttlMs'],
+        // level 2
+        [
+          { redis: { url: 'rediss://h:1', tls: { serverName: 'x' } } },
+          'redis.tls.serverName',
+          'redis.tls.servername',
+        ],
+        [{ redis: { cluster: { node: ['h:1'] } } }, 'redis.cluster.node', 'redis.cluster.nodes'],
+        [
+          { redis: { sentinel: { sentinel: ['h:1'], name: 'm' } } },
+          'redis.sentinel.sentinel',
+          'redis.sentinel.sentinels',
+        ],
+        [
+          { jobs: { redisUrl: 'rediss://h:1', redisTls: { sevrername: 'x' } } },
+          'jobs.redisTls.sevrername',
+          'jobs.redisTls.servername',
+        ],
+        [warmer({ shedule: { every: 1000 } }), 'warmers.hot.shedule', 'warmers.hot.schedule'],
+        // level 3, and inside a union (`schedule` is `{ every }` or `{ cron }`)
+        [
+          { entities: { u: { ...entity, sliding: { maxAge: 5 } } } },
+          'entities.u.sliding.maxAge',
+          'entities.u.sliding.maxAgeMs',
+        ],
+        [
+          warmer({ schedule: { evry: 1000 } }),
+          'warmers.hot.schedule.evry',
+          'warmers.hot.schedule.every',
+        ],
+        [
+          warmer({ schedule: { crn: '0 3 * * *' } }),
+          'warmers.hot.schedule.crn',
+          'warmers.hot.schedule.cron',
+        ],
+      ];
+      for (const [input, option, meant] of cases) {
+        const expected = `Invalid walcache option \`${option}\`: no such option (did you mean \`${meant}\`?)`;
+        const got = message(input);
+        assert.ok(
+          got.startsWith(expected),
+          `${option}:\n  got      ${got}\n  expected ${expected}`,
+        );
+      }
+      assert.doesNotMatch(message({ cache: { zzz: 1 } }), /did you mean/);
+    });
+
+    it('a warmer of an entity the config lacks is refused when the config is resolved', () => {
+      assert.throws(
+        () =>
+          resolveConfig({
+            entities: {
+              users: { table: 'users', key: 'id' },
+              orders: { table: 'orders', key: 'id' },
+            },
+            warmers: { hot: { schedule: { every: 60_000 }, entity: 'usres' } },
+          }),
+        (e: unknown) =>
+          e instanceof ConfigError &&
+          e.option === 'warmers.hot.entity' &&
+          e.message ===
+            'Invalid walcache option `warmers.hot.entity`: not an entity of the config (did you mean `users`?); it declares `users`, `orders` (got "usres")',
+      );
+    });
   });
 });

@@ -75,7 +75,7 @@ describe('walcache invalidate --pattern, and canonical --id', () => {
       '--yes',
     ]);
     assert.equal(run.code, 0, run.stderr);
-    assert.equal(run.stdout, 'tombstoned 1 key: accounts:42\n');
+    assert.equal(run.stdout, 'tombstoned 1 key: accounts:42 (1 held a cached entry)\n');
     assert.equal(await engine.get('accounts:42'), undefined);
   });
 });

@@ -3,6 +3,7 @@ import { LRUCache } from 'lru-cache';
 import { Keyring } from '../codec/keyring.js';
 import { Codec } from '../codec/value-codec.js';
 import { type ResolvedConfig, resolveConfig, tagVersionTtlMs } from '../config/config.js';
+import { cacheEndpoint, describeEndpoint } from '../config/redis-endpoint.js';
 import type { WalcacheConfigInput } from '../config/schema.js';
 import {
   ClosedError,
@@ -42,8 +43,9 @@ import type { Heartbeat } from './heartbeat.js';
 import { L1Tier } from './l1-tier.js';
 import { INVALID, type L2Read, L2Reader, RESOLVED, type Verdict } from './l2-read.js';
 import { isBumpVersion, L2Tier, versionTime, versionXids } from './l2-tier.js';
+import { logRedisOutages, type WalcacheLogger } from './outage-log.js';
 import { closeClient, isCluster, type RedisClient } from './redis-client.js';
-import { createCacheRedis, waitReady } from './redis-connection.js';
+import { createCacheRedis, firstConnection, waitReady } from './redis-connection.js';
 import { copyForCaller, forCaller, type SharedValue, share } from './shared-value.js';
 import { allVisible, compactSnapshot } from './snapshot.js';
 import { VersionTrust } from './version-trust.js';
@@ -118,6 +120,12 @@ export interface EngineOptions {
   readonly redis?: RedisClient;
   /** Where the encryption keys are read (`config.encryption.keysEnv`). @default process.env */
   readonly env?: NodeJS.ProcessEnv;
+  /**
+   * Where a cache Redis outage is logged (pino, or anything with `error` and `info`):
+   * once at error level when reads start going to the database, once at info level when
+   * Redis answers again. Nothing is logged without one; the events report it all.
+   */
+  readonly logger?: WalcacheLogger;
 }
 
 /** The options of a call that passes none (one object, not one per call). */
@@ -201,6 +209,13 @@ export class CacheEngine {
     this.#l2 = new L2Tier(this.#redis, this.#breaker, (op, error) =>
       this.events.emit('l2-error', op, error),
     );
+    // Calls made while the first connection is coming up wait for it (at most
+    // `redis.connectTimeoutMs`; a refused connection ends the wait at once) instead of
+    // failing as an outage (l2-tier.ts, holdUntil).
+    if (this.#redis.status !== 'ready')
+      this.#l2.holdUntil(firstConnection(this.#redis, config.redis.connectTimeoutMs));
+    if (options.logger)
+      logRedisOutages(this.events, options.logger, describeEndpoint(cacheEndpoint(config)));
     this.#l1 = config.l1.enabled ? new L1Tier(config.l1) : undefined;
     this.#versions = new VersionTrust(
       this.#l2,

@@ -20,6 +20,8 @@ export class L2Tier {
   readonly #redis: RedisClient & ScriptCommands;
   readonly #breaker: CircuitBreaker;
   readonly #onError: (operation: string, error: unknown) => void;
+  /** Settles once the client's first connection is up or its wait is over (`holdUntil`). */
+  #connecting: Promise<void> | undefined;
 
   constructor(
     redis: RedisClient,
@@ -31,12 +33,30 @@ export class L2Tier {
     this.#onError = onError;
   }
 
+  /**
+   * Holds every call until `connected` settles. A client without an offline queue
+   * refuses commands at once until its first connection is up, and each refusal would
+   * count against the breaker as an outage; a Redis still down after the wait is one.
+   */
+  holdUntil(connected: Promise<unknown>): void {
+    const wait: Promise<void> = connected.then(
+      () => this.#endHold(wait),
+      () => this.#endHold(wait),
+    );
+    this.#connecting = wait;
+  }
+
+  #endHold(wait: Promise<void>): void {
+    if (this.#connecting === wait) this.#connecting = undefined;
+  }
+
   get available(): boolean {
     return this.#breaker.state === 'closed';
   }
 
   /** GET; a key of another Redis type reads as foreign bytes (a corrupt entry), not as an outage. */
   get(key: string): Promise<Buffer | null> {
+    if (this.#connecting !== undefined) return this.#connecting.then(() => this.get(key));
     // The hit path: one promise, no async wrapper (measured in bench:hitpath).
     if (!this.#breaker.allow()) return Promise.reject(new RedisUnavailableError('get'));
     return this.#redis.getBuffer(key).then(this.#getDone, this.#getFailed);
@@ -51,6 +71,8 @@ export class L2Tier {
     next: (value: Buffer | null) => R | PromiseLike<R>,
     failed: (error: unknown) => R | PromiseLike<R>,
   ): Promise<R> {
+    if (this.#connecting !== undefined)
+      return this.#connecting.then(() => this.getThen(key, next, failed));
     if (!this.#breaker.allow())
       return Promise.resolve(new RedisUnavailableError('get')).then(failed);
     return this.#redis.getBuffer(key).then(
@@ -242,6 +264,7 @@ export class L2Tier {
   }
 
   async #guard<T>(operation: string, run: () => Promise<T>): Promise<T> {
+    if (this.#connecting !== undefined) await this.#connecting;
     if (!this.#breaker.allow()) throw new RedisUnavailableError(operation);
     try {
       const result = await run();

@@ -75,3 +75,22 @@ function readyEvent(client: RedisClient, timeoutMs: number): Promise<boolean> {
     client.on('ready', onReady);
   });
 }
+
+/**
+ * Settles when a new client's first connection attempt is over: true once it is ready
+ * (`waitReady`), false when the attempt fails (refused, closed: an outage, not worth
+ * waiting for) or after `timeoutMs`.
+ */
+export function firstConnection(client: RedisClient, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const failed = () => done(false);
+    const done = (ok: boolean) => {
+      client.off('error', failed);
+      client.off('close', failed);
+      resolve(ok);
+    };
+    client.on('error', failed);
+    client.on('close', failed);
+    void waitReady(client, timeoutMs).then(done);
+  });
+}

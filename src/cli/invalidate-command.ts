@@ -6,11 +6,13 @@ import { parseEntry } from '../cache/envelope.js';
 import { getMany, scanKeys } from '../cache/redis-client.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { pgConfig, redactUrl } from '../config/database.js';
+import { closestName } from '../config/suggest.js';
 import { poolQuery, readCatalog, type TableCatalog } from '../database/table-catalog.js';
-import { UnknownEntityError } from '../errors/typed-errors.js';
+import { InvalidArgumentError } from '../errors/invalid-argument-error.js';
 import { canonicalText } from '../keys/canonical.js';
-import { entityKey } from '../keys/redis-keys.js';
-import { qualify } from '../model/table-model.js';
+import { entityKey, uniqueKey } from '../keys/redis-keys.js';
+import { buildChangeModel, qualify } from '../model/table-model.js';
+import { checkKey, checkTag } from './invalidate-targets.js';
 import { loadConfig } from './load-config.js';
 
 interface InvalidateCommandOptions {
@@ -19,6 +21,8 @@ interface InvalidateCommandOptions {
   tag?: string[];
   entity?: string;
   id?: string[];
+  by?: string;
+  value?: string[];
   all?: boolean;
   pattern?: string;
   dryRun?: boolean;
@@ -26,7 +30,8 @@ interface InvalidateCommandOptions {
 }
 
 type Action =
-  | { kind: 'keys'; keys: string[]; what: string }
+  /** `checked`: keys typed by hand (`--key`), checked against the config. */
+  | { kind: 'keys'; keys: string[]; what: string; checked: boolean }
   | { kind: 'tags'; tags: string[]; what: string }
   | { kind: 'pattern'; pattern: string; what: string }
   | { kind: 'all'; what: string };
@@ -44,11 +49,16 @@ export function invalidateCommand(): Command {
     .option('-c, --config <file>', 'config module (default export of defineConfig)')
     .option('--key <key...>', 'cache keys to tombstone (e.g. users:42)')
     .option('--tag <tag...>', 'tags whose entries become misses (version bump)')
-    .option('--entity <name>', 'an entity of the config (with --id)')
+    .option('--entity <name>', 'an entity of the config (with --id, or --by and --value)')
     .option(
       '--id <id...>',
       "the entity rows' key values; a composite key as comma-separated values in key order (7,3)",
     )
+    .option(
+      '--by <column>',
+      'with --entity and --value: a unique column of the entity (the entries findBy reads)',
+    )
+    .option('--value <value...>', 'with --by: the values of that column')
     .option('--all', 'bump the cache epoch: every entry cached so far becomes a miss')
     .option(
       '--pattern <glob>',
@@ -59,10 +69,6 @@ export function invalidateCommand(): Command {
     .action(async (opts: InvalidateCommandOptions) => {
       const config = await loadConfig(opts.config);
       const action = await planAction(config, opts);
-      if (!opts.yes && !(action.kind === 'pattern' && opts.dryRun))
-        await confirm(
-          `${action.what} (prefix ${config.prefix}, Redis ${redactUrl(config.redis.url)})`,
-        );
       // Tombstones and bumps read no entry: no encryption keys needed here.
       const engine = new CacheEngine({
         config: { ...config, encryption: { ...config.encryption, all: false } },
@@ -72,17 +78,28 @@ export function invalidateCommand(): Command {
           throw new Error(
             `Cannot reach the cache Redis at ${redactUrl(config.redis.url)}: nothing was invalidated`,
           );
+        // Every target is checked before anything changes (a typo must not half-apply).
+        const held =
+          action.kind === 'keys'
+            ? await checkKeys(engine, config, action)
+            : action.kind === 'tags'
+              ? await checkTags(engine, config, action.tags)
+              : 0;
+        if (!opts.yes && !(action.kind === 'pattern' && opts.dryRun))
+          await confirm(
+            `${action.what} (prefix ${config.prefix}, Redis ${redactUrl(config.redis.url)})`,
+          );
         switch (action.kind) {
           case 'keys':
             await engine.delete(action.keys);
             process.stdout.write(
-              `tombstoned ${plural(action.keys.length, 'key')}: ${action.keys.join(', ')}\n`,
+              `tombstoned ${plural(action.keys.length, 'key')}: ${action.keys.join(', ')} (${held === 0 ? 'none' : held === action.keys.length && held > 1 ? 'all' : held} held a cached entry)\n`,
             );
             break;
           case 'tags':
             await engine.invalidateTags(action.tags);
             process.stdout.write(
-              `bumped ${plural(action.tags.length, 'tag')}: ${action.tags.join(', ')} (entries depending on them are misses now)\n`,
+              `bumped ${plural(action.tags.length, 'tag')}: ${action.tags.join(', ')} (${held === 0 ? 'none' : held === action.tags.length && held > 1 ? 'all' : held} had cached entries depending on ${action.tags.length === 1 ? 'it' : 'them'}, misses now)\n`,
             );
             break;
           case 'pattern': {
@@ -114,6 +131,51 @@ export function invalidateCommand(): Command {
         await engine.close();
       }
     });
+}
+
+/**
+ * Refuses keys the config cannot make (checkKey) unless an entry is cached under them;
+ * resolves how many of the keys hold an entry now.
+ */
+async function checkKeys(
+  engine: CacheEngine,
+  config: ResolvedConfig,
+  action: { keys: string[]; checked: boolean },
+): Promise<number> {
+  const values = await getMany(
+    engine.redis,
+    action.keys.map((k) => engine.keys.entry(k)),
+  );
+  const holds = values.map((v) => parseEntry(v ?? null).kind === 'data');
+  if (action.checked)
+    action.keys.forEach((key, i) => {
+      const check = checkKey(config, key);
+      if (!check.ok && !holds[i])
+        throw new InvalidArgumentError(`--key ${key}`, check.reason, check.fix);
+    });
+  return holds.filter(Boolean).length;
+}
+
+/**
+ * Refuses tags the config does not derive (checkTag) unless Redis holds a version of
+ * them (an entry depends on them); resolves how many have a version now.
+ */
+async function checkTags(
+  engine: CacheEngine,
+  config: ResolvedConfig,
+  tags: readonly string[],
+): Promise<number> {
+  const model = buildChangeModel(config);
+  const versions = await getMany(
+    engine.redis,
+    tags.map((t) => engine.keys.tagVersion(t)),
+  );
+  tags.forEach((tag, i) => {
+    const check = checkTag(config, model, tag);
+    if (!check.ok && versions[i] === null)
+      throw new InvalidArgumentError(`--tag ${tag}`, check.reason, check.fix);
+  });
+  return versions.filter((v) => v !== null).length;
 }
 
 /** Logical keys a pattern may name: those of keys (`[A-Za-z0-9_.:-]`) plus `*` and `?`. */
@@ -176,20 +238,25 @@ async function planAction(config: ResolvedConfig, opts: InvalidateCommandOptions
   const modes = [
     opts.key !== undefined && '--key',
     opts.tag !== undefined && '--tag',
-    (opts.entity !== undefined || opts.id !== undefined) && '--entity/--id',
+    (opts.entity !== undefined ||
+      opts.id !== undefined ||
+      opts.by !== undefined ||
+      opts.value !== undefined) &&
+      '--entity',
     opts.all === true && '--all',
     opts.pattern !== undefined && '--pattern',
   ].filter((m): m is string => m !== false);
   if (modes.length !== 1)
     throw new Error(
       modes.length === 0
-        ? 'say what to invalidate: --key <k...>, --tag <t...>, --entity <name> --id <id...>, --pattern <glob>, or --all'
+        ? 'say what to invalidate: --key <k...>, --tag <t...>, --entity <name> --id <id...>, --entity <name> --by <unique column> --value <v...>, --pattern <glob>, or --all'
         : `use one of ${modes.join(', ')} at a time`,
     );
   if (opts.key)
     return {
       kind: 'keys',
       keys: opts.key,
+      checked: true,
       what: `tombstone ${plural(opts.key.length, 'key')}: ${opts.key.join(', ')}`,
     };
   if (opts.tag)
@@ -213,11 +280,27 @@ async function planAction(config: ResolvedConfig, opts: InvalidateCommandOptions
     };
   }
   const name = opts.entity;
-  if (name === undefined || opts.id === undefined)
-    throw new Error('--entity and --id go together: --entity users --id 42');
+  if (name === undefined)
+    throw new Error(
+      '--entity goes with --id or --by/--value: --entity users --id 42, --entity users --by email --value ada@example.com',
+    );
   const entity = config.entities[name];
-  if (entity === undefined) throw new UnknownEntityError(name, Object.keys(config.entities));
+  if (entity === undefined) {
+    const known = Object.keys(config.entities);
+    const meant = closestName(known, name);
+    throw new InvalidArgumentError(
+      `--entity ${name}`,
+      `no entity \`${name}\` in the config${meant ? ` (did you mean \`${meant}\`?)` : ''}`,
+      known.length > 0
+        ? `--entity ${meant ?? known[0]}; the config's entities: ${known.join(', ')}`
+        : 'the config declares no entities: use --key, --tag or --pattern',
+    );
+  }
   const columns = typeof entity.key === 'string' ? [entity.key] : [...entity.key];
+  if (opts.by !== undefined || opts.value !== undefined)
+    return planByColumn(config, name, opts, columns);
+  if (opts.id === undefined)
+    throw new Error(`--entity goes with --id or --by/--value: --entity ${name} --id 42`);
   const given = opts.id.map((id) => {
     const values = columns.length === 1 ? [id] : id.split(',');
     if (values.length !== columns.length)
@@ -229,12 +312,58 @@ async function planAction(config: ResolvedConfig, opts: InvalidateCommandOptions
   const keys = (await canonicalIds(config, name, columns, given)).map((v) => entityKey(name, v));
   const note =
     entity.unique.length > 0
-      ? ` (entries found by ${entity.unique.join(', ')} are not touched: use --tag or --all for those)`
+      ? ` (entries found by ${entity.unique.join(', ')} are not touched: use --by ${entity.unique[0]} --value <v> for those)`
       : '';
   return {
     kind: 'keys',
     keys,
+    checked: false,
     what: `tombstone ${plural(keys.length, 'key')}: ${keys.join(', ')}${note}`,
+  };
+}
+
+/**
+ * `--entity <name> --by <column> --value <v...>`: the entries `findBy(column, v)` reads
+ * (`<entity>:by:<column>:<v>`), or, by the key column, the entity's own entries.
+ */
+async function planByColumn(
+  config: ResolvedConfig,
+  name: string,
+  opts: InvalidateCommandOptions,
+  keyColumns: readonly string[],
+): Promise<Action> {
+  const entity = config.entities[name] as ResolvedConfig['entities'][string];
+  const example = `--entity ${name} --by ${entity.unique[0] ?? keyColumns[0]} --value <value>`;
+  if (opts.id !== undefined) throw new Error(`use --id or --by/--value, not both: ${example}`);
+  if (opts.by === undefined || opts.value === undefined)
+    throw new Error(`--by and --value go together: ${example}`);
+  const column = opts.by;
+  const byKey = keyColumns.length === 1 && column === keyColumns[0];
+  if (!byKey && !entity.unique.includes(column)) {
+    const candidates = [...entity.unique, ...(keyColumns.length === 1 ? keyColumns : [])];
+    const meant = closestName(candidates, column);
+    throw new InvalidArgumentError(
+      `--by ${column}`,
+      `\`${column}\` is not a unique column of \`${name}\`${meant ? ` (did you mean \`${meant}\`?)` : ''}: ${entity.unique.length > 0 ? `its unique columns are ${entity.unique.join(', ')}` : 'it has no unique columns (entities.<name>.unique)'}`,
+      candidates.length > 0
+        ? `--entity ${name} --by ${meant ?? candidates[0]} --value ${opts.value.join(' ')}`
+        : `--entity ${name} --id <id>`,
+    );
+  }
+  const values = (
+    await canonicalIds(
+      config,
+      name,
+      [column],
+      opts.value.map((v) => [v]),
+    )
+  ).map(([v]) => v as string);
+  const keys = values.map((v) => (byKey ? entityKey(name, [v]) : uniqueKey(name, column, v)));
+  return {
+    kind: 'keys',
+    keys,
+    checked: false,
+    what: `tombstone ${plural(keys.length, 'key')}: ${keys.join(', ')}`,
   };
 }
 

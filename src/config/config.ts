@@ -2,7 +2,7 @@ import { ConfigError } from '../errors/typed-errors.js';
 import { assertTls, seedUrl } from './redis-endpoint.js';
 import type { ResolvedConfig } from './resolved-config.js';
 import { configSchema, NODE_ADDRESS, type WalcacheConfigInput } from './schema.js';
-import { suggestOption } from './suggest.js';
+import { closestName, suggestOptions } from './suggest.js';
 
 export type { ResolvedConfig };
 
@@ -32,9 +32,11 @@ export function resolveConfig(
   };
   const result = configSchema.safeParse(withEnv);
   if (!result.success) {
+    // An unknown option explains the rest (a misspelt required one is also "missing").
+    const unknown = unknownKeys(result.error.issues, []);
+    if (unknown !== null) throw unknownOptions(withEnv, unknown.path, unknown.keys);
     const issue = result.error.issues[0];
     const path = issue?.path.map(String) ?? [];
-    if (issue?.code === 'unrecognized_keys') throw unknownOptions(withEnv, path, issue.keys);
     const option = path.length > 0 ? path.join('.') : '(config)';
     throw new ConfigError(option, valueAt(withEnv, path), issue?.message ?? 'invalid');
   }
@@ -66,6 +68,17 @@ export function resolveConfig(
       '(set)',
       `give one of jobs.redisUrl, jobs.redisCluster and jobs.redisSentinel (also set: ${jobsTopologies[0]})`,
     );
+  // A warmer of an entity the config lacks would fail only when its schedule fires.
+  const entityNames = Object.keys(parsed.entities);
+  for (const [name, warmer] of Object.entries(parsed.warmers)) {
+    if (Object.hasOwn(parsed.entities, warmer.entity)) continue;
+    const meant = closestName(entityNames, warmer.entity);
+    throw new ConfigError(
+      `warmers.${name}.entity`,
+      warmer.entity,
+      `not an entity of the config${meant ? ` (did you mean \`${meant}\`?)` : ''}; it declares ${entityNames.length > 0 ? entityNames.map((e) => `\`${e}\``).join(', ') : 'none'}`,
+    );
+  }
   const redisUrl = parsed.redis.url as string; // filled in from the environment above
   assertTls('redis.tls', redisUrl, parsed.redis.tls);
   if (parsed.jobs.redisTls !== undefined)
@@ -152,8 +165,10 @@ export function tagVersionTtlMs(config: ResolvedConfig): number {
 function unknownOptions(input: unknown, parent: readonly string[], keys: readonly string[]) {
   const [first = '(config)', ...more] = keys.map((k) => [...parent, k].join('.'));
   const hint = (name: string) => {
-    const meant = suggestOption(parent, name.slice(name.lastIndexOf('.') + 1));
-    return meant === null ? '' : ` (did you mean \`${meant}\`?)`;
+    const meant = suggestOptions(parent, name.slice(name.lastIndexOf('.') + 1));
+    return meant.length === 0
+      ? ''
+      : ` (did you mean ${meant.map((m) => `\`${m}\``).join(' or ')}?)`;
   };
   const others =
     more.length > 0 ? `; also unknown: ${more.map((k) => `\`${k}\`${hint(k)}`).join(', ')}` : '';
@@ -162,6 +177,36 @@ function unknownOptions(input: unknown, parent: readonly string[], keys: readonl
     valueAt(input, first.split('.')),
     `no such option${hint(first)}${others}`,
   );
+}
+
+interface IssueLike {
+  readonly code: string;
+  readonly path: readonly PropertyKey[];
+  readonly keys?: readonly string[];
+  readonly errors?: ReadonlyArray<readonly IssueLike[]>;
+}
+
+/**
+ * The first unknown option among zod's issues, with its parent's path: at any depth,
+ * and inside a union (`warmers.<name>.schedule`) when every branch refuses the same key.
+ */
+function unknownKeys(
+  issues: readonly IssueLike[],
+  base: readonly string[],
+): { path: string[]; keys: string[] } | null {
+  for (const issue of issues) {
+    const path = [...base, ...issue.path.map(String)];
+    if (issue.code === 'unrecognized_keys' && issue.keys) return { path, keys: [...issue.keys] };
+    if (issue.code === 'invalid_union' && issue.errors && issue.errors.length > 0) {
+      const branches = issue.errors.map((branch) => unknownKeys(branch, path));
+      const first = branches[0];
+      if (first && branches.every((b) => b !== null && b.path.join('.') === first.path.join('.'))) {
+        const keys = first.keys.filter((k) => branches.every((b) => b?.keys.includes(k)));
+        if (keys.length > 0) return { path: first.path, keys };
+      }
+    }
+  }
+  return null;
 }
 
 function valueAt(root: unknown, path: readonly string[]): unknown {

@@ -324,7 +324,8 @@ export const warmerSchema = z
     /**
      * SQL returning the keys to warm (a `key` column with cache keys like `users:42`, or an
      * `id` column). A file name in the package's `sql/` folder or a path. Parameters: $1 the
-     * entity name, $2 the limit. @default 'hot-keys.sql' (the access log's hottest keys of the last 24 h)
+     * entity name, $2 the limit, each optional, but $2 only with $1 (checked before it runs:
+     * docs/jobs.md). @default 'hot-keys.sql' (the access log's hottest keys of the last 24 h)
      */
     sql: z.string().min(1).default('hot-keys.sql'),
     /** The entity whose rows are loaded. */

@@ -1,4 +1,5 @@
 import type { ResolvedConfig } from '../config/config.js';
+import { closestName } from '../config/suggest.js';
 import { isUnsupported, unkeyableReason } from '../keys/canonical.js';
 import type { ChangeModel, TableModel } from '../model/table-model.js';
 import type { Catalog, QueryRows, TableCatalog } from './table-catalog.js';
@@ -26,7 +27,10 @@ export function quoteTable(table: string): string {
  * that is not the identity (`key: 'slug'` with primary key `id`) needs FULL as much as a tag.
  */
 export function oldValuesNeeded(model: TableModel, table: TableCatalog): string[] {
-  return [...model.columns].filter((c) => !table.keyIndexColumns.has(c)).sort();
+  // A column the table lacks is reported as such (`checkModel`), not as a need for FULL.
+  return [...model.columns]
+    .filter((c) => table.columns.has(c) && !table.keyIndexColumns.has(c))
+    .sort();
 }
 
 /** Of {@link oldValuesNeeded}, those the table's current replica identity does not carry. */
@@ -86,12 +90,7 @@ export function checkModel(model: ChangeModel, catalog: Catalog): ModelProblem[]
     for (const column of table.columns) {
       const info = found.columns.get(column);
       if (info === undefined) {
-        problems.push({
-          table: name,
-          kind: 'column',
-          detail: `${name} has no column \`${column}\` (named as a key, unique or invalidateBy column)`,
-          fix: `fix the column name in the config, or add the column to ${name}`,
-        });
+        problems.push(missingColumn(name, table, found, column));
         continue;
       }
       const why = keyColumns.has(column)
@@ -119,6 +118,42 @@ export function checkModel(model: ChangeModel, catalog: Catalog): ModelProblem[]
       });
   }
   return problems;
+}
+
+/**
+ * A column the config names that the table does not have: which options name it, the
+ * column most likely meant, and the table's columns.
+ */
+function missingColumn(
+  name: string,
+  table: TableModel,
+  found: TableCatalog,
+  column: string,
+): ModelProblem {
+  const options = [
+    ...table.entities.flatMap((e) => [
+      ...(e.keyColumns.includes(column) ? [`entities.${e.name}.key`] : []),
+      ...(e.uniqueColumns.includes(column) ? [`entities.${e.name}.unique`] : []),
+    ]),
+    ...(table.tagColumns.includes(column)
+      ? [`invalidateBy.${name.slice(name.indexOf('.') + 1)}`]
+      : []),
+  ].join(' and ');
+  const columns = [...found.columns.keys()];
+  const meant = closestName(columns, column);
+  const primaryKey =
+    found.replicaIdentity !== 'i' && found.keyIndexColumns.size > 0
+      ? ` (its primary key is ${[...found.keyIndexColumns].join(', ')})`
+      : '';
+  const isKey = table.entities.some((e) => e.keyColumns.includes(column));
+  return {
+    table: name,
+    kind: 'column',
+    detail: `${name} has no column \`${column}\`, named by ${options}${meant ? ` (did you mean \`${meant}\`?)` : ''}; its columns: ${columns.join(', ') || '(none)'}`,
+    fix: meant
+      ? `write \`${meant}\` for \`${column}\` in ${options}`
+      : `name one of ${name}'s columns in ${options}${isKey ? primaryKey : ''}, or add the column \`${column}\` to ${name}`,
+  };
 }
 
 export const IDENTITIES: Readonly<Record<string, string>> = {

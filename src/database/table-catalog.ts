@@ -49,7 +49,8 @@ SELECT a.attrelid::text AS oid, a.attname AS name, format_type(a.atttypid, a.att
   FROM pg_attribute a
   JOIN pg_type t ON t.oid = a.atttypid
   JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
- WHERE a.attrelid = ANY ($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped`;
+ WHERE a.attrelid = ANY ($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY a.attrelid, a.attnum`;
 
 /** Reads the catalog entries of `schema.table` names (two queries, whatever their number). */
 export async function readCatalog(query: QueryRows, tables: readonly string[]): Promise<Catalog> {

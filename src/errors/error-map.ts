@@ -1,5 +1,6 @@
 import { DatabaseUnavailableError } from './database-unavailable-error.js';
 import { InitError } from './init-error.js';
+import { InvalidArgumentError } from './invalid-argument-error.js';
 import * as typedErrors from './typed-errors.js';
 import { WalcacheError } from './walcache-error.js';
 
@@ -16,5 +17,6 @@ export const errors = Object.freeze({
   WalcacheError,
   DatabaseUnavailableError,
   InitError,
+  InvalidArgumentError,
   ...typedErrors,
 });

@@ -17,7 +17,8 @@ export type WalcacheErrorCode =
   | 'E_MISSING_ROW'
   | 'E_DATABASE_UNAVAILABLE'
   | 'E_WARMER_SQL'
-  | 'E_INIT';
+  | 'E_INIT'
+  | 'E_INVALID_ARGUMENT';
 
 /** Base class of every error walcache throws on purpose. */
 export class WalcacheError extends Error {

@@ -36,7 +36,8 @@ import { type AccessLogFlushResult, flushAccessLog } from '../repository/access-
 import { createRepository, type RepositoryCore } from '../repository/repository.js';
 import { type FlushResult, flushWriteBehind } from '../write-behind/write-behind-flush.js';
 import { WriteBehindStore } from '../write-behind/write-behind-store.js';
-import { runWarmer, type WarmSummary } from './warm.js';
+import { resolveWarmerSql, runWarmer, type WarmSummary } from './warm.js';
+import { readWarmerSql } from './warmer-sql.js';
 
 export interface JobsRunnerOptions {
   /** The shared config (resolved, or input to resolve). */
@@ -162,6 +163,9 @@ export class JobsRunner {
   /**
    * Opens the repository, the queues and the workers, and upserts the job schedulers.
    * Resolves once the workers are taking jobs. Idempotent.
+   *
+   * @throws {ConfigError} (`warmers.<name>.sql`) before anything opens, for a warmer whose
+   *   SQL file cannot be read or uses a parameter the warmer does not send.
    */
   start(): Promise<void> {
     if (this.#closing) return Promise.reject(new Error('JobsRunner is closed'));
@@ -171,13 +175,16 @@ export class JobsRunner {
 
   async #start(): Promise<void> {
     const { config } = this;
+    // A warmer's SQL that could only fail when its schedule fires fails the start instead.
+    for (const [name, warmer] of Object.entries(config.warmers))
+      await readWarmerSql(name, warmer.sql, resolveWarmerSql(warmer.sql));
     if (writeBehindEntities(config).length > 0) {
       // Refused before anything runs: pending writes on a server that may evict them
       // would be acknowledged writes lost.
       this.#store = new WriteBehindStore(config);
       await this.#store.ready();
     }
-    this.#engine = new CacheEngine({ config });
+    this.#engine = new CacheEngine({ config, ...(this.#log && { logger: this.#log }) });
     this.#repo = createRepository({
       db: this.#db,
       config: config as WalcacheConfigInput,

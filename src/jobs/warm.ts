@@ -1,5 +1,4 @@
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -9,6 +8,7 @@ import type { ResolvedConfig } from '../config/config.js';
 import { ConfigError, RedisUnavailableError, WarmerSqlError } from '../errors/typed-errors.js';
 import { parseEntityKey } from '../keys/redis-keys.js';
 import type { WarmResult } from '../repository/entity-repository.js';
+import { readWarmerSql } from './warmer-sql.js';
 
 /**
  * Warmers: a SQL query names the keys worth having hot (usually the access log's
@@ -106,10 +106,11 @@ export function resolveWarmerSql(file: string, cwd: string = process.cwd()): str
  * and loads them `batchSize` at a time through `repo.entity(entity).warm(ids)`.
  *
  * Placeholders: the SQL is sent with as many parameters as the highest of `$1`/`$2` it
- * mentions (none, `$1`, or both); a parameter Postgres cannot type needs a cast (`$1::text`).
+ * uses outside comments and literals (none, `$1`, or both); a parameter Postgres cannot
+ * type needs a cast (`$1::text`).
  *
- * @throws {ConfigError} for an unknown warmer, an entity the config does not declare, or
- *   a SQL file that does not exist.
+ * @throws {ConfigError} for an unknown warmer, an entity the config does not declare, a
+ *   SQL file that does not exist, or one using `$2` without `$1`, or `$3` and up.
  * @throws {WarmerSqlError} when the SQL fails (nothing is loaded).
  * @throws {RedisUnavailableError} when the cache does not connect (nothing would be kept).
  * @example
@@ -128,21 +129,15 @@ export async function runWarmer(options: RunWarmerOptions): Promise<WarmSummary>
       `not an entity of the config (${known.length > 0 ? known.map((k) => `\`${k}\``).join(', ') : 'none declared'})`,
     );
   }
-  const file = resolveWarmerSql(warmer.sql);
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (error) {
-    throw new ConfigError(
-      `warmers.${name}.sql`,
-      warmer.sql,
-      `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`,
-    );
-  }
+  const {
+    file,
+    text,
+    parameters: count,
+  } = await readWarmerSql(name, warmer.sql, resolveWarmerSql(warmer.sql));
   stopIfAborted(name, signal);
 
   const db = options.db ?? repo.db;
-  const parameters = [warmer.entity, warmer.limit].slice(0, placeholderCount(text));
+  const parameters = [warmer.entity, warmer.limit].slice(0, count);
   let rows: readonly Record<string, unknown>[];
   try {
     const result = await db.executeQuery<Record<string, unknown>>(
@@ -222,13 +217,6 @@ function stopIfAborted(warmer: string, signal: AbortSignal | undefined): void {
     `Warmer "${warmer}" stopped: ${reason instanceof Error ? reason.message : String(reason)}`,
     { cause: reason },
   );
-}
-
-/** 0, 1 or 2: the highest of `$1`/`$2` the SQL mentions. */
-function placeholderCount(text: string): number {
-  if (/\$2(?!\d)/.test(text)) return 2;
-  if (/\$1(?!\d)/.test(text)) return 1;
-  return 0;
 }
 
 /** Turns a warmer row into an entity id: from `key` (a cache key) or `id`. */

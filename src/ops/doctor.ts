@@ -28,6 +28,8 @@ import {
 } from '../database/slot.js';
 import { poolQuery, readCatalog, unpublishedTables } from '../database/table-catalog.js';
 import { SetupError } from '../errors/typed-errors.js';
+import { resolveWarmerSql } from '../jobs/warm.js';
+import { warmerSqlChecks } from '../jobs/warmer-sql.js';
 import { Keys } from '../keys/redis-keys.js';
 import { buildChangeModel } from '../model/table-model.js';
 import { queueRedisUrl } from '../queues/walcache-queues.js';
@@ -109,6 +111,7 @@ export async function doctor(options: DoctorOptions): Promise<DoctorReport> {
     checks,
   );
   await redisChecks(config, slot, checks);
+  checks.push(...(await warmerSqlChecks(config, (file) => resolveWarmerSql(file))));
   return { ok: checks.every((c) => c.status !== 'fail'), checks };
 }
 

@@ -1,6 +1,7 @@
 import { Queue } from 'bullmq';
 import { CompiledQuery, type Kysely, sql, type Transaction } from 'kysely';
 import { CacheEngine } from '../cache/cache-engine.js';
+import type { WalcacheLogger } from '../cache/outage-log.js';
 import type { RedisClient } from '../cache/redis-client.js';
 import { Keyring } from '../codec/keyring.js';
 import { type ResolvedConfig, resolveConfig } from '../config/config.js';
@@ -49,6 +50,12 @@ export interface RepositoryOptions<DB, C extends WalcacheConfigInput> {
   readonly config: C;
   /** Share an engine (built from the same config); else the repository opens (and closes) its own. */
   readonly cache?: CacheEngine;
+  /**
+   * Where the repository's own engine logs a cache Redis outage (pino, or anything with
+   * `error` and `info`): once when reads start going to the database, once when Redis
+   * answers again. With `cache`, give it to that engine instead (`ConfigError` here).
+   */
+  readonly logger?: WalcacheLogger;
 }
 
 /** A transaction's handle: `db` is the Kysely transaction, each entity its writer. */
@@ -90,7 +97,8 @@ export type Repository<DB, C> = RepositoryCore<DB, C> & {
  *   entities: { users: { table: 'users', key: 'id', unique: ['email'], deny: ['password_hash'] } },
  *   invalidateBy: { orders: ['user_id'] },
  * });
- * const repo = createRepository({ db, config });
+ * const repo = createRepository({ db, config, logger });  // logger: optional (pino or alike)
+ * await repo.ready(); // catalog read and checked, Redis connected (false: reads go to the database)
  * const user = await repo.users.findById(42);          // row type from your Database type
  * const orders = await repo.cached(db.selectFrom('orders').selectAll().where('user_id', '=', 42));
  */
@@ -131,6 +139,12 @@ export class RepositoryCore<DB, C> {
         options.cache.config.prefix,
         `the engine was built from another config (prefix \`${options.cache.config.prefix}\`, this config's is \`${this.config.prefix}\`)`,
       );
+    if (options.cache && options.logger)
+      throw new ConfigError(
+        'logger',
+        undefined,
+        'the repository logs through its own engine only; with `cache`, give the logger to that engine (`new CacheEngine({ config, logger })`)',
+      );
     this.#changeModel = buildChangeModel(this.config);
     this.#entities = buildEntityModels(this.config, this.#changeModel);
     // Encrypted entities need keys: in the engine given, or (before one is opened) in the
@@ -146,7 +160,12 @@ export class RepositoryCore<DB, C> {
         `${keysEnv} is not set, and ${encrypted.map((e) => `\`${e}\``).join(', ')} ${encrypted.length > 1 ? 'are' : 'is'} encrypted (entities.<name>.encrypt)`,
       );
     this.#ownsEngine = options.cache === undefined;
-    this.engine = options.cache ?? new CacheEngine({ config: this.config });
+    this.engine =
+      options.cache ??
+      new CacheEngine({
+        config: this.config,
+        ...(options.logger !== undefined && { logger: options.logger }),
+      });
     this.#position = new WorkerPosition(this.engine);
     const { sampleRate } = this.config.accessLog;
     this.accessLog =
@@ -191,18 +210,50 @@ export class RepositoryCore<DB, C> {
   }
 
   /**
-   * Reads what the repository needs of the database's catalog, once: the type of every
-   * key, unique and tag column (ids and WHERE values are then named by their canonical
-   * text, as the worker names them: `'042'` and `42` are one entry), and checks the
-   * config against it. Reads and writes call it themselves the first time; await it at
-   * start to fail fast.
+   * Waits until the repository is ready to serve from the cache; await it at start, so a
+   * service fails fast on a config the database refutes and its first reads find Redis
+   * connected. Both steps run at once:
    *
+   * 1. The database's catalog is read, once: the type of every key, unique and tag column
+   *    (ids and WHERE values are then named by their canonical text, as the worker names
+   *    them: `'042'` and `42` are one entry), and the config is checked against it.
+   * 2. The cache Redis connection (every master of a cluster) and, when `bus.enabled`,
+   *    the bus subscription are waited for, at most `timeoutMs`.
+   *
+   * Not awaiting it is safe: the first reads read the catalog themselves, and reads made
+   * before Redis is connected wait for the connection (at most `redis.connectTimeoutMs`)
+   * rather than count it as an outage.
+   *
+   * @param timeoutMs how long to wait for Redis. The catalog read is bounded by the
+   *   database pool's own timeouts, not by this. @default 5000
+   * @returns true once the catalog is read and Redis is connected; false when Redis is not
+   *   connected within `timeoutMs`. It does not reject for Redis: the repository works
+   *   without it (reads go to the database, uncached, until Redis answers; a `logger`
+   *   logs the outage once), and the connection keeps being retried.
    * @throws {SetupError} when the config cannot work with the database: a key or tag
    *   column of a type that cannot be one (arrays, json, floats...), a view or partitioned
    *   table, or an unqualified table name that this connection's search_path resolves to
    *   another schema than `defaultSchema`.
+   * @throws the database's own error when the catalog cannot be read (the database is
+   *   unreachable); calling it again tries again.
+   * @example
+   * const repo = createRepository({ db, config, logger });
+   * if (!(await repo.ready())) logger.warn('the cache Redis is not connected yet: reading from the database');
    */
-  ready(): Promise<void> {
+  async ready(timeoutMs = 5_000): Promise<boolean> {
+    if (!Number.isFinite(timeoutMs) || timeoutMs < 0)
+      throw new ConfigError(
+        'ready(timeoutMs)',
+        timeoutMs,
+        'expected a finite number of milliseconds >= 0, for example `repo.ready(5_000)`',
+      );
+    const connected = this.engine.ready(timeoutMs);
+    await this.#catalogReady();
+    return connected;
+  }
+
+  /** Reads the catalog once (`ready`, step 1); a failed read is tried again by the next call. */
+  #catalogReady(): Promise<void> {
     if (this.#catalogRead) return Promise.resolve();
     this.#catalog ??= this.#readCatalog().then(
       () => {
@@ -223,7 +274,7 @@ export class RepositoryCore<DB, C> {
    */
   #typed(): Promise<void> | null {
     if (this.#catalogRead) return null;
-    return this.ready().catch((error: unknown) => {
+    return this.#catalogReady().catch((error: unknown) => {
       if (error instanceof WalcacheError) throw error;
     });
   }

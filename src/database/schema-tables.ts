@@ -1,5 +1,5 @@
 import { type ColumnKind, columnKind } from '../keys/canonical.js';
-import type { QueryRows } from './table-catalog.js';
+import { pgArray, type QueryRows } from './table-catalog.js';
 
 /**
  * What `walcache init` needs to know of every table of one schema: its columns (with
@@ -133,15 +133,4 @@ export async function readSchemaTables(query: QueryRows, schema: string): Promis
       foreignKeys: foreignKeysOf.get(oid) ?? [],
     };
   });
-}
-
-/** pg returns `text[]` as an array; `name[]` and others it does not parse, as their text form. */
-function pgArray(value: unknown): string[] {
-  if (Array.isArray(value)) return value.map(String);
-  if (typeof value === 'string' && value.startsWith('{') && value.length > 2)
-    return value
-      .slice(1, -1)
-      .split(',')
-      .map((s) => s.replace(/^"|"$/g, ''));
-  return [];
 }

@@ -73,7 +73,7 @@ export async function checkWalLevel(pool: Pool): Promise<void> {
   if (level !== 'logical') {
     throw new SetupError(
       `PostgreSQL has wal_level=${level}; walcache needs logical replication`,
-      'ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL (or run `bash scripts/services.sh`, or `docker compose up -d`)',
+      "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL (the docker-compose.yml of walcache's repository starts one set up for it)",
     );
   }
 }

@@ -94,7 +94,7 @@ export async function readCatalog(query: QueryRows, tables: readonly string[]): 
 }
 
 /** pg returns `name[]`/`text[]` as an array, or as its text form for types it does not parse. */
-function pgArray(value: unknown): string[] {
+export function pgArray(value: unknown): string[] {
   if (Array.isArray(value)) return value.map(String);
   if (typeof value === 'string' && value.startsWith('{') && value.length > 2)
     return value

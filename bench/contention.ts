@@ -86,7 +86,7 @@ import {
   sleep,
 } from './contention-common.js';
 import { currentLsn, dropSlot, waitConfirmed } from './slot.js';
-import { quantile } from './stats.js';
+import { median } from './stats.js';
 
 const env = (name: string, fallback: number) => {
   const raw = process.env[`BENCH_CONTENTION_${name}`];
@@ -134,11 +134,6 @@ const fmt = (n: number, digits = 0) =>
   Number.isFinite(n)
     ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
     : String(n);
-const median = (values: readonly number[]): number =>
-  quantile(
-    [...values].sort((a, b) => a - b),
-    0.5,
-  );
 
 // --- the database ------------------------------------------------------------------
 

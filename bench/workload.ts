@@ -96,7 +96,7 @@ import { forkChild, stopChild } from './children.js';
 import { gc } from './gc.js';
 import { type CpuShares, redisServerPid, settleMachine, watchProcesses } from './proc-cpu.js';
 import { currentLsn, dropSlot, waitConfirmed } from './slot.js';
-import { quantile } from './stats.js';
+import { median } from './stats.js';
 import { DATABASE_URL, KEY_PREFIX, REDIS_URL, SCHEMA, SLOT } from './workload-common.js';
 import {
   BentoContender,
@@ -217,12 +217,6 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 // --- main ----------------------------------------------------------------------------------
-
-const median = (values: readonly number[]): number =>
-  quantile(
-    [...values].sort((a, b) => a - b),
-    0.5,
-  );
 
 async function main(): Promise<Record<string, unknown>> {
   const startedAt = performance.now();

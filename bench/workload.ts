@@ -88,13 +88,13 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { loadavg } from 'node:os';
-import { Redis } from 'ioredis';
 import pg from 'pg';
 import { pgConfig } from '../src/config/database.js';
 import { call, once, percentiles, round, sleep } from './cdc-common.js';
 import { forkChild, stopChild } from './children.js';
 import { gc } from './gc.js';
 import { type CpuShares, redisServerPid, settleMachine, watchProcesses } from './proc-cpu.js';
+import { deleteRedisKeys } from './redis-keys.js';
 import { currentLsn, dropSlot, waitConfirmed } from './slot.js';
 import { median } from './stats.js';
 import { DATABASE_URL, KEY_PREFIX, REDIS_URL, SCHEMA, SLOT } from './workload-common.js';
@@ -152,23 +152,6 @@ function spawnWorker(): ChildProcess {
 
 const openContenders = new Set<Contender>();
 
-async function deleteRedisKeys(pattern: string): Promise<number> {
-  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
-  redis.on('error', () => {});
-  let deleted = 0;
-  try {
-    let cursor = '0';
-    do {
-      const [nextCursor, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-      cursor = nextCursor;
-      if (keys.length > 0) deleted += await redis.unlink(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
-  return deleted;
-}
-
 let cleaning: Promise<void> | null = null;
 
 function cleanup(): Promise<void> {
@@ -200,7 +183,7 @@ function cleanup(): Promise<void> {
       }
     }
     await admin.end().catch(() => {});
-    await deleteRedisKeys(`${KEY_PREFIX}*`).catch((error: unknown) =>
+    await deleteRedisKeys(REDIS_URL, `${KEY_PREFIX}*`).catch((error: unknown) =>
       console.error(`cleanup: Redis keys ${KEY_PREFIX}* not deleted: ${String(error)}`),
     );
   })();
@@ -232,7 +215,7 @@ async function main(): Promise<Record<string, unknown>> {
   watchProcesses({ worker: worker.pid ?? 0 });
   const workerReady = once(worker, 'ready', 60_000);
   watchProcesses({ redis: await redisServerPid(REDIS_URL) });
-  await deleteRedisKeys(`${KEY_PREFIX}*`);
+  await deleteRedisKeys(REDIS_URL, `${KEY_PREFIX}*`);
   const seedMs = await setupDatabase();
   const wl = buildWorkload();
   await workerReady;
@@ -314,7 +297,7 @@ async function main(): Promise<Record<string, unknown>> {
       }
       await c.close();
       openContenders.delete(c);
-      await deleteRedisKeys(`${prefix}*`);
+      await deleteRedisKeys(REDIS_URL, `${prefix}*`);
       const line = (label: string, x: WindowResult) =>
         `${label} ${fmt(x.opsPerS).padStart(8)} ops/s  p50 ${fmt(x.p50, 2)} ms  p99 ${fmt(x.p99, 2)} ms  ` +
         `hit ${name === 'kysely' ? '  -  ' : `${fmt(100 * x.hitRate, 1)} %`}  ` +

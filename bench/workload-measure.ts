@@ -89,6 +89,18 @@ class Latencies {
   }
 }
 
+let stopping = false;
+
+/**
+ * Ends the round being driven: its loops return after their current operation. For a
+ * signal: the bench cleans up and closes the contender under the loops, whose operations
+ * would then fail at once, in a loop of microtasks that starves every timer (the forced
+ * exit included) and never ends.
+ */
+export function stopDriving(): void {
+  stopping = true;
+}
+
 const coldLatency = new Latencies();
 const steadyLatency = new Latencies();
 
@@ -232,7 +244,7 @@ export async function drive(
       const kind = kinds[i] as number;
       const id = ids[i] as number;
       const begun = performance.now();
-      if (begun >= steadyTo) return;
+      if (begun >= steadyTo || stopping) return;
       const read = kind <= OP_READ_AGG;
       try {
         if (kind === OP_READ_USER) await c.readUser(id);

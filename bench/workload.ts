@@ -106,7 +106,7 @@ import {
   WalcacheContender,
 } from './workload-contenders.js';
 import { admin, db, resetOrders, setupDatabase } from './workload-database.js';
-import { drive, type RoundResult, type WindowResult } from './workload-measure.js';
+import { drive, type RoundResult, stopDriving, type WindowResult } from './workload-measure.js';
 import {
   ALL_CONTENDERS,
   COLD_MS,
@@ -193,6 +193,7 @@ function cleanup(): Promise<void> {
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
     console.error(`\n${signal}: cleaning up`);
+    stopDriving();
     const forced = setTimeout(() => process.exit(130), 30_000);
     forced.unref();
     void cleanup().finally(() => process.exit(130));

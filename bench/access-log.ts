@@ -18,12 +18,11 @@
  * default 2,000,000).
  */
 import { hrtime } from 'node:process';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import type { Redis } from 'ioredis';
 import { Keys } from '../src/keys/redis-keys.js';
 import { AccessLogSampler } from '../src/repository/access-log.js';
-import { quantile, sig } from './stats.js';
+import { gc } from './gc.js';
+import { median, quantile, sig } from './stats.js';
 
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 9));
 const WARMUP_ROUNDS = 2;
@@ -75,9 +74,6 @@ class CountingRedis {
     return 1;
   }
 }
-
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
 
 function timeNs(run: () => void): number {
   const t0 = hrtime.bigint();
@@ -152,11 +148,6 @@ for (let round = -WARMUP_ROUNDS; round < ROUNDS; round++) {
 
 await Promise.all(samplers.map((s) => s.close()));
 
-const median = (xs: readonly number[]): number =>
-  quantile(
-    [...xs].sort((a, b) => a - b),
-    0.5,
-  );
 const q = (xs: readonly number[], p: number): number =>
   quantile(
     [...xs].sort((a, b) => a - b),

@@ -70,7 +70,6 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { loadavg } from 'node:os';
-import { Redis } from 'ioredis';
 import pg from 'pg';
 import { pgConfig } from '../src/config/database.js';
 import { createSlot } from '../src/database/slot.js';
@@ -85,8 +84,9 @@ import {
   SLOT,
   sleep,
 } from './contention-common.js';
+import { deleteRedisKeys } from './redis-keys.js';
 import { currentLsn, dropSlot, waitConfirmed } from './slot.js';
-import { quantile } from './stats.js';
+import { median } from './stats.js';
 
 const env = (name: string, fallback: number) => {
   const raw = process.env[`BENCH_CONTENTION_${name}`];
@@ -134,11 +134,6 @@ const fmt = (n: number, digits = 0) =>
   Number.isFinite(n)
     ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
     : String(n);
-const median = (values: readonly number[]): number =>
-  quantile(
-    [...values].sort((a, b) => a - b),
-    0.5,
-  );
 
 // --- the database ------------------------------------------------------------------
 
@@ -184,23 +179,6 @@ async function dbVersions(): Promise<number[]> {
     `SELECT version FROM ${SCHEMA}.hot ORDER BY id`,
   );
   return rows.map((r) => Number(r.version));
-}
-
-async function deleteRedisKeys(pattern: string): Promise<number> {
-  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
-  redis.on('error', () => {});
-  let deleted = 0;
-  try {
-    let cursor = '0';
-    do {
-      const [nextCursor, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-      cursor = nextCursor;
-      if (keys.length > 0) deleted += await redis.unlink(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
-  return deleted;
 }
 
 // --- children ------------------------------------------------------------------------
@@ -352,7 +330,7 @@ async function runRound(
       call(w, { type: 'close' }, 30_000).catch(() => {}),
     ]);
     if (name === 'walcache') await call(worker as ChildProcess, { type: 'stop' }, 30_000);
-    await deleteRedisKeys(`${prefix}*`);
+    await deleteRedisKeys(REDIS_URL, `${prefix}*`);
   }
 }
 
@@ -384,7 +362,7 @@ function cleanup(): Promise<void> {
       }
     }
     await admin.end().catch(() => {});
-    await deleteRedisKeys(`${KEY_PREFIX}*`).catch((error: unknown) =>
+    await deleteRedisKeys(REDIS_URL, `${KEY_PREFIX}*`).catch((error: unknown) =>
       console.error(`cleanup: Redis keys ${KEY_PREFIX}* not deleted: ${String(error)}`),
     );
   })();
@@ -410,7 +388,7 @@ async function main(): Promise<Record<string, unknown>> {
       `${CONCURRENCY} readers per app process, ${WRITERS} writers, settings ${SETTINGS.map((s) => s.name).join(' ')}, ` +
       `${ROUNDS} rounds × (${WARMUP_MS} ms warm-up + ${MEASURE_MS / 1000} s) per contender, load avg ${loadStart.toFixed(2)}`,
   );
-  await deleteRedisKeys(`${KEY_PREFIX}*`);
+  await deleteRedisKeys(REDIS_URL, `${KEY_PREFIX}*`);
   await setupDatabase();
   const [, ...forked] = await Promise.all([
     setupSlot(),

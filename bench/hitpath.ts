@@ -27,8 +27,6 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hrtime } from 'node:process';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { Redis, type RedisOptions } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import { Packr } from 'msgpackr';
@@ -36,6 +34,7 @@ import { share } from '../src/cache/shared-value.js';
 import { Keyring } from '../src/codec/keyring.js';
 import { CacheEngine } from '../src/index.js';
 import { bentocacheBaseline } from './bentocache-baseline.js';
+import { gc } from './gc.js';
 import { describe, pairedRatios, type Summary, sig, summarize } from './stats.js';
 
 // --- parameters -------------------------------------------------------------------
@@ -175,10 +174,6 @@ async function concurrently(
   await Promise.all(loops);
   return nsSince(t0);
 }
-
-// A full GC before each pair, so neither contender pays for the other's garbage.
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
 
 // --- setup ------------------------------------------------------------------------
 
@@ -420,7 +415,7 @@ async function palindrome(
   const order = runs.map((_, i) => i);
   if (round % 2 === 1) order.reverse();
   const total = runs.map(() => 0);
-  gc();
+  gc(); // a full GC before each pair, so neither contender pays for the other's garbage
   for (const i of order) total[i] = (total[i] as number) + (await (runs[i] as Run)(half, offset));
   for (const i of [...order].reverse())
     total[i] = (total[i] as number) + (await (runs[i] as Run)(half, offset + half));

@@ -13,19 +13,15 @@
  * engines; Redis commands may take 2 s (a busy machine must not turn hits into loads).
  */
 import { hrtime } from 'node:process';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { Redis } from 'ioredis';
 import { CacheEngine } from '../src/index.js';
+import { gc } from './gc.js';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const ROUNDS = Number(process.env.ROUNDS ?? 41);
 const PER = Number(process.env.PER ?? 50);
 const KEYS = 20_000;
 const CONCURRENCY = 64;
-
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
 
 type Engine = Pick<CacheEngine, 'getOrLoad' | 'ready' | 'close' | 'keys'>;
 const OldEngine: (new (options: object) => Engine) | undefined = process.env.OLD

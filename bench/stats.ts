@@ -20,6 +20,14 @@ export function quantile(sorted: readonly number[], q: number): number {
   return a + (b - a) * (pos - lo);
 }
 
+/** The median of unsorted values (NaN when there are none). */
+export function median(values: readonly number[]): number {
+  return quantile(
+    [...values].sort((a, b) => a - b),
+    0.5,
+  );
+}
+
 export function summarize(samples: readonly number[]): Summary {
   const sorted = [...samples].sort((x, y) => x - y);
   return {

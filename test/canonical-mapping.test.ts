@@ -65,7 +65,7 @@ describe('canonical keys and tags: readers and the worker agree', () => {
     await worker.start();
   });
   after(async () => {
-    await worker?.stop();
+    await worker?.close();
     await repo.close();
     await db.destroy();
     await res.close();

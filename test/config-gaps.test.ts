@@ -92,7 +92,7 @@ describe('configuration gaps are found, not served stale', () => {
       CREATE PUBLICATION ${scope.schema}_pub FOR TABLE posts;`),
   );
   after(async () => {
-    for (const w of workers) await w.stop();
+    for (const w of workers) await w.close();
     await scope.q(`DROP PUBLICATION IF EXISTS ${scope.schema}_pub`);
     await res.close();
     await scope.close();

@@ -45,7 +45,7 @@ describe('fill fence with the invalidation worker', () => {
     assert.ok(await other.engine.ready());
   });
   after(async () => {
-    await worker?.stop();
+    await worker?.close();
     await repo.close();
     await other.close();
     await db.destroy();
@@ -55,7 +55,7 @@ describe('fill fence with the invalidation worker', () => {
 
   it('the worker leaves in place a row loaded after the commit it decodes, and tombstones with the xid otherwise', async () => {
     assert.equal((await repo.users.findById(1))?.name, 'user 1');
-    await worker?.stop();
+    await worker?.close();
     // Commits the worker has not decoded yet (it is stopped).
     const xidOf = async (sql: string) => {
       const { rows } = await scope.q<{ xid: string }>(

@@ -94,7 +94,7 @@ describe('readYourWrites with a slow bus', () => {
     assert.ok(await engine.ready());
   });
   after(async () => {
-    await worker?.stop();
+    await worker?.close();
     await writer.close();
     await reader.close();
     await engine.close();

@@ -60,7 +60,7 @@ describe('Redis Cluster failover', () => {
   });
   after(async () => {
     try {
-      await worker?.stop();
+      await worker?.close();
       for (const close of closers.reverse()) await close().catch(() => {});
     } finally {
       await cluster?.stop();

@@ -52,7 +52,7 @@ describe('Redis rollback', () => {
     server = redisServer(port, dir);
   });
   after(async () => {
-    await worker?.stop();
+    await worker?.close();
     await engine?.close();
     server?.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });

@@ -43,7 +43,7 @@ describe('Redis Sentinel', () => {
   });
   after(async () => {
     try {
-      await worker?.stop();
+      await worker?.close();
       for (const close of closers.reverse()) await close().catch(() => {});
     } finally {
       await sentinel?.stop();

@@ -45,7 +45,7 @@ describe('repository with the invalidation worker', () => {
     await startWorker();
   });
   after(async () => {
-    await worker?.stop();
+    await worker?.close();
     await repo.close();
     await other.close();
     await db.destroy();
@@ -141,7 +141,7 @@ describe('repository with the invalidation worker', () => {
     assert.equal((await other.users.findById(3))?.name, 'user 3');
     // A write the writer's eviction does not cover (plain Kysely in the transaction):
     // only the worker invalidates it, so `other` keeps the old row until then.
-    await worker?.stop();
+    await worker?.close();
     const { receipt } = await repo.transaction(async (tx) => {
       await tx.db.updateTable('users').set({ name: 'three' }).where('id', '=', '3').execute();
     });

@@ -68,7 +68,7 @@ describe('walcache verify', () => {
     await startWorker();
   });
   after(async () => {
-    await worker?.stop();
+    await worker?.close();
     await repo.close();
     await db.destroy();
     await res.close();
@@ -151,7 +151,7 @@ describe('walcache verify', () => {
 
   it('a row changed while the worker is stopped is reported as unconfirmed (maybe lag), not stale', async () => {
     assert.equal((await repo.users.findById(12))?.name, 'user 12');
-    await worker?.stop();
+    await worker?.close();
     try {
       await scope.q(`UPDATE $schema.users SET name = 'moved on' WHERE id = 12`);
       const report = await verify(resolved, { waitMs: 300 });

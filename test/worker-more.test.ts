@@ -22,7 +22,7 @@ describe('invalidation worker: identity, row cap, pgoutput, races, Redis pauses'
       INSERT INTO accounts SELECT g, g % 10, 0 FROM generate_series(1, 100) g;`);
   });
   after(async () => {
-    for (const w of workers) await w.stop();
+    for (const w of workers) await w.close();
     for (const c of children) {
       c.kill('SIGCONT');
       c.kill('SIGKILL');
@@ -97,7 +97,7 @@ describe('invalidation worker: identity, row cap, pgoutput, races, Redis pauses'
       await scope.q('UPDATE $schema.users SET n = n + 1 WHERE id = 1');
       await waitFor('applied', () => worker.appliedLsn !== null, 10_000);
       await sleep(300);
-      await worker.stop();
+      await worker.close();
       return bumps;
     };
     assert.deepEqual(await run(), ['slot-created']);
@@ -168,7 +168,7 @@ describe('invalidation worker: identity, row cap, pgoutput, races, Redis pauses'
         afterMove,
         before.filter((id: number) => id !== 3),
       );
-      await worker.stop();
+      await worker.close();
     } finally {
       await scope.q(`DROP PUBLICATION IF EXISTS ${publication}`);
     }

@@ -44,7 +44,7 @@ describe('the invalidation pipeline at its edges', () => {
       INSERT INTO items (id, owner) SELECT g, 'o' || g FROM generate_series(1, 10) g;`),
   );
   after(async () => {
-    for (const w of workers) await w.stop();
+    for (const w of workers) await w.close();
     for (const s of servers) s.kill('SIGKILL');
     await res.close();
     await scope.close();
@@ -122,7 +122,7 @@ describe('the invalidation pipeline at its edges', () => {
     await first.start();
     await scope.q('UPDATE $schema.items SET n = n + 1 WHERE id = 1');
     await scope.waitCaughtUp(slot);
-    await first.stop();
+    await first.close();
     // A backlog committed at a known time, then time passes before the worker returns.
     await scope.q('INSERT INTO $schema.other SELECT g FROM generate_series(1, 1) g');
     await scope.q(

@@ -37,7 +37,7 @@ describe('invalidation worker (wal2json)', () => {
     assert.equal(worker.role, 'active');
   });
   after(async () => {
-    await worker?.stop();
+    await worker?.close();
     await res.close();
     await scope.close();
   });

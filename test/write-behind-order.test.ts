@@ -183,7 +183,7 @@ describe('write-behind ordering', () => {
       // What the docs say happens: the pending write is applied at the flush, over it.
       assert.equal((await row(10))?.value, 7);
     } finally {
-      await worker.stop();
+      await worker.close();
     }
   });
 });

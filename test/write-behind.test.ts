@@ -239,7 +239,7 @@ describe('write-behind', () => {
       );
       assert.equal(await dbValue(450), 2);
     } finally {
-      await worker.stop();
+      await worker.close();
     }
   });
 });

@@ -55,7 +55,7 @@ describe('a commit decoded before it is visible', () => {
   after(async () => {
     await syncStandby('').catch(() => {});
     await admin.end().catch(() => {});
-    await worker?.stop();
+    await worker?.close();
     await res.close();
     await scope.close();
   });

@@ -74,7 +74,7 @@ describe('worker survives a PostgreSQL restart', {
     await worker.start();
   });
   after(async () => {
-    await worker?.stop();
+    await worker?.close();
     await res.close();
     await scope.close();
   });

@@ -1,4 +1,5 @@
 import { RedisUnavailableError } from '../errors/errors.js';
+import type { L2Operation } from '../metrics/events.js';
 import { publishOn } from './bus-connection.js';
 import type { CircuitBreaker } from './circuit-breaker.js';
 import { newToken } from './envelope.js';
@@ -19,12 +20,12 @@ export type AcquireResult =
 export class L2Tier {
   readonly #redis: RedisClient & ScriptCommands;
   readonly #breaker: CircuitBreaker;
-  readonly #onError: (operation: string, error: unknown) => void;
+  readonly #onError: (operation: L2Operation, error: unknown) => void;
 
   constructor(
     redis: RedisClient,
     breaker: CircuitBreaker,
-    onError: (operation: string, error: unknown) => void,
+    onError: (operation: L2Operation, error: unknown) => void,
   ) {
     this.#redis = defineScripts(redis);
     this.#breaker = breaker;
@@ -241,7 +242,7 @@ export class L2Tier {
     });
   }
 
-  async #guard<T>(operation: string, run: () => Promise<T>): Promise<T> {
+  async #guard<T>(operation: L2Operation, run: () => Promise<T>): Promise<T> {
     if (!this.#breaker.allow()) throw new RedisUnavailableError(operation);
     try {
       const result = await run();

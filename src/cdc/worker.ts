@@ -27,7 +27,7 @@ import {
 } from './slot.js';
 import { buildChangeModel, type ChangeModel, columnsWantedBy } from './table-model.js';
 import { TransactionAssembler } from './transaction-assembler.js';
-import { WorkerEvents } from './worker-events.js';
+import { type EpochBumpReason, WorkerEvents } from './worker-events.js';
 
 export interface WorkerOptions {
   readonly config: ResolvedConfig;
@@ -181,6 +181,11 @@ export class InvalidationWorker {
     );
   }
 
+  /** The config the worker runs with (resolved). */
+  get config(): ResolvedConfig {
+    return this.#config;
+  }
+
   get role(): WorkerRole {
     return this.#role;
   }
@@ -332,8 +337,8 @@ export class InvalidationWorker {
   }
 
   /** Finds (or creates) the slot and decides whether a gap forces an epoch bump. */
-  async #prepareSlot(): Promise<string | null> {
-    let reason: string | null = null;
+  async #prepareSlot(): Promise<EpochBumpReason | null> {
+    let reason: EpochBumpReason | null = null;
     let slot = await readSlot(this.#pool, this.slot);
     if (slot?.walStatus === 'lost') {
       this.#log?.error({ slot: this.slot }, 'replication slot lost its WAL; recreating it');
@@ -696,7 +701,7 @@ export class InvalidationWorker {
    * acknowledged (up to `acknowledged`): missing, or behind. Null when it did not. The
    * worker acknowledges a commit as the heartbeat's LSN + 1, hence the tolerance of one.
    */
-  #rollbackReason(previous: Heartbeat | null, acknowledged: string | null): string | null {
+  #rollbackReason(previous: Heartbeat | null, acknowledged: string | null): EpochBumpReason | null {
     if (acknowledged === null) return null;
     if (previous === null) return 'redis-heartbeat-missing';
     return lsnToBigInt(previous.lsn) + 1n < lsnToBigInt(acknowledged)
@@ -709,7 +714,7 @@ export class InvalidationWorker {
    * counts in #applying, so no keepalive is acknowledged before it either. Retried until
    * Redis takes it (or the worker stops).
    */
-  #queueEpochBump(reason: string): Promise<void> {
+  #queueEpochBump(reason: EpochBumpReason): Promise<void> {
     this.events.emit('epoch-bump', reason);
     this.#applying++;
     this.#bumpsQueued++;

@@ -24,6 +24,7 @@ import {
   type FlushJobData,
   KEEP_COMPLETED,
   KEEP_FAILED,
+  QUEUE_NAMES,
   type QueueName,
   queueConnection,
   queuePrefix,
@@ -71,6 +72,9 @@ const FORCE_CLOSE_MS = 3_000;
 const CANCEL_GRACE_MS = 1_000;
 /** A metrics scrape does not wait longer than this for Redis. */
 const SCRAPE_TIMEOUT_MS = 2_000;
+
+/** `walcache_warm_keys_total{outcome}`: what a warmer did with each key. */
+const WARM_OUTCOMES = ['loaded', 'skipped', 'missing', 'failed'] as const;
 
 const RELEASE_LOCK = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0`;
 
@@ -388,7 +392,7 @@ export class JobsRunner {
       ...(signal !== undefined && { signal }),
       onProgress: (progress) => job.updateProgress({ ...progress }),
     });
-    for (const outcome of ['loaded', 'skipped', 'missing', 'failed'] as const)
+    for (const outcome of WARM_OUTCOMES)
       if (summary[outcome] > 0) this.#metrics.warmKeys.inc({ warmer, outcome }, summary[outcome]);
     return summary;
   }
@@ -555,7 +559,7 @@ function createMetrics(runner: JobsRunner): RunnerMetrics {
     'Write-behind records in the dead-letter list',
     (s) => s.dead,
   );
-  return {
+  const metrics: RunnerMetrics = {
     duration: new Histogram({
       name: 'walcache_jobs_duration_seconds',
       help: 'Time a job ran (each attempt), per queue',
@@ -588,6 +592,19 @@ function createMetrics(runner: JobsRunner): RunnerMetrics {
       ...r,
     }),
   };
+  // Every series the config names, at 0: a first failure (or flush) is then an increase
+  // Prometheus sees, not a series that appears at 1.
+  for (const queue of QUEUE_NAMES) {
+    metrics.duration.zero({ queue });
+    metrics.failures.inc({ queue }, 0);
+  }
+  for (const entity of writeBehindEntities(runner.config)) {
+    metrics.flushedRows.inc({ entity }, 0);
+    metrics.flushFailedRows.inc({ entity }, 0);
+  }
+  for (const warmer of Object.keys(runner.config.warmers))
+    for (const outcome of WARM_OUTCOMES) metrics.warmKeys.inc({ warmer, outcome }, 0);
+  return metrics;
 }
 
 /** Entities with `writeBehind: true`. */

@@ -315,6 +315,23 @@ describe('walcache doctor', () => {
     assert.equal(worker.status, 'warn');
     assert.match(worker.detail, /2\.0 min behind/);
     assert.equal(report.ok, true, show(report));
+
+    // A worker that has applied no commit yet (a new slot, an idle database) writes commit
+    // time 0: no lag to speak of, not 57 years of it.
+    const now = Date.now();
+    await res
+      .redis()
+      .set(
+        new Keys(goodPrefix).heartbeat(),
+        JSON.stringify({ lsn: '0/16B3748', commitTime: 0, appliedAt: now - 300, runId: 'd' }),
+      );
+    report = await doctor({ config: resolveConfig(goodInput), slot: goodSlot });
+    worker = find(report, 'worker');
+    assert.equal(worker.status, 'ok', show(report));
+    assert.match(
+      worker.detail,
+      /^worker alive: heartbeat \d+ ms ago, no commit applied yet, at 0\/16B3748$/,
+    );
   });
 
   it('write-behind: backlog and dead letters warn, and appendonly off fails', async () => {

@@ -12,6 +12,45 @@ import { openStats, type WalcacheStats } from '../src/ops/stats.js';
 import { REDIS_CONFIG, Resources, uniquePrefix, waitFor } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 
+describe('walcache stats: the worker line', () => {
+  const reading = (over: Partial<WalcacheStats>): WalcacheStats => ({
+    at: Date.now(),
+    workerLagMs: 0,
+    heartbeatAgeMs: 3_000,
+    caughtUp: true,
+    unconfirmedWalBytes: 0,
+    slot: { name: 'walcache', retainedBytes: 100, active: true, walStatus: 'reserved' },
+    queues: {},
+    writeBehind: {},
+    errors: [],
+    ...over,
+  });
+  const line = (s: WalcacheStats) =>
+    formatStats(s, 'walcache')
+      .split('\n')
+      .find((l) => l.startsWith('worker'));
+
+  it('names each state: caught up, lag, no commit yet, unknown without a slot, no heartbeat', () => {
+    assert.equal(line(reading({})), 'worker       caught up (last heartbeat 3.0 s ago)');
+    assert.equal(
+      line(reading({ caughtUp: false, workerLagMs: 4_200, unconfirmedWalBytes: 2048 })),
+      'worker       lag 4.2 s (2.0 KiB of WAL not confirmed by the slot), last heartbeat 3.0 s ago',
+    );
+    assert.equal(
+      line(reading({ caughtUp: false, workerLagMs: null, unconfirmedWalBytes: 56 })),
+      'worker       no commit applied yet (56 B of WAL not confirmed by the slot, last heartbeat 3.0 s ago)',
+    );
+    assert.equal(
+      line(reading({ caughtUp: null, workerLagMs: 300, unconfirmedWalBytes: null, slot: null })),
+      'worker       last commit applied 300 ms ago, last heartbeat 3.0 s ago (no slot to compare with: caught up or not is unknown)',
+    );
+    assert.equal(
+      line(reading({ workerLagMs: null, heartbeatAgeMs: null, caughtUp: null })),
+      'worker       no heartbeat (not running with this prefix?)',
+    );
+  });
+});
+
 describe('walcache stats: caught up or lagging', () => {
   const res = new Resources();
   const scope = new PgScope('statslag');

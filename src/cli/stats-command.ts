@@ -141,14 +141,17 @@ export function formatStats(s: WalcacheStats, slot: string, previous?: WalcacheS
  * age is then only how often the worker writes it); "lag" only when WAL is left unconfirmed.
  */
 function formatWorker(s: WalcacheStats, redisDown: boolean): string {
-  if (s.workerLagMs === null || s.heartbeatAgeMs === null)
+  if (s.heartbeatAgeMs === null)
     return redisDown
       ? 'unknown (the cache Redis could not be read)'
       : 'no heartbeat (not running with this prefix?)';
   const heartbeat = formatMs(s.heartbeatAgeMs);
   if (s.caughtUp === true) return `caught up (last heartbeat ${heartbeat} ago)`;
+  const unconfirmed = `${formatBytes(s.unconfirmedWalBytes ?? 0)} of WAL not confirmed by the slot`;
+  if (s.workerLagMs === null)
+    return `no commit applied yet (${s.caughtUp === false ? `${unconfirmed}, ` : ''}last heartbeat ${heartbeat} ago)`;
   if (s.caughtUp === false)
-    return `lag ${formatMs(s.workerLagMs)} (${formatBytes(s.unconfirmedWalBytes ?? 0)} of WAL not confirmed by the slot), last heartbeat ${heartbeat} ago`;
+    return `lag ${formatMs(s.workerLagMs)} (${unconfirmed}), last heartbeat ${heartbeat} ago`;
   return `last commit applied ${formatMs(s.workerLagMs)} ago, last heartbeat ${heartbeat} ago (no slot to compare with: caught up or not is unknown)`;
 }
 

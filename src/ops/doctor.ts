@@ -622,7 +622,8 @@ async function redisChecks(
         };
       const now = Date.now();
       const age = Math.max(0, now - beat.appliedAt);
-      const lag = Math.max(0, now - beat.commitTime);
+      // Commit time 0: the worker has applied no commit yet (a new slot, an idle database).
+      const lag = beat.commitTime > 0 ? Math.max(0, now - beat.commitTime) : null;
       // A fresh heartbeat outlives its worker by up to HEARTBEAT_MAX_AGE_MS; the slot
       // knows at once whether anything streams it.
       if (slotInfo !== undefined && !slotInfo.active)
@@ -639,6 +640,11 @@ async function redisChecks(
           detail: `worker not running: its last heartbeat is ${formatMs(age)} old (above ${formatMs(HEARTBEAT_MAX_AGE_MS)}; it writes one every 5 s), at ${beat.lsn}`,
           fix: `start walcache worker --slot ${slot} (or read its logs and /readyz: it may be stuck or standing by without an active peer)`,
         };
+      if (lag === null)
+        return ok(
+          'worker',
+          `worker alive: heartbeat ${formatMs(age)} ago, no commit applied yet, at ${beat.lsn}`,
+        );
       if (lag > WORKER_LAG_WARN_MS)
         return {
           name: 'worker',

@@ -47,7 +47,7 @@ export interface WalcacheStats {
   /**
    * How far behind the worker is: 0 when it is caught up (`caughtUp`), else now − commit
    * time of the last transaction it applied (the worker's heartbeats are transactions, so
-   * that is an upper bound); null without a heartbeat.
+   * that is an upper bound); null without a heartbeat, or before the worker applied a commit.
    */
   readonly workerLagMs: number | null;
   /** Now − when the worker last wrote its heartbeat; null without one. */
@@ -242,7 +242,13 @@ export function openStats(config: ResolvedConfig, options: StatsOptions = {}): S
         at: now,
         ...(hitRate !== undefined && { hitRate }),
         workerLagMs:
-          heartbeat === null ? null : caughtUp ? 0 : Math.max(0, now - heartbeat.commitTime),
+          heartbeat === null
+            ? null
+            : caughtUp
+              ? 0
+              : heartbeat.commitTime > 0 // 0: no commit applied yet
+                ? Math.max(0, now - heartbeat.commitTime)
+                : null,
         heartbeatAgeMs: heartbeat === null ? null : Math.max(0, now - heartbeat.appliedAt),
         caughtUp,
         unconfirmedWalBytes: unconfirmed,

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { formatLsn, lsnToBigInt } from '../cache/envelope.js';
 import type { Heartbeat } from '../cache/heartbeat.js';
 import { createRedisClient, type RedisClient } from '../cache/redis-client.js';
-import { cacheEndpoint } from '../cache/redis-endpoint.js';
+import { cacheEndpoint, redactedEndpoint } from '../cache/redis-endpoint.js';
 import { applyCatalog, checkModel, quoteTable } from '../catalog/model-check.js';
 import { poolQuery, readCatalog, unpublishedTables } from '../catalog/table-catalog.js';
 import { maxEntryLifetimeMs, type ResolvedConfig, tagVersionTtlMs } from '../config/config.js';
@@ -103,6 +103,8 @@ export class InvalidationWorker {
   readonly #keys: Keys;
   readonly #log: Logger | undefined;
   readonly #outsideWrites: OutsideWriteDetector | undefined;
+  /** The cache Redis as logs name it (password redacted). */
+  readonly #redisWhere: string;
   #role: WorkerRole = 'starting';
   #stream: ReplicationStream | null = null;
   #assembler: TransactionAssembler;
@@ -148,6 +150,7 @@ export class InvalidationWorker {
       application_name: 'walcache-worker-control',
     });
     this.#pool.on('error', (error) => this.#log?.warn({ err: error }, 'postgres pool error'));
+    this.#redisWhere = redactedEndpoint(cacheEndpoint(this.#config));
     this.#redis = createRedisClient(cacheEndpoint(this.#config), {
       connectionName: `walcache:${this.#config.prefix}:worker`,
       maxRetriesPerRequest: 1,
@@ -279,7 +282,10 @@ export class InvalidationWorker {
           if (this.#firstStart) return;
         } else {
           this.#lastError = error instanceof Error ? error : new Error(String(error));
-          this.#log?.warn({ err: error }, 'could not start streaming; retrying');
+          this.#log?.warn(
+            { err: error },
+            `could not start streaming (${this.#lastError.message}); retrying`,
+          );
           this.events.emit('failure', 'connect', error);
         }
       }
@@ -364,7 +370,12 @@ export class InvalidationWorker {
       );
     }
     this.#appliedLsn ??= slot?.confirmedFlushLsn ?? null;
-    const beat = await this.#invalidator.readHeartbeat();
+    const beat = await this.#invalidator.readHeartbeat().catch((error: unknown) => {
+      throw new Error(
+        `cannot read the heartbeat from the cache Redis ${this.#redisWhere}: ${error instanceof Error ? error.message : String(error)}`,
+        { cause: error },
+      );
+    });
     if (beat !== null && beat.commitTime > this.#lastCommitTime)
       this.#lastCommitTime = beat.commitTime;
     if (!reason) {
@@ -622,8 +633,8 @@ export class InvalidationWorker {
       } catch (error) {
         this.events.emit('failure', 'redis', error);
         this.#log?.warn(
-          { err: error, lsn: beat.lsn, attempt },
-          'applying invalidations failed; retrying (position held)',
+          { err: error, lsn: beat.lsn, attempt, redis: this.#redisWhere },
+          `applying invalidations to Redis ${this.#redisWhere} failed; retrying (position held)`,
         );
         if (stream !== null && stream !== this.#stream) return null;
         if (this.#stopping && attempt >= 3) return null;

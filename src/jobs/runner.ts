@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { CacheEngine } from '../cache/engine.js';
 import type { RedisClient } from '../cache/redis-client.js';
+import { cacheEndpoint, queuesEndpoint, redactedEndpoint } from '../cache/redis-endpoint.js';
 import { DEFAULT_WALCACHE_SCHEMA } from '../cdc/migrations.js';
 import { type ResolvedConfig, resolveConfig } from '../config/config.js';
 import { pgConfig } from '../config/database.js';
@@ -194,7 +195,10 @@ export class JobsRunner {
     await queuesReady(config, this.#queues);
     if (this.#options.schedule !== false) await this.upsertSchedulers();
     if (!(await this.#engine.ready(Math.max(5_000, config.redis.connectTimeoutMs))))
-      this.#log?.warn('the cache Redis is not connected yet: warm jobs fail until it is');
+      this.#log?.warn(
+        { redis: redactedEndpoint(cacheEndpoint(config)) },
+        `the cache Redis ${redactedEndpoint(cacheEndpoint(config))} is not connected yet: warm jobs fail until it is`,
+      );
 
     const prefix = queuePrefix(config);
     const workerOptions = {
@@ -342,7 +346,11 @@ export class JobsRunner {
       for (const worker of workers) worker.cancelAllJobs('walcache jobs runner shutting down');
       const closed = await within(closing, CANCEL_GRACE_MS + FORCE_CLOSE_MS);
       if (!closed.settled) {
-        this.#log?.warn('workers did not close in time (Redis unreachable?); disconnecting');
+        const where = redactedEndpoint(queuesEndpoint(this.config));
+        this.#log?.warn(
+          { redis: where },
+          `workers did not close in time (the queues Redis ${where} unreachable?); disconnecting`,
+        );
       }
     }
     await within(this.#queues?.close() ?? Promise.resolve(), FORCE_CLOSE_MS);

@@ -284,6 +284,8 @@ describe('walcache stats', () => {
     assert.deepEqual(s.hitRate, { l1Hits: 2, l2Hits: 0, staleServed: 0, misses: 1, ratio: 2 / 3 });
     assert.ok(s.workerLagMs !== null && s.workerLagMs >= 300 && s.workerLagMs < 60_000);
     assert.ok(s.heartbeatAgeMs !== null && s.heartbeatAgeMs >= 100);
+    assert.equal(s.caughtUp, null, 'no slot to tell');
+    assert.equal(s.unconfirmedWalBytes, null);
     assert.equal(s.slot, null, 'the slot does not exist');
     assert.deepEqual(Object.keys(s.queues).sort(), ['access-log', 'warm', 'write-behind']);
     assert.deepEqual(s.queues.warm, { waiting: 0, active: 0, delayed: 0, failed: 0 });
@@ -299,7 +301,11 @@ describe('walcache stats', () => {
       metricsUrl,
     ]);
     assert.equal(text.code, 0, text.stderr);
-    assert.match(text.stdout, /^worker +lag [\d.]+ m?s, heartbeat [\d.]+ m?s ago$/m);
+    // No slot to compare with: the age of the last commit, not called lag.
+    assert.match(
+      text.stdout,
+      /^worker +last commit applied [\d.]+ m?s ago, last heartbeat [\d.]+ m?s ago \(no slot to compare with: caught up or not is unknown\)$/m,
+    );
     assert.match(text.stdout, new RegExp(`^slot +${slot}: does not exist$`, 'm'));
     assert.match(
       text.stdout,

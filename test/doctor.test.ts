@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { InvalidationWorker } from '../src/cdc/invalidation-worker.js';
 import {
   type DoctorCheck,
   type DoctorReport,
@@ -21,6 +22,7 @@ import {
   runCli,
   startRedis,
   uniquePrefix,
+  waitFor,
 } from './helpers.js';
 import { DATABASE_URL, PgScope } from './pg-helpers.js';
 import { startMastersOnly } from './redis-cluster-servers.js';
@@ -62,6 +64,11 @@ describe('walcache doctor', () => {
   const badSlot = bad.slot();
   const publication = `${good.schema}_pub`;
   let appendonly = false;
+  /**
+   * Streams the good slot (under a prefix of its own, so the heartbeats the tests write
+   * stay theirs): doctor reports a worker as running only while its slot has a consumer.
+   */
+  let slotHolder: InvalidationWorker | undefined;
 
   const goodInput: WalcacheConfigInput = {
     prefix: goodPrefix,
@@ -103,6 +110,11 @@ describe('walcache doctor', () => {
       walcacheSchema: good.schema,
     });
     assert.ok(report.ok, JSON.stringify(report.steps));
+    slotHolder = new InvalidationWorker({
+      config: resolveConfig({ ...goodInput, prefix: res.track(uniquePrefix('doctorhold')) }),
+      slot: goodSlot,
+    });
+    await slotHolder.start();
     // Every master's (each keeps its own slots' entries).
     const answers = await Promise.all(
       (await readyMasters(res.redis())).map((node) => node.config('GET', 'appendonly')),
@@ -111,6 +123,7 @@ describe('walcache doctor', () => {
   });
 
   after(async () => {
+    await slotHolder?.stop();
     rmSync(dir, { recursive: true, force: true });
     await good.q(`DROP PUBLICATION IF EXISTS "${publication}"`);
     await res.close();
@@ -148,10 +161,10 @@ describe('walcache doctor', () => {
     assert.equal(find(report, 'wal_level').status, 'ok');
     assert.match(find(report, 'slot').detail, new RegExp(`slot ${goodSlot} exists \\(wal2json\\)`));
     assert.match(find(report, 'output-plugin').detail, /wal2json is usable/);
-    // No worker streams the slot in this test.
-    const active = find(report, 'slot-active');
-    assert.equal(active.status, 'warn');
-    assert.match(active.fix ?? '', /walcache worker --slot/);
+    assert.match(
+      find(report, 'slot-active').detail,
+      new RegExp(`slot ${goodSlot} is streamed by a worker \\(pid \\d+\\)`),
+    );
     assert.equal(find(report, 'slot-wal-status').status, 'ok');
     assert.equal(find(report, 'slot-retained-wal').status, 'ok');
     assert.match(
@@ -254,6 +267,40 @@ describe('walcache doctor', () => {
     assert.match(run.stdout, /\n4 problems to fix, \d+ warnings?\n$/);
   });
 
+  it('a worker stopped a moment ago is not running, although its heartbeat is fresh: the slot has no consumer', async () => {
+    const prefix = res.track(uniquePrefix('doctorstop'));
+    const slot = good.slot('_stop');
+    const config = resolveConfig({ ...goodInput, prefix });
+    const worker = new InvalidationWorker({ config, slot, heartbeatIntervalMs: 200 });
+    try {
+      await worker.start();
+      await waitFor(
+        'a heartbeat after a commit',
+        async () => {
+          const raw = await res.redis().get(new Keys(prefix).heartbeat());
+          return raw !== null && (JSON.parse(raw) as { commitTime: number }).commitTime > 0;
+        },
+        10_000,
+      );
+      const running = await doctor({ config, slot });
+      assert.equal(find(running, 'worker').status, 'ok', show(running));
+      assert.match(find(running, 'worker').detail, /^worker alive/);
+    } finally {
+      await worker.stop();
+    }
+    const report = await doctor({ config, slot });
+    const check = find(report, 'worker');
+    assert.equal(check.status, 'fail', show(report));
+    assert.match(
+      check.detail,
+      new RegExp(
+        `^worker not running on slot ${slot}: nothing streams it \\(pg_replication_slots\\.active is false\\), although the last heartbeat is \\d+ ms old`,
+      ),
+    );
+    assert.match(check.fix ?? '', new RegExp(`walcache worker --slot ${slot}`));
+    assert.equal(report.ok, false);
+  });
+
   it('a heartbeat older than 15 s fails; a lagging worker warns', async () => {
     await beat(goodPrefix, 20_000);
     let report = await doctor({ config: resolveConfig(goodInput), slot: goodSlot });
@@ -268,6 +315,23 @@ describe('walcache doctor', () => {
     assert.equal(worker.status, 'warn');
     assert.match(worker.detail, /2\.0 min behind/);
     assert.equal(report.ok, true, show(report));
+
+    // A worker that has applied no commit yet (a new slot, an idle database) writes commit
+    // time 0: no lag to speak of, not 57 years of it.
+    const now = Date.now();
+    await res
+      .redis()
+      .set(
+        new Keys(goodPrefix).heartbeat(),
+        JSON.stringify({ lsn: '0/16B3748', commitTime: 0, appliedAt: now - 300, runId: 'd' }),
+      );
+    report = await doctor({ config: resolveConfig(goodInput), slot: goodSlot });
+    worker = find(report, 'worker');
+    assert.equal(worker.status, 'ok', show(report));
+    assert.match(
+      worker.detail,
+      /^worker alive: heartbeat \d+ ms ago, no commit applied yet, at 0\/16B3748$/,
+    );
   });
 
   it('write-behind: backlog and dead letters warn, and appendonly off fails', async () => {

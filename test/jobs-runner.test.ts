@@ -176,6 +176,18 @@ describe('jobs runner', () => {
 
   it('a warmer whose SQL fails fails its job with the SQL error; another warmer still completes', async () => {
     const r = runner();
+    // Before anything ran, every series the config names is there at 0: the first failure
+    // is an increase Prometheus can see.
+    const before = await r.registry.metrics();
+    for (const queue of ['warm', 'write-behind', 'access-log']) {
+      assert.match(before, new RegExp(`walcache_jobs_failures_total\\{queue="${queue}"\\} 0\n`));
+      assert.match(
+        before,
+        new RegExp(`walcache_jobs_duration_seconds_count\\{queue="${queue}"\\} 0\n`),
+      );
+    }
+    assert.match(before, /walcache_warm_keys_total\{warmer="broken",outcome="failed"\} 0\n/);
+    assert.match(before, /walcache_write_behind_failed_rows_total\{entity="orders"\} 0\n/);
     await r.start();
     const [brokenId, hotId] = await Promise.all([
       enqueueWarm(queues.warm, 'broken'),

@@ -121,6 +121,24 @@ describe('walcache worker fails loudly', () => {
         30_000,
       );
       assert.equal(await exists(), true, '--create-slot created the config’s slot');
+      // The bump at start was counted from the 0 the metrics started at, under the slot.
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      assert.match(
+        metrics,
+        new RegExp(
+          `walcache_worker_epoch_bumps_total\\{slot="${slot}",reason="slot-created"\\} 1\n`,
+        ),
+      );
+      assert.match(
+        metrics,
+        new RegExp(
+          `walcache_worker_epoch_bumps_total\\{slot="${slot}",reason="no-heartbeat"\\} 0\n`,
+        ),
+      );
+      assert.match(
+        metrics,
+        new RegExp(`walcache_worker_start_time_seconds\\{slot="${slot}"\\} \\d`),
+      );
     } finally {
       cli.child.kill('SIGTERM');
       await cli.done;
@@ -162,6 +180,25 @@ describe('walcache worker fails loudly', () => {
         20_000,
       );
       assert.match(body.error ?? '', /ECONNREFUSED|connect/);
+      // Scraped before the worker ever started: its series are there, at 0 but for the
+      // connect errors it is retrying.
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const slot = scope.slot('_c');
+      assert.match(
+        metrics,
+        new RegExp(
+          `walcache_worker_epoch_bumps_total\\{slot="${slot}",reason="slot-created"\\} 0\n`,
+        ),
+      );
+      assert.match(
+        metrics,
+        new RegExp(`walcache_worker_errors_total\\{slot="${slot}",kind="decode"\\} 0\n`),
+      );
+      assert.match(
+        metrics,
+        new RegExp(`walcache_worker_errors_total\\{slot="${slot}",kind="connect"\\} [1-9]`),
+      );
+      assert.match(metrics, new RegExp(`walcache_worker_active\\{slot="${slot}"\\} 0\n`));
       assert.equal(cli.child.exitCode, null, 'still running, retrying');
     } finally {
       cli.child.kill('SIGTERM');

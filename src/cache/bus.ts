@@ -1,5 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { BusConnection } from './bus-connection.js';
+import type { L1ResetReason } from './cache-events.js';
 
 /** One invalidation broadcast. `seq` counts per source, so a receiver can see a gap. */
 export interface BusMessage {
@@ -20,7 +21,7 @@ export interface BusHandlers {
   /** Drop these keys and tags (they are never the receiver's own messages). */
   onInvalidate(message: BusMessage): void;
   /** Drop all of L1: the bus went down, a gap was seen, a worker restarted, the epoch moved. */
-  onReset(reason: 'down' | 'stalled' | 'gap' | 'worker-restart' | 'epoch' | 'flush' | 'up'): void;
+  onReset(reason: L1ResetReason): void;
   onHealth(healthy: boolean): void;
   /**
    * Another process filled (or gave up) a key this process may be waiting for: a hint

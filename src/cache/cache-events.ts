@@ -1,6 +1,40 @@
 import { EventEmitter } from 'node:events';
 
-export type Tier = 'l1' | 'l2';
+export const TIERS = ['l1', 'l2'] as const;
+export type Tier = (typeof TIERS)[number];
+
+/**
+ * The values the events below can carry as a reason or an operation: metrics create their
+ * labelled series for each at 0, so a first event is an increase Prometheus can see.
+ */
+export const L2_OPERATIONS = [
+  'get',
+  'get-versions',
+  'init-version',
+  'bump-versions',
+  'acquire',
+  'fill',
+  'release',
+  'tombstone',
+  'delete-if',
+  'touch',
+  'set',
+  'publish',
+] as const;
+export type L2Operation = (typeof L2_OPERATIONS)[number];
+export const REFRESH_REASONS = ['stale', 'early'] as const;
+export type RefreshReason = (typeof REFRESH_REASONS)[number];
+/** Why L1 was cleared (see `l1-reset`). */
+export const L1_RESET_REASONS = [
+  'down',
+  'stalled',
+  'gap',
+  'worker-restart',
+  'epoch',
+  'flush',
+  'up',
+] as const;
+export type L1ResetReason = (typeof L1_RESET_REASONS)[number];
 
 /**
  * What the engine reports. Metrics and logs subscribe; the hot path only emits
@@ -39,7 +73,7 @@ export interface CacheEventMap {
   /** The L2 side of a slide failed (Redis): the entry keeps its L2 expiry; nothing else. */
   'slide-failed': [key: string, error: unknown];
   /** A background refresh started (stale-while-revalidate or early refresh). */
-  refresh: [key: string, reason: 'stale' | 'early'];
+  refresh: [key: string, reason: RefreshReason];
   /** An L2 value could not be decoded; it was treated as a miss and removed. */
   'corrupt-entry': [key: string, reason: string];
   /**
@@ -48,13 +82,13 @@ export interface CacheEventMap {
    * the clear: a miss, and the fill replaces it.
    */
   'decrypt-failed': [key: string, reason: string];
-  'l2-error': [operation: string, error: unknown];
+  'l2-error': [operation: L2Operation, error: unknown];
   'breaker-open': [];
   'breaker-close': [];
   'bus-up': [];
   'bus-down': [];
   /** L1 was cleared: the bus went down or came back, a gap, a worker restart, an epoch bump. */
-  'l1-reset': [reason: string];
+  'l1-reset': [reason: L1ResetReason];
   /** A read asked for `maxStalenessMs` and the worker was further behind (`lagMs`): the cache was bypassed. */
   bypass: [key: string, lagMs: number];
   /** Invalidations applied locally from the bus. */

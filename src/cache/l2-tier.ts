@@ -1,5 +1,6 @@
 import { RedisUnavailableError } from '../errors/typed-errors.js';
 import { publishOn } from './bus-connection.js';
+import type { L2Operation } from './cache-events.js';
 import type { CircuitBreaker } from './circuit-breaker.js';
 import { newToken } from './envelope.js';
 import { type AnyPipeline, execByNode, type RedisClient } from './redis-client.js';
@@ -19,14 +20,14 @@ export type AcquireResult =
 export class L2Tier {
   readonly #redis: RedisClient & ScriptCommands;
   readonly #breaker: CircuitBreaker;
-  readonly #onError: (operation: string, error: unknown) => void;
+  readonly #onError: (operation: L2Operation, error: unknown) => void;
   /** Settles once the client's first connection is up or its wait is over (`holdUntil`). */
   #connecting: Promise<void> | undefined;
 
   constructor(
     redis: RedisClient,
     breaker: CircuitBreaker,
-    onError: (operation: string, error: unknown) => void,
+    onError: (operation: L2Operation, error: unknown) => void,
   ) {
     this.#redis = defineScripts(redis);
     this.#breaker = breaker;
@@ -263,7 +264,7 @@ export class L2Tier {
     });
   }
 
-  async #guard<T>(operation: string, run: () => Promise<T>): Promise<T> {
+  async #guard<T>(operation: L2Operation, run: () => Promise<T>): Promise<T> {
     if (this.#connecting !== undefined) await this.#connecting;
     if (!this.#breaker.allow()) throw new RedisUnavailableError(operation);
     try {

@@ -5,7 +5,7 @@ import type { Heartbeat } from '../cache/heartbeat.js';
 import { createRedisClient, type RedisClient } from '../cache/redis-client.js';
 import { maxEntryLifetimeMs, type ResolvedConfig, tagVersionTtlMs } from '../config/config.js';
 import { pgConfig } from '../config/database.js';
-import { cacheEndpoint } from '../config/redis-endpoint.js';
+import { cacheEndpoint, redactedEndpoint } from '../config/redis-endpoint.js';
 import type { DecoderName } from '../config/schema.js';
 import { applyCatalog, checkModel, quoteTable } from '../database/model-check.js';
 import {
@@ -28,7 +28,7 @@ import { Invalidator } from './invalidator.js';
 import { OutsideWriteDetector } from './outside-writes.js';
 import { ReplicationStream, type StreamMessage } from './replication-stream.js';
 import { TransactionAssembler } from './transaction-assembler.js';
-import { WorkerEvents, type WorkerRole } from './worker-events.js';
+import { type EpochBumpReason, WorkerEvents, type WorkerRole } from './worker-events.js';
 
 export interface WorkerOptions {
   readonly config: ResolvedConfig;
@@ -102,6 +102,8 @@ export class InvalidationWorker {
   readonly #keys: Keys;
   readonly #log: Logger | undefined;
   readonly #outsideWrites: OutsideWriteDetector | undefined;
+  /** The cache Redis as logs name it (password redacted). */
+  readonly #redisWhere: string;
   #role: WorkerRole = 'starting';
   #stream: ReplicationStream | null = null;
   #assembler: TransactionAssembler;
@@ -148,6 +150,7 @@ export class InvalidationWorker {
       application_name: 'walcache-worker-control',
     });
     this.#pool.on('error', (error) => this.#log?.warn({ err: error }, 'postgres pool error'));
+    this.#redisWhere = redactedEndpoint(cacheEndpoint(this.#config));
     this.#redis = createRedisClient(cacheEndpoint(this.#config), {
       connectionName: `walcache:${this.#config.prefix}:worker`,
       maxRetriesPerRequest: 1,
@@ -179,6 +182,11 @@ export class InvalidationWorker {
       },
       (error) => this.events.emit('failure', 'write-behind', error),
     );
+  }
+
+  /** The config the worker runs with (resolved). */
+  get config(): ResolvedConfig {
+    return this.#config;
   }
 
   get role(): WorkerRole {
@@ -287,7 +295,10 @@ export class InvalidationWorker {
           if (this.#firstStart) return;
         } else {
           this.#lastError = error instanceof Error ? error : new Error(String(error));
-          this.#log?.warn({ err: error }, 'could not start streaming; retrying');
+          this.#log?.warn(
+            { err: error },
+            `could not start streaming (${this.#lastError.message}); retrying`,
+          );
           this.events.emit('failure', 'connect', error);
         }
       }
@@ -345,8 +356,8 @@ export class InvalidationWorker {
   }
 
   /** Finds (or creates) the slot and decides whether a gap forces an epoch bump. */
-  async #prepareSlot(): Promise<string | null> {
-    let reason: string | null = null;
+  async #prepareSlot(): Promise<EpochBumpReason | null> {
+    let reason: EpochBumpReason | null = null;
     let slot = await readSlot(this.#pool, this.slot);
     if (slot?.walStatus === 'lost') {
       this.#log?.error({ slot: this.slot }, 'replication slot lost its WAL; recreating it');
@@ -372,7 +383,12 @@ export class InvalidationWorker {
       );
     }
     this.#appliedLsn ??= slot?.confirmedFlushLsn ?? null;
-    const beat = await this.#invalidator.readHeartbeat();
+    const beat = await this.#invalidator.readHeartbeat().catch((error: unknown) => {
+      throw new Error(
+        `cannot read the heartbeat from the cache Redis ${this.#redisWhere}: ${error instanceof Error ? error.message : String(error)}`,
+        { cause: error },
+      );
+    });
     if (beat !== null && beat.commitTime > this.#lastCommitTime)
       this.#lastCommitTime = beat.commitTime;
     if (!reason) {
@@ -630,8 +646,8 @@ export class InvalidationWorker {
       } catch (error) {
         this.events.emit('failure', 'redis', error);
         this.#log?.warn(
-          { err: error, lsn: beat.lsn, attempt },
-          'applying invalidations failed; retrying (position held)',
+          { err: error, lsn: beat.lsn, attempt, redis: this.#redisWhere },
+          `applying invalidations to Redis ${this.#redisWhere} failed; retrying (position held)`,
         );
         if (stream !== null && stream !== this.#stream) return null;
         if (this.#stopping && attempt >= 3) return null;
@@ -709,7 +725,7 @@ export class InvalidationWorker {
    * acknowledged (up to `acknowledged`): missing, or behind. Null when it did not. The
    * worker acknowledges a commit as the heartbeat's LSN + 1, hence the tolerance of one.
    */
-  #rollbackReason(previous: Heartbeat | null, acknowledged: string | null): string | null {
+  #rollbackReason(previous: Heartbeat | null, acknowledged: string | null): EpochBumpReason | null {
     if (acknowledged === null) return null;
     if (previous === null) return 'redis-heartbeat-missing';
     return lsnToBigInt(previous.lsn) + 1n < lsnToBigInt(acknowledged)
@@ -722,7 +738,7 @@ export class InvalidationWorker {
    * counts in #applying, so no keepalive is acknowledged before it either. Retried until
    * Redis takes it (or the worker stops).
    */
-  #queueEpochBump(reason: string): Promise<void> {
+  #queueEpochBump(reason: EpochBumpReason): Promise<void> {
     this.events.emit('epoch-bump', reason);
     this.#applying++;
     this.#bumpsQueued++;

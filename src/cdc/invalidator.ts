@@ -15,6 +15,7 @@ import { defineScripts, type ScriptCommands } from '../cache/scripts.js';
 import type { Keys } from '../keys/redis-keys.js';
 import type { Invalidation } from '../model/change-mapper.js';
 import { ShardMarks } from './shard-marks.js';
+import type { EpochBumpReason } from './worker-events.js';
 
 /** Above this many keys a bus message tells every process to drop its whole L1 instead. */
 const MAX_BUS_KEYS = 5_000;
@@ -243,7 +244,7 @@ export class Invalidator {
    * last groups applied, or (`read`) by reading every master's mark now. Null on one
    * server (the heartbeat tells) and when none did.
    */
-  async shardLoss(read: boolean): Promise<string | null> {
+  async shardLoss(read: boolean): Promise<EpochBumpReason | null> {
     if (this.#marks === undefined) return null;
     return read ? this.#marks.check() : this.#marks.takeLoss();
   }

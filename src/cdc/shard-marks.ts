@@ -3,6 +3,7 @@ import type { Cluster } from 'ioredis';
 import type { KeyedCommand } from '../cache/redis-client.js';
 import type { Keys } from '../keys/redis-keys.js';
 import { isLsn, lsnToBigInt } from '../protocol/lsn.js';
+import type { EpochBumpReason } from './worker-events.js';
 
 /**
  * Rollback detection per master of a Redis Cluster (docs/redis-cluster.md, "Failover").
@@ -27,7 +28,7 @@ export class ShardMarks {
   /** The LSN this worker last wrote to each mark (and Redis confirmed). */
   readonly #written = new Map<string, string>();
   /** Why a mark was found behind, until the worker takes it. */
-  #loss: string | null = null;
+  #loss: EpochBumpReason | null = null;
 
   constructor(cluster: Cluster, keys: Keys) {
     this.#cluster = cluster;
@@ -72,7 +73,7 @@ export class ShardMarks {
   }
 
   /** Reads every mark written so far and compares (the periodic rollback check). */
-  async check(): Promise<string | null> {
+  async check(): Promise<EpochBumpReason | null> {
     const keys = [...this.#written.keys()];
     const values = await Promise.all(keys.map((k) => this.#cluster.get(k)));
     for (const [i, key] of keys.entries()) this.#compare(key, values[i] ?? null);
@@ -80,7 +81,7 @@ export class ShardMarks {
   }
 
   /** The reason of a loss seen since the last call, or null. */
-  takeLoss(): string | null {
+  takeLoss(): EpochBumpReason | null {
     const loss = this.#loss;
     this.#loss = null;
     return loss;

@@ -1,9 +1,9 @@
 import type { Server } from 'node:http';
-import { Command } from 'commander';
-import pino from 'pino';
+import { Command, Option } from 'commander';
 import { JobsRunner } from '../jobs/jobs-runner.js';
 import { startHttpServer } from '../metrics/http-server.js';
 import { loadConfig } from './load-config.js';
+import { chooseLogFormat, createCliLogger, LOG_FORMAT_ENV, LOG_FORMATS } from './logger.js';
 
 /**
  * `walcache jobs`: runs the BullMQ workers (warm, write-behind flush, access-log flush)
@@ -22,8 +22,21 @@ export function jobsCommand(): Command {
     )
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--log-level <level>', 'pino level', process.env.LOG_LEVEL ?? 'info')
+    .addOption(
+      new Option(
+        '--log-format <format>',
+        `json, or pretty for a terminal (default: ${LOG_FORMAT_ENV}, else pretty when stdout is a terminal, json otherwise)`,
+      ).choices(LOG_FORMATS),
+    )
     .action(
-      async (opts: { config?: string; metricsPort?: string; host: string; logLevel: string }) => {
+      async (opts: {
+        config?: string;
+        metricsPort?: string;
+        host: string;
+        logLevel: string;
+        logFormat?: string;
+      }) => {
+        const format = chooseLogFormat(opts.logFormat, process.env, process.stdout.isTTY === true);
         const config = await loadConfig(opts.config);
         const port =
           opts.metricsPort === undefined ? config.jobs.metricsPort : Number(opts.metricsPort);
@@ -31,7 +44,11 @@ export function jobsCommand(): Command {
           throw new Error(
             `--metrics-port must be a port number, got ${JSON.stringify(opts.metricsPort)}`,
           );
-        const logger = pino({ level: opts.logLevel, base: { component: 'walcache-jobs' } });
+        const logger = createCliLogger({
+          level: opts.logLevel,
+          component: 'walcache-jobs',
+          format,
+        });
         const runner = new JobsRunner({ config, logger });
 
         let server: Server | undefined;

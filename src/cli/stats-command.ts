@@ -99,14 +99,7 @@ export function formatStats(s: WalcacheStats, slot: string, previous?: WalcacheS
   const lines: string[] = [`walcache stats at ${new Date(s.at).toISOString()}`];
   const row = (label: string, text: string) => lines.push(`${label.padEnd(13)}${text}`);
   const redisDown = s.errors.some((e) => e.startsWith('cache Redis'));
-  row(
-    'worker',
-    s.workerLagMs === null || s.heartbeatAgeMs === null
-      ? redisDown
-        ? 'unknown (the cache Redis could not be read)'
-        : 'no heartbeat (not running with this prefix?)'
-      : `lag ${formatMs(s.workerLagMs)}, heartbeat ${formatMs(s.heartbeatAgeMs)} ago`,
-  );
+  row('worker', formatWorker(s, redisDown));
   if (s.slot)
     row(
       'slot',
@@ -141,6 +134,25 @@ export function formatStats(s: WalcacheStats, slot: string, previous?: WalcacheS
   }
   for (const e of s.errors) lines.push(`✖ could not read ${e}`);
   return `${lines.join('\n')}\n`;
+}
+
+/**
+ * "caught up" when the slot confirmed every WAL written before the reading (the heartbeat's
+ * age is then only how often the worker writes it); "lag" only when WAL is left unconfirmed.
+ */
+function formatWorker(s: WalcacheStats, redisDown: boolean): string {
+  if (s.heartbeatAgeMs === null)
+    return redisDown
+      ? 'unknown (the cache Redis could not be read)'
+      : 'no heartbeat (not running with this prefix?)';
+  const heartbeat = formatMs(s.heartbeatAgeMs);
+  if (s.caughtUp === true) return `caught up (last heartbeat ${heartbeat} ago)`;
+  const unconfirmed = `${formatBytes(s.unconfirmedWalBytes ?? 0)} of WAL not confirmed by the slot`;
+  if (s.workerLagMs === null)
+    return `no commit applied yet (${s.caughtUp === false ? `${unconfirmed}, ` : ''}last heartbeat ${heartbeat} ago)`;
+  if (s.caughtUp === false)
+    return `lag ${formatMs(s.workerLagMs)} (${unconfirmed}), last heartbeat ${heartbeat} ago`;
+  return `last commit applied ${formatMs(s.workerLagMs)} ago, last heartbeat ${heartbeat} ago (no slot to compare with: caught up or not is unknown)`;
 }
 
 function hitRateDelta(now: HitRate, before: HitRate): number | null {

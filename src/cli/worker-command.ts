@@ -1,10 +1,10 @@
 import { Command, Option } from 'commander';
-import pino from 'pino';
 import { Registry } from 'prom-client';
 import { InvalidationWorker } from '../cdc/invalidation-worker.js';
 import { startHttpServer } from '../metrics/http-server.js';
 import { collectWorkerMetrics } from '../metrics/worker-metrics.js';
 import { loadConfig } from './load-config.js';
+import { chooseLogFormat, createCliLogger, LOG_FORMAT_ENV, LOG_FORMATS } from './logger.js';
 
 /** `walcache worker`: runs the invalidation worker until SIGTERM/SIGINT. */
 export function workerCommand(): Command {
@@ -30,6 +30,12 @@ export function workerCommand(): Command {
       'create the slot if it does not exist (else a missing slot is an error: `walcache setup` creates it)',
     )
     .option('--log-level <level>', 'pino level', process.env.LOG_LEVEL ?? 'info')
+    .addOption(
+      new Option(
+        '--log-format <format>',
+        `json, or pretty for a terminal (default: ${LOG_FORMAT_ENV}, else pretty when stdout is a terminal, json otherwise)`,
+      ).choices(LOG_FORMATS),
+    )
     .action(
       async (opts: {
         config?: string;
@@ -40,12 +46,18 @@ export function workerCommand(): Command {
         port: string;
         host: string;
         logLevel: string;
+        logFormat?: string;
       }) => {
         const port = Number(opts.port);
         if (!Number.isInteger(port) || port < 0 || port > 65535)
           throw new Error(`--port must be a port number, got ${JSON.stringify(opts.port)}`);
+        const format = chooseLogFormat(opts.logFormat, process.env, process.stdout.isTTY === true);
         const config = await loadConfig(opts.config);
-        const logger = pino({ level: opts.logLevel, base: { component: 'walcache-worker' } });
+        const logger = createCliLogger({
+          level: opts.logLevel,
+          component: 'walcache-worker',
+          format,
+        });
         const worker = new InvalidationWorker({
           config,
           slot: opts.slot,

@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import type { RedisOptions } from 'ioredis';
+import { redactText } from '../errors/redact.js';
 import { ConfigError } from '../errors/typed-errors.js';
 import type { ResolvedConfig } from './resolved-config.js';
 
@@ -73,6 +74,17 @@ export function describeEndpoint(endpoint: RedisEndpoint): string {
   } catch {
     return '(unparsable URL)';
   }
+}
+
+/**
+ * How logs name an endpoint: its URL with the password redacted
+ * (`rediss://walcache:***@cache.internal:6380/0`), a cluster's nodes, a sentinel master's
+ * name and its sentinels (`describeEndpoint`, which never shows credentials).
+ */
+export function redactedEndpoint(endpoint: RedisEndpoint): string {
+  return endpoint.cluster || endpoint.sentinel
+    ? describeEndpoint(endpoint)
+    : redactText(endpoint.url);
 }
 
 /**

@@ -8,6 +8,7 @@ import { CacheEngine } from '../cache/cache-engine.js';
 import type { RedisClient } from '../cache/redis-client.js';
 import { type ResolvedConfig, resolveConfig } from '../config/config.js';
 import { pgConfig } from '../config/database.js';
+import { cacheEndpoint, queuesEndpoint, redactedEndpoint } from '../config/redis-endpoint.js';
 import type { WalcacheConfigInput } from '../config/schema.js';
 import { DEFAULT_WALCACHE_SCHEMA } from '../database/migrations.js';
 import {
@@ -22,6 +23,7 @@ import {
   type FlushJobData,
   KEEP_COMPLETED,
   KEEP_FAILED,
+  QUEUE_NAMES,
   type QueueName,
   queueConnection,
   queuePrefix,
@@ -72,6 +74,9 @@ const FORCE_CLOSE_MS = 3_000;
 const CANCEL_GRACE_MS = 1_000;
 /** A metrics scrape does not wait longer than this for Redis. */
 const SCRAPE_TIMEOUT_MS = 2_000;
+
+/** `walcache_warm_keys_total{outcome}`: what a warmer did with each key. */
+const WARM_OUTCOMES = ['loaded', 'skipped', 'missing', 'failed'] as const;
 
 const RELEASE_LOCK = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0`;
 
@@ -197,7 +202,10 @@ export class JobsRunner {
     await queuesReady(config, this.#queues);
     if (this.#options.schedule !== false) await this.upsertSchedulers();
     if (!(await this.#engine.ready(Math.max(5_000, config.redis.connectTimeoutMs))))
-      this.#log?.warn('the cache Redis is not connected yet: warm jobs fail until it is');
+      this.#log?.warn(
+        { redis: redactedEndpoint(cacheEndpoint(config)) },
+        `the cache Redis ${redactedEndpoint(cacheEndpoint(config))} is not connected yet: warm jobs fail until it is`,
+      );
 
     const prefix = queuePrefix(config);
     const workerOptions = {
@@ -345,7 +353,11 @@ export class JobsRunner {
       for (const worker of workers) worker.cancelAllJobs('walcache jobs runner shutting down');
       const closed = await within(closing, CANCEL_GRACE_MS + FORCE_CLOSE_MS);
       if (!closed.settled) {
-        this.#log?.warn('workers did not close in time (Redis unreachable?); disconnecting');
+        const where = redactedEndpoint(queuesEndpoint(this.config));
+        this.#log?.warn(
+          { redis: where },
+          `workers did not close in time (the queues Redis ${where} unreachable?); disconnecting`,
+        );
       }
     }
     await within(this.#queues?.close() ?? Promise.resolve(), FORCE_CLOSE_MS);
@@ -395,7 +407,7 @@ export class JobsRunner {
       ...(signal !== undefined && { signal }),
       onProgress: (progress) => job.updateProgress({ ...progress }),
     });
-    for (const outcome of ['loaded', 'skipped', 'missing', 'failed'] as const)
+    for (const outcome of WARM_OUTCOMES)
       if (summary[outcome] > 0) this.#metrics.warmKeys.inc({ warmer, outcome }, summary[outcome]);
     return summary;
   }
@@ -562,7 +574,7 @@ function createMetrics(runner: JobsRunner): RunnerMetrics {
     'Write-behind records in the dead-letter list',
     (s) => s.dead,
   );
-  return {
+  const metrics: RunnerMetrics = {
     duration: new Histogram({
       name: 'walcache_jobs_duration_seconds',
       help: 'Time a job ran (each attempt), per queue',
@@ -595,6 +607,19 @@ function createMetrics(runner: JobsRunner): RunnerMetrics {
       ...r,
     }),
   };
+  // Every series the config names, at 0: a first failure (or flush) is then an increase
+  // Prometheus sees, not a series that appears at 1.
+  for (const queue of QUEUE_NAMES) {
+    metrics.duration.zero({ queue });
+    metrics.failures.inc({ queue }, 0);
+  }
+  for (const entity of writeBehindEntities(runner.config)) {
+    metrics.flushedRows.inc({ entity }, 0);
+    metrics.flushFailedRows.inc({ entity }, 0);
+  }
+  for (const warmer of Object.keys(runner.config.warmers))
+    for (const outcome of WARM_OUTCOMES) metrics.warmKeys.inc({ warmer, outcome }, 0);
+  return metrics;
 }
 
 /** Entities with `writeBehind: true`. */

@@ -1,9 +1,17 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { CacheEngine } from '../cache/cache-engine.js';
+import { L1_RESET_REASONS, L2_OPERATIONS, REFRESH_REASONS, TIERS } from '../cache/cache-events.js';
+
+/** `walcache_lease_wait_seconds{outcome}`: the other process's fill came in time, or not. */
+const LEASE_WAIT_OUTCOMES = ['filled', 'gave-up'] as const;
 
 /**
  * Prometheus metrics for an engine, fed by its events (the hot path never calls
  * prom-client). Returns a function that unsubscribes.
+ *
+ * Every labelled series whose label values are known here (tiers, L2 operations, refresh
+ * and L1 reset reasons, lease-wait outcomes) exists at 0 from this call on: a counter
+ * that first appears at 1 is no increase to Prometheus, and `increase()` would miss it.
  *
  * @example
  * const registry = new Registry();
@@ -155,6 +163,15 @@ export function collectEngineMetrics(
       this.set(engine.l1Stats.bytes);
     },
   });
+
+  for (const tier of TIERS) {
+    hits.inc({ tier }, 0);
+    stale.inc({ tier }, 0);
+  }
+  for (const operation of L2_OPERATIONS) l2Errors.inc({ operation }, 0);
+  for (const reason of REFRESH_REASONS) refreshes.inc({ reason }, 0);
+  for (const reason of L1_RESET_REASONS) resets.inc({ reason }, 0);
+  for (const outcome of LEASE_WAIT_OUTCOMES) leaseWaits.zero({ outcome });
 
   const l1Hits = hits.labels('l1');
   const l2Hits = hits.labels('l2');

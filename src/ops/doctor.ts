@@ -103,14 +103,14 @@ export async function doctor(options: DoctorOptions): Promise<DoctorReport> {
       `use ${DECODERS.join(' or ')}`,
     );
   const checks: DoctorCheck[] = [];
-  await postgresChecks(
+  const slotInfo = await postgresChecks(
     config,
     slot,
     decoder,
     options.publication ?? options.config.worker.publication,
     checks,
   );
-  await redisChecks(config, slot, checks);
+  await redisChecks(config, slot, checks, slotInfo);
   checks.push(...(await warmerSqlChecks(config, (file) => resolveWarmerSql(file))));
   return { ok: checks.every((c) => c.status !== 'fail'), checks };
 }
@@ -123,7 +123,7 @@ async function postgresChecks(
   decoder: DecoderName,
   publication: string,
   checks: DoctorCheck[],
-): Promise<void> {
+): Promise<SlotInfo | undefined> {
   const pool = new pg.Pool({
     ...pgConfig(config.databaseUrl, {
       application_name: 'walcache-doctor',
@@ -149,7 +149,7 @@ async function postgresChecks(
       },
       (message) => `cannot connect to PostgreSQL at ${redactUrl(config.databaseUrl)}: ${message}`,
     );
-    if (!reached) return;
+    if (!reached) return undefined;
 
     let walLevelOk = false;
     await check(checks, 'wal_level', 'see the PostgreSQL error', async () => {
@@ -234,6 +234,7 @@ async function postgresChecks(
       'run walcache setup (it reports the table problems it finds)',
       () => tableChecks(pool, config, decoder, publication, checks),
     );
+    return found?.kind === 'ok' ? (found.info ?? undefined) : undefined;
   } finally {
     await pool.end().catch(() => {});
   }
@@ -464,6 +465,8 @@ async function redisChecks(
   config: ResolvedConfig,
   slot: string,
   checks: DoctorCheck[],
+  /** The configured slot as PostgreSQL showed it; undefined when it could not be read. */
+  slotInfo: SlotInfo | undefined,
 ): Promise<void> {
   const cacheUrl = config.redis.url;
   const queuesUrl = queueRedisUrl(config);
@@ -622,7 +625,17 @@ async function redisChecks(
         };
       const now = Date.now();
       const age = Math.max(0, now - beat.appliedAt);
-      const lag = Math.max(0, now - beat.commitTime);
+      // Commit time 0: the worker has applied no commit yet (a new slot, an idle database).
+      const lag = beat.commitTime > 0 ? Math.max(0, now - beat.commitTime) : null;
+      // A fresh heartbeat outlives its worker by up to HEARTBEAT_MAX_AGE_MS; the slot
+      // knows at once whether anything streams it.
+      if (slotInfo !== undefined && !slotInfo.active)
+        return {
+          name: 'worker',
+          status: 'fail',
+          detail: `worker not running on slot ${slot}: nothing streams it (pg_replication_slots.active is false), although the last heartbeat is ${formatMs(age)} old (at ${beat.lsn}): the worker stopped since, or runs on another slot`,
+          fix: `start walcache worker --slot ${slot} (or read its logs and /readyz if one should be running: it may be failing to connect)`,
+        };
       if (age > HEARTBEAT_MAX_AGE_MS)
         return {
           name: 'worker',
@@ -630,6 +643,11 @@ async function redisChecks(
           detail: `worker not running: its last heartbeat is ${formatMs(age)} old (above ${formatMs(HEARTBEAT_MAX_AGE_MS)}; it writes one every 5 s), at ${beat.lsn}`,
           fix: `start walcache worker --slot ${slot} (or read its logs and /readyz: it may be stuck or standing by without an active peer)`,
         };
+      if (lag === null)
+        return ok(
+          'worker',
+          `worker alive: heartbeat ${formatMs(age)} ago, no commit applied yet, at ${beat.lsn}`,
+        );
       if (lag > WORKER_LAG_WARN_MS)
         return {
           name: 'worker',

@@ -44,10 +44,22 @@ export interface WalcacheStats {
   readonly at: number;
   /** Only with `metricsUrl`. */
   readonly hitRate?: HitRate;
-  /** Now − commit time of the last transaction the worker applied; null without a heartbeat. */
+  /**
+   * How far behind the worker is: 0 when it is caught up (`caughtUp`), else now − commit
+   * time of the last transaction it applied (the worker's heartbeats are transactions, so
+   * that is an upper bound); null without a heartbeat, or before the worker applied a commit.
+   */
   readonly workerLagMs: number | null;
   /** Now − when the worker last wrote its heartbeat; null without one. */
   readonly heartbeatAgeMs: number | null;
+  /**
+   * The slot confirmed all the WAL written before this reading (a worker that keeps up
+   * confirms within milliseconds: it gets up to a second); false when WAL is left that it
+   * has not confirmed; null when the slot could not be read (or does not exist).
+   */
+  readonly caughtUp: boolean | null;
+  /** Bytes of WAL written before this reading that the slot has not confirmed; null as `caughtUp`. */
+  readonly unconfirmedWalBytes: number | null;
   /** The slot; null when it does not exist (or could not be read: see `errors`). */
   readonly slot: {
     readonly name: string;
@@ -70,6 +82,33 @@ export interface StatsReader {
 }
 
 const JOB_STATES = ['waiting', 'active', 'delayed', 'failed'] as const;
+/** How long a slot with a worker attached gets to confirm the WAL written before a reading. */
+const CATCH_UP_WAIT_MS = 1_000;
+
+/**
+ * Bytes of the WAL flushed before this call that `slot` has not confirmed (0: caught up),
+ * waiting up to `waitMs` for them to be. An idle worker confirms WAL that holds nothing for
+ * it too (the server's keepalives move it on), so only a worker that is behind, or gone,
+ * leaves any. Null when the slot has no confirmed position.
+ */
+async function unconfirmedWal(pool: pg.Pool, slot: string, waitMs: number): Promise<number | null> {
+  const { rows } = await pool.query<{ lsn: string }>(
+    'SELECT pg_current_wal_flush_lsn()::text AS lsn',
+  );
+  const target = rows[0]?.lsn;
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const { rows: slots } = await pool.query<{ behind: string | null }>(
+      `SELECT GREATEST(pg_wal_lsn_diff($1::pg_lsn, confirmed_flush_lsn), 0)::text AS behind
+         FROM pg_replication_slots WHERE slot_name = $2`,
+      [target, slot],
+    );
+    const behind = slots[0]?.behind;
+    if (behind === null || behind === undefined) return null;
+    if (Number(behind) === 0 || Date.now() >= deadline) return Number(behind);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
 
 /**
  * Opens the connections `stats` reads through, for repeated reads (`--watch`). Nothing
@@ -158,7 +197,12 @@ export function openStats(config: ResolvedConfig, options: StatsOptions = {}): S
           await ensureRedis();
           return { raw: await redis.get(engine.keys.heartbeat()) };
         }),
-        attempt(`PostgreSQL ${redactUrl(config.databaseUrl)}`, () => readSlot(pool, slotName)),
+        attempt(`PostgreSQL ${redactUrl(config.databaseUrl)}`, async () => {
+          const info = await readSlot(pool, slotName);
+          if (info === null) return null;
+          const waitMs = info.active ? Math.min(CATCH_UP_WAIT_MS, timeoutMs / 2) : 0;
+          return { info, unconfirmed: await unconfirmedWal(pool, slotName, waitMs) };
+        }),
         attempt(`queues Redis ${redactUrl(queueRedisUrl(config))}`, async () => {
           if (queues === undefined) {
             const connection = queueConnection(config, { blocking: false });
@@ -192,19 +236,30 @@ export function openStats(config: ResolvedConfig, options: StatsOptions = {}): S
 
       const now = Date.now();
       const heartbeat = beat === undefined ? null : parseHeartbeat(beat.raw);
+      const unconfirmed = slot?.unconfirmed ?? null;
+      const caughtUp = unconfirmed === null ? null : unconfirmed === 0;
       return {
         at: now,
         ...(hitRate !== undefined && { hitRate }),
-        workerLagMs: heartbeat === null ? null : Math.max(0, now - heartbeat.commitTime),
+        workerLagMs:
+          heartbeat === null
+            ? null
+            : caughtUp
+              ? 0
+              : heartbeat.commitTime > 0 // 0: no commit applied yet
+                ? Math.max(0, now - heartbeat.commitTime)
+                : null,
         heartbeatAgeMs: heartbeat === null ? null : Math.max(0, now - heartbeat.appliedAt),
+        caughtUp,
+        unconfirmedWalBytes: unconfirmed,
         slot:
           slot === undefined || slot === null
             ? null
             : {
                 name: slotName,
-                retainedBytes: slot.retainedBytes,
-                active: slot.active,
-                walStatus: slot.walStatus,
+                retainedBytes: slot.info.retainedBytes,
+                active: slot.info.active,
+                walStatus: slot.info.walStatus,
               },
         queues: queueCounts ?? {},
         writeBehind: wb ?? {},

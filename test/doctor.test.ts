@@ -13,7 +13,7 @@ import {
   type WalcacheConfigInput,
 } from '../src/index.js';
 import { Keys } from '../src/keys/redis-keys.js';
-import { allowListFix, parsePluginList } from '../src/ops/doctor.js';
+import { allowListFix, parsePluginList } from '../src/ops/doctor-postgres.js';
 import {
   freePort,
   REDIS_CONFIG,

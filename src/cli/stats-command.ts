@@ -1,5 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { formatBytes, formatMs } from '../ops/doctor.js';
+import { formatBytes, formatMs } from '../ops/format.js';
 import { type HitRate, openStats, type WalcacheStats } from '../ops/stats.js';
 import { loadConfig } from './load-config.js';
 

@@ -2,7 +2,7 @@ import { renameSync, writeFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../errors/typed-errors.js';
 import { recordVerifyMetrics } from '../metrics/verify-metrics.js';
-import { formatMs } from '../ops/doctor.js';
+import { formatMs } from '../ops/format.js';
 import { type StaleEntry, type VerifyReport, verify } from '../ops/verify.js';
 import { loadConfig } from './load-config.js';
 

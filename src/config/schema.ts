@@ -1,5 +1,8 @@
 import { z } from 'zod';
 
+/** The output plugins the worker decodes. */
+export const DECODER_NAMES = ['wal2json', 'pgoutput'] as const;
+
 /**
  * The one place defaults live. Every option of the engine, with its default; the
  * configuration reference (docs/configuration.md) is generated from this file's TSDoc by
@@ -383,7 +386,7 @@ export const workerSchema = z
       .regex(/^[A-Za-z_][A-Za-z0-9_$]{0,62}$/, 'a SQL identifier')
       .default('walcache'),
     /** Output plugin of the slot. @default 'wal2json' */
-    decoder: z.enum(['wal2json', 'pgoutput']).default('wal2json'),
+    decoder: z.enum(DECODER_NAMES).default('wal2json'),
   })
   .strict();
 
@@ -427,5 +430,5 @@ export const configSchema = z
 
 export type WalcacheConfigInput = z.input<typeof configSchema>;
 
-/** The logical decoding output plugin the worker reads (`cdc.decoder`). */
-export type DecoderName = 'wal2json' | 'pgoutput';
+/** The logical decoding output plugin the worker reads (`worker.decoder`). */
+export type DecoderName = (typeof DECODER_NAMES)[number];

@@ -7,7 +7,7 @@ import { DDL_MESSAGE_PREFIX } from '../model/change-mapper.js';
 import { buildChangeModel, type TableModel } from '../model/table-model.js';
 import { DEFAULT_WALCACHE_SCHEMA, pendingMigrations, runMigrations } from './migrations.js';
 import { checkModel, IDENTITIES, oldValuesNeeded, quoteTable } from './model-check.js';
-import { assertSlotName, checkWalLevel, createSlot } from './slot.js';
+import { assertDecoder, assertSlotName, checkWalLevel, createSlot } from './slot.js';
 import { poolQuery, readCatalog, type TableCatalog } from './table-catalog.js';
 
 /** `skipped`: an optional step that could not be done here (said why); not an error. */
@@ -58,7 +58,6 @@ export interface SetupOptions {
   readonly walcacheSchema?: string;
 }
 
-const DECODERS: readonly DecoderName[] = ['wal2json', 'pgoutput'];
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
 /** A DDL statement waits this long for its table lock, then fails instead of queueing every writer behind it. */
 const LOCK_TIMEOUT = '10s';
@@ -85,12 +84,7 @@ export async function setup(options: SetupOptions): Promise<SetupReport> {
   const walcacheSchema = options.walcacheSchema ?? DEFAULT_WALCACHE_SCHEMA;
   const dryRun = options.dryRun === true;
   assertSlotName(slot);
-  if (!DECODERS.includes(decoder)) {
-    throw new SetupError(
-      `Unknown decoder ${JSON.stringify(decoder)}`,
-      `use ${DECODERS.join(' or ')}`,
-    );
-  }
+  assertDecoder(decoder);
   if (!IDENTIFIER.test(publication)) {
     throw new SetupError(
       `Invalid publication name ${JSON.stringify(publication)}`,

@@ -1,5 +1,5 @@
 import type { Pool } from 'pg';
-import type { DecoderName } from '../config/schema.js';
+import { DECODER_NAMES, type DecoderName } from '../config/schema.js';
 import { SetupError } from '../errors/typed-errors.js';
 
 export interface SlotInfo {
@@ -22,6 +22,15 @@ export function assertSlotName(slot: string): void {
       'use lower-case letters, digits and "_" (at most 63)',
     );
   }
+}
+
+/** Refuses an output plugin the worker cannot decode (an option that bypassed the config). */
+export function assertDecoder(decoder: string): asserts decoder is DecoderName {
+  if (!(DECODER_NAMES as readonly string[]).includes(decoder))
+    throw new SetupError(
+      `Unknown decoder ${JSON.stringify(decoder)}`,
+      `use ${DECODER_NAMES.join(' or ')}`,
+    );
 }
 
 export async function readSlot(pool: Pool, slot: string): Promise<SlotInfo | null> {

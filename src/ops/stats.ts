@@ -14,7 +14,8 @@ import {
   type WalcacheQueues,
 } from '../queues/walcache-queues.js';
 import { type WriteBehindStats, WriteBehindStore } from '../write-behind/write-behind-store.js';
-import { connectRedis, detachedEngine, errorMessage, lastRedisError, openRedis } from './doctor.js';
+import { errorMessage } from './doctor-check.js';
+import { connectRedis, detachedEngine, lastRedisError, openRedis } from './redis-probe.js';
 
 export interface StatsOptions {
   /** Replication slot whose retained WAL is reported. @default 'walcache' */

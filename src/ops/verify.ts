@@ -18,7 +18,8 @@ import {
   whereKey,
 } from '../model/entity-model.js';
 import { lsnToBigInt } from '../protocol/lsn.js';
-import { connectRedis, errorMessage, lastRedisError, openRedis } from './doctor.js';
+import { errorMessage } from './doctor-check.js';
+import { connectRedis, lastRedisError, openRedis } from './redis-probe.js';
 import { differingColumns } from './row-diff.js';
 
 export interface VerifyOptions {

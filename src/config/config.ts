@@ -226,3 +226,10 @@ function deepFreeze<T>(value: T): T {
   }
   return value;
 }
+
+/** The entities with `writeBehind: true`, in config order. */
+export function writeBehindEntities(config: ResolvedConfig): string[] {
+  return Object.entries(config.entities)
+    .filter(([, entity]) => entity.writeBehind)
+    .map(([name]) => name);
+}

@@ -3,10 +3,10 @@ import { type Job, type Queue, UnrecoverableError, Worker } from 'bullmq';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Registry } from 'prom-client';
 import { CacheEngine } from '../cache/cache-engine.js';
 import type { RedisClient } from '../cache/redis-client.js';
-import { type ResolvedConfig, resolveConfig } from '../config/config.js';
+import { type ResolvedConfig, resolveConfig, writeBehindEntities } from '../config/config.js';
 import { pgConfig } from '../config/database.js';
 import { cacheEndpoint, queuesEndpoint, redactedEndpoint } from '../config/redis-endpoint.js';
 import type { WalcacheConfigInput } from '../config/schema.js';
@@ -23,7 +23,6 @@ import {
   type FlushJobData,
   KEEP_COMPLETED,
   KEEP_FAILED,
-  QUEUE_NAMES,
   type QueueName,
   queueConnection,
   queuePrefix,
@@ -38,8 +37,10 @@ import { type AccessLogFlushResult, flushAccessLog } from '../repository/access-
 import { createRepository, type RepositoryCore } from '../repository/repository.js';
 import { type FlushResult, flushWriteBehind } from '../write-behind/write-behind-flush.js';
 import { WriteBehindStore } from '../write-behind/write-behind-store.js';
+import { createJobsMetrics, type JobsMetrics, WARM_OUTCOMES } from './jobs-metrics.js';
 import { resolveWarmerSql, runWarmer, type WarmSummary } from './warm.js';
 import { readWarmerSql } from './warmer-sql.js';
+import { within } from './within.js';
 
 export interface JobsRunnerOptions {
   /** The shared config (resolved, or input to resolve). */
@@ -72,11 +73,6 @@ const SCHEDULER_LOCK_WAIT_MS = 60_000;
 const FORCE_CLOSE_MS = 3_000;
 /** After cancelling running jobs at the shutdown deadline, the time they get to record it. */
 const CANCEL_GRACE_MS = 1_000;
-/** A metrics scrape does not wait longer than this for Redis. */
-const SCRAPE_TIMEOUT_MS = 2_000;
-
-/** `walcache_warm_keys_total{outcome}`: what a warmer did with each key. */
-const WARM_OUTCOMES = ['loaded', 'skipped', 'missing', 'failed'] as const;
 
 const RELEASE_LOCK = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0`;
 
@@ -101,7 +97,7 @@ export class JobsRunner {
   // biome-ignore lint/suspicious/noExplicitAny: see JobsRunnerOptions.db
   readonly #db: Kysely<any>;
   readonly #ownsDb: boolean;
-  readonly #metrics: RunnerMetrics;
+  readonly #metrics: JobsMetrics;
   readonly #active = new Set<Promise<unknown>>();
   /** Flushes of one entity run one at a time in this process. */
   readonly #flushChains = new Map<string, Promise<unknown>>();
@@ -138,7 +134,7 @@ export class JobsRunner {
           })(),
         }),
       });
-    this.#metrics = createMetrics(this);
+    this.#metrics = createJobsMetrics(this);
   }
 
   /** The queues (after `start`): for adding jobs and reading their state. */
@@ -505,130 +501,6 @@ export class JobsRunner {
   }
 }
 
-interface RunnerMetrics {
-  readonly duration: Histogram<'queue'>;
-  readonly failures: Counter<'queue'>;
-  readonly flushedRows: Counter<'entity'>;
-  readonly flushFailedRows: Counter<'entity'>;
-  readonly warmKeys: Counter<'warmer' | 'outcome'>;
-}
-
-function createMetrics(runner: JobsRunner): RunnerMetrics {
-  const r = { registers: [runner.registry] };
-  new Gauge({
-    name: 'walcache_jobs_queue_jobs',
-    help: 'Jobs per queue and state (waiting, active, delayed, failed), read at scrape time',
-    labelNames: ['queue', 'state'],
-    ...r,
-    async collect() {
-      const read = await within(runner.jobCounts(), SCRAPE_TIMEOUT_MS);
-      const counts = read.settled ? read.value : undefined;
-      if (counts === undefined) return;
-      this.reset();
-      for (const [queue, byState] of counts)
-        for (const [state, n] of Object.entries(byState)) this.set({ queue, state }, n);
-    },
-  });
-  // The three write-behind gauges read one `writeBehindState` per scrape (prom-client
-  // collects metrics concurrently): the first collect starts the read, the others share it.
-  let shared: { at: number; read: ReturnType<JobsRunner['writeBehindState']> } | undefined;
-  const writeBehindState = () => {
-    const now = Date.now();
-    if (shared === undefined || now - shared.at > 1_000)
-      shared = {
-        at: now,
-        read: within(runner.writeBehindState(), SCRAPE_TIMEOUT_MS).then((r) =>
-          r.settled ? r.value : undefined,
-        ),
-      };
-    return shared.read;
-  };
-  const writeBehindGauge = (
-    name: string,
-    help: string,
-    pick: (s: { pending: number; oldestAgeMs: number; dead: number }) => number,
-  ) =>
-    new Gauge({
-      name,
-      help,
-      labelNames: ['entity'],
-      ...r,
-      async collect() {
-        const state = await writeBehindState();
-        if (state === undefined) return;
-        for (const [entity, s] of state) this.set({ entity }, pick(s));
-      },
-    });
-  writeBehindGauge(
-    'walcache_write_behind_pending',
-    'Rows with write-behind writes not yet flushed to Postgres',
-    (s) => s.pending,
-  );
-  writeBehindGauge(
-    'walcache_write_behind_oldest_pending_seconds',
-    'Age of the oldest pending write-behind write',
-    (s) => s.oldestAgeMs / 1000,
-  );
-  writeBehindGauge(
-    'walcache_write_behind_dead_letters',
-    'Write-behind records in the dead-letter list',
-    (s) => s.dead,
-  );
-  const metrics: RunnerMetrics = {
-    duration: new Histogram({
-      name: 'walcache_jobs_duration_seconds',
-      help: 'Time a job ran (each attempt), per queue',
-      labelNames: ['queue'],
-      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
-      ...r,
-    }),
-    failures: new Counter({
-      name: 'walcache_jobs_failures_total',
-      help: 'Job attempts that failed, per queue',
-      labelNames: ['queue'],
-      ...r,
-    }),
-    flushedRows: new Counter({
-      name: 'walcache_write_behind_flushed_rows_total',
-      help: 'Write-behind rows written to Postgres (rate() gives rows/s)',
-      labelNames: ['entity'],
-      ...r,
-    }),
-    flushFailedRows: new Counter({
-      name: 'walcache_write_behind_failed_rows_total',
-      help: 'Write-behind rows whose flush failed (retried, or dead-lettered past writeBehind.maxAttempts)',
-      labelNames: ['entity'],
-      ...r,
-    }),
-    warmKeys: new Counter({
-      name: 'walcache_warm_keys_total',
-      help: 'Keys handled by warmers, by outcome (loaded, skipped, missing, failed)',
-      labelNames: ['warmer', 'outcome'],
-      ...r,
-    }),
-  };
-  // Every series the config names, at 0: a first failure (or flush) is then an increase
-  // Prometheus sees, not a series that appears at 1.
-  for (const queue of QUEUE_NAMES) {
-    metrics.duration.zero({ queue });
-    metrics.failures.inc({ queue }, 0);
-  }
-  for (const entity of writeBehindEntities(runner.config)) {
-    metrics.flushedRows.inc({ entity }, 0);
-    metrics.flushFailedRows.inc({ entity }, 0);
-  }
-  for (const warmer of Object.keys(runner.config.warmers))
-    for (const outcome of WARM_OUTCOMES) metrics.warmKeys.inc({ warmer, outcome }, 0);
-  return metrics;
-}
-
-/** Entities with `writeBehind: true`. */
-export function writeBehindEntities(config: ResolvedConfig): string[] {
-  return Object.entries(config.entities)
-    .filter(([, entity]) => entity.writeBehind)
-    .map(([name]) => name);
-}
-
 /** Runs `fn` holding `SET key token NX PX`; waits for another holder, releases only its own token. */
 async function withLock<T>(redis: RedisClient, key: string, fn: () => Promise<T>): Promise<T> {
   const token = randomBytes(12).toString('hex');
@@ -644,31 +516,6 @@ async function withLock<T>(redis: RedisClient, key: string, fn: () => Promise<T>
     return await fn();
   } finally {
     await redis.eval(RELEASE_LOCK, 1, key, token).catch(() => {});
-  }
-}
-
-/** Waits for `promise` at most `ms` (its rejection included): whether it settled, and its value. */
-async function within<T>(
-  promise: Promise<T>,
-  ms: number,
-): Promise<
-  { readonly settled: true; readonly value: T | undefined } | { readonly settled: false }
-> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<{ readonly settled: false }>((resolve) => {
-    timer = setTimeout(() => resolve({ settled: false }), ms);
-    timer.unref();
-  });
-  try {
-    return await Promise.race([
-      promise.then(
-        (value) => ({ settled: true as const, value }),
-        () => ({ settled: true as const, value: undefined }),
-      ),
-      timeout,
-    ]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

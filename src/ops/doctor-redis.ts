@@ -1,6 +1,6 @@
 import { parseHeartbeat } from '../cache/heartbeat.js';
 import { isCluster, masters, type RedisClient } from '../cache/redis-client.js';
-import type { ResolvedConfig } from '../config/config.js';
+import { type ResolvedConfig, writeBehindEntities } from '../config/config.js';
 import { redactUrl } from '../config/database.js';
 import {
   cacheEndpoint,
@@ -61,9 +61,7 @@ export async function redisChecks(
     return client;
   };
   try {
-    const writeBehind = Object.entries(config.entities)
-      .filter(([, e]) => e.writeBehind)
-      .map(([name]) => name);
+    const writeBehind = writeBehindEntities(config);
     let cache: RedisClient | undefined;
     let cacheInfo: RedisInfo | undefined;
     await check(

@@ -2,7 +2,7 @@ import pg from 'pg';
 import type { CacheEngine } from '../cache/cache-engine.js';
 import { parseHeartbeat } from '../cache/heartbeat.js';
 import type { RedisClient } from '../cache/redis-client.js';
-import type { ResolvedConfig } from '../config/config.js';
+import { type ResolvedConfig, writeBehindEntities } from '../config/config.js';
 import { pgConfig, redactUrl } from '../config/database.js';
 import { cacheEndpoint } from '../config/redis-endpoint.js';
 import { assertSlotName, readSlot } from '../database/slot.js';
@@ -137,9 +137,7 @@ export function openStats(config: ResolvedConfig, options: StatsOptions = {}): S
     true,
   );
   const engine: CacheEngine = detachedEngine(config, redis);
-  const writeBehind = Object.entries(config.entities)
-    .filter(([, e]) => e.writeBehind)
-    .map(([name]) => name);
+  const writeBehind = writeBehindEntities(config);
   let queues: { connection: RedisClient; queues: WalcacheQueues } | undefined;
   let queueError: Error | undefined;
   let store: WriteBehindStore | undefined;

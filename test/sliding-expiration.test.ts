@@ -212,7 +212,11 @@ describe('sliding expiration', () => {
         resolveConfig({
           entities: { users: { ...entity, sliding: { maxAge: 5 } as never } },
         }),
-      configError('entities.users.sliding.maxAgeMs', /expected number/),
+      // The typo is named, with the option meant (not only the required option it left out).
+      configError(
+        'entities.users.sliding.maxAge',
+        /did you mean `entities\.users\.sliding\.maxAgeMs`/,
+      ),
     );
     const ok = resolveConfig({
       entities: { users: { ...entity, ttlMs: 1_000, sliding: { maxAgeMs: 1_000 } } },

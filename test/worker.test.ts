@@ -5,6 +5,7 @@ import { wal2jsonAddTables } from '../src/cdc/wal2json-decoder.js';
 import { columnTag, entityKey, resolveConfig, tableTag } from '../src/index.js';
 import { Resources, uniquePrefix, waitFor } from './helpers.js';
 import { PgScope } from './pg-helpers.js';
+import { type PrivateRedis, startRedis } from './redis-servers.js';
 
 describe('invalidation worker (wal2json)', () => {
   const res = new Resources();
@@ -188,5 +189,44 @@ describe('invalidation worker close()', () => {
     assert.equal(rows[0]?.active, false, 'the slot still has a consumer');
     await first;
     await worker.close(); // a third, after the fact: resolves at once
+  });
+});
+
+describe('invalidation worker close() with its Redis gone', () => {
+  const scope = new PgScope('wgone');
+  const servers: PrivateRedis[] = [];
+  after(async () => {
+    for (const s of servers) await s.stop();
+    await scope.close();
+  });
+
+  it('returns within its shutdown budget while a received change cannot be applied, and holds the position', async () => {
+    await scope.create('CREATE TABLE users (id int PRIMARY KEY, n int NOT NULL DEFAULT 0)');
+    const server = await startRedis((_dir, port) => ['--port', String(port)]);
+    servers.push(server);
+    const slot = scope.slot();
+    const worker = new InvalidationWorker({
+      config: resolveConfig({
+        prefix: uniquePrefix('wgone'),
+        redis: { url: `redis://127.0.0.1:${server.port}` },
+        defaultSchema: scope.schema,
+        entities: { users: { table: 'users', key: 'id' } },
+      }),
+      slot,
+    });
+    await worker.start();
+    await scope.q('INSERT INTO $schema.users VALUES (1, 0)');
+    await waitFor('applied', () => worker.appliedLsn !== null, 10_000);
+    const applied = worker.appliedLsn;
+    let failures = 0;
+    worker.events.on('failure', (kind) => kind === 'redis' && failures++);
+    server.signal('SIGKILL');
+    await scope.q('UPDATE $schema.users SET n = n + 1 WHERE id = 1');
+    await waitFor('the apply failing', () => failures > 0, 15_000);
+    const started = performance.now();
+    await worker.close();
+    const took = performance.now() - started;
+    assert.ok(took < 7_000, `close() took ${took.toFixed(0)} ms with Redis gone`);
+    assert.equal(worker.appliedLsn, applied, 'nothing past the unapplied change was acknowledged');
   });
 });

@@ -76,6 +76,11 @@ interface Group {
 const HEARTBEAT_PREFIX = 'walcache';
 /** Groups being applied at once before the stream waits (see #flush). */
 const MAX_GROUPS_IN_FLIGHT = 2;
+/**
+ * How long `close()` keeps applying what was received. Past it (Redis away), the worker
+ * stops with those changes unacknowledged: the slot holds them for the next worker.
+ */
+const CLOSE_APPLY_MS = 3_000;
 
 /**
  * The invalidation worker: replication stream → decode → transactions → keys and tags →
@@ -130,6 +135,10 @@ export class InvalidationWorker {
   #redisCloses = 0;
   #stopping = false;
   #closing: Promise<void> | undefined;
+  /** Aborted by close(): the reconnect loop's waits end at once. */
+  readonly #stopSignal = new AbortController();
+  /** Aborted by close() past its budget: applies in flight are abandoned, unacknowledged. */
+  readonly #giveUp = new AbortController();
   #loop: Promise<void> | null = null;
   #timers: NodeJS.Timeout[] = [];
   #streamEnded: ((error: Error) => void) | null = null;
@@ -250,8 +259,22 @@ export class InvalidationWorker {
 
   async #close(): Promise<void> {
     this.#stopping = true;
+    this.#stopSignal.abort();
     for (const t of this.#timers) clearInterval(t);
-    await this.#flush().catch(() => {});
+    const applied = await Promise.race([
+      this.#flush().then(
+        () => true,
+        () => true,
+      ),
+      sleep(CLOSE_APPLY_MS, { unref: true }).then(() => false),
+    ]);
+    if (!applied) {
+      // Redis did not take them in time: the applies in flight are abandoned (a command
+      // queued while ioredis reconnects would wait out its timeout) and nothing past them
+      // is acknowledged; the slot keeps those changes for the next worker.
+      this.#giveUp.abort();
+      this.#redis.disconnect();
+    }
     await this.#stream?.stop();
     this.#streamEnded?.(new Error('stopped'));
     await this.#loop?.catch(() => {});
@@ -309,6 +332,7 @@ export class InvalidationWorker {
         this.#role === 'standby'
           ? (this.#options.retryMs ?? 1_000)
           : Math.min((this.#options.retryMs ?? 1_000) * attempt, 10_000),
+        { signal: this.#stopSignal.signal },
       );
     }
   }
@@ -574,7 +598,10 @@ export class InvalidationWorker {
     const commitTime = Math.max(group.lastCommitTime, this.#lastCommitTime);
     // Written ahead on a connection that has not closed since: on the server the heartbeat
     // goes to (a restarted Redis, a promoted replica may have lost them).
-    const written = ahead !== null && (await ahead) && this.#redisCloses === closes;
+    const written =
+      ahead !== null &&
+      (await unlessAborted(ahead, this.#giveUp.signal)) === true &&
+      this.#redisCloses === closes;
     let applied = await this.#applyWithRetry(
       group.invalidation,
       { lsn, commitTime },
@@ -640,9 +667,11 @@ export class InvalidationWorker {
   ): Promise<{ readonly previous: Heartbeat | null } | null> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return {
-          previous: await this.#invalidator.apply(invalidation, beat, bumpEpoch, written),
-        };
+        const previous = await unlessAborted(
+          this.#invalidator.apply(invalidation, beat, bumpEpoch, written),
+          this.#giveUp.signal,
+        );
+        return previous === ABANDONED ? null : { previous };
       } catch (error) {
         this.events.emit('failure', 'redis', error);
         this.#log?.warn(
@@ -650,7 +679,7 @@ export class InvalidationWorker {
           `applying invalidations to Redis ${this.#redisWhere} failed; retrying (position held)`,
         );
         if (stream !== null && stream !== this.#stream) return null;
-        if (this.#stopping && attempt >= 3) return null;
+        if (this.#stopping && (attempt >= 3 || this.#redis.status === 'end')) return null;
         await sleep(Math.min(50 * 2 ** attempt, 2_000));
       }
     }
@@ -858,6 +887,44 @@ function isTransient(error: unknown): boolean {
   );
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+const ABANDONED = Symbol('abandoned');
+
+/** `promise`'s value, or ABANDONED as soon as `signal` aborts (its outcome is then ignored). */
+function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T | typeof ABANDONED> {
+  if (signal.aborted) {
+    promise.catch(() => {});
+    return Promise.resolve(ABANDONED);
+  }
+  return new Promise((resolve, reject) => {
+    const abandon = () => {
+      promise.catch(() => {});
+      resolve(ABANDONED);
+    };
+    signal.addEventListener('abort', abandon, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', abandon);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', abandon);
+        reject(error);
+      },
+    );
+  });
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleep(ms: number, options: { unref?: boolean; signal?: AbortSignal } = {}): Promise<void> {
+  return new Promise((resolve) => {
+    if (options.signal?.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    if (options.unref) timer.unref();
+    options.signal?.addEventListener('abort', done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      options.signal?.removeEventListener('abort', done);
+      resolve();
+    }
+  });
 }

@@ -27,10 +27,10 @@ import {
   type Database,
   DelayedSelects,
   idSampler,
-  prng,
   REDIS_URL,
   SCHEMA,
 } from './contention-common.js';
+import { prng } from './prng.js';
 import { quantile } from './stats.js';
 
 const POOL = Number(process.env.BENCH_CONTENTION_POOL ?? 10);

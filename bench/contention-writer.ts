@@ -15,7 +15,8 @@ import { pgConfig } from '../src/config/database.js';
 import { type BentoBaseline, bentocacheBaseline } from './bentocache-baseline.js';
 import { type Envelope, serve } from './cdc-common.js';
 import { exitWithParent } from './children.js';
-import { bentoKey, DATABASE_URL, prng, REDIS_URL, SCHEMA } from './contention-common.js';
+import { bentoKey, DATABASE_URL, REDIS_URL, SCHEMA } from './contention-common.js';
+import { prng } from './prng.js';
 
 let pool: pg.Pool | null = null;
 let bento: { cache: BentoBaseline; connection: Redis } | null = null;

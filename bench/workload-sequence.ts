@@ -4,6 +4,7 @@
  * random permutation), 95 % reads (half the user row, half the aggregate), 5 % writes
  * (half renames, half order inserts).
  */
+import { prng } from './prng.js';
 import { ROWS } from './workload-params.js';
 
 export const ZIPF_S = 1.0;
@@ -14,18 +15,6 @@ export const OP_READ_USER = 0;
 export const OP_READ_AGG = 1;
 export const OP_RENAME = 2;
 export const OP_INSERT_ORDER = 3;
-
-/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export interface Workload {
   readonly kinds: Uint8Array;

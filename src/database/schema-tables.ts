@@ -1,5 +1,5 @@
 import { type ColumnKind, columnKind } from '../keys/canonical.js';
-import { pgArray, type QueryRows } from './table-catalog.js';
+import { COLUMNS_SQL, pgArray, type QueryRows } from './table-catalog.js';
 
 /**
  * What `walcache init` needs to know of every table of one schema: its columns (with
@@ -37,15 +37,6 @@ SELECT c.oid::text AS oid, c.relname AS name, c.relkind::text AS relkind
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
  ORDER BY c.relname`;
-
-const COLUMNS_SQL = `
-SELECT a.attrelid::text AS oid, a.attname AS name,
-       b.typname AS base, b.typtype::text AS typtype, b.typcategory::text AS category
-  FROM pg_attribute a
-  JOIN pg_type t ON t.oid = a.atttypid
-  JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
- WHERE a.attrelid = ANY ($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
- ORDER BY a.attrelid, a.attnum`;
 
 // indkey holds 0 for an expression column; ordinality keeps the index's column order.
 const INDEXES_SQL = `

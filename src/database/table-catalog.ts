@@ -43,7 +43,7 @@ SELECT c.oid::text AS oid, n.nspname AS schema, c.relname AS name, c.relkind::te
  WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))`;
 
 // Domains are described by their base type: a domain over int4 canonicalises as int4.
-const COLUMNS_SQL = `
+export const COLUMNS_SQL = `
 SELECT a.attrelid::text AS oid, a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type,
        b.typname AS base, b.typtype::text AS typtype, b.typcategory::text AS category
   FROM pg_attribute a

@@ -85,7 +85,7 @@ import {
   sleep,
 } from './contention-common.js';
 import { deleteRedisKeys } from './redis-keys.js';
-import { currentLsn, dropSlot, waitConfirmed } from './slot.js';
+import { currentLsn, dropSlot, dropStaleSlot, waitConfirmed } from './slot.js';
 import { median } from './stats.js';
 
 const env = (name: string, fallback: number) => {
@@ -147,13 +147,7 @@ async function waitWorker(lsn: string, timeoutMs = 60_000): Promise<void> {
 }
 
 async function setupDatabase(): Promise<void> {
-  const { rows } = await admin.query<{ active_pid: number | null }>(
-    'SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1',
-    [SLOT],
-  );
-  if (rows[0]?.active_pid != null)
-    throw new Error(`slot ${SLOT} is in use (pid ${rows[0].active_pid}): is another run going?`);
-  await dropSlot(admin, SLOT);
+  await dropStaleSlot(admin, SLOT);
   await admin.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
   await admin.query(`CREATE SCHEMA ${SCHEMA}`);
   await admin.query(

@@ -1,7 +1,8 @@
 /**
  * The replication-slot chores the benches that run the invalidation worker share
  * (bench/cdc.ts, bench/workload.ts, bench/contention.ts): the current WAL position, the
- * wait for a slot to confirm it, and dropping a slot once its walsender has gone.
+ * wait for a slot to confirm it, and dropping a slot once its walsender has gone (or, at
+ * a run's start, refusing a slot another run still streams from).
  */
 import type pg from 'pg';
 import { sleep } from './cdc-common.js';
@@ -54,4 +55,18 @@ export async function dropSlot(pool: pg.Pool, slot: string, attempts = 200): Pro
     }
     await sleep(50);
   }
+}
+
+/**
+ * A run's fresh start: drops `slot` left by an earlier run, but refuses one a walsender
+ * still streams from (another run of the same bench is going).
+ */
+export async function dropStaleSlot(pool: pg.Pool, slot: string): Promise<void> {
+  const { rows } = await pool.query<{ active_pid: number | null }>(
+    'SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1',
+    [slot],
+  );
+  const pid = rows[0]?.active_pid;
+  if (pid != null) throw new Error(`slot ${slot} is in use (pid ${pid}): is another run going?`);
+  await dropSlot(pool, slot);
 }

@@ -6,7 +6,7 @@
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { pgConfig } from '../src/config/database.js';
-import { dropSlot } from './slot.js';
+import { dropStaleSlot } from './slot.js';
 import { DATABASE_URL, type Database, SCHEMA, SLOT } from './workload-common.js';
 import { ORDERS_PER_USER, POOL_SIZE, ROWS } from './workload-params.js';
 
@@ -30,13 +30,7 @@ let seededMaxOrderId = '0';
 
 export async function setupDatabase(): Promise<number> {
   const started = performance.now();
-  const { rows } = await admin.query<{ active_pid: number | null }>(
-    'SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1',
-    [SLOT],
-  );
-  if (rows[0]?.active_pid != null)
-    throw new Error(`slot ${SLOT} is in use (pid ${rows[0].active_pid}): is another run going?`);
-  await dropSlot(admin, SLOT);
+  await dropStaleSlot(admin, SLOT);
   await admin.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
   await admin.query(`CREATE SCHEMA ${SCHEMA}`);
   await admin.query(

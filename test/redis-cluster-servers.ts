@@ -246,12 +246,12 @@ export async function startSentinel(downAfterMs = 1_000): Promise<PrivateSentine
 /**
  * A Redis Cluster of the test's own: `masters` private servers (no replicas), the slots
  * split evenly between them; `args(i)` are added to server i's (its own settings, to make
- * masters differ). `nodes` are their `host:port` seeds.
+ * masters differ). `nodes` are their `host:port` seeds, `servers` the servers (to pause one).
  */
 export async function startMastersOnly(
   masters: number,
   args: (i: number) => string[] = () => [],
-): Promise<{ nodes: string[]; stop(): Promise<void> }> {
+): Promise<{ nodes: string[]; servers: readonly PrivateRedis[]; stop(): Promise<void> }> {
   const servers = await Promise.all(
     Array.from({ length: masters }, (_, i) =>
       startRedis((_dir, port) => [
@@ -290,5 +290,5 @@ export async function startMastersOnly(
   } finally {
     for (const admin of admins) admin.disconnect();
   }
-  return { nodes: servers.map((s) => `127.0.0.1:${s.port}`), stop: stopAll };
+  return { nodes: servers.map((s) => `127.0.0.1:${s.port}`), servers, stop: stopAll };
 }

@@ -111,6 +111,12 @@ export interface LoadOptions {
    * `maxAgeMs` must be at least the TTL.
    */
   readonly sliding?: { readonly maxAgeMs: number };
+  /**
+   * Called with the key when this read waits on a load it does not run: another
+   * process's (its lease is held) or one already in flight in this process. A batch of
+   * loads (the repository's findMany) then stops holding its query for that key.
+   */
+  readonly onWait?: (key: string) => void;
 }
 
 export interface EngineOptions {
@@ -379,6 +385,7 @@ export class CacheEngine {
     const running = this.#flights.get(flightKey);
     if (running) {
       this.events.emit('coalesced', key);
+      options.onWait?.(key);
       // The value is read-only; only byte arrays (which cannot be) are copied per caller.
       return (running as Promise<T>).then(forCaller);
     }
@@ -1136,6 +1143,7 @@ export class CacheEngine {
     snapshot: number,
     read: L2Read,
   ): Promise<T> {
+    options.onWait?.(key);
     const redisKey = this.keys.entry(key);
     const started = Date.now();
     const deadline = started + this.config.lease.waitMs;

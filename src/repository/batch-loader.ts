@@ -5,10 +5,12 @@
  *   the engine's `getOrLoad` (so each fill is lease-protected); a key that misses calls
  *   `load`, a key that hits never does. The batch knows how many keys it serves, so it
  *   runs the query once every key has either been answered from the cache or asked to
- *   load: one query for all the misses. A key that waits on another process's lease
- *   holds the batch back at most `quietMs` after the last progress; a load asked after
- *   the batch ran (a reload, a lease lost) gets a batch of its own, gathered over one
- *   macrotask.
+ *   load: one query for all the misses. It waits for every key's cache read to answer,
+ *   however late one shard answers (a key whose read fails loads, so the wait is bounded
+ *   by Redis's command timeout). A key that waits on a load it does not run (another
+ *   process's lease, a load in flight in this one: `parked`) holds the batch back at most
+ *   `quietMs` after the last progress; a load asked after the batch ran (a reload, a
+ *   lease lost) gets a batch of its own, gathered over one macrotask.
  * - The misses of single reads (`BatchLoader.perTick(run, maxBatch)`, one per entity and
  *   key shape of a repository): the loads asked in one turn of the event loop, i.e. until
  *   its check phase (`setImmediate`), run as one query. Concurrent reads whose L2 replies
@@ -24,7 +26,10 @@ export class BatchLoader<K, V> {
   readonly #run: (ids: K[]) => Promise<Map<string, V>>;
   readonly #quietMs: number;
   readonly #maxBatch: number;
+  /** Keys neither answered from the cache nor asked to load. */
   readonly #waiting: Set<string>;
+  /** Of those, the keys not yet heard of at all (not parked on another's load either). */
+  readonly #unheard: Set<string>;
   #pending = new Map<
     string,
     { id: K; resolve: (v: V | undefined) => void; reject: (e: unknown) => void }[]
@@ -43,6 +48,7 @@ export class BatchLoader<K, V> {
     options: { readonly quietMs?: number; readonly maxBatch?: number } = {},
   ) {
     this.#waiting = new Set(keys);
+    this.#unheard = new Set(this.#waiting);
     this.#first = keys !== undefined;
     this.#run = run;
     this.#quietMs = options.quietMs ?? 25;
@@ -68,13 +74,23 @@ export class BatchLoader<K, V> {
       }
       list.push({ id, resolve, reject });
       this.#waiting.delete(key);
+      this.#unheard.delete(key);
       this.#progress();
     });
   }
 
   /** The key's read settled (answered from the cache, or loaded). */
   settled(key: string): void {
+    this.#unheard.delete(key);
     if (this.#waiting.delete(key)) this.#progress();
+  }
+
+  /**
+   * The key's read waits on a load it does not run (the engine's `onWait`): it may still
+   * ask to load (the other load gave up), but it holds the batch back at most `quietMs`.
+   */
+  parked(key: string): void {
+    if (this.#unheard.delete(key)) this.#progress();
   }
 
   #progress(): void {
@@ -89,6 +105,9 @@ export class BatchLoader<K, V> {
       this.#flush();
       return;
     }
+    // A key whose read has not answered yet will load or settle: wait for it (a shard
+    // answering late would otherwise split the query, one per master on a cluster).
+    if (this.#unheard.size > 0) return;
     if (this.#timer) this.#timer.refresh();
     else if (this.#pending.size > 0) this.#timer = setTimeout(() => this.#flush(), this.#quietMs);
   }

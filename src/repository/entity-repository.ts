@@ -391,6 +391,7 @@ export class EntityRepository<T extends EntityTypes = EntityTypes> {
     const batch = new BatchLoader<KeyPart[], T['row']>(unique.keys(), (list) =>
       this.#loadMany(list),
     );
+    load = { ...load, onWait: (key) => batch.parked(key) };
     // One fence snapshot for the whole call, so its loads are asked for together.
     if (load.snapshot !== undefined) {
       const read = load.snapshot;

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import calculateSlot from 'cluster-key-slot';
+import type { Cluster } from 'ioredis';
 import { createRepository, defineConfig } from '../src/index.js';
 import { tableResetTag } from '../src/keys/redis-keys.js';
 import { REDIS_CONFIG, Resources, uniquePrefix, waitFor } from './helpers.js';
@@ -71,9 +72,9 @@ describe('findMany: one query for its misses', () => {
       repo.engine.keys.epoch(),
       repo.engine.keys.tagVersion(tableResetTag(`${scope.schema}.users`)),
     ];
-    const paused = cluster.servers.find((_, i) =>
-      shared.every((k) => Math.floor((calculateSlot(k) * 3) / 16384) !== i),
-    );
+    const slots = (repo.engine.redis as Cluster).slots;
+    const busy = new Set(shared.map((k) => slots[calculateSlot(k)]?.[0]));
+    const paused = cluster.servers.find((s) => !busy.has(`127.0.0.1:${s.port}`));
     assert.ok(paused);
     let resume: NodeJS.Timeout | undefined;
     repo.engine.events.once('miss', () => {
